@@ -1,0 +1,63 @@
+# One command to run the app, one to run the tests. Both set up .venv first.
+#   make run              start the chat at http://127.0.0.1:7860 (ARGS="--port 8000" to pass flags)
+#   make test             lint + every test, with the real model and a real browser
+#   make bench            the benchmarks in bench/
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+LLAMA   := 0.3.36
+# Wheels built with other CPU flags live under other keys, so a stale native build is never reused.
+KEY     := $(shell $(PY) assistant/buildflags.py --key)
+WHEELS  := $(HOME)/.cache/autodidact/wheels/$(KEY)
+ARGS    ?=
+
+export HF_HUB_OFFLINE := 1
+export ANONYMIZED_TELEMETRY := False
+export GRADIO_ANALYTICS_ENABLED := False
+
+.PHONY: run test lint format bench install browser clean
+
+run: install
+	$(BIN)/autodidact serve $(ARGS)
+
+test: install browser
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python bench/chat_throughput.py
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.llama-$(KEY)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+# llama-cpp-python has no wheel for this platform: build it once per flag set, without
+# -march=native (see assistant/buildflags.py), and keep the wheel outside the repo.
+$(VENV)/.llama-$(KEY):
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA)-*.whl >/dev/null 2>&1; then \
+	  echo "Building llama-cpp-python $(LLAMA) with: $$($(PY) assistant/buildflags.py) (about 5 minutes)"; \
+	  rm -rf $(WHEELS).tmp && mkdir -p $(WHEELS).tmp && \
+	  CMAKE_ARGS="$$($(PY) assistant/buildflags.py)" $(BIN)/pip wheel --no-cache-dir --no-deps \
+	    --no-binary llama-cpp-python llama-cpp-python==$(LLAMA) -w $(WHEELS).tmp && \
+	  rm -rf $(WHEELS) && mv $(WHEELS).tmp $(WHEELS); \
+	fi
+	$(BIN)/pip install -q --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA)-*.whl
+	rm -f $(VENV)/.llama-* && touch $@
+
+# The browser test drives Debian's Chromium: Playwright cannot download its own browser offline.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  echo "Installing Debian's chromium for the browser test"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""The chat assistant: settings, model engine, chat service, web UI and CLI."""

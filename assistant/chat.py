@@ -1,0 +1,271 @@
+"""The chat service: turns a user's message into a stored, streamed answer.
+
+Owns the conversation flow: validating input, building the prompt with LangChain (system prompt,
+history trimmed to fit the context window, the new message), running the model in a background
+thread, and storing every turn in the order that never loses one. It does not know about Gradio
+(assistant/ui.py renders what it yields) nor about llama.cpp (it talks to a `ChatModel`).
+
+Generation runs in its own thread so that a browser that goes away, or a Stop click, can never
+leave an answer unstored: the thread owns the exchange from start to finish.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, trim_messages
+from langchain_core.messages.utils import convert_to_openai_messages
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+
+from assistant.model import ChatModel, Messages
+from assistant.settings import Settings
+from store.repo import Store, Turn
+
+PROMPT = ChatPromptTemplate.from_messages(
+    [("system", "{system}"), MessagesPlaceholder("history"), ("human", "{message}")]
+)
+
+
+class ChatRefused(ValueError):
+    """The message was not accepted; nothing was stored. The text is shown to the user."""
+
+
+def title_from(message: str, limit: int = 48) -> str:
+    """A conversation title from its first message: one line, at most `limit` characters.
+
+    >>> title_from("  What is   the capital\\nof France?  ")
+    'What is the capital of France?'
+    >>> title_from("x" * 60, limit=10)
+    'xxxxxxxxx…'
+    >>> title_from("   ")
+    'New chat'
+    """
+    words = " ".join(message.split())
+    if not words:
+        return "New chat"
+    return words if len(words) <= limit else words[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A snapshot of an answer being generated, as the UI and the API show it."""
+
+    conversation_id: int
+    exchange_id: int
+    text: str = ""
+    status: str = "generating"  # then: completed, stopped, failed
+    error: str | None = None
+    history_dropped: int = 0
+    notices: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def done(self) -> bool:
+        return self.status != "generating"
+
+
+@dataclass
+class Prompt:
+    messages: Messages
+    tokens: int
+    dropped: int
+
+
+class ChatService:
+    def __init__(self, store: Store, model: ChatModel, settings: Settings):
+        self.store = store
+        self.model = model
+        self.settings = settings
+        self.user = store.user(settings.user)
+        self._active: dict[int, threading.Event] = {}
+        self._active_lock = threading.Lock()
+
+    # conversations
+    def conversations(self):
+        return self.store.conversations(self.user.id)
+
+    def turns(self, conversation_id: int) -> list[Turn]:
+        return self.store.turns(conversation_id)
+
+    def rename(self, conversation_id: int, title: str):
+        title = " ".join(title.split())
+        if not title:
+            raise ChatRefused("A title cannot be empty.")
+        return self.store.rename_conversation(conversation_id, title[:200])
+
+    def delete(self, conversation_id: int) -> dict[str, int]:
+        self.stop(conversation_id)
+        return self.store.delete_conversation(conversation_id)
+
+    def rate(self, exchange_id: int, value: int):
+        return self.store.rate(exchange_id, self.user.id, value)
+
+    # the prompt
+    def validate(self, message: str) -> None:
+        if not isinstance(message, str) or not message.strip():
+            raise ChatRefused("Type a message first: an empty message cannot be sent.")
+        if len(message) > self.settings.max_message_chars:
+            raise ChatRefused(
+                f"That message is {len(message):,} characters; the limit is "
+                f"{self.settings.max_message_chars:,}. Shorten it or send it in parts."
+            )
+
+    def build_prompt(self, history: list[Turn], message: str) -> Prompt:
+        """System prompt + as much recent history as fits + the new message.
+
+        Raises ChatRefused if the new message alone does not fit beside room for an answer.
+        """
+        budget = self.model.context_window - self.settings.max_tokens
+        past: list[BaseMessage] = []
+        for turn in history:
+            past.append(HumanMessage(turn.user))
+            if turn.assistant:
+                past.append(AIMessage(turn.assistant))
+        system = self.settings.system_prompt
+        alone = convert_to_openai_messages(PROMPT.invoke({"system": system, "history": [], "message": message}).to_messages())
+        needed = self.model.count_tokens(alone)
+        if needed > budget:
+            raise ChatRefused(
+                f"That message is too long for the model: it takes {needed:,} tokens, and the "
+                f"context window holds {self.model.context_window:,} including "
+                f"{self.settings.max_tokens:,} kept for the answer. Shorten it."
+            )
+        kept = trim_messages(
+            past,
+            max_tokens=budget - needed,
+            token_counter=lambda msgs: self._history_tokens(msgs),
+            strategy="last",
+            start_on="human",
+            allow_partial=False,
+        ) if past else []
+        value = PROMPT.invoke({"system": system, "history": kept, "message": message})
+        messages = convert_to_openai_messages(value.to_messages())
+        return Prompt(messages, self.model.count_tokens(messages), len(past) - len(kept))
+
+    def _history_tokens(self, msgs: list[BaseMessage]) -> int:
+        if not msgs:
+            return 0
+        # Counted inside a bare template so the count includes the per-message markup.
+        return self.model.count_tokens(convert_to_openai_messages(msgs))
+
+    # generating
+    def send(self, conversation_id: int | None, message: str) -> Iterator[Reply]:
+        """Store `message` in the conversation (a new one if None) and stream the answer."""
+        self.validate(message)
+        history = self.store.turns(conversation_id) if conversation_id else []
+        if conversation_id:
+            self.store.conversation(conversation_id)  # raises NotFound for a bad id
+        prompt = self.build_prompt(history, message)
+        if not conversation_id:
+            conversation_id = self.store.create_conversation(self.user.id, title_from(message)).id
+        user_msg = self.store.add_user_message(conversation_id, message)
+        return self._generate(conversation_id, user_msg.id, prompt, regenerated_from=None)
+
+    def regenerate(self, conversation_id: int) -> Iterator[Reply]:
+        """A new answer to the conversation's last message; the old one is kept as superseded."""
+        history = self.store.turns(conversation_id)
+        if not history:
+            raise ChatRefused("There is no answer to regenerate yet.")
+        last = history[-1]
+        prompt = self.build_prompt(history[:-1], last.user)
+        return self._generate(
+            conversation_id, last.user_message_id, prompt, regenerated_from=last.exchange_id
+        )
+
+    def stop(self, conversation_id: int) -> bool:
+        with self._active_lock:
+            cancel = self._active.get(conversation_id)
+        if cancel:
+            cancel.set()
+        return cancel is not None
+
+    def _generate(self, conversation_id, user_message_id, prompt: Prompt, regenerated_from):
+        sampling = self.settings.sampling()
+        if sampling["seed"] < 0:
+            # Drawn here rather than left to the sampler so every stored answer can be replayed.
+            sampling["seed"] = random.randrange(2**31)
+        exchange = self.store.start_exchange(
+            conversation_id,
+            user_message_id,
+            model_id=self.model.model_id,
+            adapter_id=self.model.adapter_id,
+            sampling=sampling,
+            regenerated_from_id=regenerated_from,
+            history_dropped=prompt.dropped,
+            prompt_tokens=prompt.tokens,
+        )
+        cancel = threading.Event()
+        with self._active_lock:
+            previous = self._active.get(conversation_id)
+            if previous:
+                previous.set()
+            self._active[conversation_id] = cancel
+        notices = ()
+        if prompt.dropped:
+            notices = (
+                f"{prompt.dropped} older message(s) were left out so the conversation fits the "
+                f"model's {self.model.context_window:,}-token context.",
+            )
+        start = Reply(conversation_id, exchange.id, history_dropped=prompt.dropped, notices=notices)
+        events: queue.Queue = queue.Queue()
+        worker = threading.Thread(
+            target=self._run, args=(start, prompt, sampling, cancel, events), daemon=True, name="generate"
+        )
+        worker.start()
+        return self._follow(start, cancel, events)
+
+    def _follow(self, reply: Reply, cancel: threading.Event, events: queue.Queue) -> Iterator[Reply]:
+        yield reply
+        try:
+            while True:
+                item = events.get()
+                if isinstance(item, Reply):
+                    yield item
+                    return
+                reply = replace(reply, text=reply.text + item)
+                yield reply
+        finally:
+            # The reader went away (browser closed, client disconnected): stop the model; the
+            # worker still stores what was generated, marked stopped.
+            cancel.set()
+
+    def _run(self, reply: Reply, prompt: Prompt, sampling, cancel: threading.Event, events):
+        start = time.perf_counter()
+        first_token_ms = None
+        parts: list[str] = []
+        status, error, completion_tokens = "completed", None, None
+        try:
+            for delta in self.model.stream(prompt.messages, sampling, cancel):
+                if delta.text:
+                    if first_token_ms is None:
+                        first_token_ms = (time.perf_counter() - start) * 1000
+                    parts.append(delta.text)
+                    events.put(delta.text)
+                if delta.completion_tokens is not None:
+                    completion_tokens = delta.completion_tokens
+            if cancel.is_set():
+                status = "stopped"
+        except Exception as exc:  # the model failed: keep what came, say why
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        text = "".join(parts)
+        try:
+            self.store.finish_exchange(
+                reply.exchange_id,
+                text,
+                status,
+                error=error,
+                completion_tokens=completion_tokens,
+                first_token_ms=first_token_ms,
+                latency_ms=(time.perf_counter() - start) * 1000,
+            )
+        except Exception as exc:
+            status, error = "failed", f"the answer could not be saved: {exc}"
+        finally:
+            with self._active_lock:
+                if self._active.get(reply.conversation_id) is cancel:
+                    del self._active[reply.conversation_id]
+            events.put(replace(reply, text=text, status=status, error=error))

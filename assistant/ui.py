@@ -1,0 +1,248 @@
+"""The Gradio app: the chat page a person uses and the HTTP API programs use.
+
+Owns layout and event wiring only. Every decision (what is valid, what is stored, how the prompt
+is built) belongs to the chat service; this module renders its `Reply` snapshots. The stable API
+(`/chat`, `/history`, `/conversations`, `/rate`) is declared with `gr.api`; the UI's own events
+are private so the API page lists only what programs may rely on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gradio as gr
+
+from assistant.chat import ChatRefused, ChatService, Reply
+from store.repo import NotFound, Turn
+
+STATUS_NOTES = {
+    "stopped": "Generation stopped. The partial answer is saved.",
+    "failed": "The model failed while answering: {error}. What it wrote so far is saved.",
+}
+PRIVATE = {"api_visibility": "private"}
+
+
+def render(turns: list[Turn]) -> tuple[list[dict], list[int | None]]:
+    """Chatbot messages for the turns, and the exchange id behind each message (None for users).
+
+    >>> render([Turn(1, "hi", 7, "hello", "completed"), Turn(3, "again", None, None, None)])
+    ([{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'hello'}, {'role': 'user', 'content': 'again'}], [None, 7, None])
+    """
+    messages, ids = [], []
+    for turn in turns:
+        messages.append({"role": "user", "content": turn.user})
+        ids.append(None)
+        if turn.exchange_id is not None:
+            messages.append({"role": "assistant", "content": turn.assistant or ""})
+            ids.append(turn.exchange_id)
+    return messages, ids
+
+
+def rating_value(liked) -> int:
+    """Gradio's like payload as a stored rating: +1, -1, or 0 when a click is taken back.
+
+    >>> [rating_value(v) for v in (True, False, "Like", "Dislike", None, "")]
+    [1, -1, 1, -1, 0, 0]
+    """
+    if liked is True or liked == "Like":
+        return 1
+    if liked is False or liked == "Dislike":
+        return -1
+    return 0
+
+
+def note_for(reply: Reply) -> str:
+    notes = list(reply.notices)
+    if reply.status in STATUS_NOTES:
+        notes.append(STATUS_NOTES[reply.status].format(error=reply.error))
+    return "\n\n".join(f"ℹ️ {n}" for n in notes)
+
+
+def build_ui(chat: ChatService) -> gr.Blocks:
+    def conversation_choices():
+        return [(c.title, c.id) for c in chat.conversations()]
+
+    def list_update(selected):
+        return gr.update(choices=conversation_choices(), value=selected)
+
+    def stream_reply(stream: Iterator[Reply], before: list[Turn], message: str):
+        """Yield UI updates while a reply streams; `before` is the history above the new turn."""
+        base, base_ids = render(before)
+        reply = None
+        for reply in stream:
+            messages = base + [
+                {"role": "user", "content": message},
+                {"role": "assistant", "content": reply.text},
+            ]
+            yield (messages, reply.conversation_id, base_ids + [None, reply.exchange_id],
+                   note_for(reply), gr.skip())
+        if reply is not None:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), list_update(reply.conversation_id)
+
+    def on_send(message, conversation_id):
+        try:
+            before = chat.turns(conversation_id) if conversation_id else []
+            stream = chat.send(conversation_id, message)
+        except (ChatRefused, NotFound) as exc:
+            gr.Warning(str(exc))
+            yield gr.skip(), gr.skip(), gr.skip(), str(exc), gr.skip(), gr.skip()
+            return
+        for update in stream_reply(stream, before, message):
+            yield *update, ""
+
+    def on_regenerate(conversation_id):
+        if not conversation_id:
+            gr.Warning("There is no answer to regenerate yet.")
+            return
+        try:
+            turns = chat.turns(conversation_id)
+            stream = chat.regenerate(conversation_id)
+        except (ChatRefused, NotFound) as exc:
+            gr.Warning(str(exc))
+            return
+        yield from stream_reply(stream, turns[:-1], turns[-1].user)
+
+    def on_open(conversation_id):
+        if conversation_id is None:
+            return [], None, [], "", ""
+        try:
+            conv = chat.store.conversation(conversation_id)
+        except NotFound:
+            gr.Warning("That conversation no longer exists.")
+            return [], None, [], "", ""
+        messages, ids = render(chat.turns(conversation_id))
+        return messages, conversation_id, ids, "", conv.title
+
+    def on_new():
+        return [], None, [], "", "", gr.update(value=None)
+
+    def on_rename(conversation_id, title):
+        if not conversation_id:
+            gr.Warning("Open a conversation to rename it.")
+            return gr.skip()
+        try:
+            chat.rename(conversation_id, title)
+        except (ChatRefused, NotFound) as exc:
+            gr.Warning(str(exc))
+            return gr.skip()
+        return list_update(conversation_id)
+
+    def on_delete(conversation_id):
+        if not conversation_id:
+            gr.Warning("Open a conversation to delete it.")
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        counts = chat.delete(conversation_id)
+        gr.Info(f"Deleted the conversation and its {counts['messages']} messages.")
+        return [], None, [], "", "", list_update(None)
+
+    def on_like(conversation_id, exchange_ids, data: gr.LikeData):
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        exchange_id = exchange_ids[index] if 0 <= index < len(exchange_ids) else None
+        if exchange_id is None:
+            gr.Warning("Only finished answers can be rated.")
+            return
+        chat.rate(exchange_id, rating_value(data.liked))
+
+    def on_stop(conversation_id):
+        if conversation_id:
+            chat.stop(conversation_id)
+
+    with gr.Blocks(title="Autodidact") as demo:
+        conversation = gr.State(None)
+        exchange_ids = gr.State([])
+        with gr.Sidebar(label="Conversations", open=True):
+            gr.Markdown("### Autodidact")
+            new_btn = gr.Button("＋ New chat", elem_id="new-chat")
+            conversations = gr.Radio(
+                choices=[], label="Conversations", elem_id="conversations", interactive=True
+            )
+            title = gr.Textbox(label="Title", elem_id="title", max_lines=1)
+            with gr.Row():
+                rename_btn = gr.Button("Rename", size="sm", elem_id="rename")
+                delete_btn = gr.Button("Delete", size="sm", variant="stop", elem_id="delete")
+            with gr.Row(visible=False) as confirm_row:
+                confirm_btn = gr.Button("Yes, delete", size="sm", variant="stop", elem_id="confirm-delete")
+                cancel_btn = gr.Button("Keep", size="sm", elem_id="cancel-delete")
+        chatbot = gr.Chatbot(
+            elem_id="chatbot", height="70vh", label="Chat", feedback_options=("Like", "Dislike"),
+            buttons=["copy"], placeholder="Ask anything. Your chats stay on this machine.",
+        )
+        notice = gr.Markdown(elem_id="notice")
+        with gr.Row():
+            box = gr.Textbox(
+                placeholder="Message Autodidact (Enter to send, Shift+Enter for a new line)",
+                show_label=False, scale=8, lines=1, max_lines=8, elem_id="message", autofocus=True,
+            )
+            send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+        with gr.Row():
+            stop_btn = gr.Button("■ Stop", size="sm", elem_id="stop")
+            regen_btn = gr.Button("↻ Regenerate", size="sm", elem_id="regenerate")
+
+        outputs = [chatbot, conversation, exchange_ids, notice, conversations]
+        for trigger in (box.submit, send_btn.click):
+            trigger(on_send, [box, conversation], [*outputs, box], **PRIVATE)
+        regen_btn.click(on_regenerate, [conversation], outputs, **PRIVATE)
+        stop_btn.click(on_stop, [conversation], None, queue=False, **PRIVATE)
+        conversations.input(
+            on_open, [conversations], [chatbot, conversation, exchange_ids, notice, title], **PRIVATE
+        )
+        new_btn.click(on_new, None, [chatbot, conversation, exchange_ids, notice, title, conversations], **PRIVATE)
+        rename_btn.click(on_rename, [conversation, title], [conversations], **PRIVATE)
+        delete_btn.click(lambda: gr.update(visible=True), None, [confirm_row], **PRIVATE)
+        cancel_btn.click(lambda: gr.update(visible=False), None, [confirm_row], **PRIVATE)
+        confirm_btn.click(
+            on_delete, [conversation], [chatbot, conversation, exchange_ids, notice, title, conversations], **PRIVATE
+        ).then(lambda: gr.update(visible=False), None, [confirm_row], **PRIVATE)
+        chatbot.like(on_like, [conversation, exchange_ids], None, **PRIVATE)
+        demo.load(lambda: list_update(None), None, [conversations], **PRIVATE)
+
+        add_api(chat)
+    return demo
+
+
+def add_api(chat: ChatService) -> None:
+    """The stable HTTP API, for gradio_client and any HTTP caller."""
+
+    def chat_endpoint(message: str, conversation_id: str = "") -> Iterator[tuple[str, str]]:
+        """Send `message` to a conversation (empty id: a new one). Streams (answer so far,
+        conversation id); raises an error with a readable message if the message is refused."""
+        try:
+            conv = int(conversation_id) if str(conversation_id or "").strip() else None
+        except ValueError as exc:
+            raise gr.Error(f"not a conversation id: {conversation_id!r}") from exc
+        try:
+            stream = chat.send(conv, message)
+        except (ChatRefused, NotFound) as exc:
+            raise gr.Error(str(exc)) from exc
+        for reply in stream:
+            yield reply.text, str(reply.conversation_id)
+            if reply.status == "failed":
+                raise gr.Error(f"the model failed: {reply.error}")
+
+    def history_endpoint(conversation_id: str) -> list[dict]:
+        """Every turn of a conversation: user message, shown answer, its exchange id and status."""
+        try:
+            turns = chat.turns(int(conversation_id))
+        except ValueError as exc:
+            raise gr.Error(f"not a conversation id: {conversation_id!r}") from exc
+        return [
+            {"user": t.user, "assistant": t.assistant, "exchange_id": t.exchange_id, "status": t.status}
+            for t in turns
+        ]
+
+    def conversations_endpoint() -> list[dict]:
+        """The conversations, newest first: id and title."""
+        return [{"id": c.id, "title": c.title} for c in chat.conversations()]
+
+    def rate_endpoint(exchange_id: int, value: int) -> dict:
+        """Rate an answer: +1 (thumbs up), -1 (thumbs down) or 0 (take the rating back)."""
+        try:
+            rating = chat.rate(int(exchange_id), int(value))
+        except (ValueError, NotFound) as exc:
+            raise gr.Error(str(exc)) from exc
+        return {"exchange_id": rating.exchange_id, "value": rating.value}
+
+    gr.api(chat_endpoint, api_name="chat")
+    gr.api(history_endpoint, api_name="history")
+    gr.api(conversations_endpoint, api_name="conversations")
+    gr.api(rate_endpoint, api_name="rate")

@@ -1,0 +1,1 @@
+"""Feedback on answers: grading, curation and the fine-tune refresh (later issues build here)."""

@@ -1,0 +1,1 @@
+"""Persistent state: SQL tables (models), connection and migrations (db), queries (repo)."""

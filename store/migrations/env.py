@@ -1,0 +1,15 @@
+"""Alembic environment: runs migrations on the connection store/db.py hands over.
+
+Never reads alembic.ini or configures logging: the app owns both.
+"""
+
+from alembic import context
+from sqlmodel import SQLModel
+
+import store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+connection = context.config.attributes["connection"]
+# Batch mode lets later migrations ALTER tables on SQLite, which lacks most ALTER TABLE forms.
+context.configure(connection=connection, target_metadata=SQLModel.metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,82 @@
+"""SQLModel tables: the schema of everything Autodidact keeps about its conversations.
+
+Owns the table definitions only. Creating and upgrading the schema is the migrations' job
+(store/migrations), and reading and writing rows is store/repo.py's. Table names are plural
+because `user` is a reserved word in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Conversation(SQLModel, table=True):
+    __tablename__ = "conversations"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    title: str
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversations.id", index=True)
+    role: str  # "user" or "assistant"
+    content: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Exchange(SQLModel, table=True):
+    """One user turn and the assistant's answer to it, with how the answer was made.
+
+    A regenerated answer is a new exchange on the same user message, pointing at the one it
+    replaced; the conversation shows the newest. `status` is `generating` while the model runs,
+    then `completed`, `stopped` (by the user) or `failed` (model error or the process died).
+    """
+
+    __tablename__ = "exchanges"
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversations.id", index=True)
+    user_message_id: int = Field(foreign_key="messages.id", index=True)
+    assistant_message_id: int | None = Field(default=None, foreign_key="messages.id")
+    regenerated_from_id: int | None = Field(default=None, foreign_key="exchanges.id")
+    status: str = Field(default="generating", index=True)
+    error: str | None = None
+    model_id: str
+    adapter_id: str | None = None
+    sampling: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    history_dropped: int = 0  # older messages left out of the prompt to fit the context
+    first_token_ms: float | None = None
+    latency_ms: float | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    finished_at: datetime | None = None
+
+
+class Rating(SQLModel, table=True):
+    """One click on thumbs up (+1) or down (-1), or taking a rating back (0). The newest counts."""
+
+    __tablename__ = "ratings"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(foreign_key="exchanges.id", index=True)
+    user_id: int = Field(foreign_key="users.id")
+    value: int
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,68 @@
+"""Shared fixtures: a temporary AUTODIDACT_HOME for every test, settings, a store, the fake model
+and the real embedded model (loaded once per session: it is small enough for every test run)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from assistant.settings import Settings
+from store.db import open_database
+from store.repo import Store
+from tests.fakes import FakeModel
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    for key in list(os.environ):
+        if key.startswith("AUTODIDACT_"):
+            monkeypatch.delenv(key)
+    home = tmp_path / "home"
+    monkeypatch.setenv("AUTODIDACT_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def settings(home) -> Settings:
+    home.mkdir(parents=True, exist_ok=True)
+    return Settings(home=home, max_tokens=64, temperature=0.0, seed=7)
+
+
+@pytest.fixture
+def store(settings) -> Store:
+    return Store(open_database(settings.effective_database_url))
+
+
+@pytest.fixture
+def fake_model() -> FakeModel:
+    return FakeModel()
+
+
+@pytest.fixture(scope="session")
+def embedded_path() -> Path:
+    from assistant.model import embedded_model_path
+
+    return embedded_model_path()
+
+
+@pytest.fixture(scope="session")
+def engine(embedded_path):
+    from assistant.engine import LlamaEngine
+
+    return LlamaEngine(embedded_path, context_window=2048, threads=2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,48 @@
+"""A fake chat model for fast unit tests of the chat flow (never the only test of a path)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from assistant.model import Delta
+
+
+class FakeModel:
+    """Answers with queued replies word by word; an Exception in the queue is raised mid-answer."""
+
+    model_id = "fake-model"
+    adapter_id = None
+
+    def __init__(self, context_window: int = 4096, delay: float = 0.0):
+        self.context_window = context_window
+        self.delay = delay
+        self.replies: list = []
+        self.history: list[list[dict]] = []
+
+    def enqueue(self, *replies) -> None:
+        self.replies.extend(replies)
+
+    def count_tokens(self, messages) -> int:
+        # One token per word plus template markup, like a real template adds.
+        return sum(len(m["content"].split()) + 4 for m in messages)
+
+    def stream(self, messages, sampling, cancel: threading.Event | None = None):
+        self.history.append(messages)
+        reply = self.replies.pop(0) if self.replies else "ok"
+        error = None
+        if isinstance(reply, tuple):  # (partial text, exception)
+            reply, error = reply
+        words = reply.split(" ")
+        for i, word in enumerate(words):
+            if cancel is not None and cancel.is_set():
+                break
+            yield Delta(text=word if i == 0 else " " + word)
+            if self.delay:
+                time.sleep(self.delay)
+        if error:
+            raise error
+        yield Delta(finish_reason="stop", completion_tokens=len(words))
+
+    def token_logprobs(self, messages, answer):
+        return [-1.0] * len(answer.split())

@@ -1,0 +1,161 @@
+"""The chat flow on the fake model: what is stored, when, and what the user is told."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from assistant.chat import ChatRefused, ChatService
+from store.models import Conversation, Exchange, Message
+from tests.fakes import FakeModel
+
+
+def drain(stream):
+    replies = list(stream)
+    return replies[-1], replies
+
+
+def test_answer_streams_and_the_exchange_is_stored_with_its_settings(store, settings, fake_model):
+    chat = ChatService(store, fake_model, settings)
+    fake_model.enqueue("Paris is the capital.")
+    final, replies = drain(chat.send(None, "What is the capital of France?"))
+    assert [r.text for r in replies] == ["", "Paris", "Paris is", "Paris is the", "Paris is the capital.", "Paris is the capital."]
+    assert final.status == "completed"
+    [conv] = chat.conversations()
+    assert conv.title == "What is the capital of France?"
+    [turn] = store.turns(conv.id)
+    assert (turn.user, turn.assistant, turn.status) == ("What is the capital of France?", "Paris is the capital.", "completed")
+    ex = store.exchange(turn.exchange_id)
+    assert ex.model_id == "fake-model"
+    assert ex.sampling == {"temperature": 0.0, "top_p": 0.9, "max_tokens": 64, "seed": 7}
+    assert ex.completion_tokens == 4
+    assert ex.prompt_tokens == fake_model.count_tokens(fake_model.history[0])
+    assert ex.latency_ms > 0 and ex.first_token_ms > 0
+
+
+def test_user_message_is_stored_before_generation_starts(store, settings):
+    seen = {}
+
+    class Watching(FakeModel):
+        def stream(self, messages, sampling, cancel=None):
+            seen["messages"] = store.count(Message)
+            seen["status"] = [t.status for t in store.turns(1)]
+            yield from super().stream(messages, sampling, cancel)
+
+    chat = ChatService(store, Watching(), settings)
+    drain(chat.send(None, "hello"))
+    assert seen == {"messages": 1, "status": ["generating"]}
+
+
+def test_empty_and_whitespace_messages_are_refused_and_nothing_is_stored(store, settings, fake_model):
+    chat = ChatService(store, fake_model, settings)
+    for message in ("", "   ", "\n\t \u3000"):
+        with pytest.raises(ChatRefused, match="empty message"):
+            chat.send(None, message)
+    assert (store.count(Conversation), store.count(Message)) == (0, 0)
+
+
+def test_a_message_longer_than_the_context_is_refused_and_nothing_is_stored(store, settings):
+    chat = ChatService(store, FakeModel(context_window=200), settings)
+    with pytest.raises(ChatRefused, match="too long for the model: it takes 163 tokens"):
+        chat.send(None, "word " * 150)
+    assert (store.count(Conversation), store.count(Message)) == (0, 0)
+
+
+def test_a_huge_message_is_refused_before_tokenizing(store, settings, fake_model):
+    chat = ChatService(store, fake_model, settings)
+    with pytest.raises(ChatRefused, match="100,001 characters; the limit is 100,000"):
+        chat.send(None, "x" * 100_001)
+    assert fake_model.history == [] and store.count(Message) == 0
+
+
+def test_older_turns_are_dropped_to_fit_the_context_with_a_notice(store, settings):
+    model = FakeModel(context_window=64 + 60)  # 60 tokens for the prompt beside a 64-token answer
+    chat = ChatService(store, model, settings)
+    model.enqueue(*["one two three four five six seven eight nine ten"] * 4)
+    conv = None
+    for i in range(3):
+        final, _ = drain(chat.send(conv, f"question number {i} here"))
+        conv = final.conversation_id
+    final, replies = drain(chat.send(conv, "last question"))
+    # System 9 + new message 6 leaves 45 tokens for history; a past turn takes 8 + 14.
+    assert final.history_dropped == 2
+    assert replies[0].notices == ("2 older message(s) were left out so the conversation fits the model's 124-token context.",)
+    sent = model.history[-1]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert [sent[1]["content"], sent[-1]["content"]] == ["question number 1 here", "last question"]
+    assert store.exchange(final.exchange_id).history_dropped == 2
+
+
+def test_stop_keeps_the_partial_answer_marked_stopped(store, settings):
+    model = FakeModel(delay=0.05)
+    model.enqueue(" ".join(["word"] * 200))
+    chat = ChatService(store, model, settings)
+    stream = chat.send(None, "go on")
+    first = next(stream)
+    for reply in stream:
+        if len(reply.text.split()) >= 3:
+            assert chat.stop(first.conversation_id)
+            break
+    final, _ = drain(stream)
+    assert final.status == "stopped"
+    stored = store.turns(first.conversation_id)[0]
+    assert stored.status == "stopped"
+    assert 3 <= len(stored.assistant.split()) < 200
+
+
+def test_a_reader_that_goes_away_stops_the_model_and_the_answer_is_still_stored(store, settings):
+    model = FakeModel(delay=0.05)
+    model.enqueue(" ".join(["word"] * 200))
+    chat = ChatService(store, model, settings)
+    stream = chat.send(None, "go on")
+    first = next(stream)
+    next(stream)
+    stream.close()  # what a disconnected browser does to the generator
+    for _ in range(100):
+        if store.turns(first.conversation_id)[0].status != "generating":
+            break
+        threading.Event().wait(0.05)
+    assert store.turns(first.conversation_id)[0].status == "stopped"
+
+
+def test_a_model_failure_stores_what_came_marked_failed(store, settings, fake_model):
+    chat = ChatService(store, fake_model, settings)
+    fake_model.enqueue(("half an", RuntimeError("out of memory")))
+    final, _ = drain(chat.send(None, "hi"))
+    assert (final.status, final.text, final.error) == ("failed", "half an", "RuntimeError: out of memory")
+    ex = store.exchange(final.exchange_id)
+    assert (ex.status, ex.error) == ("failed", "RuntimeError: out of memory")
+    assert store.turns(final.conversation_id)[0].assistant == "half an"
+
+
+def test_regenerate_adds_a_new_exchange_that_supersedes_the_last(store, settings, fake_model):
+    chat = ChatService(store, fake_model, settings)
+    fake_model.enqueue("first answer", "second answer")
+    final, _ = drain(chat.send(None, "q"))
+    again, _ = drain(chat.regenerate(final.conversation_id))
+    [turn] = store.turns(final.conversation_id)
+    assert (turn.assistant, turn.exchange_id) == ("second answer", again.exchange_id)
+    assert store.exchange(again.exchange_id).regenerated_from_id == final.exchange_id
+    assert store.count(Exchange) == 2
+    # The regenerated prompt is the same question, not the question twice.
+    assert fake_model.history[0] == fake_model.history[1]
+
+
+def test_rename_and_delete_conversations(store, settings, fake_model):
+    chat = ChatService(store, fake_model, settings)
+    final, _ = drain(chat.send(None, "q"))
+    chat.rename(final.conversation_id, "  My   chat ")
+    assert [c.title for c in chat.conversations()] == ["My chat"]
+    with pytest.raises(ChatRefused):
+        chat.rename(final.conversation_id, " ")
+    chat.delete(final.conversation_id)
+    assert chat.conversations() == [] and store.count(Message) == 0
+
+
+def test_a_rating_is_stored_against_the_exchange(store, settings, fake_model):
+    chat = ChatService(store, fake_model, settings)
+    final, _ = drain(chat.send(None, "q"))
+    rating = chat.rate(final.exchange_id, 1)
+    assert (rating.exchange_id, rating.user_id, rating.value) == (final.exchange_id, chat.user.id, 1)

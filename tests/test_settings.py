@@ -1,0 +1,35 @@
+"""Settings come from AUTODIDACT_* env vars, CLI flags override them, and start-up prints them."""
+
+from __future__ import annotations
+
+import argparse
+
+from assistant.settings import Settings, add_flags, from_args
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    return parser.parse_args(argv)
+
+
+def test_flags_override_env_and_env_overrides_defaults(monkeypatch):
+    monkeypatch.setenv("AUTODIDACT_PORT", "9000")
+    monkeypatch.setenv("AUTODIDACT_TEMPERATURE", "0.2")
+    settings, flags = from_args(parse(["--port", "9100"]))
+    assert (settings.port, settings.temperature, settings.host) == (9100, 0.2, "127.0.0.1")
+    assert flags == {"port"}
+
+
+def test_state_lives_under_the_home_setting(home):
+    settings = Settings()
+    assert settings.home_dir == home
+    assert settings.effective_database_url == f"sqlite:///{home / 'autodidact.db'}"
+
+
+def test_describe_names_each_value_and_its_source(monkeypatch):
+    monkeypatch.setenv("AUTODIDACT_MAX_TOKENS", "99")
+    text = Settings(port=1234).describe({"port"})
+    assert "port               = 1234  [flag]" in text
+    assert "max_tokens         = 99  [env]" in text
+    assert "model              = (embedded SmolLM2-135M-Instruct)  [default]" in text

@@ -1,0 +1,102 @@
+"""The database: migrations, WAL mode, and the rows the chat flow writes."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlmodel import SQLModel
+
+from store.db import connect, migrate, open_database, schema_revision, sqlite_url
+from store.models import Conversation, Exchange, Message, Rating
+from store.repo import Store
+
+TABLES = {"users", "conversations", "messages", "exchanges", "ratings", "alembic_version"}
+
+
+def test_blank_database_migrates_to_exactly_the_models(tmp_path):
+    engine = open_database(sqlite_url(tmp_path / "blank.db"))
+    assert set(inspect(engine).get_table_names()) == TABLES
+    assert schema_revision(engine) == "0001"
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    assert diff == []
+
+
+def test_downgrade_then_upgrade_restores_the_schema(tmp_path):
+    engine = open_database(sqlite_url(tmp_path / "db.db"))
+    migrate(engine, "base")
+    assert set(inspect(engine).get_table_names()) == {"alembic_version"}
+    assert schema_revision(engine) is None
+    migrate(engine)
+    assert set(inspect(engine).get_table_names()) == TABLES
+
+
+def test_reopening_a_database_keeps_its_rows(tmp_path):
+    url = sqlite_url(tmp_path / "db.db")
+    store = Store(open_database(url))
+    user = store.user("ana")
+    store.create_conversation(user.id, "kept")
+    again = Store(open_database(url))
+    assert [c.title for c in again.conversations(user.id)] == ["kept"]
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
+    engine = connect(sqlite_url(tmp_path / "wal.db"))
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_a_turn_is_stored_in_order_and_shown_with_its_newest_answer(store):
+    user = store.user("local")
+    conv = store.create_conversation(user.id, "t")
+    msg = store.add_user_message(conv.id, "question")
+    first = store.start_exchange(conv.id, msg.id, "m", {"temperature": 0.0})
+    assert store.turns(conv.id)[0].status == "generating"
+    store.finish_exchange(first.id, "old answer", "completed", completion_tokens=2)
+    second = store.start_exchange(conv.id, msg.id, "m", {}, regenerated_from_id=first.id)
+    store.finish_exchange(second.id, "new answer", "stopped")
+    [turn] = store.turns(conv.id)
+    assert (turn.user, turn.assistant, turn.exchange_id, turn.status) == (
+        "question", "new answer", second.id, "stopped"
+    )
+    assert store.exchange(second.id).regenerated_from_id == first.id
+    assert store.count(Message) == 3
+
+
+def test_deleting_a_conversation_removes_all_its_rows(store):
+    user = store.user("local")
+    keep = store.create_conversation(user.id, "keep")
+    gone = store.create_conversation(user.id, "gone")
+    for conv in (keep, gone):
+        msg = store.add_user_message(conv.id, "q")
+        ex = store.start_exchange(conv.id, msg.id, "m", {})
+        store.finish_exchange(ex.id, "a", "completed")
+        store.rate(ex.id, user.id, 1)
+    assert store.delete_conversation(gone.id) == {"ratings": 1, "exchanges": 1, "messages": 2}
+    assert [c.id for c in store.conversations(user.id)] == [keep.id]
+    assert (store.count(Conversation), store.count(Exchange), store.count(Message), store.count(Rating)) == (1, 1, 2, 1)
+
+
+def test_the_newest_rating_counts_and_can_be_taken_back(store):
+    user = store.user("local")
+    conv = store.create_conversation(user.id, "t")
+    msg = store.add_user_message(conv.id, "q")
+    ex = store.start_exchange(conv.id, msg.id, "m", {})
+    store.rate(ex.id, user.id, 1)
+    store.rate(ex.id, user.id, -1)
+    assert store.current_rating(ex.id) == -1
+    store.rate(ex.id, user.id, 0)
+    assert store.current_rating(ex.id) == 0
+    assert store.count(Rating) == 3
+
+
+def test_exchanges_left_generating_by_a_dead_process_are_marked_failed(store):
+    user = store.user("local")
+    conv = store.create_conversation(user.id, "t")
+    msg = store.add_user_message(conv.id, "q")
+    ex = store.start_exchange(conv.id, msg.id, "m", {})
+    assert store.recover_interrupted() == 1
+    stored = store.exchange(ex.id)
+    assert (stored.status, stored.error) == ("failed", "interrupted: the app stopped during generation")
