@@ -237,7 +237,7 @@ class ChatService:
         start = time.perf_counter()
         first_token_ms = None
         parts: list[str] = []
-        status, error, completion_tokens = "completed", None, None
+        status, error, completion_tokens, finish_reason = "completed", None, None, None
         try:
             for delta in self.model.stream(prompt.messages, sampling, cancel):
                 if delta.text:
@@ -247,6 +247,7 @@ class ChatService:
                     events.put(delta.text)
                 if delta.completion_tokens is not None:
                     completion_tokens = delta.completion_tokens
+                finish_reason = delta.finish_reason or finish_reason
             if cancel.is_set():
                 status = "stopped"
         except Exception as exc:  # the model failed: keep what came, say why
@@ -258,6 +259,7 @@ class ChatService:
                 text,
                 status,
                 error=error,
+                finish_reason=finish_reason,
                 completion_tokens=completion_tokens,
                 first_token_ms=first_token_ms,
                 latency_ms=(time.perf_counter() - start) * 1000,

@@ -90,6 +90,7 @@ class LlamaEngine:
                 stream=True,
                 temperature=sampling.get("temperature", 0.7),
                 top_p=sampling.get("top_p", 0.9),
+                repeat_penalty=sampling.get("repeat_penalty", 1.0),
                 max_tokens=sampling.get("max_tokens", 512),
                 seed=sampling.get("seed"),
             )

@@ -81,6 +81,8 @@ class OpenAIChatModel:
                 top_p=sampling.get("top_p", 0.9),
                 max_tokens=sampling.get("max_tokens", 512),
                 seed=sampling.get("seed"),
+                # Not an OpenAI parameter; llama.cpp's and vLLM's servers read it from the body.
+                extra_body={"repeat_penalty": sampling.get("repeat_penalty", 1.0)},
             )
         except openai.APIConnectionError as exc:
             raise ModelError(f"cannot reach the model server at {self.base_url}") from exc

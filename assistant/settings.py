@@ -38,8 +38,11 @@ class Settings(BaseSettings):
     threads: int = Field(
         max(1, os.cpu_count() or 1), ge=1, description="CPU threads for llama.cpp"
     )
-    temperature: float = Field(0.7, ge=0.0, le=2.0, description="sampling temperature")
+    # SmolLM2's model card recommends a low temperature; a mild repeat penalty stops the loops
+    # a 135M model falls into.
+    temperature: float = Field(0.2, ge=0.0, le=2.0, description="sampling temperature")
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="nucleus sampling mass")
+    repeat_penalty: float = Field(1.1, ge=1.0, le=2.0, description="penalty on repeated tokens")
     max_tokens: int = Field(512, ge=1, description="longest answer, in tokens")
     seed: int = Field(-1, description="sampling seed; -1 for a random one per answer")
     system_prompt: str = Field(
@@ -64,6 +67,7 @@ class Settings(BaseSettings):
         return {
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "repeat_penalty": self.repeat_penalty,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
         }

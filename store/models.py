@@ -59,6 +59,7 @@ class Exchange(SQLModel, table=True):
     regenerated_from_id: int | None = Field(default=None, foreign_key="exchanges.id")
     status: str = Field(default="generating", index=True)
     error: str | None = None
+    finish_reason: str | None = None  # the model's: "stop", "length" (hit max_tokens), ...
     model_id: str
     adapter_id: str | None = None
     sampling: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -144,6 +144,7 @@ class Store:
         answer: str,
         status: str,
         error: str | None = None,
+        finish_reason: str | None = None,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         first_token_ms: float | None = None,
@@ -160,6 +161,7 @@ class Store:
             ex.assistant_message_id = msg.id
             ex.status = status
             ex.error = error
+            ex.finish_reason = finish_reason
             if prompt_tokens is not None:
                 ex.prompt_tokens = prompt_tokens
             ex.completion_tokens = completion_tokens

@@ -66,3 +66,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def running_app(settings, engine):
+    """The real app (real model, SQLite under a temporary home) serving on a free port."""
+    from assistant.app import create_app, launch
+
+    settings.port = free_port()
+    app = create_app(settings, model=engine)
+    launch(app, block=False)
+    app.url = f"http://127.0.0.1:{settings.port}/"
+    yield app
+    app.demo.close()
+
+
+@pytest.fixture
+def client(running_app):
+    from gradio_client import Client
+
+    return Client(running_app.url, verbose=False)

@@ -28,7 +28,8 @@ def test_answer_streams_and_the_exchange_is_stored_with_its_settings(store, sett
     assert (turn.user, turn.assistant, turn.status) == ("What is the capital of France?", "Paris is the capital.", "completed")
     ex = store.exchange(turn.exchange_id)
     assert ex.model_id == "fake-model"
-    assert ex.sampling == {"temperature": 0.0, "top_p": 0.9, "max_tokens": 64, "seed": 7}
+    assert ex.sampling == {"temperature": 0.0, "top_p": 0.9, "repeat_penalty": 1.1, "max_tokens": 64, "seed": 7}
+    assert ex.finish_reason == "stop"
     assert ex.completion_tokens == 4
     assert ex.prompt_tokens == fake_model.count_tokens(fake_model.history[0])
     assert ex.latency_ms > 0 and ex.first_token_ms > 0

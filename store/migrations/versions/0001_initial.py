@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("regenerated_from_id", sa.Integer, sa.ForeignKey("exchanges.id"), nullable=True),
         sa.Column("status", sa.String, nullable=False),
         sa.Column("error", sa.String, nullable=True),
+        sa.Column("finish_reason", sa.String, nullable=True),
         sa.Column("model_id", sa.String, nullable=False),
         sa.Column("adapter_id", sa.String, nullable=True),
         sa.Column("sampling", sa.JSON, nullable=False),

@@ -1,0 +1,130 @@
+"""The llama.cpp engine on the real embedded model: load, stream, count, score, fail clearly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from assistant.buildflags import cmake_args, cpu_flags
+from assistant.model import ModelError, check_gguf, embedded_model_path
+
+QUESTION = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
+GREEDY = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 24, "seed": 1}
+
+
+def test_the_embedded_model_is_found_through_its_package():
+    path = embedded_model_path()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert "site-packages" in path.parts and path.stat().st_size > 50_000_000
+
+
+def test_the_build_never_enables_amx_even_where_the_cpu_advertises_it():
+    info = "processor : 0\nflags : fpu avx avx2 fma f16c avx512f avx512cd avx512vl avx512dq avx512bw amx_tile amx_int8 amx_bf16\n"
+    args = cmake_args(cpu_flags(info), "x86_64")
+    assert "-DGGML_NATIVE=OFF" in args and "-DGGML_AVX512=ON" in args
+    assert all(f"-D{o}=OFF" in args for o in ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16"))
+
+
+def test_the_installed_llama_cpp_has_no_amx_kernels():
+    from assistant.engine import system_info
+
+    info = system_info()
+    assert "AMX" not in info.replace("AMX_INT8 = 0", "")
+    assert "AVX2 = 1" in info or "AVX2" not in Path("/proc/cpuinfo").read_text()
+
+
+def test_a_fresh_process_decodes_without_crashing(embedded_path):
+    # A native build with AMX dies with SIGSEGV at the first decode; run one in a child process
+    # so a crash shows up as a failed test rather than a dead test run.
+    code = (
+        "from assistant.engine import LlamaEngine;import sys;"
+        f"e=LlamaEngine(sys.argv[1], context_window=512, threads=2);"
+        f"print(''.join(d.text for d in e.stream({QUESTION!r}, {GREEDY!r})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(embedded_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Paris" in done.stdout
+
+
+def test_streams_an_answer_token_by_token(engine):
+    deltas = list(engine.stream(QUESTION, GREEDY))
+    pieces = [d.text for d in deltas if d.text]
+    assert len(pieces) > 3
+    assert "Paris" in "".join(pieces)
+    last = deltas[-1]
+    assert last.finish_reason in ("stop", "length")
+    assert last.prompt_tokens == engine.count_tokens(QUESTION)
+    assert 0 < last.completion_tokens <= 24
+
+
+def test_greedy_generation_is_reproducible(engine):
+    first = "".join(d.text for d in engine.stream(QUESTION, GREEDY))
+    second = "".join(d.text for d in engine.stream(QUESTION, GREEDY))
+    assert first == second
+
+
+def test_counts_prompt_tokens_with_the_files_chat_template(engine):
+    n = engine.count_tokens(QUESTION)
+    longer = engine.count_tokens([{"role": "user", "content": "What is the capital of France? " * 10}])
+    assert 8 < n < 40
+    assert longer > n + 50
+
+
+def test_cancel_stops_generation_early(engine):
+    cancel = threading.Event()
+    pieces = []
+    for delta in engine.stream([{"role": "user", "content": "Write a long story."}], {**GREEDY, "max_tokens": 200}, cancel):
+        if delta.text:
+            pieces.append(delta.text)
+            if len(pieces) == 3:
+                cancel.set()
+    assert len(pieces) == 3
+    assert delta.finish_reason == "stopped"
+
+
+def test_token_logprobs_match_llama_cpps_own_full_logits(engine, embedded_path):
+    from llama_cpp import Llama
+
+    answer = "The capital of France is Paris."
+    ours = engine.token_logprobs(QUESTION, answer)
+    reference = Llama(str(embedded_path), n_ctx=512, logits_all=True, verbose=False)
+    import numpy as np
+
+    prompt = engine.prompt_tokens(QUESTION)
+    target = reference.tokenize(answer.encode(), add_bos=False, special=False)
+    reference.eval(prompt + target)
+    logits = np.array(reference.scores[len(prompt) - 1 : len(prompt) + len(target) - 1], dtype=np.float64)
+    logz = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
+    expected = logits[np.arange(len(target)), target] - logz
+    assert len(ours) == len(target)
+    assert np.allclose(ours, expected, atol=1e-3)
+    # A fluent answer is far more likely than a scrambled one.
+    assert np.mean(ours) > np.mean(engine.token_logprobs(QUESTION, "Paris capital. The is of France"))
+
+
+def test_generation_after_scoring_is_unaffected(engine):
+    before = "".join(d.text for d in engine.stream(QUESTION, GREEDY))
+    engine.token_logprobs(QUESTION, "Some unrelated answer about cheese.")
+    assert "".join(d.text for d in engine.stream(QUESTION, GREEDY)) == before
+
+
+def test_a_missing_or_broken_model_file_gives_one_readable_line(tmp_path):
+    with pytest.raises(ModelError, match=r"^model file not found: .*nope\.gguf$"):
+        check_gguf(tmp_path / "nope.gguf")
+    bad = tmp_path / "notes.gguf"
+    bad.write_text("hello")
+    with pytest.raises(ModelError, match=r"^not a GGUF model file: .*notes\.gguf$"):
+        check_gguf(bad)
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(b"GGUF" + b"\0" * 64)
+    from assistant.engine import LlamaEngine
+
+    with pytest.raises(ModelError, match="could not load model"):
+        LlamaEngine(truncated)
