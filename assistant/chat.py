@@ -126,7 +126,9 @@ class ChatService:
             if turn.assistant:
                 past.append(AIMessage(turn.assistant))
         system = self.settings.system_prompt
-        alone = convert_to_openai_messages(PROMPT.invoke({"system": system, "history": [], "message": message}).to_messages())
+        alone = convert_to_openai_messages(
+            PROMPT.invoke({"system": system, "history": [], "message": message}).to_messages()
+        )
         needed = self.model.count_tokens(alone)
         if needed > budget:
             raise ChatRefused(
@@ -134,14 +136,18 @@ class ChatService:
                 f"context window holds {self.model.context_window:,} including "
                 f"{self.settings.max_tokens:,} kept for the answer. Shorten it."
             )
-        kept = trim_messages(
-            past,
-            max_tokens=budget - needed,
-            token_counter=lambda msgs: self._history_tokens(msgs),
-            strategy="last",
-            start_on="human",
-            allow_partial=False,
-        ) if past else []
+        kept = (
+            trim_messages(
+                past,
+                max_tokens=budget - needed,
+                token_counter=lambda msgs: self._history_tokens(msgs),
+                strategy="last",
+                start_on="human",
+                allow_partial=False,
+            )
+            if past
+            else []
+        )
         value = PROMPT.invoke({"system": system, "history": kept, "message": message})
         messages = convert_to_openai_messages(value.to_messages())
         return Prompt(messages, self.model.count_tokens(messages), len(past) - len(kept))
@@ -213,12 +219,17 @@ class ChatService:
         start = Reply(conversation_id, exchange.id, history_dropped=prompt.dropped, notices=notices)
         events: queue.Queue = queue.Queue()
         worker = threading.Thread(
-            target=self._run, args=(start, prompt, sampling, cancel, events), daemon=True, name="generate"
+            target=self._run,
+            args=(start, prompt, sampling, cancel, events),
+            daemon=True,
+            name="generate",
         )
         worker.start()
         return self._follow(start, cancel, events)
 
-    def _follow(self, reply: Reply, cancel: threading.Event, events: queue.Queue) -> Iterator[Reply]:
+    def _follow(
+        self, reply: Reply, cancel: threading.Event, events: queue.Queue
+    ) -> Iterator[Reply]:
         yield reply
         try:
             while True:

@@ -23,8 +23,12 @@ PER_MESSAGE_OVERHEAD = 8
 
 class OpenAIChatModel:
     def __init__(
-        self, base_url: str, model: str = "default", api_key: str = "not-needed",
-        context_window: int = 4096, timeout: float = 600.0,
+        self,
+        base_url: str,
+        model: str = "default",
+        api_key: str = "not-needed",
+        context_window: int = 4096,
+        timeout: float = 600.0,
     ):
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -43,7 +47,10 @@ class OpenAIChatModel:
             self._tokenize_url = None
             root = self._server_root()
             # llama-cpp-python's server, then vLLM's and llama.cpp's native server.
-            for url, body in ((f"{root}/extras/tokenize", {"input": "a"}), (f"{root}/tokenize", {"content": "a", "prompt": "a", "model": self.model})):
+            for url, body in (
+                (f"{root}/extras/tokenize", {"input": "a"}),
+                (f"{root}/tokenize", {"content": "a", "prompt": "a", "model": self.model}),
+            ):
                 try:
                     if self._http.post(url, json=body).status_code == 200:
                         self._tokenize_url = url
@@ -51,7 +58,11 @@ class OpenAIChatModel:
                 except httpx.HTTPError:
                     continue
         if self._tokenize_url:
-            body = {"input": text} if self._tokenize_url.endswith("/extras/tokenize") else {"content": text, "prompt": text, "model": self.model}
+            body = (
+                {"input": text}
+                if self._tokenize_url.endswith("/extras/tokenize")
+                else {"content": text, "prompt": text, "model": self.model}
+            )
             try:
                 res = self._http.post(self._tokenize_url, json=body).json()
                 tokens = res.get("tokens")

@@ -35,9 +35,7 @@ class Settings(BaseSettings):
     openai_api_key: str = Field("not-needed", description="API key for that server")
 
     context_window: int = Field(4096, ge=256, description="tokens of context (prompt + answer)")
-    threads: int = Field(
-        max(1, os.cpu_count() or 1), ge=1, description="CPU threads for llama.cpp"
-    )
+    threads: int = Field(max(1, os.cpu_count() or 1), ge=1, description="CPU threads for llama.cpp")
     # SmolLM2's model card recommends a low temperature; a mild repeat penalty stops the loops
     # a 135M model falls into.
     temperature: float = Field(0.2, ge=0.0, le=2.0, description="sampling temperature")

@@ -66,7 +66,8 @@ def build_ui(chat: ChatService) -> gr.Blocks:
         return gr.update(choices=conversation_choices(), value=selected)
 
     def stream_reply(stream: Iterator[Reply], before: list[Turn], message: str):
-        """Yield UI updates while a reply streams; `before` is the history above the new turn."""
+        """UI updates while a reply streams, for `outputs` below; `before` is the history above
+        the new turn. The conversation list and title are refreshed once, at the end."""
         base, base_ids = render(before)
         reply = None
         for reply in stream:
@@ -74,10 +75,11 @@ def build_ui(chat: ChatService) -> gr.Blocks:
                 {"role": "user", "content": message},
                 {"role": "assistant", "content": reply.text},
             ]
-            yield (messages, reply.conversation_id, base_ids + [None, reply.exchange_id],
-                   note_for(reply), gr.skip())
+            ids = base_ids + [None, reply.exchange_id]
+            yield messages, reply.conversation_id, ids, note_for(reply), gr.skip(), gr.skip()
         if reply is not None:
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), list_update(reply.conversation_id)
+            conv = chat.store.conversation(reply.conversation_id)
+            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), list_update(conv.id), conv.title)
 
     def on_send(message, conversation_id):
         try:
@@ -85,10 +87,13 @@ def build_ui(chat: ChatService) -> gr.Blocks:
             stream = chat.send(conversation_id, message)
         except (ChatRefused, NotFound) as exc:
             gr.Warning(str(exc))
-            yield gr.skip(), gr.skip(), gr.skip(), str(exc), gr.skip(), gr.skip()
+            yield gr.skip(), gr.skip(), gr.skip(), str(exc), gr.skip(), gr.skip(), gr.skip()
             return
+        first = True
         for update in stream_reply(stream, before, message):
-            yield *update, ""
+            # Clear the box once the message is safely stored, not before.
+            yield *update, ("" if first else gr.skip())
+            first = False
 
     def on_regenerate(conversation_id):
         if not conversation_id:
@@ -152,7 +157,7 @@ def build_ui(chat: ChatService) -> gr.Blocks:
         exchange_ids = gr.State([])
         with gr.Sidebar(label="Conversations", open=True):
             gr.Markdown("### Autodidact")
-            new_btn = gr.Button("＋ New chat", elem_id="new-chat")
+            new_btn = gr.Button("+ New chat", elem_id="new-chat")
             conversations = gr.Radio(
                 choices=[], label="Conversations", elem_id="conversations", interactive=True
             )
@@ -161,37 +166,60 @@ def build_ui(chat: ChatService) -> gr.Blocks:
                 rename_btn = gr.Button("Rename", size="sm", elem_id="rename")
                 delete_btn = gr.Button("Delete", size="sm", variant="stop", elem_id="delete")
             with gr.Row(visible=False) as confirm_row:
-                confirm_btn = gr.Button("Yes, delete", size="sm", variant="stop", elem_id="confirm-delete")
+                confirm_btn = gr.Button(
+                    "Yes, delete", size="sm", variant="stop", elem_id="confirm-delete"
+                )
                 cancel_btn = gr.Button("Keep", size="sm", elem_id="cancel-delete")
         chatbot = gr.Chatbot(
-            elem_id="chatbot", height="70vh", label="Chat", feedback_options=("Like", "Dislike"),
-            buttons=["copy"], placeholder="Ask anything. Your chats stay on this machine.",
+            elem_id="chatbot",
+            height="70vh",
+            label="Chat",
+            feedback_options=("Like", "Dislike"),
+            buttons=["copy"],
+            placeholder="Ask anything. Your chats stay on this machine.",
         )
         notice = gr.Markdown(elem_id="notice")
         with gr.Row():
             box = gr.Textbox(
                 placeholder="Message Autodidact (Enter to send, Shift+Enter for a new line)",
-                show_label=False, scale=8, lines=1, max_lines=8, elem_id="message", autofocus=True,
+                show_label=False,
+                scale=8,
+                lines=1,
+                max_lines=8,
+                elem_id="message",
+                autofocus=True,
             )
             send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="send")
         with gr.Row():
             stop_btn = gr.Button("■ Stop", size="sm", elem_id="stop")
             regen_btn = gr.Button("↻ Regenerate", size="sm", elem_id="regenerate")
 
-        outputs = [chatbot, conversation, exchange_ids, notice, conversations]
+        outputs = [chatbot, conversation, exchange_ids, notice, conversations, title]
         for trigger in (box.submit, send_btn.click):
             trigger(on_send, [box, conversation], [*outputs, box], **PRIVATE)
         regen_btn.click(on_regenerate, [conversation], outputs, **PRIVATE)
         stop_btn.click(on_stop, [conversation], None, queue=False, **PRIVATE)
         conversations.input(
-            on_open, [conversations], [chatbot, conversation, exchange_ids, notice, title], **PRIVATE
+            on_open,
+            [conversations],
+            [chatbot, conversation, exchange_ids, notice, title],
+            **PRIVATE,
         )
-        new_btn.click(on_new, None, [chatbot, conversation, exchange_ids, notice, title, conversations], **PRIVATE)
+        for trigger in (new_btn.click, chatbot.clear):
+            trigger(
+                on_new,
+                None,
+                [chatbot, conversation, exchange_ids, notice, title, conversations],
+                **PRIVATE,
+            )
         rename_btn.click(on_rename, [conversation, title], [conversations], **PRIVATE)
         delete_btn.click(lambda: gr.update(visible=True), None, [confirm_row], **PRIVATE)
         cancel_btn.click(lambda: gr.update(visible=False), None, [confirm_row], **PRIVATE)
         confirm_btn.click(
-            on_delete, [conversation], [chatbot, conversation, exchange_ids, notice, title, conversations], **PRIVATE
+            on_delete,
+            [conversation],
+            [chatbot, conversation, exchange_ids, notice, title, conversations],
+            **PRIVATE,
         ).then(lambda: gr.update(visible=False), None, [confirm_row], **PRIVATE)
         chatbot.like(on_like, [conversation, exchange_ids], None, **PRIVATE)
         demo.load(lambda: list_update(None), None, [conversations], **PRIVATE)
@@ -226,7 +254,12 @@ def add_api(chat: ChatService) -> None:
         except ValueError as exc:
             raise gr.Error(f"not a conversation id: {conversation_id!r}") from exc
         return [
-            {"user": t.user, "assistant": t.assistant, "exchange_id": t.exchange_id, "status": t.status}
+            {
+                "user": t.user,
+                "assistant": t.assistant,
+                "exchange_id": t.exchange_id,
+                "status": t.status,
+            }
             for t in turns
         ]
 

@@ -67,7 +67,9 @@ class Store:
     def conversations(self, user_id: int) -> list[Conversation]:
         with self.session() as s:
             query = select(Conversation).where(Conversation.user_id == user_id)
-            return list(s.exec(query.order_by(Conversation.updated_at.desc(), Conversation.id.desc())))
+            return list(
+                s.exec(query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()))
+            )
 
     def rename_conversation(self, conversation_id: int, title: str) -> Conversation:
         with self.session() as s:
@@ -86,7 +88,9 @@ class Store:
                 raise NotFound(f"conversation {conversation_id} does not exist")
             exchange_ids = select(Exchange.id).where(Exchange.conversation_id == conversation_id)
             counts = {
-                "ratings": s.exec(delete(Rating).where(Rating.exchange_id.in_(exchange_ids))).rowcount,
+                "ratings": s.exec(
+                    delete(Rating).where(Rating.exchange_id.in_(exchange_ids))
+                ).rowcount,
                 # Regenerations point at older exchanges of the same conversation.
                 "exchanges": s.exec(
                     delete(Exchange).where(Exchange.conversation_id == conversation_id)
@@ -200,10 +204,14 @@ class Store:
             ).all()
             newest: dict[int, Exchange] = {}
             for ex in s.exec(
-                select(Exchange).where(Exchange.conversation_id == conversation_id).order_by(Exchange.id)
+                select(Exchange)
+                .where(Exchange.conversation_id == conversation_id)
+                .order_by(Exchange.id)
             ):
                 newest[ex.user_message_id] = ex
-            answer_ids = [ex.assistant_message_id for ex in newest.values() if ex.assistant_message_id]
+            answer_ids = [
+                ex.assistant_message_id for ex in newest.values() if ex.assistant_message_id
+            ]
             answers = {
                 m.id: m.content for m in s.exec(select(Message).where(Message.id.in_(answer_ids)))
             }

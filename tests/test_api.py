@@ -16,11 +16,18 @@ def test_chat_streams_the_answer_and_stores_the_exchange(client, running_app):
     outputs = list(job)
     answer, conversation_id = job.result()
     assert len(outputs) > 3  # streamed, not one final blob
-    assert outputs[-1] == (answer, conversation_id) or list(outputs[-1]) == [answer, conversation_id]
+    assert outputs[-1] == (answer, conversation_id) or list(outputs[-1]) == [
+        answer,
+        conversation_id,
+    ]
     assert "Paris" in answer
     store = running_app.store
     [turn] = store.turns(int(conversation_id))
-    assert (turn.user, turn.assistant, turn.status) == ("What is the capital of France?", answer, "completed")
+    assert (turn.user, turn.assistant, turn.status) == (
+        "What is the capital of France?",
+        answer,
+        "completed",
+    )
     ex = store.exchange(turn.exchange_id)
     assert ex.model_id == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert ex.prompt_tokens > 10 and 0 < ex.completion_tokens <= 64
@@ -39,7 +46,10 @@ def test_a_second_message_continues_the_conversation(client, running_app):
 def test_rate_endpoint_stores_the_rating(client, running_app):
     _, conv = client.predict("Hi", "", api_name="/chat")
     [turn] = client.predict(conv, api_name="/history")
-    assert client.predict(turn["exchange_id"], -1, api_name="/rate") == {"exchange_id": turn["exchange_id"], "value": -1}
+    assert client.predict(turn["exchange_id"], -1, api_name="/rate") == {
+        "exchange_id": turn["exchange_id"],
+        "value": -1,
+    }
     assert running_app.store.current_rating(turn["exchange_id"]) == -1
 
 

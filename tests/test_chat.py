@@ -20,15 +20,32 @@ def test_answer_streams_and_the_exchange_is_stored_with_its_settings(store, sett
     chat = ChatService(store, fake_model, settings)
     fake_model.enqueue("Paris is the capital.")
     final, replies = drain(chat.send(None, "What is the capital of France?"))
-    assert [r.text for r in replies] == ["", "Paris", "Paris is", "Paris is the", "Paris is the capital.", "Paris is the capital."]
+    assert [r.text for r in replies] == [
+        "",
+        "Paris",
+        "Paris is",
+        "Paris is the",
+        "Paris is the capital.",
+        "Paris is the capital.",
+    ]
     assert final.status == "completed"
     [conv] = chat.conversations()
     assert conv.title == "What is the capital of France?"
     [turn] = store.turns(conv.id)
-    assert (turn.user, turn.assistant, turn.status) == ("What is the capital of France?", "Paris is the capital.", "completed")
+    assert (turn.user, turn.assistant, turn.status) == (
+        "What is the capital of France?",
+        "Paris is the capital.",
+        "completed",
+    )
     ex = store.exchange(turn.exchange_id)
     assert ex.model_id == "fake-model"
-    assert ex.sampling == {"temperature": 0.0, "top_p": 0.9, "repeat_penalty": 1.1, "max_tokens": 64, "seed": 7}
+    assert ex.sampling == {
+        "temperature": 0.0,
+        "top_p": 0.9,
+        "repeat_penalty": 1.1,
+        "max_tokens": 64,
+        "seed": 7,
+    }
     assert ex.finish_reason == "stop"
     assert ex.completion_tokens == 4
     assert ex.prompt_tokens == fake_model.count_tokens(fake_model.history[0])
@@ -49,7 +66,9 @@ def test_user_message_is_stored_before_generation_starts(store, settings):
     assert seen == {"messages": 1, "status": ["generating"]}
 
 
-def test_empty_and_whitespace_messages_are_refused_and_nothing_is_stored(store, settings, fake_model):
+def test_empty_and_whitespace_messages_are_refused_and_nothing_is_stored(
+    store, settings, fake_model
+):
     chat = ChatService(store, fake_model, settings)
     for message in ("", "   ", "\n\t \u3000"):
         with pytest.raises(ChatRefused, match="empty message"):
@@ -82,7 +101,9 @@ def test_older_turns_are_dropped_to_fit_the_context_with_a_notice(store, setting
     final, replies = drain(chat.send(conv, "last question"))
     # System 9 + new message 6 leaves 45 tokens for history; a past turn takes 8 + 14.
     assert final.history_dropped == 2
-    assert replies[0].notices == ("2 older message(s) were left out so the conversation fits the model's 124-token context.",)
+    assert replies[0].notices == (
+        "2 older message(s) were left out so the conversation fits the model's 124-token context.",
+    )
     sent = model.history[-1]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert [sent[1]["content"], sent[-1]["content"]] == ["question number 1 here", "last question"]
@@ -125,7 +146,11 @@ def test_a_model_failure_stores_what_came_marked_failed(store, settings, fake_mo
     chat = ChatService(store, fake_model, settings)
     fake_model.enqueue(("half an", RuntimeError("out of memory")))
     final, _ = drain(chat.send(None, "hi"))
-    assert (final.status, final.text, final.error) == ("failed", "half an", "RuntimeError: out of memory")
+    assert (final.status, final.text, final.error) == (
+        "failed",
+        "half an",
+        "RuntimeError: out of memory",
+    )
     ex = store.exchange(final.exchange_id)
     assert (ex.status, ex.error) == ("failed", "RuntimeError: out of memory")
     assert store.turns(final.conversation_id)[0].assistant == "half an"
@@ -159,4 +184,8 @@ def test_a_rating_is_stored_against_the_exchange(store, settings, fake_model):
     chat = ChatService(store, fake_model, settings)
     final, _ = drain(chat.send(None, "q"))
     rating = chat.rate(final.exchange_id, 1)
-    assert (rating.exchange_id, rating.user_id, rating.value) == (final.exchange_id, chat.user.id, 1)
+    assert (rating.exchange_id, rating.user_id, rating.value) == (
+        final.exchange_id,
+        chat.user.id,
+        1,
+    )

@@ -48,7 +48,12 @@ def test_a_fresh_process_decodes_without_crashing(embedded_path):
         f"e=LlamaEngine(sys.argv[1], context_window=512, threads=2);"
         f"print(''.join(d.text for d in e.stream({QUESTION!r}, {GREEDY!r})))"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(embedded_path)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(embedded_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Paris" in done.stdout
 
@@ -72,7 +77,9 @@ def test_greedy_generation_is_reproducible(engine):
 
 def test_counts_prompt_tokens_with_the_files_chat_template(engine):
     n = engine.count_tokens(QUESTION)
-    longer = engine.count_tokens([{"role": "user", "content": "What is the capital of France? " * 10}])
+    longer = engine.count_tokens(
+        [{"role": "user", "content": "What is the capital of France? " * 10}]
+    )
     assert 8 < n < 40
     assert longer > n + 50
 
@@ -80,7 +87,9 @@ def test_counts_prompt_tokens_with_the_files_chat_template(engine):
 def test_cancel_stops_generation_early(engine):
     cancel = threading.Event()
     pieces = []
-    for delta in engine.stream([{"role": "user", "content": "Write a long story."}], {**GREEDY, "max_tokens": 200}, cancel):
+    for delta in engine.stream(
+        [{"role": "user", "content": "Write a long story."}], {**GREEDY, "max_tokens": 200}, cancel
+    ):
         if delta.text:
             pieces.append(delta.text)
             if len(pieces) == 3:
@@ -100,13 +109,17 @@ def test_token_logprobs_match_llama_cpps_own_full_logits(engine, embedded_path):
     prompt = engine.prompt_tokens(QUESTION)
     target = reference.tokenize(answer.encode(), add_bos=False, special=False)
     reference.eval(prompt + target)
-    logits = np.array(reference.scores[len(prompt) - 1 : len(prompt) + len(target) - 1], dtype=np.float64)
+    logits = np.array(
+        reference.scores[len(prompt) - 1 : len(prompt) + len(target) - 1], dtype=np.float64
+    )
     logz = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
     expected = logits[np.arange(len(target)), target] - logz
     assert len(ours) == len(target)
     assert np.allclose(ours, expected, atol=1e-3)
     # A fluent answer is far more likely than a scrambled one.
-    assert np.mean(ours) > np.mean(engine.token_logprobs(QUESTION, "Paris capital. The is of France"))
+    assert np.mean(ours) > np.mean(
+        engine.token_logprobs(QUESTION, "Paris capital. The is of France")
+    )
 
 
 def test_generation_after_scoring_is_unaffected(engine):

@@ -59,7 +59,10 @@ def test_a_turn_is_stored_in_order_and_shown_with_its_newest_answer(store):
     store.finish_exchange(second.id, "new answer", "stopped")
     [turn] = store.turns(conv.id)
     assert (turn.user, turn.assistant, turn.exchange_id, turn.status) == (
-        "question", "new answer", second.id, "stopped"
+        "question",
+        "new answer",
+        second.id,
+        "stopped",
     )
     assert store.exchange(second.id).regenerated_from_id == first.id
     assert store.count(Message) == 3
@@ -76,7 +79,12 @@ def test_deleting_a_conversation_removes_all_its_rows(store):
         store.rate(ex.id, user.id, 1)
     assert store.delete_conversation(gone.id) == {"ratings": 1, "exchanges": 1, "messages": 2}
     assert [c.id for c in store.conversations(user.id)] == [keep.id]
-    assert (store.count(Conversation), store.count(Exchange), store.count(Message), store.count(Rating)) == (1, 1, 2, 1)
+    assert (
+        store.count(Conversation),
+        store.count(Exchange),
+        store.count(Message),
+        store.count(Rating),
+    ) == (1, 1, 2, 1)
 
 
 def test_the_newest_rating_counts_and_can_be_taken_back(store):
@@ -99,4 +107,7 @@ def test_exchanges_left_generating_by_a_dead_process_are_marked_failed(store):
     ex = store.start_exchange(conv.id, msg.id, "m", {})
     assert store.recover_interrupted() == 1
     stored = store.exchange(ex.id)
-    assert (stored.status, stored.error) == ("failed", "interrupted: the app stopped during generation")
+    assert (stored.status, stored.error) == (
+        "failed",
+        "interrupted: the app stopped during generation",
+    )

@@ -1,0 +1,154 @@
+"""The chat page in a real headless Chromium, driven by Playwright, against the real app."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from store.models import Rating
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="Debian chromium is not installed (make test installs it)"
+    ),
+]
+
+
+@pytest.fixture
+def page(running_app, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(running_app.url)
+        yield page
+        page.screenshot(path=str(tmp_path / "last.png"))
+        browser.close()
+
+
+def wait_for(predicate, timeout=60.0, every=0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def send(page, text):
+    box = page.locator("#message textarea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def bot_messages(page):
+    return page.locator("#chatbot .message.bot")
+
+
+def words(text):
+    return " ".join(text.split())
+
+
+def test_chat_streams_an_answer_and_thumbs_up_is_stored(page, running_app):
+    store = running_app.store
+    send(page, "Tell me a short story about a cat.")
+    bot_messages(page).first.wait_for(timeout=30_000)
+    seen = set()
+    while not ((t := store.turns(1)) and t[0].status != "generating"):
+        seen.add(words(bot_messages(page).first.inner_text()))
+        time.sleep(0.02)
+    [turn] = store.turns(1)
+    assert turn.status == "completed"
+    answer = words(turn.assistant)
+    wait_for(lambda: words(bot_messages(page).first.inner_text()) == answer)
+    # Streaming: the page showed a growing prefix of the answer before it was finished.
+    partial = [t for t in seen if t and t != answer and answer.startswith(t)]
+    assert partial, f"no partial answer seen; saw {sorted(seen)[:5]}"
+    assert page.locator("#message textarea").input_value() == ""
+    wait_for(
+        lambda: "Tell me a short story about a cat." in page.locator("#conversations").inner_text()
+    )
+
+    page.locator("#chatbot button[aria-label='Like']").last.click()
+    wait_for(lambda: store.count(Rating) == 1)
+    assert store.current_rating(turn.exchange_id) == 1
+    page.locator("#chatbot button[aria-label='Dislike']").last.click()
+    wait_for(lambda: store.count(Rating) == 2)
+    assert store.current_rating(turn.exchange_id) == -1
+
+
+def test_empty_message_is_refused_with_a_visible_notice(page, running_app):
+    send(page, "   ")
+    wait_for(lambda: "empty message" in page.locator("#notice").inner_text())
+    assert running_app.store.turns(1) == []
+
+
+def test_stop_regenerate_and_manage_conversations(page, running_app):
+    store = running_app.store
+    running_app.settings.max_tokens = 400
+    running_app.settings.temperature = 0.8
+    send(page, "Write a long essay about the history of the sea.")
+    wait_for(
+        lambda: (
+            (t := store.turns(1)) and len((bot_messages(page).first.inner_text() or "").split()) > 5
+        )
+    )
+    page.locator("#stop").click()
+    turn = wait_for(lambda: (t := store.turns(1)) and t[0].status != "generating" and t[0])
+    assert turn.status == "stopped"
+    assert store.exchange(turn.exchange_id).completion_tokens < 400
+    wait_for(lambda: "Generation stopped" in page.locator("#notice").inner_text())
+
+    running_app.settings.max_tokens = 24
+    page.locator("#regenerate").click()
+    new = wait_for(
+        lambda: (
+            (t := store.turns(1))
+            and t[0].exchange_id != turn.exchange_id
+            and t[0].status == "completed"
+            and t[0]
+        )
+    )
+    assert store.exchange(new.exchange_id).regenerated_from_id == turn.exchange_id
+    wait_for(lambda: words(bot_messages(page).first.inner_text()) == words(new.assistant))
+
+    page.locator("#new-chat").click()
+    wait_for(lambda: bot_messages(page).count() == 0)
+    send(page, "Hello there")
+    wait_for(
+        lambda: (
+            len(store.conversations(store.user("local").id)) == 2
+            and store.turns(2)
+            and store.turns(2)[0].status == "completed"
+        )
+    )
+    page.locator("#conversations label", has_text="Write a long essay").click()
+    wait_for(lambda: words(bot_messages(page).first.inner_text()) == words(new.assistant))
+
+    page.locator("#title textarea, #title input").first.fill("Sea essay")
+    page.locator("#rename").click()
+    wait_for(lambda: store.conversation(1).title == "Sea essay")
+    wait_for(lambda: "Sea essay" in page.locator("#conversations").inner_text())
+
+    page.locator("#delete").click()
+    page.locator("#confirm-delete").click()
+    wait_for(lambda: [c.id for c in store.conversations(store.user("local").id)] == [2])
+    wait_for(lambda: "Sea essay" not in page.locator("#conversations").inner_text())
+    assert store.turns(1) == []

@@ -1,0 +1,110 @@
+"""The OpenAI-compatible path against a real server: llama-cpp-python's own, on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from assistant.app import create_app
+from assistant.model import ModelError
+from assistant.openai_model import OpenAIChatModel
+from tests.conftest import free_port
+
+QUESTION = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
+
+
+@pytest.fixture(scope="module")
+def server(embedded_path, tmp_path_factory):
+    port = free_port()
+    # A file, not a pipe: llama.cpp logs a lot, and a full pipe would block the server.
+    log = open(tmp_path_factory.mktemp("server") / "server.log", "w+")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(embedded_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            "2",
+            "--model_alias",
+            "smollm2",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/v1/models", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                log.seek(0)
+                raise RuntimeError(
+                    f"llama_cpp.server did not start: {log.read()[-2000:]}"
+                ) from None
+            time.sleep(0.5)
+    yield f"{url}/v1"
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+def test_streams_from_the_server(server):
+    model = OpenAIChatModel(server, model="smollm2", context_window=2048)
+    deltas = list(model.stream(QUESTION, {"temperature": 0.0, "max_tokens": 24, "seed": 1}))
+    text = "".join(d.text for d in deltas)
+    assert len([d for d in deltas if d.text]) > 3
+    assert "Paris" in text
+    assert deltas[-1].finish_reason in ("stop", "length")
+
+
+def test_counts_tokens_with_the_servers_tokenizer(server, engine):
+    model = OpenAIChatModel(server, model="smollm2")
+    text = "The quick brown fox jumps over the lazy dog. " * 5
+    assert model._count_text(text) == len(
+        engine.llm.tokenize(text.encode(), add_bos=False, special=False)
+    )
+
+
+def test_the_app_chats_through_the_server_and_stores_the_exchange(server, settings):
+    settings.openai_base_url = server
+    settings.openai_model = "smollm2"
+    app = create_app(settings)
+    replies = list(app.chat.send(None, "What is the capital of France?"))
+    final = replies[-1]
+    assert final.status == "completed" and final.text
+    [turn] = app.store.turns(final.conversation_id)
+    assert turn.assistant == final.text
+    assert app.store.exchange(final.exchange_id).model_id == f"smollm2@{server}"
+
+
+def test_an_unreachable_server_fails_the_answer_with_a_clear_error(settings):
+    settings.openai_base_url = f"http://127.0.0.1:{free_port()}/v1"
+    app = create_app(settings)
+    final = list(app.chat.send(None, "hello"))[-1]
+    assert final.status == "failed"
+    assert final.error == f"ModelError: cannot reach the model server at {settings.openai_base_url}"
+    assert app.store.turns(final.conversation_id)[0].status == "failed"
+
+
+def test_scoring_answers_needs_a_local_model(server):
+    with pytest.raises(ModelError, match="need a local GGUF model"):
+        OpenAIChatModel(server).token_logprobs(QUESTION, "Paris")
