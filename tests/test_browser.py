@@ -106,9 +106,7 @@ def test_stop_regenerate_and_manage_conversations(page, running_app):
     running_app.settings.temperature = 0.8
     send(page, "Write a long essay about the history of the sea.")
     wait_for(
-        lambda: (
-            (t := store.turns(1)) and len((bot_messages(page).first.inner_text() or "").split()) > 5
-        )
+        lambda: store.turns(1) and len((bot_messages(page).first.inner_text() or "").split()) > 5
     )
     page.locator("#stop").click()
     turn = wait_for(lambda: (t := store.turns(1)) and t[0].status != "generating" and t[0])
