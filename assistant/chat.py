@@ -136,17 +136,15 @@ class ChatService:
                 f"context window holds {self.model.context_window:,} including "
                 f"{self.settings.max_tokens:,} kept for the answer. Shorten it."
             )
-        kept = (
-            trim_messages(
-                past,
-                max_tokens=budget - needed,
-                token_counter=lambda msgs: self._history_tokens(msgs),
-                strategy="last",
-                start_on="human",
-                allow_partial=False,
-            )
-            if past
-            else []
+        if not past:
+            return Prompt(alone, needed, 0)
+        kept = trim_messages(
+            past,
+            max_tokens=budget - needed,
+            token_counter=self._history_tokens,
+            strategy="last",
+            start_on="human",
+            allow_partial=False,
         )
         value = PROMPT.invoke({"system": system, "history": kept, "message": message})
         messages = convert_to_openai_messages(value.to_messages())
@@ -155,7 +153,7 @@ class ChatService:
     def _history_tokens(self, msgs: list[BaseMessage]) -> int:
         if not msgs:
             return 0
-        # Counted inside a bare template so the count includes the per-message markup.
+        # Counted through the chat template, so the per-message markup is included.
         return self.model.count_tokens(convert_to_openai_messages(msgs))
 
     # generating
@@ -230,15 +228,33 @@ class ChatService:
     def _follow(
         self, reply: Reply, cancel: threading.Event, events: queue.Queue
     ) -> Iterator[Reply]:
+        """Snapshots of the reply as tokens arrive, at most one per `stream_interval_ms`.
+
+        The first token goes out at once. After that, tokens that arrive within the interval
+        share one update: every update costs the web server CPU that the model's threads need,
+        and a person cannot tell 30 ms batches from single tokens.
+        """
+        interval = self.settings.stream_interval_ms / 1000
         yield reply
+        last_yield = 0.0
         try:
             while True:
-                item = events.get()
-                if isinstance(item, Reply):
-                    yield item
+                pieces = [events.get()]
+                deadline = last_yield + interval
+                while not isinstance(pieces[-1], Reply):
+                    wait = deadline - time.perf_counter()
+                    try:
+                        pieces.append(events.get(timeout=wait) if wait > 0 else events.get_nowait())
+                    except queue.Empty:
+                        break
+                done = pieces.pop() if isinstance(pieces[-1], Reply) else None
+                if pieces:
+                    reply = replace(reply, text=reply.text + "".join(pieces))
+                    yield reply
+                    last_yield = time.perf_counter()
+                if done is not None:
+                    yield done
                     return
-                reply = replace(reply, text=reply.text + item)
-                yield reply
         finally:
             # The reader went away (browser closed, client disconnected): stop the model; the
             # worker still stores what was generated, marked stopped.

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
         100_000, ge=1, description="longest user message accepted, in characters"
     )
 
+    stream_interval_ms: int = Field(
+        30, ge=0, le=1000, description="least time between streamed updates (0: every token)"
+    )
+
     host: str = Field("127.0.0.1", description="address the web app listens on")
     port: int = Field(7860, ge=0, le=65535, description="port the web app listens on")
 

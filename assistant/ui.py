@@ -243,7 +243,8 @@ def add_api(chat: ChatService) -> None:
         except (ChatRefused, NotFound) as exc:
             raise gr.Error(str(exc)) from exc
         for reply in stream:
-            yield reply.text, str(reply.conversation_id)
+            if reply.text or reply.done:
+                yield reply.text, str(reply.conversation_id)
             if reply.status == "failed":
                 raise gr.Error(f"the model failed: {reply.error}")
 
