@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, trim_messages
 from langchain_core.messages.utils import convert_to_openai_messages
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from sqlalchemy.exc import SQLAlchemyError
 
 from assistant.model import ChatModel, Messages
 from assistant.settings import Settings
@@ -29,6 +30,11 @@ from store.repo import Store, Turn
 PROMPT = ChatPromptTemplate.from_messages(
     [("system", "{system}"), MessagesPlaceholder("history"), ("human", "{message}")]
 )
+
+
+def _reason(exc: Exception) -> str:
+    """The database driver's own words, without SQLAlchemy's statement dump."""
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
 
 class ChatRefused(ValueError):
@@ -164,10 +170,17 @@ class ChatService:
         if conversation_id:
             self.store.conversation(conversation_id)  # raises NotFound for a bad id
         prompt = self.build_prompt(history, message)
-        if not conversation_id:
-            conversation_id = self.store.create_conversation(self.user.id, title_from(message)).id
-        user_msg = self.store.add_user_message(conversation_id, message)
-        return self._generate(conversation_id, user_msg.id, prompt, regenerated_from=None)
+        try:
+            if conversation_id:
+                user_msg = self.store.add_user_message(conversation_id, message)
+            else:
+                user_msg = self.store.start_conversation(self.user.id, title_from(message), message)
+        except SQLAlchemyError as exc:
+            raise ChatRefused(
+                f"Your message could not be saved ({_reason(exc)}), so it was not sent to the "
+                "model. Free some disk space and send it again."
+            ) from exc
+        return self._generate(user_msg.conversation_id, user_msg.id, prompt, regenerated_from=None)
 
     def regenerate(self, conversation_id: int) -> Iterator[Reply]:
         """A new answer to the conversation's last message; the old one is kept as superseded."""

@@ -104,6 +104,17 @@ class Store:
             return counts
 
     # the chat flow
+    def start_conversation(self, user_id: int, title: str, content: str) -> Message:
+        """A new conversation and its first user message, in one transaction."""
+        with self.session() as s:
+            conv = Conversation(user_id=user_id, title=title)
+            s.add(conv)
+            s.flush()
+            msg = Message(conversation_id=conv.id, role="user", content=content)
+            s.add(msg)
+            s.commit()
+            return msg
+
     def add_user_message(self, conversation_id: int, content: str) -> Message:
         with self.session() as s:
             msg = Message(conversation_id=conversation_id, role="user", content=content)

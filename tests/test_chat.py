@@ -186,3 +186,39 @@ def test_a_rating_is_stored_against_the_exchange(store, settings, fake_model):
         chat.user.id,
         1,
     )
+
+
+def test_a_full_disk_refuses_the_message_with_a_clear_reason(settings, tmp_path, fake_model):
+    from sqlalchemy import event, text
+
+    from store.db import open_database, sqlite_url
+    from store.repo import Store
+
+    url = sqlite_url(tmp_path / "full.db")
+    engine = open_database(url)
+    with engine.connect() as conn:
+        pages = conn.execute(text("PRAGMA page_count")).scalar()
+    engine.dispose()
+
+    @event.listens_for(engine, "connect")
+    def _cap(dbapi_conn, _record):  # the database may not grow: what a full disk looks like
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    store = Store(engine)
+    chat = ChatService(store, fake_model, settings)
+    with pytest.raises(ChatRefused, match=r"could not be saved \(database or disk is full\)"):
+        for _ in range(200):  # fill the last free pages first
+            drain(chat.send(None, "some words to store " * 20))
+    assert fake_model.history, "some messages went through before the disk filled"
+    sent = len(fake_model.history)
+    # Nothing half-stored: every conversation has its whole turn, the refused one left no row.
+    assert (store.count(Conversation), store.count(Message)) == (sent, 2 * sent)
+
+
+def test_a_random_seed_is_drawn_per_answer_and_stored(store, settings, fake_model):
+    settings.seed = -1
+    chat = ChatService(store, fake_model, settings)
+    a, _ = drain(chat.send(None, "one"))
+    b, _ = drain(chat.send(None, "two"))
+    seeds = [store.exchange(r.exchange_id).sampling["seed"] for r in (a, b)]
+    assert all(0 <= s < 2**31 for s in seeds) and seeds[0] != seeds[1]

@@ -76,3 +76,63 @@ def test_serve_prints_its_settings_and_answers_on_the_chosen_port(home):
     assert f"  home               = {home}  [env]" in out
     assert "Model: SmolLM2-135M-Instruct.Q4_1.gguf (4096 tokens of context)" in out
     assert (home / "autodidact.db").exists()
+
+
+def test_killing_the_app_mid_answer_keeps_the_message_and_marks_the_answer_interrupted(home):
+    import signal
+
+    from gradio_client import Client
+    from sqlalchemy import text
+
+    from store.db import open_database
+    from store.repo import Store
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "app.py"),
+            "--port",
+            str(port),
+            "--max-tokens",
+            "2000",
+            "--temperature",
+            "1.0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline
+                time.sleep(0.5)
+        Client(f"http://127.0.0.1:{port}/", verbose=False).submit(
+            "Write a very long story about a dragon.", "", api_name="/chat"
+        )
+        url = f"sqlite:///{home / 'autodidact.db'}"
+        store = Store(open_database(url))
+        deadline = time.time() + 60
+        while not ((t := store.turns(1)) and t[0].status == "generating"):
+            assert time.time() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    store = Store(open_database(url))
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+    assert store.recover_interrupted() == 1  # what the next start-up does
+    [turn] = store.turns(1)
+    assert turn.user == "Write a very long story about a dragon."
+    assert turn.status == "failed"
+    assert (
+        store.exchange(turn.exchange_id).error == "interrupted: the app stopped during generation"
+    )
