@@ -20,6 +20,7 @@ STATUS_NOTES = {
     "failed": "The model failed while answering: {error}. What it wrote so far is saved.",
 }
 PRIVATE = {"api_visibility": "private"}
+FEEDBACK = {1: "Like", -1: "Dislike", 0: None}
 
 
 def render(turns: list[Turn]) -> tuple[list[dict], list[int | None]]:
@@ -116,7 +117,10 @@ def build_ui(chat: ChatService) -> gr.Blocks:
             gr.Warning("That conversation no longer exists.")
             return [], None, [], "", ""
         messages, ids = render(chat.turns(conversation_id))
-        return messages, conversation_id, ids, "", conv.title
+        # Show the thumbs the user already gave, one entry per assistant message.
+        feedback = [FEEDBACK[chat.store.current_rating(i)] for i in ids if i is not None]
+        shown = gr.update(value=messages, feedback_value=feedback)
+        return shown, conversation_id, ids, "", conv.title
 
     def on_new():
         return [], None, [], "", "", gr.update(value=None)

@@ -150,3 +150,17 @@ def test_stop_regenerate_and_manage_conversations(page, running_app):
     wait_for(lambda: [c.id for c in store.conversations(store.user("local").id)] == [2])
     wait_for(lambda: "Sea essay" not in page.locator("#conversations").inner_text())
     assert store.turns(1) == []
+
+
+def test_reopening_a_conversation_shows_its_answers_and_thumbs(page, running_app):
+    chat = running_app.chat
+    first = list(chat.send(None, "Say hello."))[-1]
+    chat.rate(first.exchange_id, 1)
+    list(chat.send(None, "Another chat."))
+    page.reload()
+    page.locator("#conversations label", has_text="Say hello.").click()
+    wait_for(lambda: words(bot_messages(page).first.inner_text()) == words(first.text))
+    liked = page.locator("#chatbot button[aria-label='Liked']")
+    wait_for(lambda: liked.count() == 1)
+    liked.click()  # clicking a given thumb again takes the rating back
+    wait_for(lambda: running_app.store.current_rating(first.exchange_id) == 0)
