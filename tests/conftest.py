@@ -86,3 +86,21 @@ def client(running_app):
     from gradio_client import Client
 
     return Client(running_app.url, verbose=False)
+
+
+def wait_until_serving(url: str, proc, timeout: float = 120.0) -> int:
+    """Poll `url` until it answers; fail early, with what it said, if `proc` exits first."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as page:
+                return page.status
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(f"the server exited with {proc.returncode}") from None
+            if time.time() > deadline:
+                raise AssertionError(f"{url} did not answer within {timeout:.0f} s") from None
+            time.sleep(0.5)

@@ -6,9 +6,8 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_until_serving
 
 
 def run_cli(*args, env=None, timeout=60):
@@ -58,17 +57,7 @@ def test_serve_prints_its_settings_and_answers_on_the_chosen_port(home):
         text=True,
     )
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
-                    assert page.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read()
-                time.sleep(0.5)
-        else:
-            raise AssertionError("the app did not start within 90 s")
+        assert wait_until_serving(f"http://127.0.0.1:{port}/", proc) == 200
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
@@ -103,14 +92,7 @@ def test_killing_the_app_mid_answer_keeps_the_message_and_marks_the_answer_inter
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline
-                time.sleep(0.5)
+        wait_until_serving(f"http://127.0.0.1:{port}/", proc)
         Client(f"http://127.0.0.1:{port}/", verbose=False).submit(
             "Write a very long story about a dragon.", "", api_name="/chat"
         )

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from assistant.app import create_app
 from assistant.model import ModelError
 from assistant.openai_model import OpenAIChatModel
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_serving
 
 QUESTION = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -48,19 +46,12 @@ def server(embedded_path, tmp_path_factory):
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/v1/models", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                log.seek(0)
-                raise RuntimeError(
-                    f"llama_cpp.server did not start: {log.read()[-2000:]}"
-                ) from None
-            time.sleep(0.5)
+    try:
+        wait_until_serving(f"{url}/v1/models", proc)
+    except AssertionError:
+        proc.kill()
+        log.seek(0)
+        raise AssertionError(f"llama_cpp.server did not start: {log.read()[-2000:]}") from None
     yield f"{url}/v1"
     proc.terminate()
     proc.wait(timeout=30)
