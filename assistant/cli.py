@@ -7,6 +7,7 @@ start-up failures (a missing model, a database that cannot be opened) into one r
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from assistant.settings import add_flags, from_args
@@ -20,7 +21,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A private assistant phones nobody: no usage analytics, no model hub look-ups.
+OFFLINE = {
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "HF_HUB_OFFLINE": "1",
+    "ANONYMIZED_TELEMETRY": "False",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    for key, value in OFFLINE.items():
+        os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)
     try:
         settings, flags = from_args(args)
