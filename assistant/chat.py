@@ -245,7 +245,7 @@ class ChatService:
 
         The first token goes out at once. After that, tokens that arrive within the interval
         share one update: every update costs the web server CPU that the model's threads need,
-        and a person cannot tell 30 ms batches from single tokens.
+        and a person cannot tell 50 ms batches from single tokens.
         """
         interval = self.settings.stream_interval_ms / 1000
         yield reply

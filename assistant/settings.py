@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     )
 
     stream_interval_ms: int = Field(
-        30, ge=0, le=1000, description="least time between streamed updates (0: every token)"
+        50, ge=0, le=1000, description="least time between streamed updates (0: every token)"
     )
 
     host: str = Field("127.0.0.1", description="address the web app listens on")
