@@ -15,7 +15,10 @@ from assistant.chat import ChatService
 from assistant.model import ChatModel, ModelError, load_model
 from assistant.settings import Settings
 from assistant.ui import build_ui
+from feedback.grader import Grader, GraderConfig
+from feedback.worker import GradingWorker
 from store.db import open_database
+from store.grading import GradingStore
 from store.repo import Store
 
 
@@ -25,16 +28,53 @@ class App:
     store: Store
     model: ChatModel
     chat: ChatService
+    grading: GradingStore
+    worker: GradingWorker
     demo: gr.Blocks
+
+    def close(self) -> None:
+        self.worker.stop()
+        self.demo.close()
+
+
+def build_grader(
+    settings: Settings, model: ChatModel, judge_model: ChatModel | None = None
+) -> Grader:
+    config = GraderConfig(
+        weights=settings.grade_weights,
+        threshold=settings.flag_threshold,
+        consistency_samples=settings.consistency_samples,
+        max_tokens=min(settings.max_tokens, 256),
+        system_prompt=settings.system_prompt,
+    )
+    if judge_model is None and settings.judge_model:
+        from assistant.engine import LlamaEngine
+        from assistant.model import check_gguf
+
+        judge_model = LlamaEngine(
+            check_gguf(settings.judge_model),
+            context_window=settings.context_window,
+            threads=settings.threads,
+        )
+    return Grader(judge_model or model, model, config)
 
 
 def create_app(settings: Settings, model: ChatModel | None = None) -> App:
     settings.home_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(open_database(settings.effective_database_url))
+    engine = open_database(settings.effective_database_url)
+    store = Store(engine)
     store.recover_interrupted()
     model = model or load_model(settings)
     chat = ChatService(store, model, settings)
-    return App(settings, store, model, chat, build_ui(chat))
+    grading = GradingStore(engine)
+    worker = GradingWorker(
+        build_grader(settings, model), grading, chat.idle, settings.grading_max_attempts
+    )
+    chat.on_generation_start.append(worker.preempt)
+    chat.on_answer_stored.append(lambda _exchange_id: worker.wake())
+    if settings.grading:
+        worker.start()
+    return App(settings, store, model, chat, grading, worker, build_ui(chat, grading))
 
 
 def launch(app: App, block: bool = True):

@@ -89,6 +89,12 @@ class ChatService:
         self.user = store.user(settings.user)
         self._active: dict[int, threading.Event] = {}
         self._active_lock = threading.Lock()
+        # Set while no answer is being generated: the background grader waits for it.
+        self.idle = threading.Event()
+        self.idle.set()
+        self._generating = 0
+        self.on_generation_start: list = []  # callables; the grader's preempt
+        self.on_answer_stored: list = []  # callables taking the exchange id; the grader's wake
 
     # conversations
     def conversations(self):
@@ -217,6 +223,8 @@ class ChatService:
         )
         cancel = threading.Event()
         with self._active_lock:
+            self._generating += 1
+            self.idle.clear()
             previous = self._active.get(conversation_id)
             if previous:
                 previous.set()
@@ -228,6 +236,8 @@ class ChatService:
                 f"model's {self.model.context_window:,}-token context.",
             )
         start = Reply(conversation_id, exchange.id, history_dropped=prompt.dropped, notices=notices)
+        for hook in self.on_generation_start:
+            hook()
         events: queue.Queue = queue.Queue()
         worker = threading.Thread(
             target=self._run,
@@ -303,6 +313,7 @@ class ChatService:
                 completion_tokens=completion_tokens,
                 first_token_ms=first_token_ms,
                 latency_ms=(time.perf_counter() - start) * 1000,
+                enqueue_grading=status in ("completed", "stopped") and bool(text.strip()),
             )
         except Exception as exc:
             status, error = "failed", f"the answer could not be saved: {exc}"
@@ -310,4 +321,14 @@ class ChatService:
             with self._active_lock:
                 if self._active.get(reply.conversation_id) is cancel:
                     del self._active[reply.conversation_id]
+                self._generating -= 1
+                if not self._generating:
+                    self.idle.set()
             events.put(replace(reply, text=text, status=status, error=error))
+            if status != "failed":
+                for hook in self.on_answer_stored:
+                    hook(reply.exchange_id)
+
+    def is_generating(self, conversation_id: int) -> bool:
+        with self._active_lock:
+            return conversation_id in self._active

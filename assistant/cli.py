@@ -18,6 +18,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the chat web app")
     add_flags(serve)
+    grade = sub.add_parser("grade", help="self-grade answers from the command line")
+    grade.add_argument(
+        "--backlog",
+        action="store_true",
+        required=True,
+        help="grade every answer still waiting for a grade, with a progress bar",
+    )
+    add_flags(grade)
     return parser
 
 
@@ -42,7 +50,41 @@ def main(argv: list[str] | None = None) -> int:
         from assistant.app import serve
 
         return serve(settings, flags)
+    if args.command == "grade":
+        return grade_backlog_command(settings)
     return 1
+
+
+def grade_backlog_command(settings) -> int:
+    from rich.progress import Progress
+
+    from assistant.app import build_grader
+    from assistant.model import ModelError, load_model
+    from feedback.worker import GradingWorker, grade_backlog
+    from store.db import open_database
+    from store.grading import GradingStore
+
+    try:
+        engine = open_database(settings.effective_database_url)
+        model = load_model(settings)
+        grader = build_grader(settings, model)
+    except ModelError as exc:
+        print(f"autodidact: {exc}", file=sys.stderr)
+        return 1
+    grading = GradingStore(engine)
+    worker = GradingWorker(grader, grading, max_attempts=settings.grading_max_attempts)
+    pending = grading.counts().get("pending", 0) + grading.counts().get("running", 0)
+    with Progress() as bar:
+        task = bar.add_task("Grading", total=pending or 1)
+        done = grade_backlog(worker, lambda n, total: bar.update(task, completed=n, total=total))
+        bar.update(task, completed=max(done, 1), total=max(done, 1))
+    counts = grading.counts()
+    flagged = sum(1 for _ in grading.flagged(limit=10**9))
+    print(
+        f"Graded {done} job(s): {counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
+        f"{counts.get('pending', 0)} pending; {flagged} flagged in total."
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -78,7 +78,11 @@ class LlamaEngine:
         return len(self.prompt_tokens(messages))
 
     def stream(
-        self, messages: Messages, sampling: dict[str, Any], cancel: threading.Event | None = None
+        self,
+        messages: Messages,
+        sampling: dict[str, Any],
+        cancel: threading.Event | None = None,
+        json_schema: dict | None = None,
     ) -> Iterator[Delta]:
         cancel = cancel or threading.Event()
         with self._lock:
@@ -93,6 +97,9 @@ class LlamaEngine:
                 repeat_penalty=sampling.get("repeat_penalty", 1.0),
                 max_tokens=sampling.get("max_tokens", 512),
                 seed=sampling.get("seed"),
+                response_format={"type": "json_object", "schema": json_schema}
+                if json_schema
+                else None,
             )
             try:
                 for chunk in chunks:

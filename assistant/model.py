@@ -41,9 +41,15 @@ class ChatModel(Protocol):
         """Tokens the prompt for `messages` takes, chat template included."""
 
     def stream(
-        self, messages: Messages, sampling: dict[str, Any], cancel: threading.Event | None = None
+        self,
+        messages: Messages,
+        sampling: dict[str, Any],
+        cancel: threading.Event | None = None,
+        json_schema: dict | None = None,
     ) -> Iterator[Delta]:
-        """Generate an answer to `messages`, piece by piece; stops early when `cancel` is set."""
+        """Generate an answer to `messages`, piece by piece; stops early when `cancel` is set.
+
+        With `json_schema`, the output is constrained to JSON matching it (llama.cpp grammar)."""
 
     def token_logprobs(self, messages: Messages, answer: str) -> list[float]:
         """Log-probability of each token of `answer` as the reply to `messages`."""

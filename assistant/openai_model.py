@@ -80,7 +80,11 @@ class OpenAIChatModel:
         return sum(self._count_text(m["content"]) + PER_MESSAGE_OVERHEAD for m in messages)
 
     def stream(
-        self, messages: Messages, sampling: dict[str, Any], cancel: threading.Event | None = None
+        self,
+        messages: Messages,
+        sampling: dict[str, Any],
+        cancel: threading.Event | None = None,
+        json_schema: dict | None = None,
     ) -> Iterator[Delta]:
         cancel = cancel or threading.Event()
         try:
@@ -94,6 +98,12 @@ class OpenAIChatModel:
                 seed=sampling.get("seed"),
                 # Not an OpenAI parameter; llama.cpp's and vLLM's servers read it from the body.
                 extra_body={"repeat_penalty": sampling.get("repeat_penalty", 1.0)},
+                # llama.cpp's servers take a JSON schema in this form; vLLM takes it as well.
+                **(
+                    {"response_format": {"type": "json_object", "schema": json_schema}}
+                    if json_schema
+                    else {}
+                ),
             )
         except openai.APIConnectionError as exc:
             raise ModelError(f"cannot reach the model server at {self.base_url}") from exc

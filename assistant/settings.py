@@ -8,6 +8,7 @@ at start-up, so a user always sees the effective values and where each came from
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,30 @@ class Settings(BaseSettings):
     stream_interval_ms: int = Field(
         50, ge=0, le=1000, description="least time between streamed updates (0: every token)"
     )
+
+    grading: bool = Field(
+        True, description="grade answers in the background while the chat is idle"
+    )
+    judge_model: Path | None = Field(
+        None, description="GGUF file for the judge; default: the chat model grades itself"
+    )
+    consistency_samples: int = Field(
+        0, ge=0, le=10, description="resampled answers for self-consistency (0: off, see README)"
+    )
+    flag_threshold: float = Field(
+        0.45, ge=0.0, le=1.0, description="combined score below which an answer is flagged"
+    )
+    grade_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "judge": 1.0,
+            "mean_logprob": 0.0,
+            "min_logprob": 0.0,
+            "consistency": 1.0,
+            "grounding": 2.0,
+        },
+        description="weight of each grading signal, as JSON",
+    )
+    grading_max_attempts: int = Field(3, ge=1, description="tries before a grading job fails")
 
     host: str = Field("127.0.0.1", description="address the web app listens on")
     port: int = Field(7860, ge=0, le=65535, description="port the web app listens on")
@@ -108,4 +133,7 @@ def from_args(args: argparse.Namespace) -> tuple[Settings, set[str]]:
         for name in Settings.model_fields
         if (value := getattr(args, name, None)) is not None
     }
+    for name, value in given.items():
+        if Settings.model_fields[name].annotation is dict[str, float]:
+            given[name] = json.loads(value)  # same JSON form as the env var
     return Settings(**given), set(given)

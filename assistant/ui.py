@@ -8,11 +8,15 @@ are private so the API page lists only what programs may rely on.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 
 import gradio as gr
 
 from assistant.chat import ChatRefused, ChatService, Reply
+from assistant.review import build_review
+from store.grading import GradingStore
+from store.models import Grade
 from store.repo import NotFound, Turn
 
 STATUS_NOTES = {
@@ -23,18 +27,44 @@ PRIVATE = {"api_visibility": "private"}
 FEEDBACK = {1: "Like", -1: "Dislike", 0: None}
 
 
-def render(turns: list[Turn]) -> tuple[list[dict], list[int | None]]:
+def badge(grade: Grade | None) -> str:
+    """The small mark under a graded answer; the reason shows on hover.
+
+    >>> badge(None)
+    ''
+    >>> g = Grade(exchange_id=1, grader_version="v", judge_model_id="m", judge_score=8, score=0.8, flagged=False, reason="fine")
+    >>> badge(g)
+    '\\n\\n<span class="grade" title="fine">self-grade 8/10</span>'
+    >>> badge(g.model_copy(update={"flagged": True, "judge_score": 2, "reason": 'says "Berlin"'}))
+    '\\n\\n<span class="grade flagged" title="says &quot;Berlin&quot;">⚠ possible hallucination · self-grade 2/10</span>'
+    """
+    if grade is None:
+        return ""
+    label = (
+        f"self-grade {grade.judge_score}/10" if grade.judge_score else f"score {grade.score:.2f}"
+    )
+    if grade.flagged:
+        label = f"⚠ possible hallucination · {label}"
+    css = "grade flagged" if grade.flagged else "grade"
+    return f'\n\n<span class="{css}" title="{html.escape(grade.reason)}">{label}</span>'
+
+
+def render(
+    turns: list[Turn], grades: dict[int, Grade] | None = None
+) -> tuple[list[dict], list[int | None]]:
     """Chatbot messages for the turns, and the exchange id behind each message (None for users).
 
     >>> render([Turn(1, "hi", 7, "hello", "completed"), Turn(3, "again", None, None, None)])
     ([{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'hello'}, {'role': 'user', 'content': 'again'}], [None, 7, None])
     """
+    grades = grades or {}
     messages, ids = [], []
     for turn in turns:
         messages.append({"role": "user", "content": turn.user})
         ids.append(None)
         if turn.exchange_id is not None:
-            messages.append({"role": "assistant", "content": turn.assistant or ""})
+            text = (turn.assistant or "") + badge(grades.get(turn.exchange_id))
+            messages.append({"role": "assistant", "content": text})
             ids.append(turn.exchange_id)
     return messages, ids
 
@@ -59,7 +89,11 @@ def note_for(reply: Reply) -> str:
     return "\n\n".join(f"ℹ️ {n}" for n in notes)
 
 
-def build_ui(chat: ChatService) -> gr.Blocks:
+def build_ui(chat: ChatService, grading: GradingStore) -> gr.Blocks:
+    def shown(turns: list[Turn]):
+        ids = [t.exchange_id for t in turns if t.exchange_id is not None]
+        return render(turns, grading.grades(ids) if ids else {})
+
     def conversation_choices():
         return [(c.title, c.id) for c in chat.conversations()]
 
@@ -69,7 +103,7 @@ def build_ui(chat: ChatService) -> gr.Blocks:
     def stream_reply(stream: Iterator[Reply], before: list[Turn], message: str):
         """UI updates while a reply streams, for `outputs` below; `before` is the history above
         the new turn. The conversation list and title are refreshed once, at the end."""
-        base, base_ids = render(before)
+        base, base_ids = shown(before)
         reply = None
         for reply in stream:
             messages = base + [
@@ -116,11 +150,11 @@ def build_ui(chat: ChatService) -> gr.Blocks:
         except NotFound:
             gr.Warning("That conversation no longer exists.")
             return [], None, [], "", ""
-        messages, ids = render(chat.turns(conversation_id))
+        messages, ids = shown(chat.turns(conversation_id))
         # Show the thumbs the user already gave, one entry per assistant message.
         feedback = [FEEDBACK[chat.store.current_rating(i)] for i in ids if i is not None]
-        shown = gr.update(value=messages, feedback_value=feedback)
-        return shown, conversation_id, ids, "", conv.title
+        view = gr.update(value=messages, feedback_value=feedback)
+        return view, conversation_id, ids, "", conv.title
 
     def on_new():
         return [], None, [], "", "", gr.update(value=None)
@@ -152,6 +186,23 @@ def build_ui(chat: ChatService) -> gr.Blocks:
             return
         chat.rate(exchange_id, rating_value(data.liked))
 
+    def on_tick(conversation_id, graded):
+        """Badges appear a few seconds after an answer: re-render only when a new grade exists."""
+        if not conversation_id or chat.is_generating(conversation_id):
+            return gr.skip(), gr.skip()
+        try:
+            turns = chat.turns(conversation_id)
+        except NotFound:
+            return gr.skip(), gr.skip()
+        ids = [t.exchange_id for t in turns if t.exchange_id is not None]
+        grades = grading.grades(ids) if ids else {}
+        now = sorted(grades)
+        if now == (graded or []):
+            return gr.skip(), gr.skip()
+        messages, ids = render(turns, grades)
+        feedback = [FEEDBACK[chat.store.current_rating(i)] for i in ids if i is not None]
+        return gr.update(value=messages, feedback_value=feedback), now
+
     def on_stop(conversation_id):
         if conversation_id:
             chat.stop(conversation_id)
@@ -174,29 +225,34 @@ def build_ui(chat: ChatService) -> gr.Blocks:
                     "Yes, delete", size="sm", variant="stop", elem_id="confirm-delete"
                 )
                 cancel_btn = gr.Button("Keep", size="sm", elem_id="cancel-delete")
-        chatbot = gr.Chatbot(
-            elem_id="chatbot",
-            height="70vh",
-            label="Chat",
-            feedback_options=("Like", "Dislike"),
-            buttons=["copy"],
-            placeholder="Ask anything. Your chats stay on this machine.",
-        )
-        notice = gr.Markdown(elem_id="notice")
-        with gr.Row():
-            box = gr.Textbox(
-                placeholder="Message Autodidact (Enter to send, Shift+Enter for a new line)",
-                show_label=False,
-                scale=8,
-                lines=1,
-                max_lines=8,
-                elem_id="message",
-                autofocus=True,
+        with gr.Tab("Chat", id="chat"):
+            chatbot = gr.Chatbot(
+                elem_id="chatbot",
+                height="70vh",
+                label="Chat",
+                feedback_options=("Like", "Dislike"),
+                buttons=["copy"],
+                placeholder="Ask anything. Your chats stay on this machine.",
             )
-            send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-        with gr.Row():
-            stop_btn = gr.Button("■ Stop", size="sm", elem_id="stop")
-            regen_btn = gr.Button("↻ Regenerate", size="sm", elem_id="regenerate")
+            notice = gr.Markdown(elem_id="notice")
+            with gr.Row():
+                box = gr.Textbox(
+                    placeholder="Message Autodidact (Enter to send, Shift+Enter for a new line)",
+                    show_label=False,
+                    scale=8,
+                    lines=1,
+                    max_lines=8,
+                    elem_id="message",
+                    autofocus=True,
+                )
+                send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+            with gr.Row():
+                stop_btn = gr.Button("■ Stop", size="sm", elem_id="stop")
+                regen_btn = gr.Button("↻ Regenerate", size="sm", elem_id="regenerate")
+
+        with gr.Tab("Review", id="review") as review_tab:
+            load_review, flagged_table, flagged_ids = build_review(grading, chat.settings.user)
+        review_tab.select(load_review, None, [flagged_table, flagged_ids], **PRIVATE)
 
         outputs = [chatbot, conversation, exchange_ids, notice, conversations, title]
         for trigger in (box.submit, send_btn.click):
@@ -226,6 +282,10 @@ def build_ui(chat: ChatService) -> gr.Blocks:
             **PRIVATE,
         ).then(lambda: gr.update(visible=False), None, [confirm_row], **PRIVATE)
         chatbot.like(on_like, [conversation, exchange_ids], None, **PRIVATE)
+        graded = gr.State([])
+        gr.Timer(2.0).tick(
+            on_tick, [conversation, graded], [chatbot, graded], show_progress="hidden", **PRIVATE
+        )
         demo.load(lambda: list_update(None), None, [conversations], **PRIVATE)
 
         add_api(chat)

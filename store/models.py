@@ -81,3 +81,55 @@ class Rating(SQLModel, table=True):
     user_id: int = Field(foreign_key="users.id")
     value: int
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Grade(SQLModel, table=True):
+    """The self-grade of one exchange: every signal stored on its own, then the combined score.
+
+    A signal that was not measured (self-consistency is off by default) is NULL, not zero.
+    """
+
+    __tablename__ = "grades"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(foreign_key="exchanges.id", index=True)
+    grader_version: str
+    judge_model_id: str
+    judge_score: int | None = None  # 1-10 from the LLM judge
+    judge_reason: str | None = None
+    # How much a reference (knowledge passage, approved answer) raises the answer's mean token
+    # log-probability: supported answers gain, invented ones do not. NULL without a reference.
+    grounding: float | None = None
+    mean_logprob: float | None = None
+    min_logprob: float | None = None
+    consistency: float | None = None  # 0-1 agreement with resampled answers
+    injection: bool = False  # the answer or question tried to steer the judge
+    score: float  # combined, 0-1
+    flagged: bool = Field(default=False, index=True)
+    reason: str  # why flagged (or why not), for the badge and the Review tab
+    seconds: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class GradingJob(SQLModel, table=True):
+    """One exchange waiting to be graded. Lives in the database so a restart loses no work."""
+
+    __tablename__ = "grading_jobs"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(foreign_key="exchanges.id", unique=True, index=True)
+    status: str = Field(default="pending", index=True)  # pending, running, done, failed
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Review(SQLModel, table=True):
+    """A person's decision on a flagged exchange: confirm (a hallucination), dismiss, or correct."""
+
+    __tablename__ = "reviews"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(foreign_key="exchanges.id", index=True)
+    decision: str  # confirm, dismiss, correct
+    correction: str | None = None
+    reviewer: str
+    created_at: datetime = Field(default_factory=utcnow)

@@ -14,7 +14,17 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, update
 from sqlmodel import Session, select
 
-from store.models import Conversation, Exchange, Message, Rating, User, utcnow
+from store.models import (
+    Conversation,
+    Exchange,
+    Grade,
+    GradingJob,
+    Message,
+    Rating,
+    Review,
+    User,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,8 @@ class Store:
             if s.get(Conversation, conversation_id) is None:
                 raise NotFound(f"conversation {conversation_id} does not exist")
             exchange_ids = select(Exchange.id).where(Exchange.conversation_id == conversation_id)
+            for table in (Grade, GradingJob, Review):
+                s.exec(delete(table).where(table.exchange_id.in_(exchange_ids)))
             counts = {
                 "ratings": s.exec(
                     delete(Rating).where(Rating.exchange_id.in_(exchange_ids))
@@ -164,8 +176,10 @@ class Store:
         completion_tokens: int | None = None,
         first_token_ms: float | None = None,
         latency_ms: float | None = None,
+        enqueue_grading: bool = False,
     ) -> Exchange:
-        """Store the answer (possibly partial) and the final status in one transaction."""
+        """Store the answer (possibly partial) and the final status in one transaction, with
+        its grading job when asked, so no answer can be stored without being queued."""
         with self.session() as s:
             ex = s.get(Exchange, exchange_id)
             if ex is None:
@@ -184,6 +198,8 @@ class Store:
             ex.latency_ms = latency_ms
             ex.finished_at = utcnow()
             s.add(ex)
+            if enqueue_grading:
+                s.add(GradingJob(exchange_id=ex.id))
             s.commit()
             return ex
 

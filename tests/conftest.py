@@ -35,7 +35,8 @@ def home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def settings(home) -> Settings:
     home.mkdir(parents=True, exist_ok=True)
-    return Settings(home=home, max_tokens=64, temperature=0.0, seed=7)
+    # Background grading is off unless a test is about it: it would compete for the model.
+    return Settings(home=home, max_tokens=64, temperature=0.0, seed=7, grading=False)
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def running_app(settings, engine):
     launch(app, block=False)
     app.url = f"http://127.0.0.1:{settings.port}/"
     yield app
-    app.demo.close()
+    app.close()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ class FakeModel:
         # One token per word plus template markup, like a real template adds.
         return sum(len(m["content"].split()) + 4 for m in messages)
 
-    def stream(self, messages, sampling, cancel: threading.Event | None = None):
+    def stream(self, messages, sampling, cancel: threading.Event | None = None, json_schema=None):
         self.history.append(messages)
         reply = self.replies.pop(0) if self.replies else "ok"
         error = None

@@ -111,7 +111,7 @@ def test_every_naughty_string_is_stored_and_shown_back_byte_for_byte(settings, e
         assert stored == {s for s, _ in sent} | {"start"}
         assert app.store.count(Exchange) == len(sent) + 1
     finally:
-        app.demo.close()
+        app.close()
 
 
 def _all_user_messages(store):

@@ -11,13 +11,23 @@ from store.db import connect, migrate, open_database, schema_revision, sqlite_ur
 from store.models import Conversation, Exchange, Message, Rating
 from store.repo import Store
 
-TABLES = {"users", "conversations", "messages", "exchanges", "ratings", "alembic_version"}
+TABLES = {
+    "users",
+    "conversations",
+    "messages",
+    "exchanges",
+    "ratings",
+    "grades",
+    "grading_jobs",
+    "reviews",
+    "alembic_version",
+}
 
 
 def test_blank_database_migrates_to_exactly_the_models(tmp_path):
     engine = open_database(sqlite_url(tmp_path / "blank.db"))
     assert set(inspect(engine).get_table_names()) == TABLES
-    assert schema_revision(engine) == "0001"
+    assert schema_revision(engine) == "0002"
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == []
@@ -111,3 +121,39 @@ def test_exchanges_left_generating_by_a_dead_process_are_marked_failed(store):
         "failed",
         "interrupted: the app stopped during generation",
     )
+
+
+def test_upgrading_a_0001_database_keeps_its_rows_and_queues_its_answers_for_grading(tmp_path):
+    from store.grading import GradingStore
+
+    url = sqlite_url(tmp_path / "old.db")
+    engine = connect(url)
+    migrate(engine, "0001")
+    assert "grades" not in inspect(engine).get_table_names()
+    with engine.begin() as conn:  # rows as the 0001 app wrote them
+        conn.execute(
+            text("INSERT INTO users (id, name, created_at) VALUES (1, 'ana', '2026-01-01')")
+        )
+        conn.execute(
+            text("INSERT INTO conversations VALUES (1, 1, 't', '2026-01-01', '2026-01-01')")
+        )
+        conn.execute(
+            text(
+                "INSERT INTO messages VALUES (1, 1, 'user', 'q', '2026-01-01'), (2, 1, 'assistant', 'a', '2026-01-01'), (3, 1, 'user', 'q2', '2026-01-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO exchanges (id, conversation_id, user_message_id, assistant_message_id, status, model_id, sampling, history_dropped, created_at) "
+                "VALUES (1, 1, 1, 2, 'completed', 'm', '{}', 0, '2026-01-01'), (2, 1, 3, NULL, 'failed', 'm', '{}', 0, '2026-01-01')"
+            )
+        )
+    engine = open_database(url)
+    assert schema_revision(engine) == "0002"
+    store = Store(engine)
+    assert [(t.user, t.assistant) for t in store.turns(1)] == [("q", "a"), ("q2", None)]
+    grading = GradingStore(engine)
+    assert grading.counts() == {"pending": 1}
+    assert grading.job(1).status == "pending" and grading.job(2) is None
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []

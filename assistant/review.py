@@ -1,0 +1,124 @@
+"""The Review tab: flagged exchanges, newest first, and a reviewer's decision on each.
+
+Owns that tab's layout and events. A reviewer confirms a flag (it is a hallucination), dismisses
+it (the answer is fine) or writes the correct answer; each decision is stored with who made it and
+when (store/grading.py). What a decision does to the training pool is the curation step's job.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from store.grading import Flagged, GradingStore
+
+COLUMNS = [
+    "exchange",
+    "flagged at",
+    "question",
+    "answer",
+    "self-grade",
+    "mean log-prob",
+    "min log-prob",
+    "consistency",
+    "grounding",
+    "score",
+    "reason",
+    "decision",
+]
+
+
+def _fmt(x, digits=2):
+    return "" if x is None else round(x, digits)
+
+
+def table(rows: list[Flagged]) -> list[list]:
+    return [
+        [
+            r.exchange_id,
+            r.grade.created_at.strftime("%Y-%m-%d %H:%M"),
+            r.question[:300],
+            r.answer[:500],
+            r.grade.judge_score,
+            _fmt(r.grade.mean_logprob),
+            _fmt(r.grade.min_logprob),
+            _fmt(r.grade.consistency),
+            _fmt(r.grade.grounding),
+            _fmt(r.grade.score),
+            r.grade.reason,
+            r.decision or "",
+        ]
+        for r in rows
+    ]
+
+
+def build_review(grading: GradingStore, default_reviewer: str) -> None:
+    def load():
+        rows = grading.flagged()
+        return gr.update(value=table(rows)), [r.exchange_id for r in rows]
+
+    def pick(ids, evt: gr.SelectData):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if not ids or row >= len(ids):
+            return None, "", ""
+        exchange_id = ids[row]
+        question, answer = grading.exchange_text(exchange_id)
+        grade = grading.grade(exchange_id)
+        detail = (
+            f"**Exchange {exchange_id}** · score {grade.score:.2f} · {grade.reason}\n\n"
+            f"**Question**\n\n{question}\n\n**Answer**\n\n{answer}"
+        )
+        return exchange_id, detail, answer
+
+    def decide(decision):
+        def handler(exchange_id, reviewer, correction):
+            if not exchange_id:
+                gr.Warning("Select a flagged exchange in the table first.")
+                return gr.skip(), gr.skip(), gr.skip()
+            reviewer = " ".join((reviewer or "").split()) or default_reviewer
+            try:
+                grading.review(int(exchange_id), decision, reviewer, correction)
+            except (ValueError, LookupError) as exc:
+                gr.Warning(str(exc))
+                return gr.skip(), gr.skip(), gr.skip()
+            gr.Info(f"Exchange {exchange_id}: {decision} stored by {reviewer}.")
+            rows, ids = load()
+            return (
+                rows,
+                ids,
+                f"Last decision: **{decision}** on exchange {exchange_id} by {reviewer}.",
+            )
+
+        return handler
+
+    ids = gr.State([])
+    selected = gr.State(None)
+    with gr.Row():
+        refresh = gr.Button("Refresh", size="sm", elem_id="review-refresh")
+        reviewer = gr.Textbox(
+            value=default_reviewer, label="Reviewer", max_lines=1, elem_id="reviewer"
+        )
+    flagged = gr.Dataframe(
+        headers=COLUMNS,
+        interactive=False,
+        wrap=True,
+        elem_id="flagged",
+        label="Flagged exchanges (newest first)",
+    )
+    detail = gr.Markdown(elem_id="review-detail")
+    correction = gr.Textbox(label="Correct answer", lines=4, elem_id="correction")
+    with gr.Row():
+        confirm = gr.Button(
+            "Confirm: it is a hallucination", variant="stop", elem_id="review-confirm"
+        )
+        dismiss = gr.Button("Dismiss: the answer is fine", elem_id="review-dismiss")
+        correct = gr.Button("Save correct answer", variant="primary", elem_id="review-correct")
+    status = gr.Markdown(elem_id="review-status")
+
+    private = {"api_visibility": "private"}
+    refresh.click(load, None, [flagged, ids], **private)
+    flagged.select(pick, [ids], [selected, detail, correction], **private)
+    for button, decision in ((confirm, "confirm"), (dismiss, "dismiss"), (correct, "correct")):
+        button.click(
+            decide(decision), [selected, reviewer, correction], [flagged, ids, status], **private
+        )
+    return load, flagged, ids

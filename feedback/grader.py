@@ -1,0 +1,143 @@
+"""Grading one exchange: measure every signal, guard against injections, combine, explain.
+
+Owns the order of the work and the guarantees: an empty or label-only answer scores at the floor
+without asking the model; an answer (or question) that addresses the grader is graded twice, as
+given and with those lines removed, and keeps the lower score, so an injection can never raise a
+grade; every signal's cost in seconds is recorded. Storage and scheduling are feedback/worker.py's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+
+from assistant.model import ChatModel, ModelError
+from feedback.judge import judge
+from feedback.sanitize import injection_lines, is_contentless, without_injections
+from feedback.scoring import Signals, combine, explain, should_flag
+from feedback.signals import consistency, logprob_stats, resample
+
+GRADER_VERSION = "grader-1"
+DEFAULT_WEIGHTS = {
+    "judge": 1.0,
+    "mean_logprob": 0.0,
+    "min_logprob": 0.0,
+    "consistency": 1.0,
+    "grounding": 2.0,
+}
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    signals: Signals
+    judge_reason: str | None
+    score: float
+    flagged: bool
+    reason: str
+    injection: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class GraderConfig:
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    threshold: float = 0.45
+    consistency_samples: int = 0
+    consistency_temperature: float = 1.0
+    max_tokens: int = 128
+    system_prompt: str = "You are a helpful assistant."
+
+
+class Grader:
+    def __init__(
+        self,
+        judge_model: ChatModel,
+        answer_model: ChatModel | None = None,
+        config: GraderConfig | None = None,
+    ):
+        self.judge_model = judge_model
+        # Log-probabilities come from the model that answered: its own uncertainty.
+        self.answer_model = answer_model or judge_model
+        self.config = config or GraderConfig()
+
+    def grade(
+        self,
+        question: str,
+        answer: str,
+        reference: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GradeResult:
+        if is_contentless(answer):
+            return self._floor("the answer is empty or says nothing")
+        injected = bool(injection_lines(answer) or injection_lines(question))
+        result = self._grade_once(question, answer, reference, cancel)
+        if not injected:
+            return result
+        clean_answer = without_injections(answer)
+        if is_contentless(clean_answer):
+            clean = self._floor("the answer only addresses the grader")
+        else:
+            clean = self._grade_once(without_injections(question), clean_answer, reference, cancel)
+        worst = min(result, clean, key=lambda r: r.score)
+        seconds = {
+            k: result.seconds.get(k, 0) + clean.seconds.get(k, 0)
+            for k in result.seconds | clean.seconds
+        }
+        return replace(
+            worst,
+            injection=True,
+            flagged=True,
+            seconds=seconds,
+            reason=f"tries to steer the grader; {worst.reason}",
+        )
+
+    def _floor(self, why: str) -> GradeResult:
+        return GradeResult(Signals(judge=1), None, 0.0, True, why)
+
+    def _grade_once(self, question, answer, reference, cancel) -> GradeResult:
+        cfg = self.config
+        seconds: dict[str, float] = {}
+        t = time.perf_counter()
+        verdict = judge(self.judge_model, question, answer, cancel)
+        seconds["judge"] = time.perf_counter() - t
+
+        system = {"role": "system", "content": cfg.system_prompt}
+        prompt = [system, {"role": "user", "content": question}]
+        mean_lp = min_lp = grounding = agree = None
+        t = time.perf_counter()
+        try:
+            mean_lp, min_lp = logprob_stats(self.answer_model.token_logprobs(prompt, answer))
+            seconds["logprob"] = time.perf_counter() - t
+        except ModelError:  # a server-backed model cannot score given text; the rest still counts
+            pass
+        if reference and mean_lp is not None:
+            t = time.perf_counter()
+            grounded = [
+                {
+                    "role": "system",
+                    "content": f"{cfg.system_prompt}\nUse this reference:\n{reference}",
+                },
+                {"role": "user", "content": question},
+            ]
+            with_ref, _ = logprob_stats(self.answer_model.token_logprobs(grounded, answer))
+            grounding = round(with_ref - mean_lp, 6)
+            seconds["grounding"] = time.perf_counter() - t
+        if cfg.consistency_samples > 0:
+            t = time.perf_counter()
+            samples = resample(
+                self.answer_model,
+                prompt,
+                cfg.consistency_samples,
+                cfg.consistency_temperature,
+                cfg.max_tokens,
+                cancel,
+            )
+            agree = consistency(answer, samples)
+            seconds["consistency"] = time.perf_counter() - t
+
+        signals = Signals(verdict.score, mean_lp, min_lp, agree, grounding)
+        score = combine(signals, cfg.weights)
+        flagged = should_flag(score, cfg.threshold)
+        reason = explain(signals, verdict.reason, flagged)
+        return GradeResult(signals, verdict.reason, score, flagged, reason, seconds=seconds)

@@ -1,0 +1,100 @@
+"""How the signals become one score and a flag: small pure functions, each with its examples.
+
+Owns the normalisation of each signal to 0-1 (1 = looks right), the weighted combination and the
+flag rule. The weights and threshold are settings (`AUTODIDACT_GRADE_WEIGHTS`,
+`AUTODIDACT_FLAG_THRESHOLD`); their defaults and how they were chosen are in the README.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SIGNALS = ("judge", "mean_logprob", "min_logprob", "consistency", "grounding")
+
+
+@dataclass(frozen=True)
+class Signals:
+    judge: int | None = None  # 1-10
+    mean_logprob: float | None = None
+    min_logprob: float | None = None
+    consistency: float | None = None  # 0-1
+    grounding: float | None = None  # mean log-prob gain from a reference
+
+
+def clamp(x: float) -> float:
+    return max(0.0, min(1.0, x))
+
+
+def normalize(name: str, value: float | None) -> float | None:
+    """A signal on a 0-1 scale where 1 means "looks right"; None stays None.
+
+    >>> [normalize("judge", v) for v in (1, 10)]
+    [0.0, 1.0]
+    >>> normalize("mean_logprob", -1.0), normalize("min_logprob", -6.0)
+    (0.75, 0.5)
+    >>> normalize("grounding", 0.0), round(normalize("grounding", 1.0), 3)
+    (0.5, 0.881)
+    >>> normalize("consistency", None) is None
+    True
+    """
+    if value is None:
+        return None
+    if name == "judge":
+        return clamp((value - 1) / 9)
+    if name == "mean_logprob":  # a fluent answer sits near 0; -4 is noise
+        return clamp((value + 4) / 4)
+    if name == "min_logprob":  # one very unlikely token (-12: 1 in 160,000) is a warning sign
+        return clamp((value + 12) / 12)
+    if name == "grounding":
+        return 1 / (1 + math.exp(-2 * value))
+    return clamp(value)
+
+
+def combine(signals: Signals, weights: dict[str, float]) -> float:
+    """Weighted mean of the normalised signals that were measured (missing ones don't count).
+
+    >>> combine(Signals(judge=10, mean_logprob=-1.0), {"judge": 1, "mean_logprob": 1})
+    0.875
+    >>> combine(Signals(judge=10, mean_logprob=-1.0), {"judge": 1, "mean_logprob": 0})
+    1.0
+    >>> combine(Signals(), {"judge": 1})  # nothing measured: undecided
+    0.5
+    """
+    total, weight = 0.0, 0.0
+    for name in SIGNALS:
+        value = normalize(name, getattr(signals, name))
+        w = weights.get(name, 0.0)
+        if value is not None and w > 0:
+            total += w * value
+            weight += w
+    return round(total / weight, 6) if weight else 0.5
+
+
+def should_flag(score: float, threshold: float) -> bool:
+    """Flag as a possible hallucination below the threshold.
+
+    >>> should_flag(0.3, 0.45), should_flag(0.45, 0.45)
+    (True, False)
+    """
+    return score < threshold
+
+
+def explain(signals: Signals, judge_reason: str | None, flagged: bool) -> str:
+    """One line saying why: the self-grade and its reason, then any weak uncertainty signal.
+
+    >>> explain(Signals(judge=2, mean_logprob=-3.5), "Wrong capital.", True)
+    'self-grade 2/10: Wrong capital.; low token confidence (mean log-prob -3.50)'
+    >>> explain(Signals(judge=9), "Correct.", False)
+    'self-grade 9/10: Correct.'
+    """
+    parts = []
+    if signals.judge is not None:
+        parts.append(f"self-grade {signals.judge}/10: {judge_reason or ''}".rstrip(": "))
+    if signals.mean_logprob is not None and normalize("mean_logprob", signals.mean_logprob) < 0.25:
+        parts.append(f"low token confidence (mean log-prob {signals.mean_logprob:.2f})")
+    if signals.consistency is not None and signals.consistency < 0.3:
+        parts.append(f"disagrees with resampled answers ({signals.consistency:.2f})")
+    if signals.grounding is not None and signals.grounding <= 0:
+        parts.append(f"not supported by the reference (gain {signals.grounding:+.2f})")
+    return "; ".join(parts) or ("flagged" if flagged else "no signal")
