@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from assistant.model import ChatModel, ModelError
-from feedback.judge import judge
+from feedback.judge import JudgeError, judge
 from feedback.sanitize import injection_lines, is_contentless, without_injections
 from feedback.scoring import Signals, combine, explain, should_flag
 from feedback.signals import consistency, logprob_stats, resample
@@ -67,18 +67,23 @@ class Grader:
         answer: str,
         reference: str | None = None,
         cancel: threading.Event | None = None,
+        tag: str | None = None,
     ) -> GradeResult:
+        """Grade `answer` to `question`. `tag` fixes the judge's delimiters (default: fresh per
+        call); tests use it to compare two answers under identical conditions."""
         if is_contentless(answer):
             return self._floor("the answer is empty or says nothing")
         injected = bool(injection_lines(answer) or injection_lines(question))
-        result = self._grade_once(question, answer, reference, cancel)
+        result = self._grade_once(question, answer, reference, cancel, tag)
         if not injected:
             return result
         clean_answer = without_injections(answer)
         if is_contentless(clean_answer):
             clean = self._floor("the answer only addresses the grader")
         else:
-            clean = self._grade_once(without_injections(question), clean_answer, reference, cancel)
+            clean = self._grade_once(
+                without_injections(question), clean_answer, reference, cancel, tag
+            )
         worst = min(result, clean, key=lambda r: r.score)
         seconds = {
             k: result.seconds.get(k, 0) + clean.seconds.get(k, 0)
@@ -95,11 +100,15 @@ class Grader:
     def _floor(self, why: str) -> GradeResult:
         return GradeResult(Signals(judge=1), None, 0.0, True, why)
 
-    def _grade_once(self, question, answer, reference, cancel) -> GradeResult:
+    def _grade_once(self, question, answer, reference, cancel, tag=None) -> GradeResult:
         cfg = self.config
         seconds: dict[str, float] = {}
         t = time.perf_counter()
-        verdict = judge(self.judge_model, question, answer, cancel)
+        try:
+            verdict = judge(self.judge_model, question, answer, cancel, tag)
+            judge_score, judge_reason = verdict.score, verdict.reason
+        except JudgeError:  # the other signals still grade it; the reason says so
+            judge_score, judge_reason = None, "the judge gave no valid verdict"
         seconds["judge"] = time.perf_counter() - t
 
         system = {"role": "system", "content": cfg.system_prompt}
@@ -136,8 +145,8 @@ class Grader:
             agree = consistency(answer, samples)
             seconds["consistency"] = time.perf_counter() - t
 
-        signals = Signals(verdict.score, mean_lp, min_lp, agree, grounding)
+        signals = Signals(judge_score, mean_lp, min_lp, agree, grounding)
         score = combine(signals, cfg.weights)
         flagged = should_flag(score, cfg.threshold)
-        reason = explain(signals, verdict.reason, flagged)
-        return GradeResult(signals, verdict.reason, score, flagged, reason, seconds=seconds)
+        reason = explain(signals, judge_reason, flagged)
+        return GradeResult(signals, judge_reason, score, flagged, reason, seconds=seconds)

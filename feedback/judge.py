@@ -43,7 +43,8 @@ class Judgement(BaseModel):
 SCHEMA = {
     "type": "object",
     "properties": {
-        "reason": {"type": "string", "maxLength": 300},
+        # Short: the grammar closes the string here, so a looping judge still yields valid JSON.
+        "reason": {"type": "string", "minLength": 1, "maxLength": 160},
         "score": {"type": "integer", "enum": list(range(1, 11))},
     },
     "required": ["reason", "score"],
@@ -75,13 +76,17 @@ def judge_messages(question: str, answer: str, tag: str | None = None) -> list[d
 
 
 def judge(
-    model: ChatModel, question: str, answer: str, cancel: threading.Event | None = None
+    model: ChatModel,
+    question: str,
+    answer: str,
+    cancel: threading.Event | None = None,
+    tag: str | None = None,
 ) -> Judgement:
     """The model's Judgement of `answer`; JudgeError if the output is not valid (never parsed from prose)."""
     text = "".join(
         d.text
         for d in model.stream(
-            judge_messages(question, answer), JUDGE_SAMPLING, cancel, json_schema=SCHEMA
+            judge_messages(question, answer, tag), JUDGE_SAMPLING, cancel, json_schema=SCHEMA
         )
     )
     if cancel is not None and cancel.is_set():
