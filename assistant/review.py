@@ -99,6 +99,20 @@ def build_review(grading: GradingStore, default_reviewer: str) -> None:
         )
     flagged = gr.Dataframe(
         headers=COLUMNS,
+        column_widths=[
+            "70px",
+            "130px",
+            "220px",
+            "300px",
+            "80px",
+            "80px",
+            "80px",
+            "90px",
+            "90px",
+            "70px",
+            "280px",
+            "90px",
+        ],
         interactive=False,
         wrap=True,
         elem_id="flagged",

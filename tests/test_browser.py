@@ -164,3 +164,64 @@ def test_reopening_a_conversation_shows_its_answers_and_thumbs(page, running_app
     wait_for(lambda: liked.count() == 1)
     liked.click()  # clicking a given thumb again takes the rating back
     wait_for(lambda: running_app.store.current_rating(first.exchange_id) == 0)
+
+
+@pytest.fixture
+def grading_page(settings, engine, tmp_path):
+    """The app with background grading on and every answer flagged: with the (always negative)
+    mean log-probability weighed in, no score reaches the threshold of 1."""
+    from playwright.sync_api import sync_playwright
+
+    from assistant.app import create_app, launch
+    from tests.conftest import free_port
+
+    settings.grading = True
+    settings.flag_threshold = 1.0
+    settings.grade_weights = {"judge": 1.0, "mean_logprob": 1.0}
+    settings.port = free_port()
+    app = create_app(settings, model=engine)
+    launch(app, block=False)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"http://127.0.0.1:{settings.port}/")
+        yield page, app
+        page.screenshot(path=str(tmp_path / "last.png"))
+        browser.close()
+    app.close()
+
+
+def test_grade_badge_appears_and_a_reviewer_decides_on_the_flag(grading_page):
+    from store.models import Review
+
+    page, app = grading_page
+    send(page, "What is the capital of France?")
+    badge = page.locator("#chatbot .grade.flagged")
+    badge.wait_for(timeout=60_000)
+    assert "possible hallucination" in badge.inner_text()
+    [turn] = app.store.turns(1)
+    grade = app.grading.grade(turn.exchange_id)
+    assert badge.get_attribute("title") == grade.reason
+    assert f"self-grade {grade.judge_score}/10" in badge.inner_text()
+
+    page.get_by_role("tab", name="Review").click()
+    table = page.locator("#flagged")
+    wait_for(lambda: "What is the capital of France?" in table.inner_text())
+    table.locator("[data-testid=cell-0-2]").click()
+    wait_for(lambda: f"Exchange {turn.exchange_id}" in page.locator("#review-detail").inner_text())
+    page.locator("#correction textarea").fill("Paris is the capital of France.")
+    page.locator("#review-correct").click()
+    wait_for(lambda: app.store.count(Review) == 1)
+    [review] = app.grading.reviews(turn.exchange_id)
+    assert (review.decision, review.correction, review.reviewer) == (
+        "correct",
+        "Paris is the capital of France.",
+        "local",
+    )
+    page.locator("#review-dismiss").click()
+    wait_for(lambda: app.store.count(Review) == 2)
+    assert app.grading.reviews(turn.exchange_id)[-1].decision == "dismiss"
+    wait_for(lambda: "dismiss" in table.inner_text())
