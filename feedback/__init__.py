@@ -1,1 +1,1 @@
-"""Feedback on answers: grading, curation and the fine-tune refresh (later issues build here)."""
+"""Feedback on answers: self-grading now; curation and the fine-tune refresh build here next."""
