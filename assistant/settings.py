@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from feedback.scoring import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AUTODIDACT_", extra="ignore")
@@ -65,16 +67,13 @@ class Settings(BaseSettings):
         0, ge=0, le=10, description="resampled answers for self-consistency (0: off, see README)"
     )
     flag_threshold: float = Field(
-        0.45, ge=0.0, le=1.0, description="combined score below which an answer is flagged"
+        DEFAULT_THRESHOLD,
+        ge=0.0,
+        le=1.0,
+        description="combined score below which an answer is flagged",
     )
     grade_weights: dict[str, float] = Field(
-        default_factory=lambda: {
-            "judge": 1.0,
-            "mean_logprob": 0.0,
-            "min_logprob": 0.0,
-            "consistency": 1.0,
-            "grounding": 2.0,
-        },
+        default_factory=lambda: dict(DEFAULT_WEIGHTS),
         description="weight of each grading signal, as JSON",
     )
     grading_max_attempts: int = Field(3, ge=1, description="tries before a grading job fails")

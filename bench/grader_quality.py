@@ -68,9 +68,12 @@ def report(name, rows, weights, threshold):
     line = {"set": name, "answers": len(rows)}
     for signal in (*SIGNALS, "length"):
         values = [r[signal] for r in rows]
-        if any(v is None for v in values):
+        if all(v is None for v in values):
             line[signal] = None
             continue
+        if signal == "judge":  # an invalid verdict counts as undecided, as in the combined score
+            line["judge_invalid"] = sum(v is None for v in values)
+            values = [5.5 if v is None else v for v in values]
         line[signal] = round(roc_auc_score(right, values), 3)
     scores = [combine(Signals(**{k: r[k] for k in SIGNALS}), weights) for r in rows]
     flags = [should_flag(s, threshold) for s in scores]
@@ -85,29 +88,38 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="questions per source")
     parser.add_argument("--consistency", type=int, default=0, help="resampled answers per item")
     parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="recompute the table from the saved items with the current weights (no model)",
+    )
+    parser.add_argument(
         "--save", type=Path, default=ROOT / "bench" / "results" / "grader_quality.json"
     )
     args = parser.parse_args()
 
-    from assistant.engine import LlamaEngine
-    from assistant.model import embedded_model_path
     from assistant.settings import Settings
     from feedback.grader import Grader, GraderConfig
 
     settings = Settings()
-    engine = LlamaEngine(embedded_model_path(), context_window=4096, threads=settings.threads)
     config = GraderConfig(
         weights=settings.grade_weights,
         threshold=settings.flag_threshold,
         consistency_samples=args.consistency,
         max_tokens=64,
     )
-    grader = Grader(engine, config=config)
+    if args.rescore:
+        saved = json.loads(args.save.read_text())["items"]
+        halu_ref, tqa = saved["halueval"], saved["truthfulqa"]
+    else:
+        from assistant.engine import LlamaEngine
+        from assistant.model import embedded_model_path
 
-    halu = list(halueval(args.limit))
-    halu_ref = measure(grader, halu, with_reference=True)  # judge, logprobs and grounding
-    halu_plain = [{**r, "grounding": None} for r in halu_ref]  # the same without the reference
-    tqa = measure(grader, list(truthfulqa(args.limit)), with_reference=False)
+        engine = LlamaEngine(embedded_model_path(), context_window=4096, threads=settings.threads)
+        grader = Grader(engine, config=config)
+        halu_ref = measure(grader, list(halueval(args.limit)), with_reference=True)
+        tqa = measure(grader, list(truthfulqa(args.limit)), with_reference=False)
+    # The same HaluEval answers without the reference: everything but grounding is identical.
+    halu_plain = [{**r, "grounding": None} for r in halu_ref]
 
     lines = [
         report(n, rows, config.weights, config.threshold)
@@ -130,11 +142,15 @@ def main() -> int:
     print(" | ".join(f"{c:>12}" for c in cols))
     for line in lines:
         print(" | ".join(f"{'-' if line[c] is None else line[c]!s:>12}" for c in cols))
-    args.save.parent.mkdir(parents=True, exist_ok=True)
-    args.save.write_text(
-        json.dumps({"lines": lines, "items": {"halueval": halu_ref, "truthfulqa": tqa}}, indent=1)
+    print(
+        "judge verdicts that were not valid JSON (counted as 5.5/10): "
+        + ", ".join(f"{line['set']} {line.get('judge_invalid', 0)}" for line in lines)
     )
-    print(f"items saved to {args.save}")
+    if not args.rescore:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        items = {"halueval": halu_ref, "truthfulqa": tqa}
+        args.save.write_text(json.dumps({"lines": lines, "items": items}, indent=1))
+        print(f"items saved to {args.save}")
     return 0
 
 

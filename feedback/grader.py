@@ -15,17 +15,17 @@ from dataclasses import dataclass, field, replace
 from assistant.model import ChatModel, ModelError
 from feedback.judge import JudgeError, judge
 from feedback.sanitize import injection_lines, is_contentless, without_injections
-from feedback.scoring import Signals, combine, explain, should_flag
+from feedback.scoring import (
+    DEFAULT_THRESHOLD,
+    DEFAULT_WEIGHTS,
+    Signals,
+    combine,
+    explain,
+    should_flag,
+)
 from feedback.signals import consistency, logprob_stats, resample
 
 GRADER_VERSION = "grader-1"
-DEFAULT_WEIGHTS = {
-    "judge": 1.0,
-    "mean_logprob": 0.0,
-    "min_logprob": 0.0,
-    "consistency": 1.0,
-    "grounding": 2.0,
-}
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class GradeResult:
 @dataclass
 class GraderConfig:
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    threshold: float = 0.45
+    threshold: float = DEFAULT_THRESHOLD
     consistency_samples: int = 0
     consistency_temperature: float = 1.0
     max_tokens: int = 128

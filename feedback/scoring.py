@@ -12,6 +12,19 @@ from dataclasses import dataclass
 
 SIGNALS = ("judge", "mean_logprob", "min_logprob", "consistency", "grounding")
 
+# Chosen from bench/grader_quality.py with the embedded 135M model (README, "Benchmarks"): its judge
+# is at chance and its log-probabilities are inverted or at chance, while grounding against a
+# reference separates well, so grounding dominates when a reference exists and the judge decides
+# otherwise. Log-probabilities are measured and stored, but weigh nothing by default.
+DEFAULT_WEIGHTS = {
+    "judge": 1.0,
+    "mean_logprob": 0.0,
+    "min_logprob": 0.0,
+    "consistency": 1.0,
+    "grounding": 4.0,
+}
+DEFAULT_THRESHOLD = 0.55
+
 
 @dataclass(frozen=True)
 class Signals:
