@@ -68,7 +68,11 @@ def create_app(settings: Settings, model: ChatModel | None = None) -> App:
     chat = ChatService(store, model, settings)
     grading = GradingStore(engine)
     worker = GradingWorker(
-        build_grader(settings, model), grading, chat.idle, settings.grading_max_attempts
+        build_grader(settings, model),
+        grading,
+        chat.idle,
+        settings.grading_max_attempts,
+        quiet_for=chat.quiet_for,
     )
     chat.on_generation_start.append(worker.preempt)
     chat.on_answer_stored.append(lambda _exchange_id: worker.wake())

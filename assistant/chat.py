@@ -92,6 +92,7 @@ class ChatService:
         # Set while no answer is being generated: the background grader waits for it.
         self.idle = threading.Event()
         self.idle.set()
+        self.last_activity = 0.0  # time.monotonic() of the last generation start or end
         self._generating = 0
         self.on_generation_start: list = []  # callables; the grader's preempt
         self.on_answer_stored: list = []  # callables taking the exchange id; the grader's wake
@@ -225,6 +226,7 @@ class ChatService:
         with self._active_lock:
             self._generating += 1
             self.idle.clear()
+            self.last_activity = time.monotonic()
             previous = self._active.get(conversation_id)
             if previous:
                 previous.set()
@@ -322,12 +324,19 @@ class ChatService:
                 if self._active.get(reply.conversation_id) is cancel:
                     del self._active[reply.conversation_id]
                 self._generating -= 1
+                self.last_activity = time.monotonic()
                 if not self._generating:
                     self.idle.set()
             events.put(replace(reply, text=text, status=status, error=error))
             if status != "failed":
                 for hook in self.on_answer_stored:
                     hook(reply.exchange_id)
+
+    def quiet_for(self) -> float:
+        """Seconds since an answer was last being generated (0 while one is)."""
+        if not self.idle.is_set():
+            return 0.0
+        return time.monotonic() - self.last_activity
 
     def is_generating(self, conversation_id: int) -> bool:
         with self._active_lock:

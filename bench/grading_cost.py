@@ -4,8 +4,9 @@ grading backlog does to the chat.
   1. Per signal: grade TruthfulQA answers with every signal on (judge, token log-probabilities,
      grounding against the best answer as a reference, self-consistency with N resamples) and
      print the mean seconds each took per exchange.
-  2. Chat under a backlog: the same chats (greedy, same prompts) measured twice in one run, with the
-     grader off and with the grader working through a backlog in the background. Prints decode
+  2. Chat under a backlog: the same chats (greedy, same prompts, a pause between them as a person
+     would take) measured twice in one run, with the grader off and with the grader working through
+     a backlog in the background, so each chat arrives while a grade is under way. Prints decode
      tokens/s and time to first token for both, and the ratios (target: throughput >= 0.9).
 
     .venv/bin/python bench/grading_cost.py [--items 10] [--samples 3] [--chats 6]
@@ -47,9 +48,10 @@ def per_signal_seconds(engine, items: int, samples: int) -> dict[str, float]:
     return {k: statistics.mean(v) for k, v in seconds.items()}
 
 
-def chat_round(app, chats: int) -> tuple[float, float]:
+def chat_round(app, chats: int, pause: float) -> tuple[float, float]:
     rates, firsts = [], []
     for i in range(chats):
+        time.sleep(pause)  # a person reading and typing: the grader gets to work meanwhile
         start = time.perf_counter()
         first = last = None
         text = ""
@@ -71,6 +73,7 @@ def main() -> int:
     )
     parser.add_argument("--samples", type=int, default=3, help="self-consistency resamples")
     parser.add_argument("--chats", type=int, default=6)
+    parser.add_argument("--pause", type=float, default=3.0, help="seconds between chats")
     args = parser.parse_args()
 
     from assistant.app import create_app
@@ -92,10 +95,9 @@ def main() -> int:
     app = create_app(settings, model=engine)
     for i in range(12):  # the backlog the grader will chew on
         list(app.chat.send(None, f"Question {i}: {PROMPTS[i % len(PROMPTS)]}"))
-    off_rate, off_first = chat_round(app, args.chats)
+    off_rate, off_first = chat_round(app, args.chats, args.pause)
     app.worker.start()
-    time.sleep(1.0)  # let it get into a job
-    on_rate, on_first = chat_round(app, args.chats)
+    on_rate, on_first = chat_round(app, args.chats, args.pause)
     graded = app.grading.counts().get("done", 0)
     app.worker.stop()
 

@@ -8,7 +8,9 @@ kept as failed with its error. `grade_backlog` is the same loop run to the end, 
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Callable
 
 from feedback.grader import GRADER_VERSION, Grader, GradeResult
@@ -44,6 +46,8 @@ class GradingWorker:
         chat_idle: threading.Event | None = None,
         max_attempts: int = 3,
         on_graded: Callable[[int], None] | None = None,
+        quiet_for: Callable[[], float] = lambda: math.inf,
+        grace: float = 0.5,
     ):
         self.grader = grader
         self.grading = grading
@@ -52,6 +56,10 @@ class GradingWorker:
             self.chat_idle.set()
         self.max_attempts = max_attempts
         self.on_graded = on_graded
+        # Chats come in bursts (and API clients send back to back): a grade started the moment
+        # one answer ends would make the next one wait for the judge's prompt evaluation.
+        self.quiet_for = quiet_for
+        self.grace = grace
         self._preempt = threading.Event()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -84,6 +92,10 @@ class GradingWorker:
             self._wake.clear()
             while not self._stop.is_set():
                 self.chat_idle.wait()
+                quiet = self.quiet_for()
+                if quiet < self.grace:
+                    time.sleep(self.grace - quiet)
+                    continue
                 if self._stop.is_set() or not self.run_once():
                     break
 
