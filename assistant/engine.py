@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ class LlamaEngine:
         self.model_id = self.path.name
         self.adapter_id = Path(lora_path).name if lora_path else None
         self._lock = threading.Lock()
+        self._local = threading.local()  # the calling thread's preemption event, if any
         try:
             self.llm = Llama(
                 model_path=str(self.path),
@@ -70,6 +72,40 @@ class LlamaEngine:
         # not a built-in format llama-cpp-python might guess from it.
         self.llm.chat_format = "chat_template.default"
 
+    @contextmanager
+    def interruptible(self, cancel: threading.Event):
+        """Calls from this thread inside the block stop mid-decode once `cancel` is set.
+
+        For background work (grading) that must give the model up at once when a chat arrives:
+        without it a prompt evaluation or a scoring pass runs to its end first. The check costs a
+        Python call per graph node, so chat generation never runs with it.
+        """
+        self._local.interrupt = cancel
+        try:
+            yield
+        finally:
+            self._local.interrupt = None
+
+    @contextmanager
+    def _abort_when_interrupted(self):
+        """With the lock held: install llama.cpp's abort callback for this call only."""
+        cancel = getattr(self._local, "interrupt", None)
+        if cancel is None:
+            yield
+            return
+        ctx = self.llm._ctx.ctx
+        callback = llama_cpp.ggml_abort_callback(lambda _data: cancel.is_set())
+        llama_cpp.llama_set_abort_callback(ctx, callback, None)
+        try:
+            yield
+        except RuntimeError as exc:  # llama_decode returned 2: aborted
+            if not cancel.is_set():
+                raise
+            self.llm.reset()  # the cache may hold half a batch
+            raise InterruptedError("preempted by a chat") from exc
+        finally:
+            llama_cpp.llama_set_abort_callback(ctx, llama_cpp.ggml_abort_callback(), None)
+
     def prompt_tokens(self, messages: Messages) -> list[int]:
         text = self._formatter(messages=messages).prompt
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
@@ -85,7 +121,7 @@ class LlamaEngine:
         json_schema: dict | None = None,
     ) -> Iterator[Delta]:
         cancel = cancel or threading.Event()
-        with self._lock:
+        with self._lock, self._abort_when_interrupted():
             prompt_tokens = self.count_tokens(messages)
             parts: list[str] = []
             finish_reason = None
@@ -136,7 +172,7 @@ class LlamaEngine:
             return []
         if len(prompt) + len(target) > self.context_window:
             raise ModelError("prompt and answer together do not fit the context window")
-        with self._lock:
+        with self._lock, self._abort_when_interrupted():
             llm = self.llm
             llm.reset()
             llm.eval(prompt[:-1])

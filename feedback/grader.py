@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 from assistant.model import ChatModel, ModelError
@@ -60,6 +61,15 @@ class Grader:
         # Log-probabilities come from the model that answered: its own uncertainty.
         self.answer_model = answer_model or judge_model
         self.config = config or GraderConfig()
+
+    @contextmanager
+    def interruptible(self, cancel: threading.Event):
+        """Inside, the models stop even mid-decode when `cancel` is set (local engines only)."""
+        with ExitStack() as stack:
+            for model in {id(m): m for m in (self.judge_model, self.answer_model)}.values():
+                if hasattr(model, "interruptible"):
+                    stack.enter_context(model.interruptible(cancel))
+            yield
 
     def grade(
         self,

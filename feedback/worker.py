@@ -107,7 +107,8 @@ class GradingWorker:
             return False
         try:
             question, answer = self.grading.exchange_text(job.exchange_id)
-            result = self.grader.grade(question, answer, cancel=self._preempt)
+            with self.grader.interruptible(self._preempt):
+                result = self.grader.grade(question, answer, cancel=self._preempt)
         except InterruptedError:
             self.grading.release(job.id)
             return True

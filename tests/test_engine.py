@@ -141,3 +141,20 @@ def test_a_missing_or_broken_model_file_gives_one_readable_line(tmp_path):
 
     with pytest.raises(ModelError, match="could not load model"):
         LlamaEngine(truncated)
+
+
+def test_background_work_is_interrupted_mid_decode_and_the_engine_stays_sound(engine):
+    import time
+
+    long_prompt = [
+        {"role": "user", "content": "Summarize: " + "The fox jumps over the dog. " * 150}
+    ]
+    cancel = threading.Event()
+    threading.Timer(0.05, cancel.set).start()
+    start = time.perf_counter()
+    with pytest.raises(InterruptedError), engine.interruptible(cancel):
+        engine.token_logprobs(long_prompt, "word " * 100)
+    assert time.perf_counter() - start < 2.0
+    # The next call, from a chat (no interrupt installed), runs normally even though the
+    # event is still set.
+    assert "Paris" in "".join(d.text for d in engine.stream(QUESTION, GREEDY))
