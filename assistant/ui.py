@@ -315,9 +315,12 @@ def add_api(chat: ChatService) -> None:
     def history_endpoint(conversation_id: str) -> list[dict]:
         """Every turn of a conversation: user message, shown answer, its exchange id and status."""
         try:
-            turns = chat.turns(int(conversation_id))
+            conv = chat.store.conversation(int(conversation_id))
         except ValueError as exc:
             raise gr.Error(f"not a conversation id: {conversation_id!r}") from exc
+        except NotFound as exc:  # an empty list would look like an empty conversation
+            raise gr.Error(str(exc)) from exc
+        turns = chat.turns(conv.id)
         return [
             {
                 "user": t.user,

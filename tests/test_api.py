@@ -75,6 +75,8 @@ def test_an_unknown_conversation_is_an_error_not_a_new_chat(client, running_app)
         client.predict("hello", "999", api_name="/chat")
     with pytest.raises(AppError, match="not a conversation id"):
         client.predict("hello", "abc", api_name="/chat")
+    with pytest.raises(AppError, match="conversation 999 does not exist"):
+        client.predict("999", api_name="/history")
     assert running_app.store.count(Message) == 0
 
 
