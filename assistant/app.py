@@ -15,10 +15,13 @@ from assistant.chat import ChatService
 from assistant.model import ChatModel, ModelError, load_model
 from assistant.settings import Settings
 from assistant.ui import build_ui
+from feedback.curation import PoolRules
+from feedback.curator import Curator, CuratorConfig
 from feedback.grader import Grader, GraderConfig
 from feedback.worker import GradingWorker
 from store.db import open_database
 from store.grading import GradingStore
+from store.pool import PoolStore
 from store.repo import Store
 
 
@@ -30,6 +33,7 @@ class App:
     chat: ChatService
     grading: GradingStore
     worker: GradingWorker
+    curator: Curator
     demo: gr.Blocks
 
     def close(self) -> None:
@@ -59,26 +63,48 @@ def build_grader(
     return Grader(judge_model or model, model, config)
 
 
-def create_app(settings: Settings, model: ChatModel | None = None) -> App:
+def build_curator(settings: Settings, engine, embedder=None) -> Curator:
+    """The training pool's curator: pool rows, the Chroma index and the offline embedder."""
+    from store.embedder import Embedder
+    from store.vectors import VectorIndex
+
+    index = VectorIndex.open(settings.home_dir / "chroma", settings.chroma_url)
+    config = CuratorConfig(
+        rules=PoolRules(
+            user_weight=settings.pool_user_weight,
+            train_threshold=settings.pool_train_threshold,
+            min_agreement=settings.pool_min_agreement,
+        ),
+        dedup_similarity=settings.pool_dedup_similarity,
+        max_user_share=settings.pool_max_user_share,
+        pii_region=settings.pii_region,
+    )
+    return Curator(PoolStore(engine), index, embedder or Embedder(threads=1), config)
+
+
+def create_app(settings: Settings, model: ChatModel | None = None, embedder=None) -> App:
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     engine = open_database(settings.effective_database_url)
     store = Store(engine)
     store.recover_interrupted()
     model = model or load_model(settings)
-    chat = ChatService(store, model, settings)
+    curator = build_curator(settings, engine, embedder)
+    chat = ChatService(store, model, settings, curator)
     grading = GradingStore(engine)
     worker = GradingWorker(
         build_grader(settings, model),
         grading,
         chat.idle,
         settings.grading_max_attempts,
+        on_graded=chat.curate,
         quiet_for=chat.quiet_for,
     )
     chat.on_generation_start.append(worker.preempt)
     chat.on_answer_stored.append(lambda _exchange_id: worker.wake())
     if settings.grading:
         worker.start()
-    return App(settings, store, model, chat, grading, worker, build_ui(chat, grading))
+    demo = build_ui(chat, grading)
+    return App(settings, store, model, chat, grading, worker, curator, demo)
 
 
 def launch(app: App, block: bool = True):

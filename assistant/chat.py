@@ -11,12 +11,14 @@ leave an answer unstored: the thread owns the exchange from start to finish.
 
 from __future__ import annotations
 
+import logging
 import queue
 import random
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, trim_messages
 from langchain_core.messages.utils import convert_to_openai_messages
@@ -27,9 +29,18 @@ from assistant.model import ChatModel, Messages
 from assistant.settings import Settings
 from store.repo import Store, Turn
 
+if TYPE_CHECKING:
+    from feedback.curator import Curator, Example
+
 PROMPT = ChatPromptTemplate.from_messages(
-    [("system", "{system}"), MessagesPlaceholder("history"), ("human", "{message}")]
+    [
+        ("system", "{system}"),
+        MessagesPlaceholder("examples"),
+        MessagesPlaceholder("history"),
+        ("human", "{message}"),
+    ]
 )
+log = logging.getLogger(__name__)
 
 
 def _reason(exc: Exception) -> str:
@@ -68,6 +79,7 @@ class Reply:
     error: str | None = None
     history_dropped: int = 0
     notices: tuple[str, ...] = field(default_factory=tuple)
+    examples: tuple[Example, ...] = field(default_factory=tuple)  # past exchanges shown
 
     @property
     def done(self) -> bool:
@@ -79,13 +91,21 @@ class Prompt:
     messages: Messages
     tokens: int
     dropped: int
+    examples: tuple[Example, ...] = ()
 
 
 class ChatService:
-    def __init__(self, store: Store, model: ChatModel, settings: Settings):
+    def __init__(
+        self,
+        store: Store,
+        model: ChatModel,
+        settings: Settings,
+        curator: Curator | None = None,
+    ):
         self.store = store
         self.model = model
         self.settings = settings
+        self.curator = curator  # the training pool; None: ratings are stored, nothing curated
         self.user = store.user(settings.user)
         self._active: dict[int, threading.Event] = {}
         self._active_lock = threading.Lock()
@@ -111,11 +131,62 @@ class ChatService:
         return self.store.rename_conversation(conversation_id, title[:200])
 
     def delete(self, conversation_id: int) -> dict[str, int]:
+        """Delete a conversation; its exchanges leave the training pool and the index too."""
         self.stop(conversation_id)
-        return self.store.delete_conversation(conversation_id)
+        ids = self.store.exchange_ids(conversation_id)
+        counts = self.store.delete_conversation(conversation_id)
+        if self.curator is not None:
+            try:
+                self.curator.forget(ids)
+            except Exception:  # the rows are gone; a rebuild drops any vector left behind
+                log.exception("could not remove deleted exchanges from the vector index")
+        return counts
 
-    def rate(self, exchange_id: int, value: int):
-        return self.store.rate(exchange_id, self.user.id, value)
+    def rate(self, exchange_id: int, value: int, reasons=(), comment: str | None = None):
+        rating = self.store.rate(exchange_id, self.user.id, value, reasons, comment)
+        self.curate(exchange_id)
+        return rating
+
+    def correct(self, exchange_id: int, content: str):
+        """Store a better answer written by the user, beside the model's."""
+        if not isinstance(content, str) or not content.strip():
+            raise ChatRefused("Write the better answer first: a correction cannot be empty.")
+        if len(content) > self.settings.max_message_chars:
+            raise ChatRefused(
+                f"That correction is {len(content):,} characters; the limit is "
+                f"{self.settings.max_message_chars:,}."
+            )
+        try:
+            correction = self.store.correct(exchange_id, self.user.id, content)
+        except ValueError as exc:
+            raise ChatRefused(f"That answer cannot be corrected: {exc}.") from exc
+        self.curate(exchange_id)
+        return correction
+
+    def curate(self, exchange_id: int) -> None:
+        """Bring the exchange's pool entry up to date; a failure never loses the feedback,
+        which is stored already (`autodidact pool --rebuild` catches up)."""
+        if self.curator is None:
+            return
+        try:
+            self.curator.update([exchange_id])
+        except Exception:
+            log.exception("could not update the training pool for exchange %s", exchange_id)
+
+    def examples_for(self, message: str, conversation_id: int | None) -> list[Example]:
+        if self.curator is None or not self.settings.retrieval:
+            return []
+        try:
+            found = self.curator.examples(
+                message,
+                self.settings.retrieval_examples,
+                self.settings.retrieval_min_similarity,
+                exclude_conversation=conversation_id,
+            )
+        except Exception:  # retrieval is a help, never a reason to refuse a message
+            log.exception("retrieval failed; answering without examples")
+            return []
+        return found
 
     # the prompt
     def validate(self, message: str) -> None:
@@ -127,10 +198,14 @@ class ChatService:
                 f"{self.settings.max_message_chars:,}. Shorten it or send it in parts."
             )
 
-    def build_prompt(self, history: list[Turn], message: str) -> Prompt:
-        """System prompt + as much recent history as fits + the new message.
+    def build_prompt(
+        self, history: list[Turn], message: str, examples: list[Example] = ()
+    ) -> Prompt:
+        """System prompt + retrieved examples + as much recent history as fits + the message.
 
-        Raises ChatRefused if the new message alone does not fit beside room for an answer.
+        Examples are past exchanges from the training pool, shown as earlier turns; they take
+        at most `retrieval_max_tokens` and never crowd out the message itself. Raises
+        ChatRefused if the new message alone does not fit beside room for an answer.
         """
         budget = self.model.context_window - self.settings.max_tokens
         past: list[BaseMessage] = []
@@ -139,9 +214,7 @@ class ChatService:
             if turn.assistant:
                 past.append(AIMessage(turn.assistant))
         system = self.settings.system_prompt
-        alone = convert_to_openai_messages(
-            PROMPT.invoke({"system": system, "history": [], "message": message}).to_messages()
-        )
+        alone = self._render(system, [], [], message)
         needed = self.model.count_tokens(alone)
         if needed > budget:
             raise ChatRefused(
@@ -149,8 +222,20 @@ class ChatService:
                 f"context window holds {self.model.context_window:,} including "
                 f"{self.settings.max_tokens:,} kept for the answer. Shorten it."
             )
+        shown: list[BaseMessage] = []
+        used: list[Example] = []
+        room = min(self.settings.retrieval_max_tokens, budget - needed)
+        for example in examples:
+            pair = [HumanMessage(example.prompt), AIMessage(example.completion)]
+            if self._history_tokens(shown + pair) > room:
+                break
+            shown += pair
+            used.append(example)
+        if used:
+            needed = self.model.count_tokens(self._render(system, shown, [], message))
         if not past:
-            return Prompt(alone, needed, 0)
+            messages = self._render(system, shown, [], message) if used else alone
+            return Prompt(messages, needed, 0, tuple(used))
         kept = trim_messages(
             past,
             max_tokens=budget - needed,
@@ -159,9 +244,17 @@ class ChatService:
             start_on="human",
             allow_partial=False,
         )
-        value = PROMPT.invoke({"system": system, "history": kept, "message": message})
-        messages = convert_to_openai_messages(value.to_messages())
-        return Prompt(messages, self.model.count_tokens(messages), len(past) - len(kept))
+        messages = self._render(system, shown, kept, message)
+        return Prompt(
+            messages, self.model.count_tokens(messages), len(past) - len(kept), tuple(used)
+        )
+
+    @staticmethod
+    def _render(system: str, examples: list, history: list, message: str) -> Messages:
+        value = PROMPT.invoke(
+            {"system": system, "examples": examples, "history": history, "message": message}
+        )
+        return convert_to_openai_messages(value.to_messages())
 
     def _history_tokens(self, msgs: list[BaseMessage]) -> int:
         if not msgs:
@@ -176,7 +269,7 @@ class ChatService:
         history = self.store.turns(conversation_id) if conversation_id else []
         if conversation_id:
             self.store.conversation(conversation_id)  # raises NotFound for a bad id
-        prompt = self.build_prompt(history, message)
+        prompt = self.build_prompt(history, message, self.examples_for(message, conversation_id))
         try:
             if conversation_id:
                 user_msg = self.store.add_user_message(conversation_id, message)
@@ -195,7 +288,8 @@ class ChatService:
         if not history:
             raise ChatRefused("There is no answer to regenerate yet.")
         last = history[-1]
-        prompt = self.build_prompt(history[:-1], last.user)
+        examples = self.examples_for(last.user, conversation_id)
+        prompt = self.build_prompt(history[:-1], last.user, examples)
         return self._generate(
             conversation_id, last.user_message_id, prompt, regenerated_from=last.exchange_id
         )
@@ -221,6 +315,7 @@ class ChatService:
             regenerated_from_id=regenerated_from,
             history_dropped=prompt.dropped,
             prompt_tokens=prompt.tokens,
+            retrieved=[e.exchange_id for e in prompt.examples],
         )
         cancel = threading.Event()
         with self._active_lock:
@@ -237,7 +332,13 @@ class ChatService:
                 f"{prompt.dropped} older message(s) were left out so the conversation fits the "
                 f"model's {self.model.context_window:,}-token context.",
             )
-        start = Reply(conversation_id, exchange.id, history_dropped=prompt.dropped, notices=notices)
+        start = Reply(
+            conversation_id,
+            exchange.id,
+            history_dropped=prompt.dropped,
+            notices=notices,
+            examples=prompt.examples,
+        )
         for hook in self.on_generation_start:
             hook()
         events: queue.Queue = queue.Queue()

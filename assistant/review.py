@@ -2,7 +2,7 @@
 
 Owns that tab's layout and events. A reviewer confirms a flag (it is a hallucination), dismisses
 it (the answer is fine) or writes the correct answer; each decision is stored with who made it and
-when (store/grading.py). What a decision does to the training pool is the curation step's job.
+when (store/grading.py). What a decision does to the training pool is feedback/curation.py's job.
 """
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ def table(rows: list[Flagged]) -> list[list]:
     ]
 
 
-def build_review(grading: GradingStore, default_reviewer: str) -> None:
+def build_review(grading: GradingStore, default_reviewer: str, on_decision=None) -> None:
+    """The Review tab's contents; `on_decision(exchange_id)` runs after each stored decision
+    (the app re-curates the exchange's pool entry there)."""
+
     def load():
         rows = grading.flagged()
         return gr.update(value=table(rows)), [r.exchange_id for r in rows]
@@ -80,6 +83,8 @@ def build_review(grading: GradingStore, default_reviewer: str) -> None:
             except (ValueError, LookupError) as exc:
                 gr.Warning(str(exc))
                 return gr.skip(), gr.skip(), gr.skip()
+            if on_decision is not None:
+                on_decision(int(exchange_id))
             gr.Info(f"Exchange {exchange_id}: {decision} stored by {reviewer}.")
             rows, ids = load()
             return (

@@ -78,6 +78,36 @@ class Settings(BaseSettings):
     )
     grading_max_attempts: int = Field(3, ge=1, description="tries before a grading job fails")
 
+    pool_user_weight: float = Field(
+        3.0, ge=1.0, description="how many times a thumbs outweighs the self-grade in the pool"
+    )
+    pool_train_threshold: float = Field(
+        0.7, ge=0.0, le=1.0, description="least self-grade for a model-only answer to be trained on"
+    )
+    pool_min_agreement: int = Field(
+        1, ge=1, description="signals besides the self-grade that must agree (model-only answers)"
+    )
+    pool_dedup_similarity: float = Field(
+        0.95, gt=0.0, le=1.0, description="cosine similarity at which two exchanges are one"
+    )
+    pool_max_user_share: float = Field(
+        0.5, gt=0.0, le=1.0, description="most of the pool one user may contribute (2+ users)"
+    )
+    pii_region: str = Field("US", description="country whose local phone numbers are masked")
+    chroma_url: str | None = Field(
+        None, description="Chroma server URL; default: a persistent collection under home"
+    )
+    retrieval: bool = Field(
+        True, description="show the model similar approved exchanges as examples"
+    )
+    retrieval_examples: int = Field(2, ge=0, le=10, description="most examples per prompt")
+    retrieval_max_tokens: int = Field(
+        400, ge=0, description="most prompt tokens the examples may add"
+    )
+    retrieval_min_similarity: float = Field(
+        0.6, ge=0.0, le=1.0, description="least question similarity for an example"
+    )
+
     host: str = Field("127.0.0.1", description="address the web app listens on")
     port: int = Field(7860, ge=0, le=65535, description="port the web app listens on")
 

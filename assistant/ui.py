@@ -2,8 +2,8 @@
 
 Owns layout and event wiring only. Every decision (what is valid, what is stored, how the prompt
 is built) belongs to the chat service; this module renders its `Reply` snapshots. The stable API
-(`/chat`, `/history`, `/conversations`, `/rate`) is declared with `gr.api`; the UI's own events
-are private so the API page lists only what programs may rely on.
+(assistant/api.py) is added to the same Blocks; the UI's own events are private so the API page
+lists only what programs may rely on.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from assistant.chat import ChatRefused, ChatService, Reply
+from assistant.api import add_api
+from assistant.chat import ChatRefused, ChatService, Reply, title_from
+from assistant.rating_panel import RatingPanel
 from assistant.review import build_review
 from store.grading import GradingStore
 from store.models import Grade
@@ -82,8 +84,27 @@ def rating_value(liked) -> int:
     return 0
 
 
+def examples_note(reply: Reply) -> str:
+    """Which past exchanges the answer drew on, for the notice under the chat.
+
+    >>> from feedback.curator import Example
+    >>> examples_note(Reply(1, 2, examples=(Example(7, 3, "What is 2+2?", "4", 0.91),)))
+    'Drew on 1 past answer from the training pool: #7 “What is 2+2?” (similarity 0.91)'
+    """
+    if not reply.examples:
+        return ""
+    shown = "; ".join(
+        f"#{e.exchange_id} “{title_from(e.prompt, 60)}” (similarity {e.similarity:.2f})"
+        for e in reply.examples
+    )
+    n = len(reply.examples)
+    return f"Drew on {n} past answer{'s' if n > 1 else ''} from the training pool: {shown}"
+
+
 def note_for(reply: Reply) -> str:
     notes = list(reply.notices)
+    if reply.examples:
+        notes.append(examples_note(reply))
     if reply.status in STATUS_NOTES:
         notes.append(STATUS_NOTES[reply.status].format(error=reply.error))
     return "\n\n".join(f"ℹ️ {n}" for n in notes)
@@ -175,7 +196,12 @@ def build_ui(chat: ChatService, grading: GradingStore) -> gr.Blocks:
             gr.Warning("Open a conversation to delete it.")
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         counts = chat.delete(conversation_id)
-        gr.Info(f"Deleted the conversation and its {counts['messages']} messages.")
+        gr.Info(
+            f"Deleted the conversation and its {counts['messages']} messages. "
+            f"{counts['pool_entries']} exchange(s) left the training pool "
+            f"({counts['training_examples']} were training examples); none of them will be "
+            "in any future training set."
+        )
         return [], None, [], "", "", list_update(None)
 
     def on_like(conversation_id, exchange_ids, data: gr.LikeData):
@@ -183,8 +209,10 @@ def build_ui(chat: ChatService, grading: GradingStore) -> gr.Blocks:
         exchange_id = exchange_ids[index] if 0 <= index < len(exchange_ids) else None
         if exchange_id is None:
             gr.Warning("Only finished answers can be rated.")
-            return
-        chat.rate(exchange_id, rating_value(data.liked))
+            return [gr.skip()] * len(panel.outputs)
+        value = rating_value(data.liked)
+        chat.rate(exchange_id, value)
+        return panel.opened(exchange_id, value)
 
     def on_tick(conversation_id, graded):
         """Badges appear a few seconds after an answer: re-render only when a new grade exists."""
@@ -249,9 +277,12 @@ def build_ui(chat: ChatService, grading: GradingStore) -> gr.Blocks:
             with gr.Row():
                 stop_btn = gr.Button("■ Stop", size="sm", elem_id="stop")
                 regen_btn = gr.Button("↻ Regenerate", size="sm", elem_id="regenerate")
+            panel = RatingPanel(chat)
 
         with gr.Tab("Review", id="review") as review_tab:
-            load_review, flagged_table, flagged_ids = build_review(grading, chat.settings.user)
+            load_review, flagged_table, flagged_ids = build_review(
+                grading, chat.settings.user, on_decision=chat.curate
+            )
         review_tab.select(load_review, None, [flagged_table, flagged_ids], **PRIVATE)
 
         outputs = [chatbot, conversation, exchange_ids, notice, conversations, title]
@@ -281,7 +312,7 @@ def build_ui(chat: ChatService, grading: GradingStore) -> gr.Blocks:
             [chatbot, conversation, exchange_ids, notice, title, conversations],
             **PRIVATE,
         ).then(lambda: gr.update(visible=False), None, [confirm_row], **PRIVATE)
-        chatbot.like(on_like, [conversation, exchange_ids], None, **PRIVATE)
+        chatbot.like(on_like, [conversation, exchange_ids], panel.outputs, **PRIVATE)
         graded = gr.State([])
         gr.Timer(2.0).tick(
             on_tick, [conversation, graded], [chatbot, graded], show_progress="hidden", **PRIVATE
@@ -290,60 +321,3 @@ def build_ui(chat: ChatService, grading: GradingStore) -> gr.Blocks:
 
         add_api(chat)
     return demo
-
-
-def add_api(chat: ChatService) -> None:
-    """The stable HTTP API, for gradio_client and any HTTP caller."""
-
-    def chat_endpoint(message: str, conversation_id: str = "") -> Iterator[tuple[str, str]]:
-        """Send `message` to a conversation (empty id: a new one). Streams (answer so far,
-        conversation id); raises an error with a readable message if the message is refused."""
-        try:
-            conv = int(conversation_id) if str(conversation_id or "").strip() else None
-        except ValueError as exc:
-            raise gr.Error(f"not a conversation id: {conversation_id!r}") from exc
-        try:
-            stream = chat.send(conv, message)
-        except (ChatRefused, NotFound) as exc:
-            raise gr.Error(str(exc)) from exc
-        for reply in stream:
-            if reply.text or reply.done:
-                yield reply.text, str(reply.conversation_id)
-            if reply.status == "failed":
-                raise gr.Error(f"the model failed: {reply.error}")
-
-    def history_endpoint(conversation_id: str) -> list[dict]:
-        """Every turn of a conversation: user message, shown answer, its exchange id and status."""
-        try:
-            conv = chat.store.conversation(int(conversation_id))
-        except ValueError as exc:
-            raise gr.Error(f"not a conversation id: {conversation_id!r}") from exc
-        except NotFound as exc:  # an empty list would look like an empty conversation
-            raise gr.Error(str(exc)) from exc
-        turns = chat.turns(conv.id)
-        return [
-            {
-                "user": t.user,
-                "assistant": t.assistant,
-                "exchange_id": t.exchange_id,
-                "status": t.status,
-            }
-            for t in turns
-        ]
-
-    def conversations_endpoint() -> list[dict]:
-        """The conversations, newest first: id and title."""
-        return [{"id": c.id, "title": c.title} for c in chat.conversations()]
-
-    def rate_endpoint(exchange_id: int, value: int) -> dict:
-        """Rate an answer: +1 (thumbs up), -1 (thumbs down) or 0 (take the rating back)."""
-        try:
-            rating = chat.rate(int(exchange_id), int(value))
-        except (ValueError, NotFound) as exc:
-            raise gr.Error(str(exc)) from exc
-        return {"exchange_id": rating.exchange_id, "value": rating.value}
-
-    gr.api(chat_endpoint, api_name="chat")
-    gr.api(history_endpoint, api_name="history")
-    gr.api(conversations_endpoint, api_name="conversations")
-    gr.api(rate_endpoint, api_name="rate")

@@ -70,16 +70,38 @@ class Exchange(SQLModel, table=True):
     latency_ms: float | None = None
     created_at: datetime = Field(default_factory=utcnow, index=True)
     finished_at: datetime | None = None
+    # Pool exchanges shown to the model as examples in this answer's prompt (retrieval).
+    retrieved: list[int] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
 
 
 class Rating(SQLModel, table=True):
-    """One click on thumbs up (+1) or down (-1), or taking a rating back (0). The newest counts."""
+    """One click on thumbs up (+1) or down (-1), or taking a rating back (0). The newest counts.
+
+    A thumbs down may carry reasons (chips such as "wrong facts") and a comment.
+    """
 
     __tablename__ = "ratings"
     id: int | None = Field(default=None, primary_key=True)
     exchange_id: int = Field(foreign_key="exchanges.id", index=True)
     user_id: int = Field(foreign_key="users.id")
     value: int
+    reasons: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    comment: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Correction(SQLModel, table=True):
+    """A better answer a user wrote for an exchange; stored beside the original, never over it."""
+
+    __tablename__ = "corrections"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(foreign_key="exchanges.id", index=True)
+    user_id: int = Field(foreign_key="users.id")
+    content: str
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -132,4 +154,51 @@ class Review(SQLModel, table=True):
     decision: str  # confirm, dismiss, correct
     correction: str | None = None
     reviewer: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PoolEntry(SQLModel, table=True):
+    """An exchange as the training pool sees it: its verdict, provenance and PII-masked text.
+
+    `status`: `train` (eligible), `flagged` (likely hallucination), `neutral`, or, for answers
+    that would be eligible but are kept out, `duplicate` (of `duplicate_of`) and `capped` (its
+    user already holds the maximum share of the pool). `source`: `human_written` (a
+    correction), `human_approved` (thumbs up) or `model_only` (self-graded). `completion` is the
+    answer to train on (the correction when there is one); `original` the model's answer then.
+    All text here is PII-masked; the conversation tables keep what was really said.
+    """
+
+    __tablename__ = "pool_entries"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(foreign_key="exchanges.id", unique=True, index=True)
+    conversation_id: int
+    user_id: int = Field(index=True)
+    status: str = Field(index=True)
+    source: str = Field(index=True)
+    score: float
+    reason: str
+    rating: int = 0
+    grade_score: float | None = None
+    # The turns before this one (masked), as {"role", "content"} dicts, so a follow-up question
+    # such as "and why?" is trained on with what it follows.
+    context: list[dict] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    prompt: str
+    completion: str
+    original: str | None = None
+    pii_masked: int = 0
+    duplicate_of: int | None = None
+    model_id: str
+    adapter_id: str | None = None
+    grader_version: str | None = None
+    exchange_at: datetime = Field(index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Forgotten(SQLModel, table=True):
+    """A deleted conversation's exchange ids, kept so no future training set can include them."""
+
+    __tablename__ = "forgotten"
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(index=True)
+    exchange_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)

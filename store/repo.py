@@ -16,10 +16,13 @@ from sqlmodel import Session, select
 
 from store.models import (
     Conversation,
+    Correction,
     Exchange,
+    Forgotten,
     Grade,
     GradingJob,
     Message,
+    PoolEntry,
     Rating,
     Review,
     User,
@@ -40,6 +43,11 @@ class Turn:
 
 class NotFound(LookupError):
     pass
+
+
+# The chips a thumbs down offers; "wrong facts" marks a likely hallucination.
+RATING_REASONS = ("wrong facts", "didn't follow instructions", "too long", "unsafe", "other")
+MAX_COMMENT = 2000
 
 
 class Store:
@@ -92,14 +100,26 @@ class Store:
             return conv
 
     def delete_conversation(self, conversation_id: int) -> dict[str, int]:
-        """Delete a conversation and everything in it; returns how many rows of each kind went."""
+        """Delete a conversation and everything in it, its training pool entries included;
+        returns how many rows of each kind went. The exchange ids are kept in `forgotten` so
+        that no future training set, nor a rebuilt index, can bring them back."""
         with self.session() as s:
             if s.get(Conversation, conversation_id) is None:
                 raise NotFound(f"conversation {conversation_id} does not exist")
             exchange_ids = select(Exchange.id).where(Exchange.conversation_id == conversation_id)
-            for table in (Grade, GradingJob, Review):
+            ids = list(s.exec(exchange_ids))
+            if ids:
+                s.add(Forgotten(conversation_id=conversation_id, exchange_ids=ids))
+            pool = s.exec(
+                select(PoolEntry.status, func.count())
+                .where(PoolEntry.exchange_id.in_(exchange_ids))
+                .group_by(PoolEntry.status)
+            ).all()
+            for table in (Grade, GradingJob, Review, Correction, PoolEntry):
                 s.exec(delete(table).where(table.exchange_id.in_(exchange_ids)))
             counts = {
+                "pool_entries": sum(n for _, n in pool),
+                "training_examples": sum(n for status, n in pool if status == "train"),
                 "ratings": s.exec(
                     delete(Rating).where(Rating.exchange_id.in_(exchange_ids))
                 ).rowcount,
@@ -149,6 +169,7 @@ class Store:
         regenerated_from_id: int | None = None,
         history_dropped: int = 0,
         prompt_tokens: int | None = None,
+        retrieved: list[int] | None = None,
     ) -> Exchange:
         with self.session() as s:
             ex = Exchange(
@@ -160,6 +181,7 @@ class Store:
                 regenerated_from_id=regenerated_from_id,
                 history_dropped=history_dropped,
                 prompt_tokens=prompt_tokens,
+                retrieved=list(retrieved or []),
             )
             s.add(ex)
             s.commit()
@@ -256,24 +278,88 @@ class Store:
             )
         return turns
 
-    # ratings
-    def rate(self, exchange_id: int, user_id: int, value: int) -> Rating:
+    def exchange_ids(self, conversation_id: int) -> list[int]:
+        with self.session() as s:
+            query = select(Exchange.id).where(Exchange.conversation_id == conversation_id)
+            return list(s.exec(query.order_by(Exchange.id)))
+
+    # ratings and corrections
+    def rate(
+        self,
+        exchange_id: int,
+        user_id: int,
+        value: int,
+        reasons: list[str] | tuple[str, ...] = (),
+        comment: str | None = None,
+    ) -> Rating:
+        """Store a thumbs (+1/-1) or take it back (0). Reasons and a comment go with a thumbs
+        down only; the newest row is the rating that counts."""
         if value not in (-1, 0, 1):
             raise ValueError(f"a rating is -1, 0 or +1, not {value!r}")
+        unknown = set(reasons) - set(RATING_REASONS)
+        if unknown:
+            raise ValueError(
+                f"unknown reason(s) {sorted(unknown)}; choose from {', '.join(RATING_REASONS)}"
+            )
+        comment = (comment or "").strip() or None
+        if comment and len(comment) > MAX_COMMENT:
+            raise ValueError(f"a comment is at most {MAX_COMMENT:,} characters")
+        if value != -1 and (reasons or comment):
+            raise ValueError("reasons and comments go with a thumbs down")
         with self.session() as s:
             if s.get(Exchange, exchange_id) is None:
                 raise NotFound(f"exchange {exchange_id} does not exist")
-            rating = Rating(exchange_id=exchange_id, user_id=user_id, value=value)
+            rating = Rating(
+                exchange_id=exchange_id,
+                user_id=user_id,
+                value=value,
+                reasons=list(dict.fromkeys(reasons)),
+                comment=comment,
+            )
             s.add(rating)
             s.commit()
             return rating
 
-    def current_rating(self, exchange_id: int) -> int:
+    def rating(self, exchange_id: int) -> Rating | None:
         with self.session() as s:
-            rating = s.exec(
+            return s.exec(
                 select(Rating).where(Rating.exchange_id == exchange_id).order_by(Rating.id.desc())
             ).first()
-            return rating.value if rating else 0
+
+    def current_rating(self, exchange_id: int) -> int:
+        rating = self.rating(exchange_id)
+        return rating.value if rating else 0
+
+    def correct(self, exchange_id: int, user_id: int, content: str) -> Correction:
+        """Store a better answer beside the model's; the model's answer is never overwritten."""
+        if not isinstance(content, str) or not content.strip():
+            raise ValueError("a correction cannot be empty")
+        with self.session() as s:
+            ex = s.get(Exchange, exchange_id)
+            if ex is None:
+                raise NotFound(f"exchange {exchange_id} does not exist")
+            if ex.assistant_message_id is None:
+                raise ValueError("only a finished answer can be corrected")
+            correction = Correction(exchange_id=exchange_id, user_id=user_id, content=content)
+            s.add(correction)
+            s.commit()
+            return correction
+
+    def correction(self, exchange_id: int) -> Correction | None:
+        with self.session() as s:
+            return s.exec(
+                select(Correction)
+                .where(Correction.exchange_id == exchange_id)
+                .order_by(Correction.id.desc())
+            ).first()
+
+    def answer(self, exchange_id: int) -> str | None:
+        with self.session() as s:
+            ex = s.get(Exchange, exchange_id)
+            if ex is None:
+                raise NotFound(f"exchange {exchange_id} does not exist")
+            msg = s.get(Message, ex.assistant_message_id) if ex.assistant_message_id else None
+            return msg.content if msg else None
 
     def count(self, model) -> int:
         with self.session() as s:

@@ -20,6 +20,9 @@ TABLES = {
     "grades",
     "grading_jobs",
     "reviews",
+    "corrections",
+    "pool_entries",
+    "forgotten",
     "alembic_version",
 }
 
@@ -27,7 +30,7 @@ TABLES = {
 def test_blank_database_migrates_to_exactly_the_models(tmp_path):
     engine = open_database(sqlite_url(tmp_path / "blank.db"))
     assert set(inspect(engine).get_table_names()) == TABLES
-    assert schema_revision(engine) == "0002"
+    assert schema_revision(engine) == "0003"
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == []
@@ -87,7 +90,13 @@ def test_deleting_a_conversation_removes_all_its_rows(store):
         ex = store.start_exchange(conv.id, msg.id, "m", {})
         store.finish_exchange(ex.id, "a", "completed")
         store.rate(ex.id, user.id, 1)
-    assert store.delete_conversation(gone.id) == {"ratings": 1, "exchanges": 1, "messages": 2}
+    assert store.delete_conversation(gone.id) == {
+        "pool_entries": 0,
+        "training_examples": 0,
+        "ratings": 1,
+        "exchanges": 1,
+        "messages": 2,
+    }
     assert [c.id for c in store.conversations(user.id)] == [keep.id]
     assert (
         store.count(Conversation),
@@ -149,7 +158,7 @@ def test_upgrading_a_0001_database_keeps_its_rows_and_queues_its_answers_for_gra
             )
         )
     engine = open_database(url)
-    assert schema_revision(engine) == "0002"
+    assert schema_revision(engine) == "0003"
     store = Store(engine)
     assert [(t.user, t.assistant) for t in store.turns(1)] == [("q", "a"), ("q2", None)]
     grading = GradingStore(engine)

@@ -1,0 +1,291 @@
+"""Reads and writes of the training pool's rows: owns every query over pool entries.
+
+Gathers what the curator needs to judge exchanges (in bulk, so a rebuild of 100,000 exchanges is
+a few hundred queries, not a few hundred thousand), stores the verdicts, and serves the export.
+The rules themselves live in feedback/curation.py, the vectors in store/vectors.py. Dashboard
+figures are store/stats.py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from store.models import (
+    Conversation,
+    Correction,
+    Exchange,
+    Forgotten,
+    Grade,
+    Message,
+    PoolEntry,
+    Rating,
+    Review,
+    utcnow,
+)
+
+CHUNK = 500  # ids per IN (...) query: well under SQLite's variable limit
+CONTEXT_TURNS = 3  # earlier turns kept with an exchange in the pool
+
+
+@dataclass
+class Facts:
+    """Everything stored about one exchange that bears on its place in the pool."""
+
+    exchange: Exchange
+    user_id: int
+    question: str
+    answer: str
+    context: list[dict]
+    rating: Rating | None
+    correction: str | None  # the newest, by the user or a reviewer
+    review: Review | None
+    grade: Grade | None
+
+
+def chunks(ids: list[int], size: int = CHUNK) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def newest(session: Session, table, ids: list[int]) -> dict[int, Any]:
+    """The newest row of `table` per exchange id."""
+    latest = (
+        select(func.max(table.id)).where(table.exchange_id.in_(ids)).group_by(table.exchange_id)
+    )
+    return {row.exchange_id: row for row in session.exec(select(table).where(table.id.in_(latest)))}
+
+
+class PoolStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # what the curator judges
+    def facts(self, exchange_ids: list[int]) -> list[Facts]:
+        """Facts for the given exchanges that have a stored answer, in id order."""
+        out: list[Facts] = []
+        with self.session() as s:
+            for ids in chunks(sorted(set(exchange_ids))):
+                exchanges = list(
+                    s.exec(
+                        select(Exchange).where(
+                            Exchange.id.in_(ids), Exchange.assistant_message_id.is_not(None)
+                        )
+                    )
+                )
+                if not exchanges:
+                    continue
+                ids = [e.id for e in exchanges]
+                msg_ids = {e.user_message_id for e in exchanges}
+                msg_ids |= {e.assistant_message_id for e in exchanges}
+                texts = dict(
+                    s.exec(select(Message.id, Message.content).where(Message.id.in_(msg_ids)))
+                )
+                conv_ids = {e.conversation_id for e in exchanges}
+                owners = dict(
+                    s.exec(
+                        select(Conversation.id, Conversation.user_id).where(
+                            Conversation.id.in_(conv_ids)
+                        )
+                    )
+                )
+                ratings = newest(s, Rating, ids)
+                corrections = newest(s, Correction, ids)
+                reviews = newest(s, Review, ids)
+                grades = newest(s, Grade, ids)
+                contexts = self._contexts(s, exchanges)
+                for e in exchanges:
+                    review = reviews.get(e.id)
+                    correction = corrections.get(e.id)
+                    # A reviewer's correction and a user's: the later one stands.
+                    text = correction.content if correction else None
+                    if (
+                        review
+                        and review.correction
+                        and (not correction or review.created_at >= correction.created_at)
+                    ):
+                        text = review.correction
+                    out.append(
+                        Facts(
+                            exchange=e,
+                            user_id=owners[e.conversation_id],
+                            question=texts[e.user_message_id],
+                            answer=texts[e.assistant_message_id],
+                            context=contexts.get(e.id, []),
+                            rating=ratings.get(e.id),
+                            correction=text,
+                            review=review,
+                            grade=grades.get(e.id),
+                        )
+                    )
+        return out
+
+    def _contexts(self, s: Session, exchanges: list[Exchange]) -> dict[int, list[dict]]:
+        """The turns shown before each exchange (user messages and the newest answer to
+        each), for follow-up questions. Two queries per chunk, whatever its size."""
+        conv_ids = {e.conversation_id for e in exchanges}
+        messages: dict[int, list[Message]] = {}
+        for m in s.exec(
+            select(Message).where(Message.conversation_id.in_(conv_ids)).order_by(Message.id)
+        ):
+            messages.setdefault(m.conversation_id, []).append(m)
+        shown: dict[int, int] = {}  # user message id -> the answer shown for it
+        for user_msg, answer in s.exec(
+            select(Exchange.user_message_id, Exchange.assistant_message_id)
+            .where(Exchange.conversation_id.in_(conv_ids))
+            .order_by(Exchange.id)
+        ):
+            if answer is not None:
+                shown[user_msg] = answer
+        answers = set(shown.values())
+        out: dict[int, list[dict]] = {}
+        for e in exchanges:
+            turns = [
+                {"role": m.role, "content": m.content}
+                for m in messages.get(e.conversation_id, [])
+                if m.id < e.user_message_id and (m.role == "user" or m.id in answers)
+            ]
+            if turns:
+                out[e.id] = turns[-CONTEXT_TURNS * 2 :]
+        return out
+
+    def answered_exchange_ids(self, after: int = 0) -> list[int]:
+        with self.session() as s:
+            return list(
+                s.exec(
+                    select(Exchange.id)
+                    .where(Exchange.id > after, Exchange.assistant_message_id.is_not(None))
+                    .order_by(Exchange.id)
+                )
+            )
+
+    # entries
+    def entries(self, exchange_ids: list[int]) -> dict[int, PoolEntry]:
+        out = {}
+        with self.session() as s:
+            for ids in chunks(sorted(set(exchange_ids))):
+                for entry in s.exec(select(PoolEntry).where(PoolEntry.exchange_id.in_(ids))):
+                    out[entry.exchange_id] = entry
+        return out
+
+    def entry(self, exchange_id: int) -> PoolEntry | None:
+        return self.entries([exchange_id]).get(exchange_id)
+
+    def save(self, entries: list[PoolEntry]) -> None:
+        """Insert or replace the entries, in one transaction."""
+        if not entries:
+            return
+        with self.session() as s:
+            existing = {
+                e.exchange_id: e
+                for ids in chunks([e.exchange_id for e in entries])
+                for e in s.exec(select(PoolEntry).where(PoolEntry.exchange_id.in_(ids)))
+            }
+            for entry in entries:
+                old = existing.get(entry.exchange_id)
+                if old is not None:
+                    for name in PoolEntry.model_fields:
+                        if name != "id":
+                            setattr(old, name, getattr(entry, name))
+                    old.updated_at = utcnow()
+                    s.add(old)
+                else:
+                    s.add(entry)
+            s.commit()
+
+    def train_counts(self) -> dict[int, int]:
+        """Entries with status `train`, per user."""
+        with self.session() as s:
+            rows = s.exec(
+                select(PoolEntry.user_id, func.count())
+                .where(PoolEntry.status == "train")
+                .group_by(PoolEntry.user_id)
+            )
+            return dict(rows.all())
+
+    def duplicates_of(self, exchange_ids: list[int]) -> list[int]:
+        with self.session() as s:
+            return list(
+                s.exec(
+                    select(PoolEntry.exchange_id).where(PoolEntry.duplicate_of.in_(exchange_ids))
+                )
+            )
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Entries per (status, source)."""
+        with self.session() as s:
+            rows = s.exec(
+                select(PoolEntry.status, PoolEntry.source, func.count()).group_by(
+                    PoolEntry.status, PoolEntry.source
+                )
+            )
+            return {(status, source): n for status, source, n in rows}
+
+    def train_entries(self, batch: int = 1000) -> Iterator[PoolEntry]:
+        """Every `train` entry, oldest first, streamed in batches (for export)."""
+        last = 0
+        while True:
+            with self.session() as s:
+                rows = list(
+                    s.exec(
+                        select(PoolEntry)
+                        .where(PoolEntry.status == "train", PoolEntry.id > last)
+                        .order_by(PoolEntry.id)
+                        .limit(batch)
+                    )
+                )
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].id
+
+    def rated_entries(self, batch: int = 1000) -> Iterator[PoolEntry]:
+        """Entries with a thumbs up or down, for KTO."""
+        last = 0
+        while True:
+            with self.session() as s:
+                rows = list(
+                    s.exec(
+                        select(PoolEntry)
+                        .where(PoolEntry.rating != 0, PoolEntry.id > last)
+                        .order_by(PoolEntry.id)
+                        .limit(batch)
+                    )
+                )
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].id
+
+    def preferred_regenerations(self) -> list[tuple[PoolEntry, PoolEntry]]:
+        """(chosen, rejected) pairs: a regenerated answer the user rated above the one it
+        replaced (thumbs up on the new one, or down on the old one and not down on the new)."""
+        with self.session() as s:
+            rows = s.exec(
+                select(Exchange.id, Exchange.regenerated_from_id).where(
+                    Exchange.regenerated_from_id.is_not(None)
+                )
+            ).all()
+        entries = self.entries([i for row in rows for i in row])
+        pairs = []
+        for new_id, old_id in rows:
+            new, old = entries.get(new_id), entries.get(old_id)
+            if new is not None and old is not None and new.rating >= 0 and new.rating > old.rating:
+                pairs.append((new, old))
+        return pairs
+
+    def forgotten_ids(self) -> set[int]:
+        with self.session() as s:
+            return {i for row in s.exec(select(Forgotten.exchange_ids)) for i in row}
+
+    def newest_exchange_at(self) -> datetime | None:
+        with self.session() as s:
+            return s.exec(select(func.max(PoolEntry.exchange_at))).one()
