@@ -35,7 +35,7 @@ bench: install
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.llama-$(KEY)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,train]"
 	touch $@
 
 # llama-cpp-python has no wheel for this platform: build it once per flag set, without

@@ -169,7 +169,8 @@ class ChatService:
         if self.curator is None:
             return
         try:
-            self.curator.update([exchange_id])
+            ids = [exchange_id, *self.curator.pool.regeneration_relatives([exchange_id])]
+            self.curator.update(ids)
         except Exception:
             log.exception("could not update the training pool for exchange %s", exchange_id)
 

@@ -1,7 +1,8 @@
 """The `autodidact` command: subcommands and start-up. Owns argument parsing and turning
 start-up failures (a missing model, a database that cannot be opened) into one readable line.
 
-`serve` starts the web app; later subcommands (grading, export, refresh) hang off the same parser.
+`serve` starts the web app, `grade --backlog` grades what waits; the training pool's commands
+(rate, correct, delete, export, pool, history) live in assistant/pool_cli.py.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import argparse
 import os
 import sys
 
+from assistant.pool_cli import COMMANDS, add_commands
+from assistant.pool_cli import run as run_pool_command
 from assistant.settings import add_flags, from_args
 
 
@@ -26,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="grade every answer still waiting for a grade, with a progress bar",
     )
     add_flags(grade)
+    add_commands(sub)
     return parser
 
 
@@ -52,13 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings, flags)
     if args.command == "grade":
         return grade_backlog_command(settings)
+    if args.command in COMMANDS:
+        return run_pool_command(args, settings)
     return 1
 
 
 def grade_backlog_command(settings) -> int:
     from rich.progress import Progress
 
-    from assistant.app import build_grader
+    from assistant.app import build_curator, build_grader
     from assistant.model import ModelError, load_model
     from feedback.worker import GradingWorker, grade_backlog
     from store.db import open_database
@@ -72,7 +78,13 @@ def grade_backlog_command(settings) -> int:
         print(f"autodidact: {exc}", file=sys.stderr)
         return 1
     grading = GradingStore(engine)
-    worker = GradingWorker(grader, grading, max_attempts=settings.grading_max_attempts)
+    curator = build_curator(settings, engine)
+    worker = GradingWorker(
+        grader,
+        grading,
+        max_attempts=settings.grading_max_attempts,
+        on_graded=lambda exchange_id: curator.update([exchange_id]),
+    )
     pending = grading.counts().get("pending", 0) + grading.counts().get("running", 0)
     with Progress() as bar:
         task = bar.add_task("Grading", total=pending or 1)

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
         1, ge=1, description="signals besides the self-grade that must agree (model-only answers)"
     )
     pool_dedup_similarity: float = Field(
-        0.95, gt=0.0, le=1.0, description="cosine similarity at which two exchanges are one"
+        0.92, gt=0.0, le=1.0, description="cosine similarity at which two exchanges are one"
     )
     pool_max_user_share: float = Field(
         0.5, gt=0.0, le=1.0, description="most of the pool one user may contribute (2+ users)"

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CuratorConfig:
     rules: PoolRules = field(default_factory=PoolRules)
-    dedup_similarity: float = 0.95  # cosine of question+answer at which two are one
+    dedup_similarity: float = 0.92  # cosine of question+answer at which two are one
     max_user_share: float = 0.5
     pii_region: str = "US"
 

@@ -87,7 +87,7 @@ class PoolStore:
                 msg_ids = {e.user_message_id for e in exchanges}
                 msg_ids |= {e.assistant_message_id for e in exchanges}
                 texts = dict(
-                    s.exec(select(Message.id, Message.content).where(Message.id.in_(msg_ids)))
+                    s.exec(select(Message.id, Message.content).where(Message.id.in_(msg_ids))).all()
                 )
                 conv_ids = {e.conversation_id for e in exchanges}
                 owners = dict(
@@ -95,7 +95,7 @@ class PoolStore:
                         select(Conversation.id, Conversation.user_id).where(
                             Conversation.id.in_(conv_ids)
                         )
-                    )
+                    ).all()
                 )
                 ratings = newest(s, Rating, ids)
                 corrections = newest(s, Correction, ids)
@@ -156,6 +156,22 @@ class PoolStore:
             if turns:
                 out[e.id] = turns[-CONTEXT_TURNS * 2 :]
         return out
+
+    def regeneration_relatives(self, exchange_ids: list[int]) -> set[int]:
+        """The exchanges these were regenerated from, and those regenerated from these: a
+        rating on one makes a preference pair with the other, so both need pool entries."""
+        out: set[int] = set()
+        with self.session() as s:
+            for ids in chunks(sorted(set(exchange_ids))):
+                out |= {
+                    i
+                    for i in s.exec(
+                        select(Exchange.regenerated_from_id).where(Exchange.id.in_(ids))
+                    )
+                    if i is not None
+                }
+                out |= set(s.exec(select(Exchange.id).where(Exchange.regenerated_from_id.in_(ids))))
+        return out - set(exchange_ids)
 
     def answered_exchange_ids(self, after: int = 0) -> list[int]:
         with self.session() as s:

@@ -105,3 +105,19 @@ def wait_until_serving(url: str, proc, timeout: float = 120.0) -> int:
             if time.time() > deadline:
                 raise AssertionError(f"{url} did not answer within {timeout:.0f} s") from None
             time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real offline embedding model (int8 MiniLM on onnxruntime); loads in under a second."""
+    from store.embedder import Embedder
+
+    return Embedder(threads=1)
+
+
+@pytest.fixture
+def curator(settings, store, embedder):
+    """The real curator: pool rows in the test's SQLite file, a Chroma collection on disk."""
+    from assistant.app import build_curator
+
+    return build_curator(settings, store.engine, embedder)

@@ -1,0 +1,101 @@
+"""Exporting the training pool as JSON Lines in the formats TRL's trainers take.
+
+Owns the shape of each record; which exchanges are in the pool is the curator's decision.
+  sft  {"messages": [...]}                                  every `train` entry (SFTTrainer)
+  dpo  {"prompt": [...], "chosen": [...], "rejected": [...]} corrections (the person's answer
+       over the model's) and preferred regenerations (DPOTrainer)
+  kto  {"prompt": [...], "completion": [...], "label": bool} every thumbs up or down (KTOTrainer)
+All three use TRL's conversational form (lists of {"role", "content"}), so the trainer applies
+the model's own chat template. The system prompt is the one the app answers with. Text is the
+pool's PII-masked copy; deleted conversations are never exported (their rows are gone, and the
+`forgotten` tombstones are checked as well).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from store.models import PoolEntry
+from store.pool import PoolStore
+
+FORMATS = ("sft", "dpo", "kto")
+
+
+def prompt_messages(e: PoolEntry, system: str | None) -> list[dict]:
+    head = [{"role": "system", "content": system}] if system else []
+    return head + list(e.context) + [{"role": "user", "content": e.prompt}]
+
+
+def assistant(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def records(pool: PoolStore, fmt: str, system: str | None = None) -> Iterator[tuple[dict, str]]:
+    """(record, source) pairs for the format; source is what the summary counts."""
+    forgotten = pool.forgotten_ids()
+    if fmt == "sft":
+        for e in pool.train_entries():
+            if e.exchange_id not in forgotten:
+                yield {"messages": prompt_messages(e, system) + assistant(e.completion)}, e.source
+    elif fmt == "dpo":
+        for e in pool.train_entries():
+            if e.original is not None and e.exchange_id not in forgotten:
+                record = {
+                    "prompt": prompt_messages(e, system),
+                    "chosen": assistant(e.completion),
+                    "rejected": assistant(e.original),
+                }
+                yield record, "correction"
+        for chosen, rejected in pool.preferred_regenerations():
+            if forgotten.isdisjoint({chosen.exchange_id, rejected.exchange_id}):
+                record = {
+                    "prompt": prompt_messages(chosen, system),
+                    "chosen": assistant(chosen.completion),
+                    "rejected": assistant(rejected.original or rejected.completion),
+                }
+                yield record, "preferred regeneration"
+    elif fmt == "kto":
+        for e in pool.rated_entries():
+            if e.exchange_id not in forgotten:
+                record = {
+                    "prompt": prompt_messages(e, system),
+                    # The thumbs judged the model's answer, not a later correction of it.
+                    "completion": assistant(e.original or e.completion),
+                    "label": e.rating > 0,
+                }
+                yield record, "thumbs up" if e.rating > 0 else "thumbs down"
+    else:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def export(
+    pool: PoolStore,
+    fmt: str,
+    out: Path,
+    system: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Counter:
+    """Write the records to `out` (atomically: a temporary file renamed into place, so a crash
+    or a full disk never leaves half a file under the real name). Returns counts by source."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    counts: Counter = Counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for record, source in records(pool, fmt, system):
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                counts[source] += 1
+                if progress:
+                    progress(1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return counts
