@@ -15,6 +15,7 @@ import gradio as gr
 
 from assistant.api import add_api
 from assistant.chat import ChatRefused, ChatService, Reply, title_from
+from assistant.dashboard import build_dashboard
 from assistant.rating_panel import RatingPanel
 from assistant.review import build_review
 from store.grading import GradingStore
@@ -284,6 +285,11 @@ def build_ui(chat: ChatService, grading: GradingStore) -> gr.Blocks:
                 grading, chat.settings.user, on_decision=chat.curate
             )
         review_tab.select(load_review, None, [flagged_table, flagged_ids], **PRIVATE)
+
+        with gr.Tab("Dashboard", id="dashboard") as dashboard_tab:
+            index = chat.curator.index if chat.curator else None
+            load_dashboard, dashboard_outputs = build_dashboard(chat.store.engine, index)
+        dashboard_tab.select(load_dashboard, None, dashboard_outputs, **PRIVATE)
 
         outputs = [chatbot, conversation, exchange_ids, notice, conversations, title]
         for trigger in (box.submit, send_btn.click):

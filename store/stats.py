@@ -1,0 +1,173 @@
+"""The dashboard's figures: aggregate queries over exchanges, grades, ratings and the pool.
+
+Owns every number the Dashboard tab plots, computed in SQL (GROUP BY day) so the page stays fast
+with 100,000 exchanges; only the diversity figures read text, from a bounded sample of the
+newest pool entries. Returns pandas DataFrames, the shape Gradio's plots take. The plots
+themselves are assistant/dashboard.py's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import Engine, Integer, case, func
+from sqlmodel import Session, select
+
+from feedback.diversity import distinct_n, embedding_spread
+from store.models import Exchange, Grade, PoolEntry, Rating
+
+SAMPLE = 2000  # pool entries read for the diversity figures
+
+
+@dataclass
+class Dashboard:
+    exchanges_per_day: pd.DataFrame  # day, exchanges
+    score_histogram: pd.DataFrame  # score (bin start), answers
+    flag_rate: pd.DataFrame  # day, flag rate, graded
+    pool_by_source: pd.DataFrame  # day, source, examples (cumulative)
+    human_share: pd.DataFrame  # day, kind, share (cumulative)
+    diversity: pd.DataFrame  # measure, value
+    agreement: pd.DataFrame  # day, agreement, rated
+    totals: dict
+
+
+def newest_per_exchange(table):
+    return select(func.max(table.id)).group_by(table.exchange_id)
+
+
+def day(column):
+    return func.date(column).label("day")
+
+
+def compute(engine: Engine, index=None) -> Dashboard:
+    """Every figure at once; `index` (store/vectors.py) adds the embedding spread."""
+    with Session(engine) as s:
+        per_day = pd.DataFrame(
+            s.exec(
+                select(day(Exchange.created_at), func.count()).group_by("day").order_by("day")
+            ).all(),
+            columns=["day", "exchanges"],
+        )
+        latest_grades = Grade.id.in_(newest_per_exchange(Grade))
+        bins = func.min(func.cast(Grade.score * 10, Integer), 9)
+        hist = pd.DataFrame(
+            s.exec(select(bins.label("b"), func.count()).where(latest_grades).group_by("b")).all(),
+            columns=["bin", "answers"],
+        )
+        flags = pd.DataFrame(
+            s.exec(
+                select(
+                    day(Grade.created_at),
+                    func.avg(case((Grade.flagged, 1.0), else_=0.0)),
+                    func.count(),
+                )
+                .where(latest_grades)
+                .group_by("day")
+                .order_by("day")
+            ).all(),
+            columns=["day", "flag rate", "graded"],
+        )
+        pool = pd.DataFrame(
+            s.exec(
+                select(day(PoolEntry.exchange_at), PoolEntry.source, func.count())
+                .where(PoolEntry.status == "train")
+                .group_by("day", PoolEntry.source)
+                .order_by("day")
+            ).all(),
+            columns=["day", "source", "new"],
+        )
+        statuses = dict(
+            s.exec(select(PoolEntry.status, func.count()).group_by(PoolEntry.status)).all()
+        )
+        thumbs = (
+            select(Rating.exchange_id, Rating.value)
+            .where(Rating.id.in_(newest_per_exchange(Rating)), Rating.value != 0)
+            .subquery()
+        )
+        agree = case(((Grade.flagged == (thumbs.c.value < 0)), 1.0), else_=0.0)
+        agreement = pd.DataFrame(
+            s.exec(
+                select(day(Grade.created_at), func.avg(agree), func.count())
+                .join(thumbs, thumbs.c.exchange_id == Grade.exchange_id)
+                .where(latest_grades)
+                .group_by("day")
+                .order_by("day")
+            ).all(),
+            columns=["day", "agreement", "rated"],
+        )
+        texts = list(
+            s.exec(
+                select(PoolEntry.completion)
+                .where(PoolEntry.status == "train")
+                .order_by(PoolEntry.id.desc())
+                .limit(SAMPLE)
+            )
+        )
+    hist = (
+        hist.set_index("bin")
+        .reindex(range(10), fill_value=0)
+        .rename_axis("bin")
+        .reset_index()
+        .assign(score=lambda d: [f"{b / 10:.1f}–{(b + 1) / 10:.1f}" for b in d["bin"]])[
+            ["score", "answers"]
+        ]
+    )
+    pool_by_source, human = _cumulative(pool)
+    diversity = [
+        ("distinct-1", distinct_n(texts, 1)),
+        ("distinct-2", distinct_n(texts, 2)),
+    ]
+    if index is not None:
+        diversity.append(("embedding spread", embedding_spread(index.sample(SAMPLE))))
+    graded = int(flags["graded"].sum()) if len(flags) else 0
+    rated = int(agreement["rated"].sum()) if len(agreement) else 0
+    totals = {
+        "exchanges": int(per_day["exchanges"].sum()) if len(per_day) else 0,
+        "graded": graded,
+        "flagged": round(float((flags["flag rate"] * flags["graded"]).sum()) / graded, 3)
+        if graded
+        else None,
+        "statuses": statuses,
+        "agreement": round(float((agreement["agreement"] * agreement["rated"]).sum()) / rated, 3)
+        if rated
+        else None,
+        "rated": rated,
+        "diversity_sample": len(texts),
+    }
+    return Dashboard(
+        exchanges_per_day=per_day,
+        score_histogram=hist,
+        flag_rate=flags,
+        pool_by_source=pool_by_source,
+        human_share=human,
+        diversity=pd.DataFrame(diversity, columns=["measure", "value"]),
+        agreement=agreement,
+        totals=totals,
+    )
+
+
+def _cumulative(pool: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pool size by source per day, and the human shares, both as running totals."""
+    if pool.empty:
+        empty = pd.DataFrame(columns=["day", "source", "examples"])
+        return empty, pd.DataFrame(columns=["day", "kind", "share"])
+    wide = pool.pivot_table(index="day", columns="source", values="new", fill_value=0)
+    for source in ("human_written", "human_approved", "model_only"):
+        if source not in wide:
+            wide[source] = 0
+    wide = wide.sort_index().cumsum()
+    total = wide.sum(axis=1)
+    long = wide.reset_index().melt(id_vars="day", var_name="source", value_name="examples")
+    human = pd.DataFrame(
+        {
+            "day": wide.index,
+            "human-written": (wide["human_written"] / total).round(4).values,
+            "human (written or approved)": (
+                (wide["human_written"] + wide["human_approved"]) / total
+            )
+            .round(4)
+            .values,
+        }
+    ).melt(id_vars="day", var_name="kind", value_name="share")
+    return long, human
