@@ -19,7 +19,7 @@ class RatingPanel:
     def __init__(self, chat: ChatService):
         self.chat = chat
         self.rated = gr.State(None)
-        with gr.Group(visible=False, elem_id="rating-panel") as self.panel:
+        with gr.Column(visible=False, variant="panel", elem_id="rating-panel") as self.panel:
             self.title = gr.Markdown("**What was wrong with this answer?** (optional)")
             self.reasons = gr.CheckboxGroup(
                 list(RATING_REASONS), show_label=False, elem_id="rating-reasons"
@@ -34,7 +34,7 @@ class RatingPanel:
                 self.send = gr.Button("Send feedback", size="sm", elem_id="send-feedback")
                 self.write = gr.Button("✎ Write a better answer", size="sm", elem_id="write-better")
                 self.close = gr.Button("Close", size="sm", elem_id="close-feedback")
-            with gr.Group(visible=False) as self.editor_box:
+            with gr.Column(visible=False) as self.editor_box:
                 self.editor = gr.Textbox(
                     label="Your answer (stored beside the original; used for training)",
                     lines=6,

@@ -70,12 +70,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def running_app(settings, engine):
-    """The real app (real model, SQLite under a temporary home) serving on a free port."""
+def running_app(settings, engine, embedder):
+    """The real app (real model, SQLite and Chroma under a temporary home) on a free port."""
     from assistant.app import create_app, launch
 
     settings.port = free_port()
-    app = create_app(settings, model=engine)
+    app = create_app(settings, model=engine, embedder=embedder)
     launch(app, block=False)
     app.url = f"http://127.0.0.1:{settings.port}/"
     yield app

@@ -225,3 +225,70 @@ def test_grade_badge_appears_and_a_reviewer_decides_on_the_flag(grading_page):
     wait_for(lambda: app.store.count(Review) == 2)
     assert app.grading.reviews(turn.exchange_id)[-1].decision == "dismiss"
     wait_for(lambda: "dismiss" in table.inner_text())
+
+
+def test_thumbs_down_reasons_correction_retrieval_dashboard_and_delete(page, running_app):
+    from store.models import Correction, PoolEntry
+
+    app, store = running_app, running_app.store
+    pool = app.curator.pool
+    send(page, "What is the capital of France?")
+    first = wait_for(lambda: (t := store.turns(1)) and t[0].status == "completed" and t[0])
+    wait_for(lambda: words(bot_messages(page).first.inner_text()) == words(first.assistant))
+
+    page.locator("#chatbot button[aria-label='Dislike']").last.click()
+    panel = page.locator("#rating-panel")
+    panel.wait_for(state="visible", timeout=10_000)
+    page.locator("#rating-reasons label", has_text="wrong facts").click()
+    page.locator("#rating-comment textarea, #rating-comment input").first.fill("Not Paris?")
+    page.locator("#send-feedback").click()
+    wait_for(lambda: (r := store.rating(first.exchange_id)) and r.reasons == ["wrong facts"])
+    rating = store.rating(first.exchange_id)
+    assert (rating.value, rating.comment) == (-1, "Not Paris?")
+    assert pool.entry(first.exchange_id).status == "flagged"
+
+    page.locator("#write-better").click()
+    editor = page.locator("#better-answer textarea")
+    editor.wait_for(state="visible", timeout=10_000)
+    wait_for(lambda: editor.input_value() == first.assistant)
+    editor.fill("The capital of France is Paris.")
+    page.locator("#save-correction").click()
+    wait_for(lambda: store.count(Correction) == 1)
+    wait_for(lambda: pool.entry(first.exchange_id).status == "train")  # curated right after
+    assert store.correction(first.exchange_id).content == "The capital of France is Paris."
+    assert store.answer(first.exchange_id) == first.assistant  # the original is kept
+    e = pool.entry(first.exchange_id)
+    assert (e.status, e.source, e.completion) == (
+        "train",
+        "human_written",
+        "The capital of France is Paris.",
+    )
+    wait_for(lambda: "stored beside the original" in page.locator("#rating-status").inner_text())
+
+    # Retrieval: a new conversation with a similar question gets the correction as an example.
+    page.locator("#new-chat").click()
+    wait_for(lambda: bot_messages(page).count() == 0)
+    send(page, "What's the capital city of France?")
+    second = wait_for(lambda: (t := store.turns(2)) and t[0].status == "completed" and t[0])
+    assert store.exchange(second.exchange_id).retrieved == [first.exchange_id]
+    wait_for(lambda: "Drew on 1 past answer" in page.locator("#notice").inner_text())
+    assert f"#{first.exchange_id}" in page.locator("#notice").inner_text()
+
+    page.get_by_role("tab", name="Dashboard").click()
+    summary = page.locator("#dashboard-summary")
+    wait_for(lambda: "2 exchanges" in summary.inner_text())
+    assert "1 train" in summary.inner_text()
+    wait_for(lambda: page.locator("#plot-pool canvas, #plot-pool svg").count() > 0)
+
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#conversations label", has_text="What is the capital of France?").click()
+    wait_for(lambda: words(bot_messages(page).first.inner_text()) == words(first.assistant))
+    page.locator("#delete").click()
+    page.locator("#confirm-delete").click()
+    toast = page.locator(".toast-body, [data-testid=toast-body]")
+    wait_for(lambda: "left the training pool" in " ".join(toast.all_inner_texts()))
+    assert "1 exchange(s) left the training pool (1 were training examples)" in " ".join(
+        toast.all_inner_texts()
+    )
+    assert pool.entry(first.exchange_id) is None and store.count(PoolEntry) == 0
+    assert app.curator.index.ids() == set()
