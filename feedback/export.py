@@ -23,6 +23,18 @@ from store.models import PoolEntry
 from store.pool import PoolStore
 
 FORMATS = ("sft", "dpo", "kto")
+# Characters JSON leaves raw that many line readers (Python's splitlines among them) take for a
+# line break, which would cut a JSON Lines record in two.
+LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def jsonl_line(record: dict) -> str:
+    """One JSON Lines record: UTF-8 kept readable, no character a reader could split on.
+
+    >>> jsonl_line({"a": "x" + chr(0x2028) + "y"}).encode()
+    b'{"a": "x\\\\u2028y"}\\n'
+    """
+    return json.dumps(record, ensure_ascii=False).translate(LINE_BREAKS) + "\n"
 
 
 def prompt_messages(e: PoolEntry, system: str | None) -> list[dict]:
@@ -89,7 +101,7 @@ def export(
     try:
         with tmp.open("w", encoding="utf-8") as f:
             for record, source in records(pool, fmt, system):
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                f.write(jsonl_line(record))
                 counts[source] += 1
                 if progress:
                     progress(1)

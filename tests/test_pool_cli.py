@@ -160,3 +160,37 @@ def test_a_deleted_conversation_is_never_exported(capsys, conversations, chat, t
     out = tmp_path / "sft.jsonl"
     cli(capsys, "export", "--format", "sft", "--out", str(out))
     assert "Pride and Prejudice" not in out.read_text()
+
+
+def test_naughty_strings_come_back_from_the_export_byte_for_byte(capsys, chat, settings, tmp_path):
+    """Every string of the Big List of Naughty Strings, as question and as answer, rated up and
+    exported: what comes back is the string itself (or its PII-masked form, where the masker
+    found something)."""
+    from assistant.chat import ChatRefused
+    from feedback.pii import mask
+    from tests.conftest import SHARED_DATA
+
+    settings.retrieval = False
+    # Keep every string, however alike: the embedder is uncased, so "True" and "TRUE" are one.
+    chat.curator.config = chat.curator.config.__class__(dedup_similarity=1.01)
+    strings = json.loads((SHARED_DATA / "blns" / "blns.json").read_text())
+    sent = []
+    for s in strings:
+        chat.model.enqueue(s)
+        try:
+            *_, final = chat.send(None, s)
+        except ChatRefused:  # empty and whitespace-only messages are refused, as they should
+            assert not s.strip()
+            chat.model.replies.pop()
+            continue
+        if not chat.store.answer(final.exchange_id).strip():
+            continue  # a blank answer is not stored for training
+        chat.rate(final.exchange_id, 1)
+        sent.append(s)
+    out = tmp_path / "sft.jsonl"
+    assert cli(capsys, "export", "--format", "sft", "--out", str(out))[0] == 0
+    got = [json.loads(line)["messages"] for line in out.read_bytes().decode("utf-8").splitlines()]
+    expected = [mask(s)[0] for s in sent]
+    assert [m[1]["content"] for m in got] == expected
+    assert [m[2]["content"] for m in got] == expected
+    assert len(sent) > 480

@@ -166,3 +166,44 @@ def test_upgrading_a_0001_database_keeps_its_rows_and_queues_its_answers_for_gra
     assert grading.job(1).status == "pending" and grading.job(2) is None
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+
+
+def test_upgrading_a_0002_database_keeps_ratings_and_starts_an_empty_pool(tmp_path):
+    from store.models import PoolEntry
+
+    url = sqlite_url(tmp_path / "old.db")
+    engine = connect(url)
+    migrate(engine, "0002")
+    assert "pool_entries" not in inspect(engine).get_table_names()
+    with engine.begin() as conn:  # rows as the 0002 app wrote them
+        conn.execute(
+            text("INSERT INTO users (id, name, created_at) VALUES (1, 'ana', '2026-01-01')")
+        )
+        conn.execute(
+            text("INSERT INTO conversations VALUES (1, 1, 't', '2026-01-01', '2026-01-01')")
+        )
+        conn.execute(
+            text(
+                "INSERT INTO messages VALUES (1, 1, 'user', 'q', '2026-01-01'), (2, 1, 'assistant', 'a', '2026-01-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO exchanges (id, conversation_id, user_message_id, assistant_message_id, status, model_id, sampling, history_dropped, created_at) "
+                "VALUES (1, 1, 1, 2, 'completed', 'm', '{}', 0, '2026-01-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO ratings (id, exchange_id, user_id, value, created_at) VALUES (1, 1, 1, -1, '2026-01-01')"
+            )
+        )
+    engine = open_database(url)
+    assert schema_revision(engine) == "0003"
+    store = Store(engine)
+    rating = store.rating(1)
+    assert (rating.value, rating.reasons, rating.comment) == (-1, [], None)
+    assert store.exchange(1).retrieved == []
+    assert store.count(PoolEntry) == 0
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
