@@ -23,7 +23,7 @@ SAMPLE = 2000  # pool entries read for the diversity figures
 @dataclass
 class Dashboard:
     exchanges_per_day: pd.DataFrame  # day, exchanges
-    score_histogram: pd.DataFrame  # score (bin start), answers
+    score_histogram: pd.DataFrame  # score (bin start: 0.0 is 0.0-0.1), answers
     flag_rate: pd.DataFrame  # day, flag rate, graded
     pool_by_source: pd.DataFrame  # day, source, examples (cumulative)
     human_share: pd.DataFrame  # day, kind, share (cumulative)
@@ -109,9 +109,7 @@ def compute(engine: Engine, index=None) -> Dashboard:
         .reindex(range(10), fill_value=0)
         .rename_axis("bin")
         .reset_index()
-        .assign(score=lambda d: [f"{b / 10:.1f}–{(b + 1) / 10:.1f}" for b in d["bin"]])[
-            ["score", "answers"]
-        ]
+        .assign(score=lambda d: [f"{b / 10:.1f}" for b in d["bin"]])[["score", "answers"]]
     )
     pool_by_source, human = _cumulative(pool)
     diversity = [
@@ -135,6 +133,9 @@ def compute(engine: Engine, index=None) -> Dashboard:
         "rated": rated,
         "diversity_sample": len(texts),
     }
+    for frame in (per_day, flags, pool_by_source, human, agreement):
+        # Dates, not strings, so the plots draw a time axis with readable ticks.
+        frame["day"] = pd.to_datetime(frame["day"])
     return Dashboard(
         exchanges_per_day=per_day,
         score_histogram=hist,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 
 from assistant.chat import ChatService
@@ -40,7 +41,7 @@ def grade(store, exchange_id, score, flagged):
 
 
 def test_dashboard_figures_follow_the_rows(chat, store, curator):
-    today = datetime.now(UTC).date().isoformat()  # rows are stamped in UTC
+    today = pd.Timestamp(datetime.now(UTC).date())  # rows are stamped in UTC
     a = ask(chat, "What is the capital of France?", "Paris is the capital of France.")
     b = ask(chat, "Who wrote Hamlet?", "Charles Dickens wrote Hamlet.")
     c = ask(chat, "How many legs does a spider have?", "Spiders have eight legs.")
@@ -53,8 +54,8 @@ def test_dashboard_figures_follow_the_rows(chat, store, curator):
     chat.correct(b, "William Shakespeare wrote Hamlet.")
     d = compute(store.engine, curator.index)
     assert d.exchanges_per_day.to_dict("records") == [{"day": today, "exchanges": 3}]
+    assert d.score_histogram["score"].tolist()[:2] == ["0.0", "0.1"]
     assert d.score_histogram["answers"].tolist() == [0, 0, 0, 2, 0, 0, 0, 0, 1, 0]
-    assert d.score_histogram["score"].tolist()[3] == "0.3–0.4"
     [flags] = d.flag_rate.to_dict("records")
     assert (flags["day"], round(flags["flag rate"], 4), flags["graded"]) == (today, 0.6667, 3)
     assert sorted(map(tuple, d.pool_by_source[["source", "examples"]].values.tolist())) == [
