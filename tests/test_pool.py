@@ -287,3 +287,58 @@ def test_rebuild_restores_the_index_from_the_rows(chat, curator):
     curator.index.add([999], *[curator.embed(["stray"])] * 2, [{"user_id": 1, "source": "x"}])
     assert curator.rebuild() == 1
     assert curator.index.ids() == {a.exchange_id}
+
+
+@pytest.fixture
+def chroma_server(tmp_path):
+    """A real Chroma server (the `chroma run` that ships with chromadb) on a free port."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.conftest import free_port
+
+    exe = Path(sys.executable).with_name("chroma")
+    exe = exe if exe.exists() else Path(shutil.which("chroma") or "chroma")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(exe), "run", "--path", str(tmp_path / "server"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    from store.vectors import client
+
+    deadline = time.time() + 60
+    while True:
+        try:
+            client(url=url).heartbeat()
+            break
+        except Exception:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise AssertionError("the Chroma server did not start") from None
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_the_pool_can_live_on_a_chroma_server(store, settings, fake_model, embedder, chroma_server):
+    from assistant.app import build_curator
+    from store.vectors import VectorIndex
+
+    settings.chroma_url = chroma_server
+    curator = build_curator(settings, store.engine, embedder)
+    assert not (settings.home_dir / "chroma").exists()
+    chat = ChatService(store, fake_model, settings, curator)
+    first = ask(chat, "What is the capital of Japan?", "Tokyo is the capital of Japan.")
+    second = ask(chat, "What is the capital of Japan?", "Tokyo is the capital of Japan!")
+    chat.rate(first.exchange_id, 1)
+    chat.rate(second.exchange_id, 1)
+    assert entry(chat, second.exchange_id).status == "duplicate"
+    assert VectorIndex.open(url=chroma_server).ids() == {first.exchange_id}
+    again = ask(chat, "Capital of Japan?", "Tokyo.")
+    assert store.exchange(again.exchange_id).retrieved == [first.exchange_id]
