@@ -45,14 +45,31 @@ def test_a_second_message_continues_the_conversation(client, running_app):
     assert [c["id"] for c in client.predict(api_name="/conversations")] == [int(conv)]
 
 
-def test_rate_endpoint_stores_the_rating(client, running_app):
+def test_rate_and_correct_endpoints_store_the_feedback(client, running_app):
     _, conv = client.predict("Hi", "", api_name="/chat")
     [turn] = client.predict(conv, api_name="/history")
-    assert client.predict(turn["exchange_id"], -1, api_name="/rate") == {
-        "exchange_id": turn["exchange_id"],
-        "value": -1,
+    ex = turn["exchange_id"]
+    assert client.predict(ex, 1, api_name="/rate") == {
+        "exchange_id": ex,
+        "value": 1,
+        "reasons": [],
+        "comment": None,
     }
-    assert running_app.store.current_rating(turn["exchange_id"]) == -1
+    assert client.predict(ex, -1, ["too long"], "shorter please", api_name="/rate") == {
+        "exchange_id": ex,
+        "value": -1,
+        "reasons": ["too long"],
+        "comment": "shorter please",
+    }
+    assert running_app.store.current_rating(ex) == -1
+    with pytest.raises(AppError, match="unknown reason"):
+        client.predict(ex, -1, ["boring"], "", api_name="/rate")
+    done = client.predict(ex, "Hello! How can I help?", api_name="/correct")
+    assert done["exchange_id"] == ex
+    assert running_app.store.correction(ex).content == "Hello! How can I help?"
+    assert running_app.curator.pool.entry(ex).source == "human_written"
+    with pytest.raises(AppError, match="cannot be empty"):
+        client.predict(ex, " ", api_name="/correct")
 
 
 @pytest.mark.parametrize(
