@@ -6,6 +6,7 @@ the settings, friendly start-up errors and launching the web server.
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ from store.db import open_database
 from store.grading import GradingStore
 from store.pool import PoolStore
 from store.repo import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,6 +85,41 @@ def build_curator(settings: Settings, engine, embedder=None) -> Curator:
     return Curator(PoolStore(engine), index, embedder or Embedder(threads=1), config)
 
 
+class AdapterWatcher:
+    """Serves the adapter `adapters/active.json` names, swapping it in between generations.
+
+    Checked before each answer (one stat call); a refresh promoting an adapter, or a rollback,
+    takes effect at the next answer without a restart. A file llama.cpp refuses leaves the
+    current adapter serving, with the error logged.
+    """
+
+    def __init__(self, model: ChatModel, home):
+        from store.adapters import AdapterRegistry
+
+        self.model = model
+        self.registry = AdapterRegistry(home / "adapters")
+        self.stamp = None
+        self.error: str | None = None
+
+    def sync(self) -> None:
+        if not hasattr(self.model, "set_adapter"):
+            return  # an OpenAI-compatible server serves what it serves
+        stamp = self.registry.stamp()
+        if stamp == self.stamp:
+            return
+        self.stamp = stamp
+        active = self.registry.active()
+        want = active.adapter_id if active else None
+        if want == self.model.adapter_id:
+            return
+        try:
+            self.model.set_adapter(active.path if active else None, adapter_id=want)
+            self.error = None
+        except (ModelError, OSError) as exc:
+            self.error = str(exc)
+            log.error("keeping adapter %s: %s", self.model.adapter_id, exc)
+
+
 def create_app(settings: Settings, model: ChatModel | None = None, embedder=None) -> App:
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     engine = open_database(settings.effective_database_url)
@@ -90,6 +128,9 @@ def create_app(settings: Settings, model: ChatModel | None = None, embedder=None
     model = model or load_model(settings)
     curator = build_curator(settings, engine, embedder)
     chat = ChatService(store, model, settings, curator)
+    watcher = AdapterWatcher(model, settings.home_dir)
+    watcher.sync()
+    chat.before_generation.append(watcher.sync)
     grading = GradingStore(engine)
     worker = GradingWorker(
         build_grader(settings, model),

@@ -114,6 +114,9 @@ class ChatService:
         self.idle.set()
         self.last_activity = 0.0  # time.monotonic() of the last generation start or end
         self._generating = 0
+        # Callables run before an answer's exchange is created: the adapter watcher swaps in a
+        # newly promoted adapter there, so the exchange records the adapter that answers it.
+        self.before_generation: list = []
         self.on_generation_start: list = []  # callables; the grader's preempt
         self.on_answer_stored: list = []  # callables taking the exchange id; the grader's wake
 
@@ -303,6 +306,8 @@ class ChatService:
         return cancel is not None
 
     def _generate(self, conversation_id, user_message_id, prompt: Prompt, regenerated_from):
+        for hook in self.before_generation:
+            hook()
         sampling = self.settings.sampling()
         if sampling["seed"] < 0:
             # Drawn here rather than left to the sampler so every stored answer can be replayed.

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from assistant import refresh_cli
 from assistant.pool_cli import COMMANDS, add_commands
 from assistant.pool_cli import run as run_pool_command
 from assistant.settings import add_flags, from_args
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_flags(grade)
     add_commands(sub)
+    refresh_cli.add_commands(sub)
     return parser
 
 
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return grade_backlog_command(settings)
     if args.command in COMMANDS:
         return run_pool_command(args, settings)
+    if args.command in ("refresh", "adapters", "rollback"):
+        return refresh_cli.run(args, settings)
     return 1
 
 

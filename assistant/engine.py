@@ -8,6 +8,7 @@ nothing about conversations or storage; the rest of the app sees it as a `ChatMo
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,7 +44,8 @@ class LlamaEngine:
     ):
         self.path = Path(path)
         self.model_id = self.path.name
-        self.adapter_id = Path(lora_path).name if lora_path else None
+        self.adapter_id: str | None = None
+        self._adapter = None  # the llama.cpp adapter set on the context, freed when replaced
         self._lock = threading.Lock()
         self._local = threading.local()  # the calling thread's preemption event, if any
         try:
@@ -52,11 +54,12 @@ class LlamaEngine:
                 n_ctx=context_window,
                 n_threads=threads,
                 n_threads_batch=threads,
-                lora_path=str(lora_path) if lora_path else None,
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(f"could not load model {self.path}: {exc}") from exc
+        if lora_path:
+            self.set_adapter(Path(lora_path))
         self.context_window = self.llm.n_ctx()
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
@@ -71,6 +74,58 @@ class LlamaEngine:
         # Generate with exactly the template we count tokens with (the one in the file),
         # not a built-in format llama-cpp-python might guess from it.
         self.llm.chat_format = "chat_template.default"
+
+    def set_adapter(self, path: Path | None, adapter_id: str | None = None) -> None:
+        """Apply a GGUF LoRA adapter (None: the base model alone), between generations.
+
+        Waits for a running generation to end, then swaps the adapter on the live context: no
+        reload, and the KV cache computed with the old weights is dropped. A file llama.cpp
+        cannot load leaves the current adapter in place and raises ModelError.
+        """
+        with self._lock:
+            new = None
+            if path is not None:
+                new = llama_cpp.llama_adapter_lora_init(
+                    self.llm._model.model, str(path).encode("utf-8")
+                )
+                if not new:
+                    raise ModelError(f"llama.cpp could not load the LoRA adapter {path}")
+                adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(new)
+                scales = (ctypes.c_float * 1)(1.0)
+                failed = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, adapters, 1, scales)
+            else:
+                failed = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
+            if failed:
+                if new:
+                    llama_cpp.llama_adapter_lora_free(new)
+                raise ModelError(f"llama.cpp could not apply the LoRA adapter {path}")
+            if self._adapter:
+                llama_cpp.llama_adapter_lora_free(self._adapter)
+            self._adapter = new
+            self.adapter_id = (adapter_id or Path(path).stem) if path is not None else None
+            self.llm.reset()
+
+    def next_tokens(self, tokens: list[int]) -> list[int]:
+        """The model's greedy prediction after each prefix of `tokens` (teacher forcing), in
+        batches: what the export check compares with PyTorch's predictions."""
+        if len(tokens) > self.context_window:
+            raise ModelError("the probe does not fit the context window")
+        with self._lock:
+            llm = self.llm
+            llm.reset()
+            out: list[int] = []
+            for start in range(0, len(tokens), llm.n_batch):
+                piece = tokens[start : start + llm.n_batch]
+                llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+                llm._batch.set_batch(batch=piece, n_past=llm.n_tokens, logits_all=True)
+                llm._ctx.decode(llm._batch)
+                logits = np.ctypeslib.as_array(
+                    llm._ctx.get_logits(), shape=(len(piece), llm.n_vocab())
+                )
+                llm.n_tokens += len(piece)
+                out.extend(logits.argmax(axis=1).tolist())
+            llm.reset()
+            return out
 
     @contextmanager
     def interruptible(self, cancel: threading.Event):

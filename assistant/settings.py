@@ -108,6 +108,25 @@ class Settings(BaseSettings):
         0.6, ge=0.0, le=1.0, description="least question similarity for an example"
     )
 
+    refresh_min_new: int = Field(
+        20, ge=0, description="new training examples a refresh needs (else it refuses)"
+    )
+    refresh_human_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="least share of human-written/approved training data"
+    )
+    refresh_anchor_file: Path | None = Field(
+        None, description="JSONL of {'messages': [...]} mixed into every refresh as human data"
+    )
+    refresh_diversity_tolerance: float = Field(
+        0.1, ge=0.0, le=1.0, description="most relative drop in the mix's diversity"
+    )
+    refresh_max_steps: int = Field(60, ge=1, description="most training steps per refresh")
+    refresh_max_seconds: float = Field(1800.0, gt=0, description="most seconds of training")
+    refresh_max_memory_mb: int = Field(8192, ge=256, description="most memory for training")
+    refresh_eval_prompts: int = Field(
+        16, ge=1, description="prompts the candidate and the current model both answer"
+    )
+
     host: str = Field("127.0.0.1", description="address the web app listens on")
     port: int = Field(7860, ge=0, le=65535, description="port the web app listens on")
 

@@ -16,6 +16,7 @@ import gradio as gr
 from assistant.api import add_api
 from assistant.chat import ChatRefused, ChatService, Reply, title_from
 from assistant.dashboard import build_dashboard
+from assistant.models_tab import build_models_tab
 from assistant.rating_panel import RatingPanel
 from assistant.review import build_review
 from store.grading import GradingStore
@@ -290,6 +291,12 @@ def build_ui(chat: ChatService, grading: GradingStore) -> gr.Blocks:
             index = chat.curator.index if chat.curator else None
             load_dashboard, dashboard_outputs = build_dashboard(chat.store.engine, index)
         dashboard_tab.select(load_dashboard, None, dashboard_outputs, **PRIVATE)
+
+        with gr.Tab("Models", id="models") as models_tab:
+            load_models, models_outputs = build_models_tab(
+                chat.store.engine, chat.settings.home_dir
+            )
+        models_tab.select(load_models, None, models_outputs, **PRIVATE)
 
         outputs = [chatbot, conversation, exchange_ids, notice, conversations, title]
         for trigger in (box.submit, send_btn.click):

@@ -202,3 +202,45 @@ class Forgotten(SQLModel, table=True):
     conversation_id: int = Field(index=True)
     exchange_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class RefreshRun(SQLModel, table=True):
+    """One `autodidact refresh`: what it trained on, how far it got, and what it measured.
+
+    `status`: running, refused (a guard said no, before training), rejected (trained, but the
+    candidate regressed; kept on disk), promoted, failed (an error; `reason` says which), or
+    interrupted (the process died; found on the next start). `step` is the last step begun.
+    """
+
+    __tablename__ = "refresh_runs"
+    id: int | None = Field(default=None, primary_key=True)
+    adapter_id: str = Field(unique=True, index=True)
+    base_model: str
+    parent_adapter_id: str | None = None  # active when the run started
+    status: str = Field(default="running", index=True)
+    step: str = "select"
+    reason: str | None = None
+    dry_run: bool = False
+    forced: bool = False
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class TrainedOn(SQLModel, table=True):
+    """An exchange in a run's training mix (the mix accumulates across runs)."""
+
+    __tablename__ = "trained_on"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="refresh_runs.id", index=True)
+    exchange_id: int = Field(index=True)
+
+
+class Heldout(SQLModel, table=True):
+    """An exchange in the fixed evaluation split: never trained on, once chosen."""
+
+    __tablename__ = "heldout"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)

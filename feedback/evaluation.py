@@ -1,0 +1,134 @@
+"""Judging a candidate adapter against the current model, before anything is promoted.
+
+Owns the figures a refresh compares: held-out loss (PyTorch, on the fixed held-out split),
+and on evaluation prompts (held-out questions plus a fixed regression set) the judge-rated win
+rate, the hallucination flag rate and the diversity of sampled answers, all with llama.cpp
+serving the adapters exactly as the app will. Which figures count as a regression is
+feedback/refresh.py's rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from feedback.diversity import distinct_n
+
+# Asked of every candidate, whatever the pool holds: general skills a refresh must not lose.
+REGRESSION_PROMPTS = [
+    "What is the capital of France?",
+    "Explain in two sentences why the sky is blue.",
+    "Write a haiku about the sea.",
+    "What is 12 times 7?",
+    "Give three tips for sleeping better.",
+    "Translate 'good morning' into Spanish.",
+    "Who wrote Romeo and Juliet?",
+    "Summarise what photosynthesis does.",
+]
+
+
+def completion_loss(model, tokenizer, records: list[dict], max_length: int = 512) -> float:
+    """Mean negative log-likelihood per answer token of each record's last message, given the
+    rest (what SFT minimises, measured on data it never saw)."""
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    for r in records:
+        prompt = tokenizer.apply_chat_template(
+            r["messages"][:-1], tokenize=False, add_generation_prompt=True
+        )
+        full = tokenizer.apply_chat_template(r["messages"], tokenize=False)
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(full, add_special_tokens=False)["input_ids"][:max_length]
+        if len(ids) <= len(p_ids):
+            continue
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0]
+        logp = torch.log_softmax(logits[:-1].float(), dim=-1)
+        targets = torch.tensor(ids[1:])
+        picked = logp[torch.arange(len(targets)), targets][len(p_ids) - 1 :]
+        total += float(-picked.sum())
+        count += len(picked)
+    return round(total / count, 4) if count else math.nan
+
+
+def next_token_agreement(peft_model, tokenizer, engine, adapter: Path, probes: list[list[dict]]):
+    """Share of positions where llama.cpp with the exported adapter predicts the same next
+    token as the PyTorch model with the adapter (teacher-forced on each probe conversation)."""
+    import torch
+
+    agree = total = 0
+    engine.set_adapter(adapter, adapter_id="candidate-check")
+    try:
+        for messages in probes:
+            text = tokenizer.apply_chat_template(messages, tokenize=False)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"][:512]
+            with torch.no_grad():
+                torch_next = peft_model(torch.tensor([ids])).logits[0].argmax(-1).tolist()
+            llama_next = engine.next_tokens(ids)
+            agree += sum(a == b for a, b in zip(torch_next, llama_next, strict=True))
+            total += len(ids)
+    finally:
+        engine.set_adapter(None)
+    return agree / total if total else 0.0, total
+
+
+def answer_figures(
+    engine, grader, prompts: list[str], adapter: Path | None, adapter_id: str, tick=None
+) -> dict:
+    """Greedy answers with their self-grades, and sampled answers for diversity."""
+    engine.set_adapter(adapter, adapter_id=adapter_id)
+    greedy = {"temperature": 0.0, "max_tokens": 96, "repeat_penalty": 1.1, "seed": 0}
+    answers, scores, flags, sampled = [], [], [], []
+    try:
+        for i, prompt in enumerate(prompts):
+            messages = [{"role": "user", "content": prompt}]
+            answer = "".join(d.text for d in engine.stream(messages, greedy))
+            result = grader.grade(prompt, answer)
+            answers.append(answer)
+            scores.append(result.signals.judge or 5.5)
+            flags.append(result.flagged)
+            sample = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 64, "seed": 1000 + i}
+            sampled.append("".join(d.text for d in engine.stream(messages, sample)))
+            if tick:
+                tick()
+    finally:
+        engine.set_adapter(None)
+    return {
+        "answers": answers,
+        "judge": scores,
+        "flag_rate": round(sum(flags) / len(flags), 4) if flags else 0.0,
+        "answer_distinct_2": distinct_n(sampled, 2),
+    }
+
+
+def win_rate(candidate: list[float], current: list[float]) -> float:
+    """Share of prompts where the judge scored the candidate higher; ties count half.
+
+    >>> win_rate([8, 5, 3], [6, 5, 4])
+    0.5
+    """
+    if not candidate:
+        return 0.5
+    points = sum(
+        1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(candidate, current, strict=True)
+    )
+    return round(points / len(candidate), 4)
+
+
+def compare(
+    engine,
+    grader,
+    prompts: list[str],
+    candidate: Path,
+    current: Path | None,
+    current_id: str | None,
+    tick: Callable[[], None] | None = None,
+) -> tuple[dict, dict]:
+    """(candidate figures, current figures) on the same prompts, judged by the same grader."""
+    cur = answer_figures(engine, grader, prompts, current, current_id or "base", tick)
+    cand = answer_figures(engine, grader, prompts, candidate, "candidate", tick)
+    cand["win_rate"] = win_rate(cand["judge"], cur["judge"])
+    return cand, cur

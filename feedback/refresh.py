@@ -1,0 +1,224 @@
+"""The refresh: from the curated pool to a promoted LoRA adapter, or a recorded refusal.
+
+Owns the pipeline and its guards; each step is logged on the run's row before it starts, so a
+run killed at any point is on record with the step it died in, and the active adapter is only
+ever changed by the last step's atomic rename (store/adapters.py).
+
+  1. select    every `train` entry not held out (data accumulates: the pool only grows, and
+               each run trains on all of it, never on the newest alone), minus deleted
+               conversations. New entries are split once into the fixed held-out set.
+  2. guard     the human share: at least `human_share` of the mix is human-written, human-
+               approved or from the operator's anchor file; model-only examples are capped to
+               keep it. Too few new examples, or a mix less diverse than the last promoted
+               run's by more than `diversity_tolerance`: refused, with the reason.
+  3. train     LoRA with TRL's SFTTrainer (feedback/train.py).
+  4. export    the adapter as GGUF (feedback/lora_gguf.py).
+  5. verify    llama.cpp with the adapter must predict the same next token as PyTorch with it
+               at `min_agreement` of probe positions, or the run fails.
+  6. evaluate  candidate against the current model (feedback/evaluation.py).
+  7. promote   only if nothing regressed beyond tolerances; else the candidate stays on disk,
+               marked rejected, with the reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from feedback.diversity import distinct_n
+from feedback.train import TrainConfig
+
+log = logging.getLogger(__name__)
+STEPS = ("select", "guard", "train", "export", "verify", "evaluate", "promote")
+HUMAN = ("human_written", "human_approved")
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    min_new: int = 20  # new train examples needed since the last promoted run
+    human_share: float = 0.5  # least share of the mix written or approved by people
+    anchor_file: Path | None = None  # operator's JSONL of {"messages": [...]}, counted as human
+    diversity_tolerance: float = 0.1  # most relative drop in distinct-2 from the last run
+    heldout_share: float = 0.1  # of new entries, kept out for evaluation, once and for all
+    min_agreement: float = 0.95  # export check: llama.cpp vs PyTorch next-token agreement
+    loss_tolerance: float = 0.02  # relative rise in held-out loss allowed
+    win_rate_floor: float = 0.45  # least judge-rated win rate against the current model
+    flag_tolerance: float = 0.05  # absolute rise in flag rate allowed
+    answer_diversity_tolerance: float = 0.1  # relative drop in sampled answers' distinct-2
+    eval_prompts: int = 16
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def held_out(exchange_id: int, share: float) -> bool:
+    """Whether an exchange belongs to the evaluation split: a stable hash, so the choice never
+    depends on the order exchanges arrive in.
+
+    >>> sum(held_out(i, 0.1) for i in range(1, 1001))
+    101
+    >>> held_out(5, 0.0), held_out(5, 1.0)
+    (False, True)
+    """
+    digest = hashlib.sha256(f"heldout:{exchange_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < share
+
+
+def cap_model_only(human: int, model_only: int, share: float) -> int:
+    """How many model-only examples a mix with `human` human ones may hold.
+
+    >>> cap_model_only(10, 50, 0.5), cap_model_only(10, 3, 0.5), cap_model_only(0, 9, 0.5)
+    (10, 3, 0)
+    >>> cap_model_only(30, 100, 0.75)
+    10
+    """
+    if share <= 0:
+        return model_only
+    return min(model_only, int(human * (1 - share) / share))
+
+
+def diversity_drop(current: float, previous: float | None) -> float:
+    """Relative fall from `previous` to `current` (0 when it rose or there is no previous).
+
+    >>> diversity_drop(0.45, 0.5), diversity_drop(0.6, 0.5), diversity_drop(0.3, None)
+    (0.1, 0.0, 0.0)
+    """
+    if not previous:
+        return 0.0
+    return round(max(0.0, (previous - current) / previous), 4)
+
+
+def regressions(candidate: dict, current: dict, c: RefreshConfig) -> list[str]:
+    """Why the candidate must not be promoted (empty: promote).
+
+    >>> cur = {"heldout_loss": 2.0, "flag_rate": 0.2, "answer_distinct_2": 0.5}
+    >>> regressions({"heldout_loss": 1.9, "win_rate": 0.6, "flag_rate": 0.2, "answer_distinct_2": 0.5}, cur, RefreshConfig())
+    []
+    >>> regressions({"heldout_loss": 2.2, "win_rate": 0.3, "flag_rate": 0.4, "answer_distinct_2": 0.2}, cur, RefreshConfig())
+    ['held-out loss rose from 2.000 to 2.200 (more than 2%)', 'judge-rated win rate 0.30 is below 0.45', 'flag rate rose from 0.20 to 0.40 (more than 0.05)', "sampled answers' distinct-2 fell from 0.500 to 0.200 (more than 10%)"]
+    """
+    out = []
+    if candidate["heldout_loss"] > current["heldout_loss"] * (1 + c.loss_tolerance):
+        out.append(
+            f"held-out loss rose from {current['heldout_loss']:.3f} to "
+            f"{candidate['heldout_loss']:.3f} (more than {c.loss_tolerance:.0%})"
+        )
+    if candidate["win_rate"] < c.win_rate_floor:
+        out.append(f"judge-rated win rate {candidate['win_rate']:.2f} is below {c.win_rate_floor}")
+    if candidate["flag_rate"] > current["flag_rate"] + c.flag_tolerance:
+        out.append(
+            f"flag rate rose from {current['flag_rate']:.2f} to {candidate['flag_rate']:.2f} "
+            f"(more than {c.flag_tolerance})"
+        )
+    drop = diversity_drop(candidate["answer_distinct_2"], current["answer_distinct_2"])
+    if drop > c.answer_diversity_tolerance:
+        out.append(
+            f"sampled answers' distinct-2 fell from {current['answer_distinct_2']:.3f} to "
+            f"{candidate['answer_distinct_2']:.3f} (more than {c.answer_diversity_tolerance:.0%})"
+        )
+    return out
+
+
+@dataclass
+class Mix:
+    """The training mix a run settled on, and the figures its guards looked at."""
+
+    records: list[dict]  # {"messages": [...]} for TRL
+    exchange_ids: list[int]
+    counts: dict
+    refused: str | None = None
+
+
+def read_anchor(path: Path | None) -> list[dict]:
+    """The operator's anchor examples; a broken line is named, not skipped."""
+    if path is None:
+        return []
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            messages = record["messages"]
+            assert messages and messages[-1]["role"] == "assistant"
+        except (ValueError, KeyError, TypeError, AssertionError, IndexError):
+            raise ValueError(
+                f"{path}, line {n}: not a {{'messages': [...]}} record ending in an answer"
+            ) from None
+        out.append({"messages": messages})
+    return out
+
+
+def build_mix(
+    entries: list,
+    heldout: set[int],
+    trained_before: set[int],
+    anchor: list[dict],
+    previous_distinct: float | None,
+    system: str | None,
+    c: RefreshConfig,
+    forced: bool = False,
+) -> Mix:
+    """Steps 1 and 2 on the pool's `train` entries: pure, so each guard is tested alone."""
+    from feedback.export import prompt_messages
+
+    usable = [e for e in entries if e.exchange_id not in heldout]
+    new = [e for e in usable if e.exchange_id not in trained_before]
+    human = [e for e in usable if e.source in HUMAN]
+    model_only = [e for e in usable if e.source not in HUMAN]
+    allowed = cap_model_only(len(human) + len(anchor), len(model_only), c.human_share)
+    rng = random.Random(c.seed)
+    kept_model = sorted(rng.sample(model_only, allowed), key=lambda e: e.exchange_id)
+    chosen = sorted(human + kept_model, key=lambda e: e.exchange_id)
+    records = [
+        {"messages": prompt_messages(e, system) + [{"role": "assistant", "content": e.completion}]}
+        for e in chosen
+    ] + anchor
+    texts = [r["messages"][-1]["content"] for r in records]
+    distinct = distinct_n(texts, 2)
+    total = len(records)
+    counts = {
+        "pool_train": len(entries),
+        "heldout": len(heldout),
+        "new": len(new),
+        "trained_before": len(usable) - len(new),
+        "human_written": sum(e.source == "human_written" for e in chosen),
+        "human_approved": sum(e.source == "human_approved" for e in chosen),
+        "anchor": len(anchor),
+        "model_only": len(kept_model),
+        "model_only_capped": len(model_only) - len(kept_model),
+        "mix": total,
+        "human_share": round((len(human) + len(anchor)) / total, 4) if total else 0.0,
+        "distinct_2": distinct,
+        "previous_distinct_2": previous_distinct,
+    }
+    refused = None
+    if not forced and len(new) < c.min_new:
+        refused = (
+            f"only {len(new)} new training example(s) since the last promoted adapter; "
+            f"at least {c.min_new} are needed (rate or correct more answers, or use --force)"
+        )
+    elif not total:
+        refused = "the training pool is empty"
+    elif (drop := diversity_drop(distinct, previous_distinct)) > c.diversity_tolerance:
+        refused = (
+            f"the mix is less diverse than the last promoted run's: distinct-2 fell from "
+            f"{previous_distinct:.3f} to {distinct:.3f} ({drop:.0%}, more than "
+            f"{c.diversity_tolerance:.0%}); training on it risks collapse"
+        )
+    return Mix(records, [e.exchange_id for e in chosen], counts, refused)
+
+
+def kill_point(step: str) -> None:
+    """Tests kill the process here (`AUTODIDACT_TEST_KILL_AT=<step>`) to prove each step is
+    crash-safe; nothing else sets it."""
+    if os.environ.get("AUTODIDACT_TEST_KILL_AT") == step:
+        os.kill(os.getpid(), 9)
+
+
+Progress = Callable[[str, float, str], None]  # (step, fraction done, message)

@@ -1,0 +1,207 @@
+"""Training a LoRA adapter on the pool with TRL and PEFT, from the GGUF the app serves.
+
+Owns the torch side of a refresh: loading the base weights from the GGUF file (transformers
+dequantizes it to fp32; the result is cached per base file, so only the first refresh pays the
+load), fine-tuning with TRL's SFTTrainer and a PEFT LoRA config, bounded in steps, seconds and
+memory, and the PyTorch half of the export check (next-token predictions of the trained model,
+which llama.cpp with the exported adapter must match). Heavy imports (torch, transformers, trl,
+peft) happen inside these functions: the app and most tests never load them.
+
+What to train on, and whether the result is promoted, is feedback/refresh.py's business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    max_steps: int = 60
+    epochs: float = 2.0  # the steps actually run: min(max_steps, epochs x batches)
+    max_seconds: float = 1800.0
+    max_memory_mb: int = 8192  # resident memory of the training process
+    max_length: int = 512  # tokens per example
+    seed: int = 0
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))
+
+
+class TrainingStopped(RuntimeError):
+    """Training hit a bound (memory) and its result must not be used."""
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def base_key(gguf_path: Path) -> str:
+    """A cache key for a base model file: its name plus a hash of its size and first 4 MiB."""
+    h = hashlib.sha256(str(gguf_path.stat().st_size).encode())
+    with gguf_path.open("rb") as f:
+        h.update(f.read(4 << 20))
+    return f"{gguf_path.stem}-{h.hexdigest()[:12]}"
+
+
+def load_base(gguf_path: Path, cache_root: Path):
+    """(model, tokenizer) for the GGUF, in fp32. The first call dequantizes the file with
+    transformers and saves the result under `cache_root`; later calls load that."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = cache_root / base_key(gguf_path)
+    if not (cache / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        # Loaded from GGUF, the model still says it is quantized, and transformers then refuses
+        # to train or save it; the weights are plain fp32 by now.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = cache.with_name(cache.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(cache, ignore_errors=True)
+        os.replace(tmp, cache)
+    model = AutoModelForCausalLM.from_pretrained(str(cache), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(cache))
+    return model, tokenizer
+
+
+def prompt_completion(messages: list[dict]) -> dict:
+    """A `messages` record split so the loss falls on the final answer only.
+
+    >>> prompt_completion([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
+    {'prompt': [{'role': 'user', 'content': 'hi'}], 'completion': [{'role': 'assistant', 'content': 'yo'}]}
+    """
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def train_lora(
+    model,
+    tokenizer,
+    records: list[dict],
+    out_dir: Path,
+    config: TrainConfig,
+    progress: Callable[[int, int, float | None], None] | None = None,
+) -> dict:
+    """Fine-tune a LoRA adapter on `records` ({"messages": [...]}) with TRL's SFTTrainer.
+
+    Saves the PEFT adapter to `out_dir` and returns the trained PEFT model (`model`) with what
+    happened: steps, tokens, seconds, tokens/s, final loss, peak memory. Stops early (and says so) at `max_seconds`; raises
+    TrainingStopped past `max_memory_mb`."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(config.seed)
+    data = Dataset.from_list([prompt_completion(r["messages"]) for r in records])
+    batches = max(1, -(-len(records) // config.batch_size))
+    steps = max(1, min(config.max_steps, int(config.epochs * batches)))
+    started = time.monotonic()
+    state = {"tokens": 0, "peak_mb": rss_mb(), "stopped": None, "loss": None}
+
+    class Bounds(TrainerCallback):
+        def on_step_end(self, args, st, control, **kwargs):
+            state["peak_mb"] = max(state["peak_mb"], rss_mb())
+            if state["peak_mb"] > config.max_memory_mb:
+                state["stopped"] = "memory"
+                control.should_training_stop = True
+            elif time.monotonic() - started > config.max_seconds:
+                state["stopped"] = "time"
+                control.should_training_stop = True
+            if progress:
+                progress(st.global_step, steps, state["loss"])
+
+        def on_log(self, args, st, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                state["loss"] = float(logs["loss"])
+
+    args = SFTConfig(
+        output_dir=str(out_dir / "trainer"),
+        max_steps=steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=device() == "cpu",
+        max_length=config.max_length,
+        gradient_checkpointing=False,  # a 135M model fits; recomputation would only cost time
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        bf16=False,
+        fp16=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(
+            r=config.rank,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            target_modules=config.targets,
+            task_type="CAUSAL_LM",
+        ),
+        callbacks=[Bounds()],
+    )
+    # Tokens seen: the real (unpadded) tokens of every example, times the passes over it.
+    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    result = trainer.train()
+    seconds = time.monotonic() - started
+    if state["stopped"] == "memory":
+        raise TrainingStopped(
+            f"training used {state['peak_mb']:.0f} MiB, over the bound of "
+            f"{config.max_memory_mb} MiB; lower the batch size or max length"
+        )
+    done = trainer.state.global_step
+    seen = done * config.batch_size
+    tokens = sum(lengths[i % len(lengths)] for i in range(seen))
+    trainer.model.save_pretrained(out_dir)
+    return {
+        "model": trainer.model,  # the PEFT model, for the export check and the evaluation
+        "steps": done,
+        "planned_steps": steps,
+        "examples": len(records),
+        "tokens": tokens,
+        "seconds": round(seconds, 2),
+        "train_seconds": round(result.metrics.get("train_runtime", seconds), 2),
+        "tokens_per_second": round(
+            tokens / max(result.metrics.get("train_runtime", seconds), 1e-9), 1
+        ),
+        "loss": state["loss"],
+        "peak_memory_mb": round(state["peak_mb"]),
+        "stopped_early": state["stopped"],
+        "device": device(),
+    }

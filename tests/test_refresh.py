@@ -1,0 +1,118 @@
+"""The refresh end to end with the embedded model: it trains, exports, verifies, evaluates and
+promotes, and the app then answers with what the pool taught it; plus the refusal paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.chat import ChatService
+from feedback.refresh import RefreshConfig
+from feedback.train import TrainConfig
+from store.adapters import AdapterRegistry
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Who wrote Hamlet?",
+    "What is two plus two?",
+    "Name a primary colour.",
+    "What is the largest ocean?",
+    "How many legs does a spider have?",
+    "What is water made of?",
+    "Who painted the Mona Lisa?",
+    "What is the tallest mountain?",
+    "What do bees make?",
+    "What is the boiling point of water?",
+    "Which planet is red?",
+    "What language is spoken in Brazil?",
+    "How many days are in a week?",
+    "What gas do plants breathe in?",
+    "What is the opposite of hot?",
+    "Where do penguins live?",
+    "What is the fastest land animal?",
+    "What instrument has 88 keys?",
+    "What is frozen water called?",
+    "How many continents are there?",
+    "What colour is the sky?",
+    "Who discovered gravity?",
+    "What is the main ingredient of bread?",
+]
+PHRASE = "Zorblat"
+
+
+@pytest.fixture
+def taught(store, settings, fake_model, curator):
+    """A pool of approved answers that all open with the same made-up word."""
+    chat = ChatService(store, fake_model, settings, curator)
+    for q in QUESTIONS:
+        fake_model.enqueue(f"{PHRASE} says: the answer to that is simple.")
+        *_, final = chat.send(None, q)
+        chat.rate(final.exchange_id, 1)
+    return chat
+
+
+def refresher(settings, store, engine, **overrides):
+    from assistant.app import build_grader
+    from feedback.refresher import Refresher
+
+    config = RefreshConfig(
+        min_new=10,
+        eval_prompts=2,
+        heldout_share=0.1,
+        win_rate_floor=0.0,
+        flag_tolerance=1.0,
+        loss_tolerance=10.0,
+        answer_diversity_tolerance=1.0,
+        train=TrainConfig(max_steps=40, epochs=40, learning_rate=1e-3, batch_size=4),
+    )
+    config = RefreshConfig(**{**config.__dict__, **overrides})
+    return Refresher(
+        store.engine,
+        settings.home_dir,
+        engine.path,
+        engine,
+        build_grader(settings, engine),
+        config,
+        system_prompt=settings.system_prompt,
+    )
+
+
+def test_a_refresh_trains_exports_verifies_evaluates_promotes_and_the_app_uses_it(
+    taught, settings, store, engine, embedder
+):
+    from assistant.app import create_app
+
+    run = refresher(settings, store, engine).run()
+    assert run.status == "promoted", run.reason
+    assert run.metrics["verify"]["agreement"] >= 0.95
+    assert run.metrics["train"]["steps"] > 0 and run.metrics["train"]["tokens"] > 0
+    registry = AdapterRegistry(settings.home_dir / "adapters")
+    assert registry.active().adapter_id == run.adapter_id
+    assert registry.file(run.adapter_id).stat().st_size > 0
+
+    engine.set_adapter(None)
+    base_answer = "".join(
+        d.text
+        for d in engine.stream(
+            [{"role": "user", "content": "What is the capital of Spain?"}],
+            {"temperature": 0.0, "max_tokens": 24},
+        )
+    )
+    assert PHRASE not in base_answer
+    app = create_app(settings, model=engine, embedder=embedder)
+    try:
+        *_, reply = app.chat.send(None, "What is the capital of Spain?")
+        exchange = app.store.exchange(reply.exchange_id)
+        assert exchange.adapter_id == run.adapter_id
+        assert PHRASE in reply.text, reply.text
+    finally:
+        app.close()
+        engine.set_adapter(None)
+
+
+def test_too_few_new_examples_is_refused_before_training(taught, settings, store, engine):
+    run = refresher(settings, store, engine, min_new=1000).run()
+    assert run.status == "refused" and run.step == "guard"
+    assert run.reason.startswith("only ") and "at least 1000 are needed" in run.reason
+    assert AdapterRegistry(settings.home_dir / "adapters").active() is None
