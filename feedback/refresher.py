@@ -125,7 +125,7 @@ class Refresher:
             c,
             forced=force,
         )
-        data = {**mix.counts, "heldout_ids": sorted(heldout)}
+        data = dict(mix.counts)
         if mix.refused:
             return self.runs.finish(run.id, "refused", mix.refused, data=data)
         if dry_run:

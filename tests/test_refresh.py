@@ -10,7 +10,7 @@ from feedback.refresh import RefreshConfig
 from feedback.train import TrainConfig
 from store.adapters import AdapterRegistry
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -64,7 +64,7 @@ def refresher(settings, store, engine, **overrides):
         flag_tolerance=1.0,
         loss_tolerance=10.0,
         answer_diversity_tolerance=1.0,
-        train=TrainConfig(max_steps=40, epochs=40, learning_rate=1e-3, batch_size=4),
+        train=TrainConfig(max_steps=12, epochs=12, learning_rate=2e-3, batch_size=4),
     )
     config = RefreshConfig(**{**config.__dict__, **overrides})
     return Refresher(

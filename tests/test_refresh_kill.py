@@ -17,7 +17,7 @@ from feedback.refresh import STEPS
 from store.adapters import AdapterRegistry
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="session")
