@@ -1,0 +1,89 @@
+"""The refresh's guards on the training mix, as pure functions over pool entries: what is
+selected, what is capped, and each refusal with its reason (no torch, no model)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from feedback.refresh import RefreshConfig, build_mix, read_anchor
+from store.models import PoolEntry
+
+
+def entry(i, source="human_approved", completion=None):
+    return PoolEntry(
+        exchange_id=i,
+        conversation_id=i,
+        user_id=1,
+        status="train",
+        source=source,
+        score=1.0,
+        reason="r",
+        prompt=f"Question {i}?",
+        completion=completion or f"Answer {i} with some words of its own, number {i}.",
+        model_id="m",
+        exchange_at=datetime.now(UTC),
+    )
+
+
+def test_the_mix_accumulates_and_keeps_held_out_exchanges_out():
+    entries = [entry(i) for i in range(1, 31)]
+    mix = build_mix(entries, {3, 4}, {1, 2, 5}, [], None, "sys", RefreshConfig(min_new=5))
+    assert mix.refused is None
+    assert mix.exchange_ids == [i for i in range(1, 31) if i not in (3, 4)]
+    assert mix.counts["new"] == 25 and mix.counts["trained_before"] == 3
+    assert mix.records[0]["messages"] == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "Question 1?"},
+        {"role": "assistant", "content": "Answer 1 with some words of its own, number 1."},
+    ]
+
+
+def test_model_only_examples_are_capped_to_keep_the_human_share():
+    entries = [entry(i) for i in range(1, 11)] + [entry(i, "model_only") for i in range(11, 41)]
+    mix = build_mix(entries, set(), set(), [], None, None, RefreshConfig(min_new=1))
+    assert (mix.counts["model_only"], mix.counts["model_only_capped"]) == (10, 20)
+    assert mix.counts["human_share"] == 0.5
+
+
+def test_an_anchor_file_counts_as_human_data(tmp_path):
+    anchor = tmp_path / "anchor.jsonl"
+    anchor.write_text(
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello there."}]}\n'
+        * 10
+    )
+    records = read_anchor(anchor)
+    entries = [entry(i, "model_only") for i in range(1, 31)]
+    mix = build_mix(entries, set(), set(), records, None, None, RefreshConfig(min_new=1))
+    assert (mix.counts["anchor"], mix.counts["model_only"]) == (10, 10)
+    assert mix.records[-1] == records[-1]
+
+
+def test_a_broken_anchor_file_is_named_with_its_line(tmp_path):
+    anchor = tmp_path / "anchor.jsonl"
+    anchor.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
+    with pytest.raises(ValueError, match=r"anchor.jsonl, line 1: not a"):
+        read_anchor(anchor)
+
+
+def test_too_few_new_examples_is_refused_unless_forced():
+    entries = [entry(i) for i in range(1, 6)]
+    mix = build_mix(entries, set(), {1, 2}, [], None, None, RefreshConfig(min_new=20))
+    assert mix.refused == (
+        "only 3 new training example(s) since the last promoted adapter; at least 20 are "
+        "needed (rate or correct more answers, or use --force)"
+    )
+    forced = build_mix(entries, set(), {1, 2}, [], None, None, RefreshConfig(min_new=20), True)
+    assert forced.refused is None
+
+
+def test_a_diversity_drop_is_refused_as_a_collapse_risk():
+    same = "The answer is always the very same sentence."
+    entries = [entry(i, completion=same) for i in range(1, 31)]
+    mix = build_mix(entries, set(), set(), [], 0.9, None, RefreshConfig(min_new=1))
+    assert mix.counts["distinct_2"] == 0.0333  # 7 distinct bigrams of 210
+    assert mix.refused == (
+        "the mix is less diverse than the last promoted run's: distinct-2 fell from 0.900 to "
+        "0.033 (96%, more than 10%); training on it risks collapse"
+    )
