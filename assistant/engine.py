@@ -111,21 +111,25 @@ class LlamaEngine:
         if len(tokens) > self.context_window:
             raise ModelError("the probe does not fit the context window")
         with self._lock:
-            llm = self.llm
-            llm.reset()
-            out: list[int] = []
-            for start in range(0, len(tokens), llm.n_batch):
-                piece = tokens[start : start + llm.n_batch]
-                llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
-                llm._batch.set_batch(batch=piece, n_past=llm.n_tokens, logits_all=True)
-                llm._ctx.decode(llm._batch)
-                logits = np.ctypeslib.as_array(
-                    llm._ctx.get_logits(), shape=(len(piece), llm.n_vocab())
-                )
-                llm.n_tokens += len(piece)
-                out.extend(logits.argmax(axis=1).tolist())
-            llm.reset()
+            self.llm.reset()
+            out = [int(i) for logits in self._logits_batches(tokens) for i in logits.argmax(1)]
+            self.llm.reset()
             return out
+
+    def _logits_batches(self, tokens: list[int]) -> Iterator[np.ndarray]:
+        """With the lock held: decode `tokens` after what the cache holds, in batches, and
+        yield the logits at every position (llama-cpp-python only keeps them for the whole
+        context when built with `logits_all`, n_ctx x vocab floats)."""
+        llm = self.llm
+        for start in range(0, len(tokens), llm.n_batch):
+            piece = tokens[start : start + llm.n_batch]
+            llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+            llm._batch.set_batch(batch=piece, n_past=llm.n_tokens, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(piece), llm.n_vocab()))
+            llm.input_ids[llm.n_tokens : llm.n_tokens + len(piece)] = piece
+            llm.n_tokens += len(piece)
+            yield logits
 
     @contextmanager
     def interruptible(self, cancel: threading.Event):
@@ -234,20 +238,14 @@ class LlamaEngine:
             # Position i of `scored` predicts target[i].
             scored = [prompt[-1], *target[:-1]]
             out: list[float] = []
-            for start in range(0, len(scored), llm.n_batch):
-                piece = scored[start : start + llm.n_batch]
-                llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
-                llm._batch.set_batch(batch=piece, n_past=llm.n_tokens, logits_all=True)
-                llm._ctx.decode(llm._batch)
-                logits = np.ctypeslib.as_array(
-                    llm._ctx.get_logits(), shape=(len(piece), llm.n_vocab())
-                ).astype(np.float64)
-                llm.input_ids[llm.n_tokens : llm.n_tokens + len(piece)] = piece
-                llm.n_tokens += len(piece)
+            start = 0
+            for raw in self._logits_batches(scored):
+                logits = raw.astype(np.float64)
                 peak = logits.max(axis=1, keepdims=True)
                 logz = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))
-                ids = np.asarray(target[start : start + len(piece)])
-                out.extend((logits[np.arange(len(piece)), ids] - logz).tolist())
+                ids = np.asarray(target[start : start + len(logits)])
+                out.extend((logits[np.arange(len(logits)), ids] - logz).tolist())
+                start += len(logits)
             # The next generation must not reuse a cache that holds the scored answer.
             llm.reset()
             return out

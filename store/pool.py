@@ -245,15 +245,15 @@ class PoolStore:
             )
             return {(status, source): n for status, source, n in rows}
 
-    def train_entries(self, batch: int = 1000) -> Iterator[PoolEntry]:
-        """Every `train` entry, oldest first, streamed in batches (for export)."""
+    def _paged(self, where, batch: int) -> Iterator[PoolEntry]:
+        """Entries matching `where`, oldest first, read in batches (for export at any size)."""
         last = 0
         while True:
             with self.session() as s:
                 rows = list(
                     s.exec(
                         select(PoolEntry)
-                        .where(PoolEntry.status == "train", PoolEntry.id > last)
+                        .where(where, PoolEntry.id > last)
                         .order_by(PoolEntry.id)
                         .limit(batch)
                     )
@@ -263,23 +263,13 @@ class PoolStore:
             yield from rows
             last = rows[-1].id
 
+    def train_entries(self, batch: int = 1000) -> Iterator[PoolEntry]:
+        """Every `train` entry, oldest first."""
+        return self._paged(PoolEntry.status == "train", batch)
+
     def rated_entries(self, batch: int = 1000) -> Iterator[PoolEntry]:
         """Entries with a thumbs up or down, for KTO."""
-        last = 0
-        while True:
-            with self.session() as s:
-                rows = list(
-                    s.exec(
-                        select(PoolEntry)
-                        .where(PoolEntry.rating != 0, PoolEntry.id > last)
-                        .order_by(PoolEntry.id)
-                        .limit(batch)
-                    )
-                )
-            if not rows:
-                return
-            yield from rows
-            last = rows[-1].id
+        return self._paged(PoolEntry.rating != 0, batch)
 
     def preferred_regenerations(self) -> list[tuple[PoolEntry, PoolEntry]]:
         """(chosen, rejected) pairs: a regenerated answer the user rated above the one it

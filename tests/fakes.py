@@ -46,3 +46,11 @@ class FakeModel:
 
     def token_logprobs(self, messages, answer):
         return [-1.0] * len(answer.split())
+
+
+def ask(chat, question: str, answer: str, conversation_id: int | None = None):
+    """Send `question` through the chat service with the fake model answering `answer`;
+    returns the final Reply."""
+    chat.model.enqueue(answer)
+    *_, final = chat.send(conversation_id, question)
+    return final

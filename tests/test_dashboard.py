@@ -11,6 +11,7 @@ from assistant.chat import ChatService
 from store.grading import GradingStore
 from store.models import Grade
 from store.stats import compute
+from tests.fakes import ask as answered
 
 
 @pytest.fixture
@@ -19,9 +20,7 @@ def chat(store, settings, fake_model, curator):
 
 
 def ask(chat, question, answer):
-    chat.model.enqueue(answer)
-    *_, final = chat.send(None, question)
-    return final.exchange_id
+    return answered(chat, question, answer).exchange_id
 
 
 def grade(store, exchange_id, score, flagged):

@@ -10,17 +10,12 @@ from assistant.chat import ChatRefused, ChatService
 from store.grading import GradingStore
 from store.models import Correction, Forgotten, Grade, PoolEntry, Rating
 from store.pool import PoolStore
+from tests.fakes import ask
 
 
 @pytest.fixture
 def chat(store, settings, fake_model, curator):
     return ChatService(store, fake_model, settings, curator)
-
-
-def ask(chat, question, answer, conversation_id=None):
-    chat.model.enqueue(answer)
-    *_, final = chat.send(conversation_id, question)
-    return final
 
 
 def entry(chat, exchange_id) -> PoolEntry:

@@ -10,17 +10,12 @@ import pytest
 from assistant.chat import ChatService
 from assistant.cli import main
 from store.pool import PoolStore
+from tests.fakes import ask
 
 
 @pytest.fixture
 def chat(store, settings, fake_model, curator):
     return ChatService(store, fake_model, settings, curator)
-
-
-def ask(chat, question, answer, conversation_id=None):
-    chat.model.enqueue(answer)
-    *_, final = chat.send(conversation_id, question)
-    return final
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
