@@ -1,0 +1,109 @@
+"""Which adapter is served: the atomic pointer, rollback and listing from the CLI, the Models
+tab's rows, and the app swapping adapters between answers (real model, real GGUF adapters)."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.cli import main
+from assistant.models_tab import row, trends
+from store.adapters import AdapterRegistry
+from store.runs import RunStore
+from tests.test_refresh_kill import zero_adapter
+
+
+@pytest.fixture
+def promoted(store, settings, embedded_path):
+    """Two promoted runs with adapter files on disk, the second one active."""
+    registry = AdapterRegistry(settings.home_dir / "adapters")
+    runs = RunStore(store.engine)
+    for n, adapter in enumerate(("adapter-a", "adapter-b"), 1):
+        zero_adapter(registry.file(adapter), embedded_path)
+        run = runs.start(adapter_id=adapter, base_model=embedded_path.name)
+        runs.finish(
+            run.id,
+            "promoted",
+            metrics={
+                "train": {
+                    "steps": 10,
+                    "tokens": 1500,
+                    "tokens_per_second": 150.0,
+                    "loss": 0.5 / n,
+                    "peak_memory_mb": 1200,
+                    "device": "cpu",
+                },
+                "verify": {"agreement": 0.99},
+                "evaluate": {
+                    "candidate": {
+                        "heldout_loss": 2.0 / n,
+                        "win_rate": 0.5,
+                        "flag_rate": 0.1,
+                        "answer_distinct_2": 0.6,
+                    },
+                    "current": {"heldout_loss": 2.1, "flag_rate": 0.2, "answer_distinct_2": 0.6},
+                },
+            },
+        )
+    registry.activate("adapter-b")
+    return registry
+
+
+def test_rollback_serves_the_adapter_before_then_the_base_model(promoted, capsys):
+    assert main(["rollback"]) == 0
+    assert promoted.active().adapter_id == "adapter-a"
+    assert main(["rollback"]) == 0
+    assert promoted.active() is None
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "Serving the base model (no adapter) from the next answer on."
+    )
+    assert main(["rollback", "adapter-b"]) == 0
+    assert promoted.active().adapter_id == "adapter-b"
+    assert main(["rollback", "adapter-zzz"]) == 1
+    assert "no adapter 'adapter-zzz'" in capsys.readouterr().err
+
+
+def test_adapters_lists_runs_with_their_metrics(promoted, capsys):
+    assert main(["adapters"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "Active: adapter-b"
+    assert "* Refresh 2 (adapter-b): promoted at step select." in out
+    assert "export check: 99.0% next-token agreement" in out
+
+
+def test_models_tab_rows_and_trends(promoted, store):
+    runs = RunStore(store.engine).runs()
+    assert row(runs[1], "adapter-b")[:4] == [2, "adapter-b (active)", "promoted", "select"]
+    assert row(runs[1], "adapter-b")[7] == "1.0 / 2.1"
+    t = trends(runs)
+    assert t[t.metric == "heldout_loss"]["value"].tolist() == [2.0, 1.0]
+
+
+def test_the_app_swaps_adapters_between_answers(promoted, settings, engine, embedder):
+    from assistant.app import create_app
+
+    app = create_app(settings, model=engine, embedder=embedder)
+    try:
+        *_, first = app.chat.send(None, "Hello")
+        assert app.store.exchange(first.exchange_id).adapter_id == "adapter-b"
+        promoted.activate(None)
+        *_, second = app.chat.send(None, "Hello again")
+        assert app.store.exchange(second.exchange_id).adapter_id is None
+        assert engine.adapter_id is None
+    finally:
+        app.close()
+        engine.set_adapter(None)
+
+
+def test_a_broken_adapter_file_keeps_the_current_one_serving(promoted, settings, engine, embedder):
+    from assistant.app import create_app
+
+    app = create_app(settings, model=engine, embedder=embedder)
+    try:
+        promoted.file("adapter-a").write_bytes(b"GGUF but not really")
+        promoted.activate("adapter-a")
+        *_, reply = app.chat.send(None, "Hello")
+        assert reply.status == "completed"
+        assert app.store.exchange(reply.exchange_id).adapter_id == "adapter-b"
+    finally:
+        app.close()
+        engine.set_adapter(None)
