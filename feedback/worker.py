@@ -8,14 +8,19 @@ kept as failed with its error. `grade_backlog` is the same loop run to the end, 
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable
 
+from sqlalchemy.exc import IntegrityError
+
 from feedback.grader import GRADER_VERSION, Grader, GradeResult
 from store.grading import GradingStore
 from store.models import Grade
+
+log = logging.getLogger(__name__)
 
 
 def to_row(exchange_id: int, result: GradeResult, judge_model_id: str) -> Grade:
@@ -115,11 +120,18 @@ class GradingWorker:
         except Exception as exc:  # stored as a failure and retried, never lost
             self.grading.fail(job.id, f"{type(exc).__name__}: {exc}", self.max_attempts)
             return True
-        self.grading.complete(
-            job.id, to_row(job.exchange_id, result, self.grader.judge_model.model_id)
-        )
+        try:
+            self.grading.complete(
+                job.id, to_row(job.exchange_id, result, self.grader.judge_model.model_id)
+            )
+        except IntegrityError:  # the conversation was deleted while it was being graded
+            log.info("exchange %s was deleted during grading; grade dropped", job.exchange_id)
+            return True
         if self.on_graded:
-            self.on_graded(job.exchange_id)
+            try:
+                self.on_graded(job.exchange_id)
+            except Exception:  # curating is retried by `autodidact pool --rebuild`
+                log.exception("after grading exchange %s", job.exchange_id)
         return True
 
 

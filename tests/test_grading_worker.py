@@ -11,6 +11,7 @@ from assistant.chat import ChatService
 from feedback.grader import Grader
 from feedback.worker import GradingWorker, grade_backlog
 from store.grading import GradingStore
+from store.models import Conversation
 from tests.conftest import ROOT
 from tests.fakes import FakeModel
 
@@ -139,3 +140,24 @@ def test_grade_backlog_cli_grades_everything_waiting(store, settings, engine):
     assert done.returncode == 0, done.stderr
     assert "Graded 2 job(s): 2 done, 0 failed, 0 pending" in done.stdout
     assert GradingStore(store.engine).counts() == {"done": 2}
+
+
+def test_a_conversation_deleted_mid_grade_drops_the_grade_and_the_worker_goes_on(store, settings):
+    model = FakeModel()
+    chat = ChatService(store, model, settings)
+    gone, kept = answer(chat, "first?"), answer(chat, "second?")
+    grading = GradingStore(store.engine)
+
+    class DeletingJudge(JudgeFake):
+        def stream(self, messages, sampling, cancel=None, json_schema=None):
+            grading_gone = "first?" in str(messages)
+            if json_schema is not None and grading_gone and store.count(Conversation) == 2:
+                chat.delete(gone.conversation_id)  # the user deletes it while it is graded
+            yield from super().stream(messages, sampling, cancel, json_schema)
+
+    worker = GradingWorker(Grader(DeletingJudge(), model), grading)
+    assert worker.run_once()  # the newest first: "second?", graded as usual
+    assert worker.run_once()  # "first?": deleted mid-grade, its grade dropped, no crash
+    assert not worker.run_once()
+    assert grading.grade(gone.exchange_id) is None
+    assert grading.grade(kept.exchange_id) is not None
