@@ -282,8 +282,11 @@ def main() -> int:
     embedder = Embedder(threads=1)  # as the app runs it: the other core stays with the chat
     texts = [f"{q}\n\n{a}" for q, a, _ in sources()][: args.embed_texts]
     print("embedder:", json.dumps(embedder_throughput(embedder, texts)), flush=True)
-    results = [run_size(n, embedder) for n in args.sizes]
     cols = ["insert rows", "ingest", "embed", "dedupe", "dashboard", "export"]
+    results = []
+    for n in args.sizes:  # each size's line as soon as it is measured: 100,000 takes a while
+        results.append(run_size(n, embedder))
+        print("so far:", json.dumps(results[-1]), flush=True)
     print("seconds per 1,000 exchanges")
     print(f"{'exchanges':>10} | " + " | ".join(f"{c:>11}" for c in cols))
     for r in results:

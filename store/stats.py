@@ -80,21 +80,21 @@ def compute(engine: Engine, index=None) -> Dashboard:
         statuses = dict(
             s.exec(select(PoolEntry.status, func.count()).group_by(PoolEntry.status)).all()
         )
-        thumbs = (
-            select(Rating.exchange_id, Rating.value)
-            .where(Rating.id.in_(newest_per_exchange(Rating)), Rating.value != 0)
-            .subquery()
-        )
-        agree = case(((Grade.flagged == (thumbs.c.value < 0)), 1.0), else_=0.0)
-        agreement = pd.DataFrame(
+        # Two plain queries joined in pandas: SQLite plans the same join in SQL as a nested
+        # loop over a subquery, which took 4.6 s at 10,000 exchanges.
+        thumbs = pd.DataFrame(
             s.exec(
-                select(day(Grade.created_at), func.avg(agree), func.count())
-                .join(thumbs, thumbs.c.exchange_id == Grade.exchange_id)
-                .where(latest_grades)
-                .group_by("day")
-                .order_by("day")
+                select(Rating.exchange_id, Rating.value).where(
+                    Rating.id.in_(newest_per_exchange(Rating)), Rating.value != 0
+                )
             ).all(),
-            columns=["day", "agreement", "rated"],
+            columns=["exchange_id", "value"],
+        )
+        graded = pd.DataFrame(
+            s.exec(
+                select(Grade.exchange_id, day(Grade.created_at), Grade.flagged).where(latest_grades)
+            ).all(),
+            columns=["exchange_id", "day", "flagged"],
         )
         texts = list(
             s.exec(
@@ -104,6 +104,14 @@ def compute(engine: Engine, index=None) -> Dashboard:
                 .limit(SAMPLE)
             )
         )
+    both = graded.merge(thumbs, on="exchange_id")
+    both["agreement"] = (both["flagged"].astype(bool) == (both["value"] < 0)).astype(float)
+    agreement = (
+        both.groupby("day", as_index=False)
+        .agg(agreement=("agreement", "mean"), rated=("agreement", "size"))
+        .sort_values("day")
+        .reset_index(drop=True)
+    )
     hist = (
         hist.set_index("bin")
         .reindex(range(10), fill_value=0)
