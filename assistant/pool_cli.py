@@ -82,6 +82,9 @@ def run(args: argparse.Namespace, settings) -> int:
     except (ChatRefused, NotFound, ValueError) as exc:
         print(f"autodidact: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # an --out or --file path that cannot be written or read
+        print(f"autodidact: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        return 1
 
 
 def rate(args, settings) -> int:

@@ -206,6 +206,9 @@ def test_grade_badge_appears_and_a_reviewer_decides_on_the_flag(grading_page):
     grade = app.grading.grade(turn.exchange_id)
     assert badge.get_attribute("title") == grade.reason
     assert f"self-grade {grade.judge_score}/10" in badge.inner_text()
+    # The grade reached the training pool through the app's own wiring (worker -> curator).
+    entry = wait_for(lambda: app.curator.pool.entry(turn.exchange_id))
+    assert (entry.status, entry.source) == ("flagged", "model_only")
 
     page.get_by_role("tab", name="Review").click()
     table = page.locator("#flagged")

@@ -76,6 +76,10 @@ def test_cli_errors_are_one_readable_line(capsys, conversations):
     )
     code, _, err = cli(capsys, "rate", "1", "up", "--comment", "nice")
     assert (code, err) == (1, "autodidact: reasons and comments go with a thumbs down\n")
+    code, _, err = cli(capsys, "correct", "1", "--file", "/nonexistent/answer.txt")
+    assert (code, err) == (1, "autodidact: /nonexistent/answer.txt: No such file or directory\n")
+    code, _, err = cli(capsys, "export", "--format", "sft", "--out", "/proc/sft.jsonl")
+    assert code == 1 and err.startswith("autodidact: /proc/") and "Traceback" not in err
 
 
 def test_export_writes_trl_formats_that_load_and_pass_trl_checks(
