@@ -230,7 +230,9 @@ class Curator:
         none from `exclude_conversation` (its history is in the prompt already)."""
         if k <= 0 or self.index.count() == 0:
             return []
-        masked, _ = self._mask(question)
+        # The embedder reads 256 tokens at most; masking a 100,000-character message in full
+        # would cost the chat's first token a fifth of a second for nothing.
+        masked, _ = self._mask(question[:4000])
         near = self.index.nearest_prompts(self.embed([masked])[0], k * 2)
         near = [n for n in near if n.similarity >= min_similarity]
         entries = self.pool.entries([n.exchange_id for n in near])
