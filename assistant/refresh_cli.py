@@ -39,21 +39,14 @@ def interval_seconds(text: str) -> float:
     return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
-def refresher(settings, progress=None):
-    from assistant.app import build_grader
-    from assistant.engine import LlamaEngine
-    from assistant.model import check_gguf, embedded_model_path
+def refresh_config(settings):
+    """The refresh's rules and bounds, as the settings give them."""
     from feedback.refresh import RefreshConfig
-    from feedback.refresher import Refresher
     from feedback.train import TrainConfig
-    from store.db import open_database
 
-    if settings.openai_base_url:
-        raise ValueError("a refresh fine-tunes a local GGUF model; unset --openai-base-url")
-    path = check_gguf(settings.model) if settings.model else embedded_model_path()
-    llama = LlamaEngine(path, context_window=settings.context_window, threads=settings.threads)
-    config = RefreshConfig(
+    return RefreshConfig(
         min_new=settings.refresh_min_new,
+        min_pairs=settings.refresh_min_pairs,
         human_share=settings.refresh_human_share,
         anchor_file=settings.refresh_anchor_file,
         diversity_tolerance=settings.refresh_diversity_tolerance,
@@ -64,13 +57,26 @@ def refresher(settings, progress=None):
             max_memory_mb=settings.refresh_max_memory_mb,
         ),
     )
+
+
+def refresher(settings, progress=None):
+    from assistant.app import build_grader
+    from assistant.engine import LlamaEngine
+    from assistant.model import check_gguf, embedded_model_path
+    from feedback.refresher import Refresher
+    from store.db import open_database
+
+    if settings.openai_base_url:
+        raise ValueError("a refresh fine-tunes a local GGUF model; unset --openai-base-url")
+    path = check_gguf(settings.model) if settings.model else embedded_model_path()
+    llama = LlamaEngine(path, context_window=settings.context_window, threads=settings.threads)
     return Refresher(
         open_database(settings.effective_database_url),
         settings.home_dir,
         path,
         llama,
         build_grader(settings, llama),
-        config,
+        refresh_config(settings),
         system_prompt=settings.system_prompt,
         progress=progress,
     )

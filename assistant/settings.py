@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     refresh_diversity_tolerance: float = Field(
         0.1, ge=0.0, le=1.0, description="most relative drop in the mix's diversity"
     )
+    refresh_min_pairs: int = Field(
+        8, ge=1, description="preference pairs (corrections, regenerations) needed for DPO"
+    )
     refresh_max_steps: int = Field(60, ge=1, description="most training steps per refresh")
     refresh_max_seconds: float = Field(1800.0, gt=0, description="most seconds of training")
     refresh_max_memory_mb: int = Field(8192, ge=256, description="most memory for training")

@@ -46,6 +46,31 @@ def assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
+def preference_pairs(
+    pool: PoolStore, system: str | None = None
+) -> Iterator[tuple[dict, str, set[int]]]:
+    """DPO pairs (conversational prompt/chosen/rejected) from corrections and preferred
+    regenerations, with their source and the exchanges each came from; deleted ones are out."""
+    forgotten = pool.forgotten_ids()
+    for e in pool.train_entries():
+        if e.original is not None and e.exchange_id not in forgotten:
+            record = {
+                "prompt": prompt_messages(e, system),
+                "chosen": assistant(e.completion),
+                "rejected": assistant(e.original),
+            }
+            yield record, "correction", {e.exchange_id}
+    for chosen, rejected in pool.preferred_regenerations():
+        ids = {chosen.exchange_id, rejected.exchange_id}
+        if forgotten.isdisjoint(ids):
+            record = {
+                "prompt": prompt_messages(chosen, system),
+                "chosen": assistant(chosen.completion),
+                "rejected": assistant(rejected.original or rejected.completion),
+            }
+            yield record, "preferred regeneration", ids
+
+
 def records(pool: PoolStore, fmt: str, system: str | None = None) -> Iterator[tuple[dict, str]]:
     """(record, source) pairs for the format; source is what the summary counts."""
     forgotten = pool.forgotten_ids()
@@ -54,22 +79,8 @@ def records(pool: PoolStore, fmt: str, system: str | None = None) -> Iterator[tu
             if e.exchange_id not in forgotten:
                 yield {"messages": prompt_messages(e, system) + assistant(e.completion)}, e.source
     elif fmt == "dpo":
-        for e in pool.train_entries():
-            if e.original is not None and e.exchange_id not in forgotten:
-                record = {
-                    "prompt": prompt_messages(e, system),
-                    "chosen": assistant(e.completion),
-                    "rejected": assistant(e.original),
-                }
-                yield record, "correction"
-        for chosen, rejected in pool.preferred_regenerations():
-            if forgotten.isdisjoint({chosen.exchange_id, rejected.exchange_id}):
-                record = {
-                    "prompt": prompt_messages(chosen, system),
-                    "chosen": assistant(chosen.completion),
-                    "rejected": assistant(rejected.original or rejected.completion),
-                }
-                yield record, "preferred regeneration"
+        for record, source, _ in preference_pairs(pool, system):
+            yield record, source
     elif fmt == "kto":
         for e in pool.rated_entries():
             if e.exchange_id not in forgotten:

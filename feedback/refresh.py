@@ -11,7 +11,8 @@ ever changed by the last step's atomic rename (store/adapters.py).
                approved or from the operator's anchor file; model-only examples are capped to
                keep it. Too few new examples, or a mix less diverse than the last promoted
                run's by more than `diversity_tolerance`: refused, with the reason.
-  3. train     LoRA with TRL's SFTTrainer (feedback/train.py).
+  3. train     LoRA with TRL's SFTTrainer (feedback/train.py), then DPOTrainer on the
+               correction and regeneration pairs when there are `min_pairs` of them.
   4. export    the adapter as GGUF (feedback/lora_gguf.py).
   5. verify    llama.cpp with the adapter must predict the same next token as PyTorch with it
                at `min_agreement` of probe positions, or the run fails.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 from collections.abc import Callable
@@ -42,6 +44,7 @@ HUMAN = ("human_written", "human_approved")
 @dataclass(frozen=True)
 class RefreshConfig:
     min_new: int = 20  # new train examples needed since the last promoted run
+    min_pairs: int = 8  # preference pairs needed before DPO runs after SFT
     human_share: float = 0.5  # least share of the mix written or approved by people
     anchor_file: Path | None = None  # operator's JSONL of {"messages": [...]}, counted as human
     diversity_tolerance: float = 0.1  # most relative drop in distinct-2 from the last run
@@ -101,9 +104,13 @@ def regressions(candidate: dict, current: dict, c: RefreshConfig) -> list[str]:
     []
     >>> regressions({"heldout_loss": 2.2, "win_rate": 0.3, "flag_rate": 0.4, "answer_distinct_2": 0.2}, cur, RefreshConfig())
     ['held-out loss rose from 2.000 to 2.200 (more than 2%)', 'judge-rated win rate 0.30 is below 0.45', 'flag rate rose from 0.20 to 0.40 (more than 0.05)', "sampled answers' distinct-2 fell from 0.500 to 0.200 (more than 10%)"]
+    >>> regressions({"heldout_loss": float("nan"), "win_rate": 0.6, "flag_rate": 0.2, "answer_distinct_2": 0.5}, cur, RefreshConfig())
+    ['held-out loss is nan: training diverged']
     """
     out = []
-    if candidate["heldout_loss"] > current["heldout_loss"] * (1 + c.loss_tolerance):
+    if not math.isfinite(candidate["heldout_loss"]):  # NaN compares false with everything
+        out.append(f"held-out loss is {candidate['heldout_loss']}: training diverged")
+    elif candidate["heldout_loss"] > current["heldout_loss"] * (1 + c.loss_tolerance):
         out.append(
             f"held-out loss rose from {current['heldout_loss']:.3f} to "
             f"{candidate['heldout_loss']:.3f} (more than {c.loss_tolerance:.0%})"

@@ -151,6 +151,23 @@ class Refresher:
         )
         peft_model = info.pop("model")
         metrics = {"train": {**info, "load_seconds": round(load_s, 2)}}
+        pairs = self._pairs(heldout)
+        metrics["train"]["preference_pairs"] = len(pairs)
+        if len(pairs) >= c.min_pairs:
+            from feedback.train import train_dpo
+
+            self.runs.update(run.id, metrics=metrics)
+            dpo = train_dpo(
+                peft_model,
+                tokenizer,
+                pairs,
+                folder / "peft",
+                c.train,
+                seconds=max(1.0, c.train.max_seconds - info["seconds"]),
+                progress=lambda s, n, loss: self.progress("train", s / n, f"DPO {s}/{n}"),
+            )
+            peft_model = dpo.pop("model")
+            metrics["train"]["dpo"] = dpo
         run = self.runs.update(run.id, metrics=metrics)
         # 4. export
         run = self._step(run, "export")
@@ -197,6 +214,16 @@ class Refresher:
         (folder / "run.json").write_text(json.dumps({"run": run.id, "metrics": metrics}, indent=1))
         self.registry.activate(run.adapter_id)
         return self.runs.finish(run.id, "promoted", None, metrics=metrics)
+
+    def _pairs(self, heldout: set[int]) -> list[dict]:
+        """Preference pairs for DPO; a pair touching a held-out exchange stays out of training."""
+        from feedback.export import preference_pairs
+
+        return [
+            record
+            for record, _, ids in preference_pairs(self.pool, self.system)
+            if heldout.isdisjoint(ids)
+        ]
 
     def _export(self, folder: Path, peft_model) -> Path:
         import gguf

@@ -35,6 +35,8 @@ class TrainConfig:
     max_seconds: float = 1800.0
     max_memory_mb: int = 8192  # resident memory of the training process
     max_length: int = 512  # tokens per example
+    dpo_steps: int = 20  # preference steps after SFT, when there are enough pairs
+    dpo_beta: float = 0.1  # how far DPO may move from the SFT adapter it starts from
     seed: int = 0
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
 
@@ -100,6 +102,52 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+class Bounds:
+    """Time and memory bounds on a trainer, plus its progress: one per training phase."""
+
+    def __init__(
+        self, config: TrainConfig, steps: int, progress=None, seconds: float | None = None
+    ):
+        self.config, self.steps, self.progress = config, steps, progress
+        self.seconds = config.max_seconds if seconds is None else seconds
+        self.started = time.monotonic()
+        self.peak_mb = rss_mb()
+        self.stopped: str | None = None
+        self.loss: float | None = None
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        bounds = self
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                bounds.peak_mb = max(bounds.peak_mb, rss_mb())
+                if bounds.peak_mb > bounds.config.max_memory_mb:
+                    bounds.stopped = "memory"
+                    control.should_training_stop = True
+                elif time.monotonic() - bounds.started > bounds.seconds:
+                    bounds.stopped = "time"
+                    control.should_training_stop = True
+                if bounds.progress:
+                    bounds.progress(state.global_step, bounds.steps, bounds.loss)
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs:
+                    bounds.loss = float(logs["loss"])
+
+        return Callback()
+
+    def check(self) -> float:
+        """Seconds spent; raises if the memory bound stopped training (its result is unusable)."""
+        if self.stopped == "memory":
+            raise TrainingStopped(
+                f"training used {self.peak_mb:.0f} MiB, over the bound of "
+                f"{self.config.max_memory_mb} MiB; lower the batch size or max length"
+            )
+        return time.monotonic() - self.started
+
+
 def train_lora(
     model,
     tokenizer,
@@ -116,32 +164,13 @@ def train_lora(
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     torch.manual_seed(config.seed)
     data = Dataset.from_list([prompt_completion(r["messages"]) for r in records])
     batches = max(1, -(-len(records) // config.batch_size))
     steps = max(1, min(config.max_steps, int(config.epochs * batches)))
-    started = time.monotonic()
-    state = {"tokens": 0, "peak_mb": rss_mb(), "stopped": None, "loss": None}
-
-    class Bounds(TrainerCallback):
-        def on_step_end(self, args, st, control, **kwargs):
-            state["peak_mb"] = max(state["peak_mb"], rss_mb())
-            if state["peak_mb"] > config.max_memory_mb:
-                state["stopped"] = "memory"
-                control.should_training_stop = True
-            elif time.monotonic() - started > config.max_seconds:
-                state["stopped"] = "time"
-                control.should_training_stop = True
-            if progress:
-                progress(st.global_step, steps, state["loss"])
-
-        def on_log(self, args, st, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                state["loss"] = float(logs["loss"])
-
+    bounds = Bounds(config, steps, progress)
     args = SFTConfig(
         output_dir=str(out_dir / "trainer"),
         max_steps=steps,
@@ -174,17 +203,12 @@ def train_lora(
             target_modules=config.targets,
             task_type="CAUSAL_LM",
         ),
-        callbacks=[Bounds()],
+        callbacks=[bounds.callback()],
     )
     # Tokens seen: the real (unpadded) tokens of every example, times the passes over it.
     lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
     result = trainer.train()
-    seconds = time.monotonic() - started
-    if state["stopped"] == "memory":
-        raise TrainingStopped(
-            f"training used {state['peak_mb']:.0f} MiB, over the bound of "
-            f"{config.max_memory_mb} MiB; lower the batch size or max length"
-        )
+    seconds = bounds.check()
     done = trainer.state.global_step
     seen = done * config.batch_size
     tokens = sum(lengths[i % len(lengths)] for i in range(seen))
@@ -200,8 +224,85 @@ def train_lora(
         "tokens_per_second": round(
             tokens / max(result.metrics.get("train_runtime", seconds), 1e-9), 1
         ),
-        "loss": state["loss"],
-        "peak_memory_mb": round(state["peak_mb"]),
-        "stopped_early": state["stopped"],
+        "loss": bounds.loss,
+        "peak_memory_mb": round(bounds.peak_mb),
+        "stopped_early": bounds.stopped,
         "device": device(),
+    }
+
+
+def train_dpo(
+    model,
+    tokenizer,
+    pairs: list[dict],
+    out_dir: Path,
+    config: TrainConfig,
+    seconds: float,
+    progress: Callable[[int, int, float | None], None] | None = None,
+) -> dict:
+    """Go on training the SFT adapter of `model` (a PeftModel) with TRL's DPOTrainer on
+    preference pairs ({"prompt", "chosen", "rejected"}, conversational).
+
+    TRL copies the adapter as it stands into a frozen "ref" adapter, so the reference policy is
+    the SFT result, not the bare base: DPO only moves the model from there toward the chosen
+    answers. The ref adapter is dropped afterwards and only "default" is saved to `out_dir`
+    (over the SFT save). Returns the figures, as train_lora does."""
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    torch.manual_seed(config.seed)
+    steps = max(1, config.dpo_steps)
+    bounds = Bounds(config, steps, progress, seconds=seconds)
+    args = DPOConfig(
+        output_dir=str(out_dir / "trainer-dpo"),
+        max_steps=steps,
+        per_device_train_batch_size=min(config.batch_size, len(pairs)),
+        learning_rate=config.learning_rate / 4,  # preference steps are sharper than SFT's
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=device() == "cpu",
+        max_length=config.max_length,
+        beta=config.dpo_beta,
+        gradient_checkpointing=False,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        bf16=False,
+        fp16=False,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=tokenizer,
+        callbacks=[bounds.callback()],
+    )
+    result = trainer.train()
+    spent = bounds.check()
+    margins = [h["rewards/margins"] for h in trainer.state.log_history if "rewards/margins" in h]
+    accuracies = [
+        h["rewards/accuracies"] for h in trainer.state.log_history if "rewards/accuracies" in h
+    ]
+    model = trainer.model
+    if "ref" in model.peft_config:
+        model.delete_adapter("ref")
+    model.set_adapter("default")
+    model.save_pretrained(out_dir, selected_adapters=["default"])
+    return {
+        "model": model,
+        "pairs": len(pairs),
+        "steps": trainer.state.global_step,
+        "seconds": round(spent, 2),
+        "train_seconds": round(result.metrics.get("train_runtime", spent), 2),
+        "loss": bounds.loss,
+        "first_margin": round(margins[0], 4) if margins else None,
+        "last_margin": round(margins[-1], 4) if margins else None,
+        "last_accuracy": round(accuracies[-1], 4) if accuracies else None,
+        "peak_memory_mb": round(bounds.peak_mb),
+        "stopped_early": bounds.stopped,
     }

@@ -121,3 +121,43 @@ def curator(settings, store, embedder):
     from assistant.app import build_curator
 
     return build_curator(settings, store.engine, embedder)
+
+
+@pytest.fixture
+def promoted(store, settings, embedded_path):
+    """Two promoted runs with adapter files on disk, the second one active."""
+    from store.adapters import AdapterRegistry
+    from store.runs import RunStore
+    from tests.test_refresh_kill import zero_adapter
+
+    registry = AdapterRegistry(settings.home_dir / "adapters")
+    runs = RunStore(store.engine)
+    for n, adapter in enumerate(("adapter-a", "adapter-b"), 1):
+        zero_adapter(registry.file(adapter), embedded_path)
+        run = runs.start(adapter_id=adapter, base_model=embedded_path.name)
+        runs.finish(
+            run.id,
+            "promoted",
+            metrics={
+                "train": {
+                    "steps": 10,
+                    "tokens": 1500,
+                    "tokens_per_second": 150.0,
+                    "loss": 0.5 / n,
+                    "peak_memory_mb": 1200,
+                    "device": "cpu",
+                },
+                "verify": {"agreement": 0.99},
+                "evaluate": {
+                    "candidate": {
+                        "heldout_loss": 2.0 / n,
+                        "win_rate": 0.5,
+                        "flag_rate": 0.1,
+                        "answer_distinct_2": 0.6,
+                    },
+                    "current": {"heldout_loss": 2.1, "flag_rate": 0.2, "answer_distinct_2": 0.6},
+                },
+            },
+        )
+    registry.activate("adapter-b")
+    return registry

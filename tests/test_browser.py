@@ -295,3 +295,37 @@ def test_thumbs_down_reasons_correction_retrieval_dashboard_and_delete(page, run
     )
     assert pool.entry(first.exchange_id) is None and store.count(PoolEntry) == 0
     assert app.curator.index.ids() == set()
+
+
+def test_models_tab_lists_adapters_and_switches_what_the_chat_serves(page, running_app, promoted):
+    store = running_app.store
+    page.get_by_role("tab", name="Models").click()
+    active = page.locator("#active-adapter")
+    wait_for(lambda: "adapter-b" in active.inner_text())
+    runs = page.locator("#runs")
+    wait_for(lambda: "adapter-b (active)" in runs.inner_text())
+    assert "adapter-a" in runs.inner_text() and "1.0 / 2.1" in runs.inner_text()
+    wait_for(lambda: page.locator("#plot-runs canvas, #plot-runs svg").count() > 0)
+
+    page.locator("#adapter-choice input").click()
+    page.locator("ul.options li", has_text="adapter-a").click()
+    page.locator("#serve-adapter").click()
+    wait_for(lambda: "Switched to adapter-a" in page.locator("#models-status").inner_text())
+    assert promoted.active().adapter_id == "adapter-a"
+    wait_for(lambda: "adapter-a (active)" in runs.inner_text())
+
+    page.get_by_role("tab", name="Chat").click()
+    send(page, "Say hello.")
+    first = wait_for(lambda: (t := store.turns(1)) and t[0].status == "completed" and t[0])
+    assert store.exchange(first.exchange_id).adapter_id == "adapter-a"
+
+    page.get_by_role("tab", name="Models").click()
+    page.locator("#serve-base").click()
+    wait_for(lambda: "Switched to the base model" in page.locator("#models-status").inner_text())
+    assert promoted.active() is None
+    wait_for(lambda: "the base model (no adapter)" in active.inner_text())
+    page.get_by_role("tab", name="Chat").click()
+    send(page, "Say goodbye.")
+    wait_for(lambda: (t := store.turns(1)) and len(t) == 2 and t[1].status == "completed")
+    second = store.turns(1)[1]
+    assert store.exchange(second.exchange_id).adapter_id is None

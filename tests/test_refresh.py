@@ -39,6 +39,14 @@ QUESTIONS = [
     "What is the main ingredient of bread?",
 ]
 PHRASE = "Zorblat"
+CORRECTED = [
+    "What is the capital of Italy?",
+    "Who wrote Don Quixote?",
+    "What is three plus three?",
+    "Name a musical instrument.",
+    "What is the smallest planet?",
+    "How many wheels does a bicycle have?",
+]
 
 
 @pytest.fixture
@@ -49,6 +57,11 @@ def taught(store, settings, fake_model, curator):
         fake_model.enqueue(f"{PHRASE} says: the answer to that is simple.")
         *_, final = chat.send(None, q)
         chat.rate(final.exchange_id, 1)
+    for q in CORRECTED:  # preference pairs: the user rejects a plain answer and writes one
+        fake_model.enqueue("I am not sure about that.")
+        *_, final = chat.send(None, q)
+        chat.rate(final.exchange_id, -1, reasons=["wrong facts"])
+        chat.correct(final.exchange_id, f"{PHRASE} says: the answer to that is simple.")
     return chat
 
 
@@ -64,7 +77,8 @@ def refresher(settings, store, engine, **overrides):
         flag_tolerance=1.0,
         loss_tolerance=10.0,
         answer_diversity_tolerance=1.0,
-        train=TrainConfig(max_steps=12, epochs=12, learning_rate=2e-3, batch_size=4),
+        min_pairs=4,
+        train=TrainConfig(max_steps=12, epochs=12, learning_rate=2e-3, batch_size=4, dpo_steps=3),
     )
     config = RefreshConfig(**{**config.__dict__, **overrides})
     return Refresher(
@@ -86,7 +100,13 @@ def test_a_refresh_trains_exports_verifies_evaluates_promotes_and_the_app_uses_i
     run = refresher(settings, store, engine).run()
     assert run.status == "promoted", run.reason
     assert run.metrics["verify"]["agreement"] >= 0.95
-    assert run.metrics["train"]["steps"] > 0 and run.metrics["train"]["tokens"] > 0
+    train = run.metrics["train"]
+    assert train["steps"] > 0 and train["tokens"] > 0
+    # DPO went on from the SFT adapter on the correction pairs that are not held out.
+    pairs = train["preference_pairs"]
+    assert 4 <= pairs <= len(CORRECTED)
+    assert train["dpo"]["pairs"] == pairs and train["dpo"]["steps"] == 3
+    assert train["dpo"]["last_margin"] is not None
     registry = AdapterRegistry(settings.home_dir / "adapters")
     assert registry.active().adapter_id == run.adapter_id
     assert registry.file(run.adapter_id).stat().st_size > 0
@@ -116,3 +136,31 @@ def test_too_few_new_examples_is_refused_before_training(taught, settings, store
     assert run.status == "refused" and run.step == "guard"
     assert run.reason.startswith("only ") and "at least 1000 are needed" in run.reason
     assert AdapterRegistry(settings.home_dir / "adapters").active() is None
+
+
+def test_a_candidate_that_collapses_onto_one_phrase_is_rejected_and_kept_on_disk(
+    taught, settings, store, engine
+):
+    """Default promotion gates, a real trained candidate: every pool answer is the same
+    sentence, so the candidate's sampled answers lose their variety and the gate says so."""
+    run = refresher(
+        settings,
+        store,
+        engine,
+        eval_prompts=8,
+        win_rate_floor=RefreshConfig.win_rate_floor,
+        flag_tolerance=RefreshConfig.flag_tolerance,
+        loss_tolerance=RefreshConfig.loss_tolerance,
+        answer_diversity_tolerance=RefreshConfig.answer_diversity_tolerance,
+        min_pairs=1000,
+    ).run()
+    assert run.status == "rejected", (run.status, run.reason)
+    assert run.step == "evaluate"
+    assert "sampled answers' distinct-2 fell from" in run.reason
+    cand = run.metrics["evaluate"]["candidate"]
+    cur = run.metrics["evaluate"]["current"]
+    assert cand["answer_distinct_2"] < cur["answer_distinct_2"] * 0.9
+    registry = AdapterRegistry(settings.home_dir / "adapters")
+    assert registry.active() is None  # nothing was promoted
+    assert registry.file(run.adapter_id).stat().st_size > 0  # the candidate is kept
+    assert "dpo" not in run.metrics["train"]  # too few pairs for this run's setting

@@ -1,0 +1,271 @@
+"""A simulated self-learning loop: does training on its own graded answers make the model
+collapse, and do our guards stop it?
+
+Five generations with the embedded model, run twice from the same base:
+
+- guarded: our refresh's rules (feedback/refresh.py's build_mix). The model-only answers of every
+  generation accumulate; human-written answers (the operator's anchor data, here TruthfulQA's
+  best answers to other questions) make at least half of each mix, model-only examples capped to
+  keep that share; a mix less diverse than the previous one's by more than the tolerance is
+  refused, and the previous model stays.
+- replace: each generation trains only on the previous generation's self-graded answers, with no
+  human data and no gate, the setting in which model collapse is reported.
+
+In both modes a generation's model answers the same TruthfulQA questions with the app's sampling
+settings, the real grader (the same model as judge) keeps the answers it does not flag, a fresh
+LoRA adapter is trained on the mix with TRL (feedback/train.py), exported to GGUF and served by
+llama.cpp for the next generation. Per generation it prints the diversity of sampled answers to
+held-out questions (distinct-2, and the embedding spread from the pool's MiniLM) and the held-out
+loss: mean NLL per token of TruthfulQA's human best answers to questions never trained on.
+The verdict line compares the last generation's distinct-2 with generation 0's (target: the
+guarded loop within 10%, the replace loop losing more).
+
+    .venv/bin/python bench/collapse.py [--generations 5] [--prompts 32] [--steps 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data" / "truthfulqa" / "dev.jsonl"
+
+
+def splits(n_prompts: int, n_anchor: int, n_eval: int, n_heldout: int, seed: int = 0):
+    rows = [json.loads(line) for line in DATA.open()]
+    random.Random(seed).shuffle(rows)
+    a = n_prompts
+    b, c = a + n_anchor, a + n_anchor + n_eval
+    return rows[:a], rows[a:b], rows[b:c], rows[c : c + n_heldout]
+
+
+def messages(system: str, question: str, answer: str | None = None) -> list[dict]:
+    out = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    return out + ([{"role": "assistant", "content": answer}] if answer is not None else [])
+
+
+class Loop:
+    def __init__(self, llama, grader, embedder, settings, base_cache: Path, args):
+        self.llama, self.grader, self.embedder = llama, grader, embedder
+        self.settings, self.base_cache, self.args = settings, base_cache, args
+        self.system = settings.system_prompt
+        self.prompts, anchor, self.eval, heldout = splits(
+            args.prompts, args.anchor, args.eval, args.heldout
+        )
+        self.anchor = [
+            {"messages": messages(self.system, r["question"], r["best_answer"])} for r in anchor
+        ]
+        self.heldout = [
+            {"messages": messages(self.system, r["question"], r["best_answer"])} for r in heldout
+        ]
+        self.work = Path(tempfile.mkdtemp(prefix="collapse-"))
+
+    def answers(self, adapter: Path | None, questions: list[str], sampling: dict) -> list[str]:
+        self.llama.set_adapter(adapter, adapter_id=str(adapter))
+        try:
+            out = []
+            for i, q in enumerate(questions):
+                params = {**sampling, "seed": self.args.seed * 100_000 + i}
+                out.append(
+                    "".join(d.text for d in self.llama.stream(messages(self.system, q), params))
+                )
+            return out
+        finally:
+            self.llama.set_adapter(None)
+
+    def figures(self, adapter: Path | None, peft_model, tokenizer) -> dict:
+        from feedback.diversity import distinct_n, embedding_spread
+        from feedback.evaluation import completion_loss
+
+        sample = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 64, "repeat_penalty": 1.1}
+        texts = self.answers(adapter, [r["question"] for r in self.eval], sample)
+        return {
+            "distinct_2": distinct_n(texts, 2),
+            "spread": embedding_spread(self.embedder(texts)),
+            "heldout_loss": completion_loss(peft_model, tokenizer, self.heldout),
+            "example": texts[0][:80],
+        }
+
+    def self_graded(self, adapter: Path | None, generation: int) -> list:
+        """The generation's answers to the training questions that its own grader keeps, as
+        model-only pool entries (ids unique across generations, so they accumulate)."""
+        from store.models import PoolEntry
+
+        questions = [r["question"] for r in self.prompts]
+        # The app's sampling, with answers cut at 96 tokens to keep five generations affordable.
+        texts = self.answers(adapter, questions, {**self.settings.sampling(), "max_tokens": 96})
+        kept = []
+        for i, (q, a) in enumerate(zip(questions, texts, strict=True)):
+            grade = self.grader.grade(q, a)
+            if not grade.flagged:
+                kept.append(
+                    PoolEntry(
+                        exchange_id=generation * 10_000 + i + 1,
+                        conversation_id=0,
+                        user_id=1,
+                        status="train",
+                        source="model_only",
+                        score=grade.score,
+                        reason="self-graded",
+                        prompt=q,
+                        completion=a,
+                        model_id="sim",
+                    )
+                )
+        return kept
+
+    def train(self, records: list[dict], name: str):
+        import gguf  # noqa: F401  (the export needs it; fail before training, not after)
+        from safetensors.numpy import load_file
+
+        from feedback.lora_gguf import write_adapter
+        from feedback.train import TrainConfig, load_base, train_lora
+
+        base, tokenizer = load_base(self.llama.path, self.base_cache)
+        out = self.work / name
+        info = train_lora(
+            base,
+            tokenizer,
+            records,
+            out / "peft",
+            TrainConfig(
+                max_steps=self.args.steps,
+                epochs=1e9,
+                learning_rate=self.args.lr,
+                seed=self.args.seed,
+            ),
+        )
+        model = info.pop("model")
+        cfg = model.base_model.model.config
+        adapter = write_adapter(
+            load_file(str(out / "peft" / "adapter_model.safetensors")),
+            out / "adapter.gguf",
+            arch="llama",
+            n_layers=cfg.num_hidden_layers,
+            n_head=cfg.num_attention_heads,
+            n_head_kv=cfg.num_key_value_heads,
+            alpha=json.loads((out / "peft" / "adapter_config.json").read_text())["lora_alpha"],
+            base_model=self.llama.path.name,
+        )
+        return model, tokenizer, adapter, info
+
+    def run(self, mode: str, generation0: dict, answers0: list) -> list[dict]:
+        from feedback.refresh import RefreshConfig, build_mix
+
+        rows = [{"mode": mode, "generation": 0, **generation0}]
+        adapter, pool, kept = None, [], answers0
+        previous_distinct = None
+        for g in range(1, self.args.generations + 1):
+            t = time.perf_counter()
+            if g > 1:
+                kept = self.self_graded(adapter, g - 1)
+            if mode == "guarded":
+                pool += kept
+                mix = build_mix(
+                    pool,
+                    set(),
+                    set(),
+                    self.anchor,
+                    previous_distinct,
+                    self.system,
+                    RefreshConfig(min_new=0, seed=self.args.seed),
+                )
+                if mix.refused:
+                    rows.append({**rows[-1], "generation": g, "refused": mix.refused})
+                    print(json.dumps(rows[-1]), flush=True)
+                    continue
+                records, previous_distinct = mix.records, mix.counts["distinct_2"]
+            else:
+                records = [
+                    {"messages": messages(self.system, e.prompt, e.completion)} for e in kept
+                ]
+                if not records:
+                    rows.append({**rows[-1], "generation": g, "refused": "nothing kept"})
+                    continue
+            model, tokenizer, adapter, info = self.train(records, f"{mode}-{g}")
+            rows.append(
+                {
+                    "mode": mode,
+                    "generation": g,
+                    "kept": len(kept),
+                    "mix": len(records),
+                    "model_only": sum(1 for r in records if r not in self.anchor),
+                    "train_loss": info["loss"],
+                    **self.figures(adapter, model, tokenizer),
+                    "seconds": round(time.perf_counter() - t, 1),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+        return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--generations", type=int, default=5)
+    parser.add_argument("--prompts", type=int, default=32, help="questions answered per generation")
+    parser.add_argument("--anchor", type=int, default=32, help="human-written anchor examples")
+    parser.add_argument("--eval", type=int, default=24, help="questions for answer diversity")
+    parser.add_argument("--heldout", type=int, default=48, help="human answers for held-out loss")
+    parser.add_argument("--steps", type=int, default=16, help="training steps per generation")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "collapse.json")
+    args = parser.parse_args()
+
+    from assistant.app import build_grader
+    from assistant.engine import LlamaEngine
+    from assistant.model import embedded_model_path
+    from assistant.settings import Settings
+    from feedback.train import load_base
+    from store.embedder import Embedder
+
+    settings = Settings(home=Path(tempfile.mkdtemp(prefix="collapse-home-")))
+    path = embedded_model_path()
+    llama = LlamaEngine(path, context_window=2048, threads=2)
+    base_cache = Path(tempfile.mkdtemp(prefix="base-cache-"))
+    loop = Loop(
+        llama, build_grader(settings, llama), Embedder(threads=1), settings, base_cache, args
+    )
+
+    base, tokenizer = load_base(path, base_cache)
+    t = time.perf_counter()
+    generation0 = loop.figures(None, base, tokenizer)
+    answers0 = loop.self_graded(None, 0)
+    generation0["kept"] = len(answers0)
+    generation0["seconds"] = round(time.perf_counter() - t, 1)
+    print(json.dumps({"generation": 0, **generation0}), flush=True)
+    rows = []
+    for mode in ("guarded", "replace"):
+        rows += loop.run(mode, generation0, answers0)
+
+    print(f"\n{'mode':>8} | gen | distinct-2 | spread | held-out loss | mix (model-only)")
+    for r in rows:
+        mix = f"{r.get('mix', '-')} ({r.get('model_only', '-')})"
+        note = " refused: " + r["refused"] if "refused" in r else ""
+        print(
+            f"{r['mode']:>8} | {r['generation']:>3} | {r['distinct_2']:>10} | {r['spread']:>6} | "
+            f"{r['heldout_loss']:>13} | {mix}{note}"
+        )
+    d0 = generation0["distinct_2"]
+    for mode in ("guarded", "replace"):
+        last = [r for r in rows if r["mode"] == mode][-1]
+        change = (last["distinct_2"] - d0) / d0
+        print(f"{mode}: distinct-2 {d0} -> {last['distinct_2']} ({change:+.1%} vs generation 0)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
