@@ -65,6 +65,7 @@ def refresher(settings, progress=None):
     from assistant.model import check_gguf, embedded_model_path
     from feedback.refresher import Refresher
     from store.db import open_database
+    from store.embedder import Embedder
 
     if settings.openai_base_url:
         raise ValueError("a refresh fine-tunes a local GGUF model; unset --openai-base-url")
@@ -79,6 +80,7 @@ def refresher(settings, progress=None):
         refresh_config(settings),
         system_prompt=settings.system_prompt,
         progress=progress,
+        embedder=Embedder(),
     )
 
 
@@ -91,7 +93,8 @@ def summary(run) -> str:
         lines.append(
             f"  mix: {d.get('mix', 0)} examples ({d.get('new', 0)} new; human share "
             f"{d.get('human_share', 0):.0%}; {d.get('model_only_capped', 0)} model-only capped); "
-            f"distinct-2 {d.get('distinct_2')}; held out {d.get('heldout', 0)}"
+            f"distinct-2 {d.get('distinct_2')}, embedding spread {d.get('embedding_spread')}; "
+            f"held out {d.get('heldout', 0)}"
         )
     m = run.metrics or {}
     if "train" in m:
@@ -100,6 +103,12 @@ def summary(run) -> str:
             f"  train: {t['steps']} steps, {t['tokens']} tokens, {t['tokens_per_second']} tokens/s, "
             f"loss {t['loss']}, peak {t['peak_memory_mb']} MiB on {t['device']}"
         )
+        if "dpo" in t:
+            p = t["dpo"]
+            lines.append(
+                f"  DPO: {p['steps']} steps on {p['pairs']} preference pairs, reward margin "
+                f"{p['first_margin']} -> {p['last_margin']}"
+            )
     if "verify" in m:
         lines.append(f"  export check: {m['verify']['agreement']:.1%} next-token agreement")
     if "evaluate" in m:

@@ -94,6 +94,7 @@ def refresh_at(n: int, llama, embedder, base_cache: Path) -> dict:
         refresh_config(settings),
         system_prompt=settings.system_prompt,
         progress=memory.progress,
+        embedder=embedder,
     )
     run = refresher.run()
     memory.close()

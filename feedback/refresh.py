@@ -10,7 +10,8 @@ ever changed by the last step's atomic rename (store/adapters.py).
   2. guard     the human share: at least `human_share` of the mix is human-written, human-
                approved or from the operator's anchor file; model-only examples are capped to
                keep it. Too few new examples, or a mix less diverse than the last promoted
-               run's by more than `diversity_tolerance`: refused, with the reason.
+               run's by more than `diversity_tolerance` (distinct-2, or the embedding spread
+               of its answers): refused, with the reason.
   3. train     LoRA with TRL's SFTTrainer (feedback/train.py), then DPOTrainer on the
                correction and regeneration pairs when there are `min_pairs` of them.
   4. export    the adapter as GGUF (feedback/lora_gguf.py).
@@ -33,7 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from feedback.diversity import distinct_n
+import numpy as np
+
+from feedback.diversity import distinct_n, embedding_spread
 from feedback.train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -166,12 +169,15 @@ def build_mix(
     heldout: set[int],
     trained_before: set[int],
     anchor: list[dict],
-    previous_distinct: float | None,
+    previous: dict | None,
     system: str | None,
     c: RefreshConfig,
     forced: bool = False,
+    embed: Callable[[list[str]], np.ndarray] | None = None,
 ) -> Mix:
-    """Steps 1 and 2 on the pool's `train` entries: pure, so each guard is tested alone."""
+    """Steps 1 and 2 on the pool's `train` entries: pure but for `embed` (texts to unit
+    vectors), so each guard is tested alone. `previous` is the last promoted run's figures
+    (`distinct_2`, `embedding_spread`); each diversity figure is gated against its own."""
     from feedback.export import prompt_messages
 
     usable = [e for e in entries if e.exchange_id not in heldout]
@@ -188,6 +194,8 @@ def build_mix(
     ] + anchor
     texts = [r["messages"][-1]["content"] for r in records]
     distinct = distinct_n(texts, 2)
+    spread = embedding_spread(embed(texts)) if embed and texts else None
+    previous = previous or {}
     total = len(records)
     counts = {
         "pool_train": len(entries),
@@ -202,7 +210,9 @@ def build_mix(
         "mix": total,
         "human_share": round((len(human) + len(anchor)) / total, 4) if total else 0.0,
         "distinct_2": distinct,
-        "previous_distinct_2": previous_distinct,
+        "previous_distinct_2": previous.get("distinct_2"),
+        "embedding_spread": spread,
+        "previous_embedding_spread": previous.get("embedding_spread"),
     }
     refused = None
     if not forced and len(new) < c.min_new:
@@ -212,12 +222,18 @@ def build_mix(
         )
     elif not total:
         refused = "the training pool is empty"
-    elif (drop := diversity_drop(distinct, previous_distinct)) > c.diversity_tolerance:
-        refused = (
-            f"the mix is less diverse than the last promoted run's: distinct-2 fell from "
-            f"{previous_distinct:.3f} to {distinct:.3f} ({drop:.0%}, more than "
-            f"{c.diversity_tolerance:.0%}); training on it risks collapse"
-        )
+    else:
+        for name, now in (("distinct-2", distinct), ("embedding spread", spread)):
+            before = previous.get(name.replace("-", "_").replace(" ", "_"))
+            if now is None or before is None:
+                continue
+            if (drop := diversity_drop(now, before)) > c.diversity_tolerance:
+                refused = (
+                    f"the mix is less diverse than the last promoted run's: {name} fell from "
+                    f"{before:.3f} to {now:.3f} ({drop:.0%}, more than "
+                    f"{c.diversity_tolerance:.0%}); training on it risks collapse"
+                )
+                break
     return Mix(records, [e.exchange_id for e in chosen], counts, refused)
 
 

@@ -64,6 +64,7 @@ class Refresher:
         config: RefreshConfig,
         system_prompt: str | None = None,
         progress: Progress | None = None,
+        embedder=None,  # texts -> unit vectors, for the mix's embedding spread
     ):
         self.pool = PoolStore(engine)
         self.runs = RunStore(engine)
@@ -75,6 +76,7 @@ class Refresher:
         self.config = config
         self.system = system_prompt
         self.progress = progress or (lambda step, done, message: None)
+        self.embedder = embedder
 
     def _step(self, run: RefreshRun, step: str, **fields) -> RefreshRun:
         run = self.runs.update(run.id, step=step, **fields)
@@ -120,10 +122,11 @@ class Refresher:
             heldout,
             trained,
             read_anchor(c.anchor_file),
-            (last.data or {}).get("distinct_2") if last else None,
+            (last.data or {}) if last else None,
             self.system,
             c,
             forced=force,
+            embed=self.embedder,
         )
         data = dict(mix.counts)
         if mix.refused:

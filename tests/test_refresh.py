@@ -68,6 +68,7 @@ def taught(store, settings, fake_model, curator):
 def refresher(settings, store, engine, **overrides):
     from assistant.app import build_grader
     from feedback.refresher import Refresher
+    from store.embedder import Embedder
 
     config = RefreshConfig(
         min_new=10,
@@ -89,6 +90,7 @@ def refresher(settings, store, engine, **overrides):
         build_grader(settings, engine),
         config,
         system_prompt=settings.system_prompt,
+        embedder=Embedder(threads=1),
     )
 
 
@@ -107,6 +109,7 @@ def test_a_refresh_trains_exports_verifies_evaluates_promotes_and_the_app_uses_i
     assert 4 <= pairs <= len(CORRECTED)
     assert train["dpo"]["pairs"] == pairs and train["dpo"]["steps"] == 3
     assert train["dpo"]["last_margin"] is not None
+    assert run.data["embedding_spread"] > 0  # the mix's diversity is on record for the next run
     registry = AdapterRegistry(settings.home_dir / "adapters")
     assert registry.active().adapter_id == run.adapter_id
     assert registry.file(run.adapter_id).stat().st_size > 0

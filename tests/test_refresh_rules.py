@@ -81,9 +81,31 @@ def test_too_few_new_examples_is_refused_unless_forced():
 def test_a_diversity_drop_is_refused_as_a_collapse_risk():
     same = "The answer is always the very same sentence."
     entries = [entry(i, completion=same) for i in range(1, 31)]
-    mix = build_mix(entries, set(), set(), [], 0.9, None, RefreshConfig(min_new=1))
+    mix = build_mix(entries, set(), set(), [], {"distinct_2": 0.9}, None, RefreshConfig(min_new=1))
     assert mix.counts["distinct_2"] == 0.0333  # 7 distinct bigrams of 210
     assert mix.refused == (
         "the mix is less diverse than the last promoted run's: distinct-2 fell from 0.900 to "
         "0.033 (96%, more than 10%); training on it risks collapse"
+    )
+
+
+def test_a_mix_whose_answers_crowd_into_one_meaning_is_refused_by_embedding_spread(embedder):
+    topics = ["apples", "rivers", "planets", "music", "taxes", "birds", "chess", "bread"]
+    varied = [entry(i, completion=f"Here is a fact about {t}.") for i, t in enumerate(topics, 1)]
+    first = build_mix(
+        varied, set(), set(), [], None, None, RefreshConfig(min_new=1), embed=embedder
+    )
+    assert first.refused is None and first.counts["embedding_spread"] > 0.3
+    same = [
+        entry(i, completion=f"Paris is the capital of France, as source {w} says.")
+        for i, w in enumerate(["one", "two", "three", "four", "five", "six", "seven", "eight"], 1)
+    ]
+    previous = {"embedding_spread": first.counts["embedding_spread"]}  # no distinct-2 on record
+    mix = build_mix(
+        same, set(), set(), [], previous, None, RefreshConfig(min_new=1), embed=embedder
+    )
+    assert mix.counts["embedding_spread"] < 0.1
+    assert mix.refused.startswith(
+        "the mix is less diverse than the last promoted run's: embedding spread fell from "
+        f"{previous['embedding_spread']:.3f} to {mix.counts['embedding_spread']:.3f}"
     )
