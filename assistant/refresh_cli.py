@@ -110,7 +110,9 @@ def summary(run) -> str:
                 f"{p['first_margin']} -> {p['last_margin']}"
             )
     if "verify" in m:
-        lines.append(f"  export check: {m['verify']['agreement']:.1%} next-token agreement")
+        v = m["verify"]
+        exact = f" ({v['exact']:.1%} exactly)" if "exact" in v else ""
+        lines.append(f"  export check: {v['agreement']:.1%} next-token agreement{exact}")
     if "evaluate" in m:
         c, p = m["evaluate"]["candidate"], m["evaluate"]["current"]
         lines.append(

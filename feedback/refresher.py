@@ -190,17 +190,16 @@ class Refresher:
         from feedback.evaluation import next_token_agreement
 
         probes = [r["messages"] for r in (held_records + mix.records)[:8]]
-        agreement, positions = next_token_agreement(
-            peft_model, tokenizer, self.llama, adapter, probes
-        )
-        metrics["verify"] = {"agreement": round(agreement, 4), "positions": positions}
+        check = next_token_agreement(peft_model, tokenizer, self.llama, adapter, probes)
+        metrics["verify"] = check
         run = self.runs.update(run.id, metrics=metrics)
-        if agreement < c.min_agreement:
+        if check["agreement"] < c.min_agreement:
             return self.runs.finish(
                 run.id,
                 "failed",
                 f"the exported adapter disagrees with the trained one: llama.cpp predicts the "
-                f"same next token at {agreement:.1%} of {positions} positions, below "
+                f"same next token (up to ties within {check['tie']} logits) at "
+                f"{check['agreement']:.1%} of {check['positions']} positions, below "
                 f"{c.min_agreement:.0%}; it was not used",
                 metrics=metrics,
             )

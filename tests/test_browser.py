@@ -308,7 +308,7 @@ def test_models_tab_lists_adapters_and_switches_what_the_chat_serves(page, runni
     wait_for(lambda: page.locator("#plot-runs canvas, #plot-runs svg").count() > 0)
 
     page.locator("#adapter-choice input").click()
-    page.locator("ul.options li", has_text="adapter-a").click()
+    page.get_by_role("option", name="adapter-a").click()
     page.locator("#serve-adapter").click()
     wait_for(lambda: "Switched to adapter-a" in page.locator("#models-status").inner_text())
     assert promoted.active().adapter_id == "adapter-a"

@@ -40,12 +40,15 @@ QUESTIONS = [
 ]
 PHRASE = "Zorblat"
 CORRECTED = [
-    "What is the capital of Italy?",
-    "Who wrote Don Quixote?",
-    "What is three plus three?",
-    "Name a musical instrument.",
-    "What is the smallest planet?",
-    "How many wheels does a bicycle have?",
+    ("What is the capital of Italy?", "Rome"),
+    ("Who wrote Don Quixote?", "Miguel de Cervantes"),
+    ("What is three plus three?", "six"),
+    ("Name a musical instrument.", "the violin"),
+    ("What is the smallest planet?", "Mercury"),
+    ("How many wheels does a bicycle have?", "two"),
+    ("What colour is grass?", "green"),
+    ("What is the capital of Japan?", "Tokyo"),
+    ("Who painted The Starry Night?", "Vincent van Gogh"),
 ]
 
 
@@ -57,11 +60,11 @@ def taught(store, settings, fake_model, curator):
         fake_model.enqueue(f"{PHRASE} says: the answer to that is simple.")
         *_, final = chat.send(None, q)
         chat.rate(final.exchange_id, 1)
-    for q in CORRECTED:  # preference pairs: the user rejects a plain answer and writes one
+    for q, a in CORRECTED:  # preference pairs: the user rejects a plain answer and writes one
         fake_model.enqueue("I am not sure about that.")
         *_, final = chat.send(None, q)
         chat.rate(final.exchange_id, -1, reasons=["wrong facts"])
-        chat.correct(final.exchange_id, f"{PHRASE} says: the answer to that is simple.")
+        chat.correct(final.exchange_id, f"{PHRASE} says: it is {a}.")
     return chat
 
 
@@ -106,11 +109,12 @@ def test_a_refresh_trains_exports_verifies_evaluates_promotes_and_the_app_uses_i
     assert train["steps"] > 0 and train["tokens"] > 0
     # DPO went on from the SFT adapter on the correction pairs that are not held out.
     pairs = train["preference_pairs"]
-    assert 4 <= pairs <= len(CORRECTED)
+    assert pairs == 6  # 9 corrections, of which the hash held out 3 (exchanges 25 to 27)
     assert train["dpo"]["pairs"] == pairs and train["dpo"]["steps"] == 3
     assert train["dpo"]["last_margin"] is not None
     assert run.data["embedding_spread"] > 0  # the mix's diversity is on record for the next run
     registry = AdapterRegistry(settings.home_dir / "adapters")
+    assert_the_export_check_catches_unpermuted_q_k(settings, engine, registry, run.adapter_id)
     assert registry.active().adapter_id == run.adapter_id
     assert registry.file(run.adapter_id).stat().st_size > 0
 
@@ -132,6 +136,36 @@ def test_a_refresh_trains_exports_verifies_evaluates_promotes_and_the_app_uses_i
     finally:
         app.close()
         engine.set_adapter(None)
+
+
+def assert_the_export_check_catches_unpermuted_q_k(settings, engine, registry, adapter_id):
+    """The same trained adapter written without the q/k row permutation must fail the check
+    that the real export passed: the check can fail."""
+    from peft import PeftModel
+    from safetensors.numpy import load_file
+
+    from feedback import lora_gguf
+    from feedback.evaluation import next_token_agreement
+    from feedback.train import load_base
+
+    folder = registry.folder(adapter_id)
+    base, tokenizer = load_base(engine.path, settings.home_dir / "cache" / "base")
+    model = PeftModel.from_pretrained(base, str(folder / "peft"))
+    state = load_file(str(folder / "peft" / "adapter_model.safetensors"))
+    probes = [
+        [{"role": "user", "content": q}, {"role": "assistant", "content": f"{PHRASE} says: hi."}]
+        for q in QUESTIONS[:4]
+    ]
+    good = next_token_agreement(model, tokenizer, engine, registry.file(adapter_id), probes)
+    saved, lora_gguf.PERMUTED = lora_gguf.PERMUTED, set()
+    try:
+        wrong = lora_gguf.write_adapter(
+            state, folder / "unpermuted.gguf", "llama", 30, 9, 3, 16.0, engine.path.name
+        )
+    finally:
+        lora_gguf.PERMUTED = saved
+    bad = next_token_agreement(model, tokenizer, engine, wrong, probes)
+    assert good["agreement"] >= 0.95 > bad["agreement"], (good, bad)
 
 
 def test_too_few_new_examples_is_refused_before_training(taught, settings, store, engine):
