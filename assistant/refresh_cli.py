@@ -51,6 +51,10 @@ def refresh_config(settings):
         anchor_file=settings.refresh_anchor_file,
         diversity_tolerance=settings.refresh_diversity_tolerance,
         eval_prompts=settings.refresh_eval_prompts,
+        loss_tolerance=settings.refresh_loss_tolerance,
+        win_rate_floor=settings.refresh_win_rate_floor,
+        flag_tolerance=settings.refresh_flag_tolerance,
+        answer_diversity_tolerance=settings.refresh_answer_diversity_tolerance,
         train=TrainConfig(
             max_steps=settings.refresh_max_steps,
             max_seconds=settings.refresh_max_seconds,

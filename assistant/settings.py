@@ -129,6 +129,19 @@ class Settings(BaseSettings):
     refresh_eval_prompts: int = Field(
         16, ge=1, description="prompts the candidate and the current model both answer"
     )
+    # The promotion gates: a candidate that regresses past any of these stays on disk, rejected.
+    refresh_loss_tolerance: float = Field(
+        0.02, ge=0.0, description="most relative rise in held-out loss"
+    )
+    refresh_win_rate_floor: float = Field(
+        0.45, ge=0.0, le=1.0, description="least judge-rated win rate against the current model"
+    )
+    refresh_flag_tolerance: float = Field(
+        0.05, ge=0.0, le=1.0, description="most absolute rise in the hallucination flag rate"
+    )
+    refresh_answer_diversity_tolerance: float = Field(
+        0.1, ge=0.0, le=1.0, description="most relative drop in sampled answers' distinct-2"
+    )
 
     host: str = Field("127.0.0.1", description="address the web app listens on")
     port: int = Field(7860, ge=0, le=65535, description="port the web app listens on")

@@ -109,9 +109,14 @@ def regressions(candidate: dict, current: dict, c: RefreshConfig) -> list[str]:
     ['held-out loss rose from 2.000 to 2.200 (more than 2%)', 'judge-rated win rate 0.30 is below 0.45', 'flag rate rose from 0.20 to 0.40 (more than 0.05)', "sampled answers' distinct-2 fell from 0.500 to 0.200 (more than 10%)"]
     >>> regressions({"heldout_loss": float("nan"), "win_rate": 0.6, "flag_rate": 0.2, "answer_distinct_2": 0.5}, cur, RefreshConfig())
     ['held-out loss is nan: training diverged']
+    >>> nan = {**cur, "heldout_loss": float("nan")}  # no held-out split yet
+    >>> regressions({**nan, "win_rate": 0.6}, nan, RefreshConfig())
+    []
     """
     out = []
-    if not math.isfinite(candidate["heldout_loss"]):  # NaN compares false with everything
+    if not math.isfinite(current["heldout_loss"]):
+        pass  # no held-out data yet (both are NaN): nothing to compare
+    elif not math.isfinite(candidate["heldout_loss"]):  # NaN compares false with everything
         out.append(f"held-out loss is {candidate['heldout_loss']}: training diverged")
     elif candidate["heldout_loss"] > current["heldout_loss"] * (1 + c.loss_tolerance):
         out.append(
