@@ -163,7 +163,7 @@ class Loop:
 
         rows = [{"mode": mode, "generation": 0, **generation0}]
         adapter, pool, kept = None, [], answers0
-        previous_distinct = None
+        previous = None  # the last trained mix's diversity, for the gate
         for g in range(1, self.args.generations + 1):
             t = time.perf_counter()
             if g > 1:
@@ -175,15 +175,16 @@ class Loop:
                     set(),
                     set(),
                     self.anchor,
-                    previous_distinct,
+                    previous,
                     self.system,
                     RefreshConfig(min_new=0, seed=self.args.seed),
+                    embed=self.embedder,
                 )
                 if mix.refused:
                     rows.append({**rows[-1], "generation": g, "refused": mix.refused})
                     print(json.dumps(rows[-1]), flush=True)
                     continue
-                records, previous_distinct = mix.records, mix.counts["distinct_2"]
+                records, previous = mix.records, mix.counts
             else:
                 records = [
                     {"messages": messages(self.system, e.prompt, e.completion)} for e in kept
