@@ -137,6 +137,12 @@ def test_stop_regenerate_and_manage_conversations(page, running_app):
             and store.turns(2)[0].status == "completed"
         )
     )
+    # The page's last update for that answer re-renders the list with the new conversation
+    # selected; a click before it lands would be undone by it.
+    hello = store.turns(2)[0]
+    wait_for(lambda: words(bot_messages(page).first.inner_text()) == words(hello.assistant))
+    selected = page.locator("#conversations label", has_text="Hello there").locator("input")
+    wait_for(lambda: selected.count() and selected.is_checked())
     page.locator("#conversations label", has_text="Write a long essay").click()
     wait_for(lambda: words(bot_messages(page).first.inner_text()) == words(new.assistant))
 
