@@ -102,6 +102,26 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def common_args(config: TrainConfig) -> dict:
+    """The trainer arguments SFT and DPO share: seeded, fp32, no checkpoints, no reporting."""
+    return {
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "use_cpu": device() == "cpu",
+        "max_length": config.max_length,
+        "gradient_checkpointing": False,  # a 135M model fits; recomputation would only cost time
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "bf16": False,
+        "fp16": False,
+    }
+
+
 class Bounds:
     """Time and memory bounds on a trainer, plus its progress: one per training phase."""
 
@@ -176,23 +196,10 @@ def train_lora(
         max_steps=steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=config.seed,
-        data_seed=config.seed,
-        use_cpu=device() == "cpu",
-        max_length=config.max_length,
-        gradient_checkpointing=False,  # a 135M model fits; recomputation would only cost time
         # Batches of similar lengths waste less on padding (pad tokens cost as much as real ones).
         train_sampling_strategy="group_by_length",
         include_num_input_tokens_seen="non_padding",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        bf16=False,
-        fp16=False,
+        **common_args(config),
     )
     trainer = SFTTrainer(
         model=model,
@@ -259,21 +266,8 @@ def train_dpo(
         max_steps=steps,
         per_device_train_batch_size=min(config.batch_size, len(pairs)),
         learning_rate=config.learning_rate / 4,  # preference steps are sharper than SFT's
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=config.seed,
-        data_seed=config.seed,
-        use_cpu=device() == "cpu",
-        max_length=config.max_length,
         beta=config.dpo_beta,
-        gradient_checkpointing=False,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        bf16=False,
-        fp16=False,
+        **common_args(config),
     )
     trainer = DPOTrainer(
         model=model,
