@@ -25,6 +25,7 @@ COLUMNS = [
     "held-out loss (cand / cur)",
     "win rate",
     "flag rate (cand / cur)",
+    "answer distinct-2 (cand / cur / base)",
     "export agreement",
     "why",
 ]
@@ -33,12 +34,15 @@ COLUMNS = [
 def row(run, active_id: str | None) -> list:
     d, m = run.data or {}, run.metrics or {}
     ev = m.get("evaluate", {})
-    cand, cur = ev.get("candidate", {}), ev.get("current", {})
+    cand, cur, base = ev.get("candidate", {}), ev.get("current", {}), ev.get("base")
 
     def pair(key):
         if key not in cand:
             return ""
         return f"{cand[key]} / {cur.get(key)}"
+
+    def trio(key):  # runs from before the base was measured have no third figure
+        return pair(key) + (f" / {base.get(key)}" if base and key in cand else "")
 
     name = run.adapter_id + (" (active)" if run.adapter_id == active_id else "")
     return [
@@ -52,6 +56,7 @@ def row(run, active_id: str | None) -> list:
         pair("heldout_loss"),
         cand.get("win_rate", ""),
         pair("flag_rate"),
+        trio("answer_distinct_2"),
         m.get("verify", {}).get("agreement", ""),
         run.reason or "",
     ]
@@ -65,7 +70,13 @@ def trends(runs) -> pd.DataFrame:
         if not ev:
             continue
         c = ev["candidate"]
-        for metric in ("heldout_loss", "win_rate", "flag_rate", "answer_distinct_2"):
+        for metric in (
+            "heldout_loss",
+            "win_rate",
+            "flag_rate",
+            "answer_distinct_2",
+            "answer_spread",
+        ):
             if c.get(metric) is not None:
                 points.append({"run": r.id, "metric": metric, "value": c[metric]})
     return pd.DataFrame(points, columns=["run", "metric", "value"])

@@ -50,6 +50,7 @@ def refresh_config(settings):
         human_share=settings.refresh_human_share,
         anchor_file=settings.refresh_anchor_file,
         diversity_tolerance=settings.refresh_diversity_tolerance,
+        max_answer_repeats=settings.refresh_max_answer_repeats,
         eval_prompts=settings.refresh_eval_prompts,
         loss_tolerance=settings.refresh_loss_tolerance,
         win_rate_floor=settings.refresh_win_rate_floor,
@@ -124,6 +125,9 @@ def summary(run) -> str:
             f"win rate {c['win_rate']:.2f}; flag rate {c['flag_rate']:.2f} vs {p['flag_rate']:.2f}; "
             f"answer distinct-2 {c['answer_distinct_2']} vs {p['answer_distinct_2']}"
         )
+        if b := m["evaluate"].get("base"):
+            spread = f", spread {b['answer_spread']}" if "answer_spread" in b else ""
+            lines.append(f"  base model: answer distinct-2 {b['answer_distinct_2']}{spread}")
     return "\n".join(lines)
 
 

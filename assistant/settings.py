@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     refresh_diversity_tolerance: float = Field(
         0.1, ge=0.0, le=1.0, description="most relative drop in the mix's diversity"
     )
+    refresh_max_answer_repeats: int = Field(
+        2, ge=1, description="most copies of one answer that model-only examples bring to a mix"
+    )
     refresh_min_pairs: int = Field(
         8, ge=1, description="preference pairs (corrections, regenerations) needed for DPO"
     )
@@ -140,7 +143,10 @@ class Settings(BaseSettings):
         0.05, ge=0.0, le=1.0, description="most absolute rise in the hallucination flag rate"
     )
     refresh_answer_diversity_tolerance: float = Field(
-        0.1, ge=0.0, le=1.0, description="most relative drop in sampled answers' distinct-2"
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="most relative drop in sampled answers' diversity (vs current and base)",
     )
 
     host: str = Field("127.0.0.1", description="address the web app listens on")

@@ -40,12 +40,17 @@ sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "truthfulqa" / "dev.jsonl"
 
 
-def splits(n_prompts: int, n_anchor: int, n_eval: int, n_heldout: int, seed: int = 0):
+def splits(n_prompts: int, n_anchor: int, n_eval: int, n_heldout: int, n_gate: int, seed: int = 0):
+    """Disjoint question sets: answered for training, human anchor answers, diversity figures,
+    held-out loss figures, and the promotion gate's own questions and answers (the gate never
+    sees the questions the figures are measured on)."""
     rows = [json.loads(line) for line in DATA.open()]
     random.Random(seed).shuffle(rows)
-    a = n_prompts
-    b, c = a + n_anchor, a + n_anchor + n_eval
-    return rows[:a], rows[a:b], rows[b:c], rows[c : c + n_heldout]
+    out, start = [], 0
+    for n in (n_prompts, n_anchor, n_eval, n_heldout, n_gate):
+        out.append(rows[start : start + n])
+        start += n
+    return out
 
 
 def messages(system: str, question: str, answer: str | None = None) -> list[dict]:
@@ -58,9 +63,13 @@ class Loop:
         self.llama, self.grader, self.embedder = llama, grader, embedder
         self.settings, self.base_cache, self.args = settings, base_cache, args
         self.system = settings.system_prompt
-        self.prompts, anchor, self.eval, heldout = splits(
-            args.prompts, args.anchor, args.eval, args.heldout
+        self.prompts, anchor, self.eval, heldout, gate = splits(
+            args.prompts, args.anchor, args.eval, args.heldout, args.gate, args.seed
         )
+        self.gate_questions = [r["question"] for r in gate]
+        self.gate_records = [
+            {"messages": messages(self.system, r["question"], r["best_answer"])} for r in gate
+        ]
         self.anchor = [
             {"messages": messages(self.system, r["question"], r["best_answer"])} for r in anchor
         ]
@@ -68,6 +77,21 @@ class Loop:
             {"messages": messages(self.system, r["question"], r["best_answer"])} for r in heldout
         ]
         self.work = Path(tempfile.mkdtemp(prefix="collapse-"))
+        self.rows: list[dict] = []
+
+    @staticmethod
+    def served(last: dict, mode: str, generation: int) -> dict:
+        """A generation that trained nothing new keeps serving the last model: its figures."""
+        keep = ("distinct_2", "spread", "heldout_loss")
+        return {"mode": mode, "generation": generation, **{k: last[k] for k in keep}}
+
+    def report(self, row: dict) -> None:
+        """Print a generation's row and save every row so far: a run cut short keeps them."""
+        print(json.dumps(row), flush=True)
+        self.rows.append(row)
+        self.args.out.parent.mkdir(parents=True, exist_ok=True)
+        args = {k: str(v) for k, v in vars(self.args).items()}
+        self.args.out.write_text(json.dumps({"args": args, "rows": self.rows}, indent=1))
 
     def answers(self, adapter: Path | None, questions: list[str], sampling: dict) -> list[str]:
         self.llama.set_adapter(adapter, adapter_id=str(adapter))
@@ -158,16 +182,47 @@ class Loop:
         )
         return model, tokenizer, adapter, info
 
+    def gate(self, model, tokenizer, candidate: Path, served: Path | None, served_model) -> dict:
+        """The refresh's promotion step on the gate's questions: the same comparison
+        (feedback/evaluation.py) and the same rules with their default tolerances."""
+        from feedback.evaluation import compare, completion_loss
+        from feedback.refresh import RefreshConfig, regressions
+
+        cand, cur, base = compare(
+            self.llama,
+            self.grader,
+            self.gate_questions,
+            candidate,
+            served,
+            str(served) if served else None,
+            embed=self.embedder,
+        )
+        cand["heldout_loss"] = completion_loss(model, tokenizer, self.gate_records)
+        if served_model is None:
+            with model.disable_adapter():
+                cur["heldout_loss"] = completion_loss(model, tokenizer, self.gate_records)
+        else:
+            cur["heldout_loss"] = completion_loss(served_model, tokenizer, self.gate_records)
+        reasons = regressions(cand, cur, RefreshConfig(seed=self.args.seed), base)
+        keep = ("heldout_loss", "win_rate", "flag_rate", "answer_distinct_2", "answer_spread")
+        return {
+            "reasons": reasons,
+            "candidate": {k: cand[k] for k in keep if k in cand},
+            "current": {k: cur[k] for k in keep if k in cur},
+            "base": base,
+        }
+
     def run(self, mode: str, generation0: dict, answers0: list) -> list[dict]:
         from feedback.refresh import RefreshConfig, build_mix
 
         rows = [{"mode": mode, "generation": 0, **generation0}]
-        adapter, pool, kept = None, [], answers0
-        previous = None  # the last trained mix's diversity, for the gate
+        served, served_model = None, None  # what answers: the base model to begin with
+        pool, kept = [], answers0
+        previous = None  # the last promoted mix's diversity, for the mix gate
         for g in range(1, self.args.generations + 1):
             t = time.perf_counter()
             if g > 1:
-                kept = self.self_graded(adapter, g - 1)
+                kept = self.self_graded(served, g - 1)
             if mode == "guarded":
                 pool += kept
                 mix = build_mix(
@@ -181,31 +236,47 @@ class Loop:
                     embed=self.embedder,
                 )
                 if mix.refused:
-                    rows.append({**rows[-1], "generation": g, "refused": mix.refused})
-                    print(json.dumps(rows[-1]), flush=True)
+                    rows.append({**self.served(rows[-1], mode, g), "refused": mix.refused})
+                    self.report(rows[-1])
                     continue
-                records, previous = mix.records, mix.counts
+                records = mix.records
             else:
                 records = [
                     {"messages": messages(self.system, e.prompt, e.completion)} for e in kept
                 ]
                 if not records:
-                    rows.append({**rows[-1], "generation": g, "refused": "nothing kept"})
+                    rows.append({**self.served(rows[-1], mode, g), "refused": "nothing kept"})
+                    self.report(rows[-1])
                     continue
             model, tokenizer, adapter, info = self.train(records, f"{mode}-{g}")
-            rows.append(
-                {
-                    "mode": mode,
-                    "generation": g,
-                    "kept": len(kept),
-                    "mix": len(records),
-                    "model_only": sum(1 for r in records if r not in self.anchor),
-                    "train_loss": info["loss"],
-                    **self.figures(adapter, model, tokenizer),
-                    "seconds": round(time.perf_counter() - t, 1),
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
+            row = {
+                "mode": mode,
+                "generation": g,
+                "kept": len(kept),
+                "mix": len(records),
+                "model_only": sum(1 for r in records if r not in self.anchor),
+                "train_loss": info["loss"],
+            }
+            figures = self.figures(adapter, model, tokenizer)
+            if mode == "guarded":
+                row["gate"] = self.gate(model, tokenizer, adapter, served, served_model)
+                if row["gate"]["reasons"]:
+                    # Rejected: the served model stays, and so do its figures.
+                    rows.append(
+                        {
+                            **row,
+                            **self.served(rows[-1], mode, g),
+                            "rejected": row["gate"]["reasons"],
+                            "candidate": figures,
+                            "seconds": round(time.perf_counter() - t, 1),
+                        }
+                    )
+                    self.report(rows[-1])
+                    continue
+                previous = mix.counts
+            served, served_model = adapter, model
+            rows.append({**row, **figures, "seconds": round(time.perf_counter() - t, 1)})
+            self.report(rows[-1])
         return rows
 
 
@@ -216,11 +287,14 @@ def main() -> int:
     parser.add_argument("--anchor", type=int, default=32, help="human-written anchor examples")
     parser.add_argument("--eval", type=int, default=24, help="questions for answer diversity")
     parser.add_argument("--heldout", type=int, default=48, help="human answers for held-out loss")
+    parser.add_argument("--gate", type=int, default=16, help="questions for the promotion gate")
     parser.add_argument("--steps", type=int, default=16, help="training steps per generation")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "collapse.json")
+    parser.add_argument("--modes", nargs="+", default=["guarded", "replace"])
+    parser.add_argument("--out", type=Path, help="default: bench/results/collapse-seed<N>.json")
     args = parser.parse_args()
+    args.out = args.out or ROOT / "bench" / "results" / f"collapse-seed{args.seed}.json"
 
     from assistant.app import build_grader
     from assistant.engine import LlamaEngine
@@ -243,28 +317,28 @@ def main() -> int:
     answers0 = loop.self_graded(None, 0)
     generation0["kept"] = len(answers0)
     generation0["seconds"] = round(time.perf_counter() - t, 1)
-    print(json.dumps({"generation": 0, **generation0}), flush=True)
+    loop.report({"mode": "base", "generation": 0, **generation0})
     rows = []
-    for mode in ("guarded", "replace"):
+    for mode in args.modes:
         rows += loop.run(mode, generation0, answers0)
 
     print(f"\n{'mode':>8} | gen | distinct-2 | spread | held-out loss | mix (model-only)")
     for r in rows:
         mix = f"{r.get('mix', '-')} ({r.get('model_only', '-')})"
         note = " refused: " + r["refused"] if "refused" in r else ""
+        note += " rejected: " + "; ".join(r["rejected"]) if "rejected" in r else ""
         print(
             f"{r['mode']:>8} | {r['generation']:>3} | {r['distinct_2']:>10} | {r['spread']:>6} | "
             f"{r['heldout_loss']:>13} | {mix}{note}"
         )
-    d0 = generation0["distinct_2"]
-    for mode in ("guarded", "replace"):
+    for mode in args.modes:
         last = [r for r in rows if r["mode"] == mode][-1]
-        change = (last["distinct_2"] - d0) / d0
-        print(f"{mode}: distinct-2 {d0} -> {last['distinct_2']} ({change:+.1%} vs generation 0)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1)
-    )
+        changes = [
+            f"{name} {generation0[key]} -> {last[key]} "
+            f"({(last[key] - generation0[key]) / generation0[key]:+.1%})"
+            for key, name in (("distinct_2", "distinct-2"), ("spread", "spread"))
+        ]
+        print(f"{mode}: " + ", ".join(changes) + " vs generation 0")
     return 0
 
 

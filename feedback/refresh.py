@@ -9,15 +9,17 @@ ever changed by the last step's atomic rename (store/adapters.py).
                conversations. New entries are split once into the fixed held-out set.
   2. guard     the human share: at least `human_share` of the mix is human-written, human-
                approved or from the operator's anchor file; model-only examples are capped to
-               keep it. Too few new examples, or a mix less diverse than the last promoted
-               run's by more than `diversity_tolerance` (distinct-2, or the embedding spread
-               of its answers): refused, with the reason.
+               keep it, and may not repeat one answer past `max_answer_repeats` copies.
+               Too few new examples, or a mix less diverse than the last promoted run's by
+               more than `diversity_tolerance` (distinct-2, or the embedding spread of its
+               answers): refused, with the reason.
   3. train     LoRA with TRL's SFTTrainer (feedback/train.py), then DPOTrainer on the
                correction and regeneration pairs when there are `min_pairs` of them.
   4. export    the adapter as GGUF (feedback/lora_gguf.py).
   5. verify    llama.cpp with the adapter must predict the same next token as PyTorch with it
                at `min_agreement` of probe positions, or the run fails.
-  6. evaluate  candidate against the current model (feedback/evaluation.py).
+  6. evaluate  candidate against the current model, and its answers' diversity against the
+               base model's too (feedback/evaluation.py).
   7. promote   only if nothing regressed beyond tolerances; else the candidate stays on disk,
                marked rejected, with the reasons.
 """
@@ -30,13 +32,14 @@ import logging
 import math
 import os
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from feedback.diversity import distinct_n, embedding_spread
+from feedback.diversity import WORD, distinct_n, embedding_spread
 from feedback.train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ class RefreshConfig:
     human_share: float = 0.5  # least share of the mix written or approved by people
     anchor_file: Path | None = None  # operator's JSONL of {"messages": [...]}, counted as human
     diversity_tolerance: float = 0.1  # most relative drop in distinct-2 from the last run
+    max_answer_repeats: int = 2  # most copies of one answer model-only examples may bring
     heldout_share: float = 0.1  # of new entries, kept out for evaluation, once and for all
     min_agreement: float = 0.95  # export check: llama.cpp vs PyTorch next-token agreement
     loss_tolerance: float = 0.02  # relative rise in held-out loss allowed
@@ -88,6 +92,15 @@ def cap_model_only(human: int, model_only: int, share: float) -> int:
     return min(model_only, int(human * (1 - share) / share))
 
 
+def answer_key(text: str) -> str:
+    """An answer as the repeat cap compares it: its words, lower-cased.
+
+    >>> answer_key("I have no comment.") == answer_key("  i HAVE no comment ")
+    True
+    """
+    return " ".join(WORD.findall(text.lower()))
+
+
 def diversity_drop(current: float, previous: float | None) -> float:
     """Relative fall from `previous` to `current` (0 when it rose or there is no previous).
 
@@ -99,8 +112,13 @@ def diversity_drop(current: float, previous: float | None) -> float:
     return round(max(0.0, (previous - current) / previous), 4)
 
 
-def regressions(candidate: dict, current: dict, c: RefreshConfig) -> list[str]:
-    """Why the candidate must not be promoted (empty: promote).
+def regressions(
+    candidate: dict, current: dict, c: RefreshConfig, base: dict | None = None
+) -> list[str]:
+    """Why the candidate must not be promoted (empty: promote). Sampled answers' diversity
+    (distinct-2, and embedding spread where measured) is held to the current model's and to
+    the base model's (`base`): against the current one alone, a drift of a few percent per
+    refresh would pass every gate and still add up to collapse.
 
     >>> cur = {"heldout_loss": 2.0, "flag_rate": 0.2, "answer_distinct_2": 0.5}
     >>> regressions({"heldout_loss": 1.9, "win_rate": 0.6, "flag_rate": 0.2, "answer_distinct_2": 0.5}, cur, RefreshConfig())
@@ -112,6 +130,13 @@ def regressions(candidate: dict, current: dict, c: RefreshConfig) -> list[str]:
     >>> nan = {**cur, "heldout_loss": float("nan")}  # no held-out split yet
     >>> regressions({**nan, "win_rate": 0.6}, nan, RefreshConfig())
     []
+
+    Each step 5% down, so the current model does not object; the base model does:
+
+    >>> drifted = {"heldout_loss": 2.0, "flag_rate": 0.2, "answer_distinct_2": 0.5, "answer_spread": 0.5}
+    >>> cand = {**drifted, "win_rate": 0.5, "answer_distinct_2": 0.475, "answer_spread": 0.475}
+    >>> regressions(cand, drifted, RefreshConfig(), base={"answer_distinct_2": 0.6, "answer_spread": 0.5})
+    ["sampled answers' distinct-2 is 0.475, more than 10% below the base model's 0.600"]
     """
     out = []
     if not math.isfinite(current["heldout_loss"]):
@@ -130,12 +155,23 @@ def regressions(candidate: dict, current: dict, c: RefreshConfig) -> list[str]:
             f"flag rate rose from {current['flag_rate']:.2f} to {candidate['flag_rate']:.2f} "
             f"(more than {c.flag_tolerance})"
         )
-    drop = diversity_drop(candidate["answer_distinct_2"], current["answer_distinct_2"])
-    if drop > c.answer_diversity_tolerance:
-        out.append(
-            f"sampled answers' distinct-2 fell from {current['answer_distinct_2']:.3f} to "
-            f"{candidate['answer_distinct_2']:.3f} (more than {c.answer_diversity_tolerance:.0%})"
-        )
+    tol = c.answer_diversity_tolerance
+    for key, name in (("answer_distinct_2", "distinct-2"), ("answer_spread", "embedding spread")):
+        now = candidate.get(key)
+        if now is None:
+            continue
+        was = current.get(key)
+        if was is not None and diversity_drop(now, was) > tol:
+            out.append(
+                f"sampled answers' {name} fell from {was:.3f} to {now:.3f} (more than {tol:.0%})"
+            )
+            continue
+        first = (base or {}).get(key)
+        if first is not None and diversity_drop(now, first) > tol:
+            out.append(
+                f"sampled answers' {name} is {now:.3f}, more than {tol:.0%} below the base "
+                f"model's {first:.3f}"
+            )
     return out
 
 
@@ -190,8 +226,23 @@ def build_mix(
     human = [e for e in usable if e.source in HUMAN]
     model_only = [e for e in usable if e.source not in HUMAN]
     allowed = cap_model_only(len(human) + len(anchor), len(model_only), c.human_share)
-    rng = random.Random(c.seed)
-    kept_model = sorted(rng.sample(model_only, allowed), key=lambda e: e.exchange_id)
+    # One answer given to many questions is how a model's own output collapses: a safe non-
+    # answer ("I have no comment") that the grader never flags is kept, learnt, given more
+    # often and kept again. Human data stays as people wrote it; model-only copies of an answer
+    # stop at `max_answer_repeats` in the whole mix.
+    copies = Counter(answer_key(e.completion) for e in human)
+    copies.update(answer_key(r["messages"][-1]["content"]) for r in anchor)
+    kept_model, repeats = [], 0
+    for e in random.Random(c.seed).sample(model_only, len(model_only)):
+        if len(kept_model) == allowed:
+            break
+        key = answer_key(e.completion)
+        if copies[key] >= c.max_answer_repeats:
+            repeats += 1
+            continue
+        copies[key] += 1
+        kept_model.append(e)
+    kept_model.sort(key=lambda e: e.exchange_id)
     chosen = sorted(human + kept_model, key=lambda e: e.exchange_id)
     records = [
         {"messages": prompt_messages(e, system) + [{"role": "assistant", "content": e.completion}]}
@@ -212,6 +263,7 @@ def build_mix(
         "anchor": len(anchor),
         "model_only": len(kept_model),
         "model_only_capped": len(model_only) - len(kept_model),
+        "model_only_repeats": repeats,
         "mix": total,
         "human_share": round((len(human) + len(anchor)) / total, 4) if total else 0.0,
         "distinct_2": distinct,

@@ -207,8 +207,8 @@ class Refresher:
         run = self._step(run, "evaluate")
         metrics["evaluate"] = self._evaluate(peft_model, tokenizer, held_records, held, adapter)
         run = self.runs.update(run.id, metrics=metrics)
-        cand, cur = metrics["evaluate"]["candidate"], metrics["evaluate"]["current"]
-        reasons = regressions(cand, cur, c)
+        e = metrics["evaluate"]
+        reasons = regressions(e["candidate"], e["current"], c, e["base"])
         if reasons:
             return self.runs.finish(run.id, "rejected", "; ".join(reasons), metrics=metrics)
         # 7. promote
@@ -277,7 +277,7 @@ class Refresher:
             done[0] += 1
             self.progress("evaluate", done[0] / (2 * len(prompts)), f"{done[0]} answers")
 
-        cand, cur = compare(
+        cand, cur, base = compare(
             self.llama,
             self.grader,
             prompts,
@@ -285,8 +285,15 @@ class Refresher:
             active.path if active else None,
             active.adapter_id if active else None,
             tick,
+            self.embedder,
         )
         cand["heldout_loss"], cur["heldout_loss"] = cand_loss, cur_loss
         for figures in (cand, cur):
             figures.pop("answers")
-        return {"candidate": cand, "current": cur, "prompts": len(prompts), "heldout": len(records)}
+        return {
+            "candidate": cand,
+            "current": cur,
+            "base": base,
+            "prompts": len(prompts),
+            "heldout": len(records),
+        }

@@ -156,6 +156,7 @@ def promoted(store, settings, embedded_path):
                         "answer_distinct_2": 0.6,
                     },
                     "current": {"heldout_loss": 2.1, "flag_rate": 0.2, "answer_distinct_2": 0.6},
+                    "base": {"answer_distinct_2": 0.7},
                 },
             },
         )

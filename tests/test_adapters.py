@@ -34,6 +34,7 @@ def test_models_tab_rows_and_trends(promoted, store):
     runs = RunStore(store.engine).runs()
     assert row(runs[1], "adapter-b")[:4] == [2, "adapter-b (active)", "promoted", "select"]
     assert row(runs[1], "adapter-b")[7] == "1.0 / 2.1"
+    assert row(runs[1], "adapter-b")[10] == "0.6 / 0.6 / 0.7"
     t = trends(runs)
     assert t[t.metric == "heldout_loss"]["value"].tolist() == [2.0, 1.0]
 

@@ -109,3 +109,26 @@ def test_a_mix_whose_answers_crowd_into_one_meaning_is_refused_by_embedding_spre
         "the mix is less diverse than the last promoted run's: embedding spread fell from "
         f"{previous['embedding_spread']:.3f} to {mix.counts['embedding_spread']:.3f}"
     )
+
+
+def test_model_only_answers_cannot_repeat_one_answer_past_the_cap():
+    """The anchor already says "I have no comment" twice; the model's echoes of it are dropped,
+    and its other answers may appear at most twice."""
+    anchor = [
+        {"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": a}]}
+        for i, a in enumerate(["I have no comment."] * 2 + [f"Fact {i}." for i in range(8)])
+    ]
+    echoes = [entry(i, "model_only", completion="I have no comment") for i in range(1, 6)]
+    same = [entry(i, "model_only", completion="Birds can fly!") for i in range(6, 9)]
+    varied = [entry(i, "model_only") for i in range(9, 12)]
+    mix = build_mix(
+        echoes + same + varied, set(), set(), anchor, None, None, RefreshConfig(min_new=1)
+    )
+    assert mix.refused is None
+    answers = [r["messages"][-1]["content"] for r in mix.records]
+    assert answers.count("I have no comment") == 0
+    assert answers.count("Birds can fly!") == 2
+    kept = set(mix.exchange_ids)
+    assert len(kept & {6, 7, 8}) == 2 and {9, 10, 11} <= kept and not kept & {1, 2, 3, 4, 5}
+    assert (mix.counts["model_only"], mix.counts["model_only_repeats"]) == (5, 6)
+    assert mix.counts["model_only_capped"] == 6
