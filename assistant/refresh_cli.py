@@ -51,6 +51,7 @@ def refresh_config(settings):
         anchor_file=settings.refresh_anchor_file,
         diversity_tolerance=settings.refresh_diversity_tolerance,
         max_answer_repeats=settings.refresh_max_answer_repeats,
+        model_answers_per_question=settings.refresh_model_answers_per_question,
         eval_prompts=settings.refresh_eval_prompts,
         loss_tolerance=settings.refresh_loss_tolerance,
         win_rate_floor=settings.refresh_win_rate_floor,
@@ -97,7 +98,8 @@ def summary(run) -> str:
     if d:
         lines.append(
             f"  mix: {d.get('mix', 0)} examples ({d.get('new', 0)} new; human share "
-            f"{d.get('human_share', 0):.0%}; {d.get('model_only_capped', 0)} model-only capped); "
+            f"{d.get('human_share', 0):.0%}; {d.get('model_only_capped', 0)} model-only capped, "
+            f"{d.get('model_only_repeats', 0)} of them as repeats); "
             f"distinct-2 {d.get('distinct_2')}, embedding spread {d.get('embedding_spread')}; "
             f"held out {d.get('heldout', 0)}"
         )

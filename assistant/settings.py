@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     refresh_max_answer_repeats: int = Field(
         2, ge=1, description="most copies of one answer that model-only examples bring to a mix"
     )
+    refresh_model_answers_per_question: int = Field(
+        1, ge=1, description="most model-only answers to one question in a mix (human ones count)"
+    )
     refresh_min_pairs: int = Field(
         8, ge=1, description="preference pairs (corrections, regenerations) needed for DPO"
     )

@@ -3,11 +3,13 @@ collapse, and do our guards stop it?
 
 Five generations with the embedded model, run twice from the same base:
 
-- guarded: our refresh's rules (feedback/refresh.py's build_mix). The model-only answers of every
-  generation accumulate; human-written answers (the operator's anchor data, here TruthfulQA's
-  best answers to other questions) make at least half of each mix, model-only examples capped to
-  keep that share; a mix less diverse than the previous one's by more than the tolerance is
-  refused, and the previous model stays.
+- guarded: the product's loop. The mix is feedback/refresh.py's build_mix: the model-only
+  answers of every generation accumulate; human-written answers (the operator's anchor data, here
+  TruthfulQA's best answers to other questions) make at least half of each mix, model-only
+  examples capped to keep that share and to repeat no answer past the cap; a mix less diverse
+  than the last promoted one's is refused. Each candidate then meets the promotion gate
+  (feedback/evaluation.py's compare, feedback/refresh.py's regressions, default tolerances) on
+  its own questions; a rejected candidate is dropped and the served model stays.
 - replace: each generation trains only on the previous generation's self-graded answers, with no
   human data and no gate, the setting in which model collapse is reported.
 
@@ -17,10 +19,11 @@ LoRA adapter is trained on the mix with TRL (feedback/train.py), exported to GGU
 llama.cpp for the next generation. Per generation it prints the diversity of sampled answers to
 held-out questions (distinct-2, and the embedding spread from the pool's MiniLM) and the held-out
 loss: mean NLL per token of TruthfulQA's human best answers to questions never trained on.
-The verdict line compares the last generation's distinct-2 with generation 0's (target: the
-guarded loop within 10%, the replace loop losing more).
+The verdict lines compare the last generation's distinct-2 and spread with generation 0's
+(target: the guarded loop within 10%, the replace loop losing more). Rows are saved as they come,
+to bench/results/collapse-seed<N>.json.
 
-    .venv/bin/python bench/collapse.py [--generations 5] [--prompts 32] [--steps 16]
+    .venv/bin/python bench/collapse.py [--generations 5] [--seed 0] [--modes guarded replace]
 """
 
 from __future__ import annotations

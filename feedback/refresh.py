@@ -9,7 +9,8 @@ ever changed by the last step's atomic rename (store/adapters.py).
                conversations. New entries are split once into the fixed held-out set.
   2. guard     the human share: at least `human_share` of the mix is human-written, human-
                approved or from the operator's anchor file; model-only examples are capped to
-               keep it, and may not repeat one answer past `max_answer_repeats` copies.
+               keep it, may not repeat one answer past `max_answer_repeats` copies, and
+               give at most `model_answers_per_question` answers to one question.
                Too few new examples, or a mix less diverse than the last promoted run's by
                more than `diversity_tolerance` (distinct-2, or the embedding spread of its
                answers): refused, with the reason.
@@ -55,6 +56,7 @@ class RefreshConfig:
     anchor_file: Path | None = None  # operator's JSONL of {"messages": [...]}, counted as human
     diversity_tolerance: float = 0.1  # most relative drop in distinct-2 from the last run
     max_answer_repeats: int = 2  # most copies of one answer model-only examples may bring
+    model_answers_per_question: int = 1  # model-only answers to one question (human ones count)
     heldout_share: float = 0.1  # of new entries, kept out for evaluation, once and for all
     min_agreement: float = 0.95  # export check: llama.cpp vs PyTorch next-token agreement
     loss_tolerance: float = 0.02  # relative rise in held-out loss allowed
@@ -228,19 +230,27 @@ def build_mix(
     allowed = cap_model_only(len(human) + len(anchor), len(model_only), c.human_share)
     # One answer given to many questions is how a model's own output collapses: a safe non-
     # answer ("I have no comment") that the grader never flags is kept, learnt, given more
-    # often and kept again. Human data stays as people wrote it; model-only copies of an answer
-    # stop at `max_answer_repeats` in the whole mix.
+    # often and kept again. Many of its own answers to one question only echo its style back
+    # at it. Human data stays as people wrote it; model-only examples add breadth, never depth:
+    # copies of an answer stop at `max_answer_repeats` in the whole mix, and answers to one
+    # question at `model_answers_per_question`.
     copies = Counter(answer_key(e.completion) for e in human)
     copies.update(answer_key(r["messages"][-1]["content"]) for r in anchor)
+    asked = Counter(answer_key(e.prompt) for e in human)
+    asked.update(answer_key(r["messages"][-2]["content"]) for r in anchor if len(r["messages"]) > 1)
     kept_model, repeats = [], 0
     for e in random.Random(c.seed).sample(model_only, len(model_only)):
         if len(kept_model) == allowed:
             break
-        key = answer_key(e.completion)
-        if copies[key] >= c.max_answer_repeats:
+        answer, question = answer_key(e.completion), answer_key(e.prompt)
+        if (
+            copies[answer] >= c.max_answer_repeats
+            or asked[question] >= c.model_answers_per_question
+        ):
             repeats += 1
             continue
-        copies[key] += 1
+        copies[answer] += 1
+        asked[question] += 1
         kept_model.append(e)
     kept_model.sort(key=lambda e: e.exchange_id)
     chosen = sorted(human + kept_model, key=lambda e: e.exchange_id)

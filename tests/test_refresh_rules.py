@@ -132,3 +132,23 @@ def test_model_only_answers_cannot_repeat_one_answer_past_the_cap():
     assert len(kept & {6, 7, 8}) == 2 and {9, 10, 11} <= kept and not kept & {1, 2, 3, 4, 5}
     assert (mix.counts["model_only"], mix.counts["model_only_repeats"]) == (5, 6)
     assert mix.counts["model_only_capped"] == 6
+
+
+def test_the_model_answers_each_question_at_most_once_in_a_mix():
+    """Five generations' answers to one question, and a question a person already answered:
+    one model answer of the first, none of the second."""
+    again = [entry(i, "model_only", completion=f"Take {i} on why.") for i in range(1, 6)]
+    for e in again:
+        e.prompt = "Why is the sky blue?"
+    human = entry(6, "human_written", completion="Rayleigh scattering.")
+    human.prompt = "What makes the sky blue?"
+    echo = entry(7, "model_only", completion="Light scatters.")
+    echo.prompt = "what makes the SKY blue"
+    others = [entry(i) for i in range(8, 12)]
+    mix = build_mix(
+        again + [human, echo] + others, set(), set(), [], None, None, RefreshConfig(min_new=1)
+    )
+    questions = [r["messages"][-2]["content"] for r in mix.records]
+    assert questions.count("Why is the sky blue?") == 1
+    assert 7 not in mix.exchange_ids and 6 in mix.exchange_ids
+    assert (mix.counts["model_only"], mix.counts["model_only_repeats"]) == (1, 5)
