@@ -2,9 +2,9 @@
 
 Owns the figures a refresh compares: held-out loss (PyTorch, on the fixed held-out split),
 and on evaluation prompts (held-out questions plus a fixed regression set) the judge-rated win
-rate, the hallucination flag rate and the diversity of sampled answers, all with llama.cpp
-serving the adapters exactly as the app will. Which figures count as a regression is
-feedback/refresh.py's rule.
+rate, the hallucination flag rate and the diversity of sampled answers (distinct-2, embedding
+spread), the last also for the base model, all with llama.cpp serving the adapters exactly as
+the app will. Which figures count as a regression is feedback/refresh.py's rule.
 """
 
 from __future__ import annotations
