@@ -94,7 +94,9 @@ class Loop:
         self.rows.append(row)
         self.args.out.parent.mkdir(parents=True, exist_ok=True)
         args = {k: str(v) for k, v in vars(self.args).items()}
-        self.args.out.write_text(json.dumps({"args": args, "rows": self.rows}, indent=1))
+        tmp = self.args.out.with_suffix(".tmp")  # a kill mid-write keeps the last whole file
+        tmp.write_text(json.dumps({"args": args, "rows": self.rows}, indent=1))
+        os.replace(tmp, self.args.out)
 
     def answers(self, adapter: Path | None, questions: list[str], sampling: dict) -> list[str]:
         self.llama.set_adapter(adapter, adapter_id=str(adapter))

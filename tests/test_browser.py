@@ -311,6 +311,7 @@ def test_models_tab_lists_adapters_and_switches_what_the_chat_serves(page, runni
     runs = page.locator("#runs")
     wait_for(lambda: "adapter-b (active)" in runs.inner_text())
     assert "adapter-a" in runs.inner_text() and "1.0 / 2.1" in runs.inner_text()
+    assert "0.6 / 0.6 / 0.7" in runs.inner_text()  # distinct-2: candidate / current / base
     wait_for(lambda: page.locator("#plot-runs canvas, #plot-runs svg").count() > 0)
 
     page.locator("#adapter-choice input").click()
