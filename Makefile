@@ -7,7 +7,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 LLAMA   := 0.3.36
 # Wheels built with other CPU flags live under other keys, so a stale native build is never reused.
-KEY     := $(shell $(PY) assistant/buildflags.py --key)
+KEY     := $(shell $(PY) assistant/llm/buildflags.py --key)
 WHEELS  := $(HOME)/.cache/autodidact/wheels/$(KEY)
 ARGS    ?=
 
@@ -39,14 +39,14 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.llama-$(KEY)
 	touch $@
 
 # llama-cpp-python has no wheel for this platform: build it once per flag set, without
-# -march=native (see assistant/buildflags.py), and keep the wheel outside the repo.
+# -march=native (see assistant/llm/buildflags.py), and keep the wheel outside the repo.
 $(VENV)/.llama-$(KEY):
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA)-*.whl >/dev/null 2>&1; then \
-	  echo "Building llama-cpp-python $(LLAMA) with: $$($(PY) assistant/buildflags.py) (about 5 minutes)"; \
+	  echo "Building llama-cpp-python $(LLAMA) with: $$($(PY) assistant/llm/buildflags.py) (about 5 minutes)"; \
 	  rm -rf $(WHEELS).tmp && mkdir -p $(WHEELS).tmp && \
-	  CMAKE_ARGS="$$($(PY) assistant/buildflags.py)" $(BIN)/pip wheel --no-cache-dir --no-deps \
+	  CMAKE_ARGS="$$($(PY) assistant/llm/buildflags.py)" $(BIN)/pip wheel --no-cache-dir --no-deps \
 	    --no-binary llama-cpp-python llama-cpp-python==$(LLAMA) -w $(WHEELS).tmp && \
 	  rm -rf $(WHEELS) && mv $(WHEELS).tmp $(WHEELS); \
 	fi

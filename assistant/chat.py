@@ -3,7 +3,7 @@
 Owns the conversation flow: validating input, building the prompt with LangChain (system prompt,
 history trimmed to fit the context window, the new message), running the model in a background
 thread, and storing every turn in the order that never loses one. It does not know about Gradio
-(assistant/ui.py renders what it yields) nor about llama.cpp (it talks to a `ChatModel`).
+(assistant/web/page.py renders what it yields) nor about llama.cpp (it talks to a `ChatModel`).
 
 Generation runs in its own thread so that a browser that goes away, or a Stop click, can never
 leave an answer unstored: the thread owns the exchange from start to finish.
@@ -25,12 +25,12 @@ from langchain_core.messages.utils import convert_to_openai_messages
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from sqlalchemy.exc import SQLAlchemyError
 
-from assistant.model import ChatModel, Messages
+from assistant.llm.base import ChatModel, Messages
 from assistant.settings import Settings
-from store.repo import Store, Turn
+from store.conversations import ConversationStore, Turn
 
 if TYPE_CHECKING:
-    from feedback.curator import Curator, Example
+    from feedback.pool.curator import Curator, Example
 
 PROMPT = ChatPromptTemplate.from_messages(
     [
@@ -97,7 +97,7 @@ class Prompt:
 class ChatService:
     def __init__(
         self,
-        store: Store,
+        store: ConversationStore,
         model: ChatModel,
         settings: Settings,
         curator: Curator | None = None,

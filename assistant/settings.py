@@ -1,7 +1,10 @@
 """The one settings object: environment variables `AUTODIDACT_*`, overridden by CLI flags.
 
-Owns every knob of the app and where state lives (`AUTODIDACT_HOME`). It does not open files or
-load models; it only says where they are. `Settings.describe()` is what `autodidact serve` prints
+Owns every knob of the app and where state lives (`AUTODIDACT_HOME`). The stages' knobs are read
+from their configuration dataclasses (default and help text written once, there: see
+feedback/config.py); the chat's and the server's are declared here. Turning settings into those
+configurations is assistant/wiring.py's. It does not open files or load models; it only says
+where they are. `Settings.describe()` is what `autodidact serve` prints
 at start-up, so a user always sees the effective values and where each came from.
 """
 
@@ -16,7 +19,22 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from feedback.scoring import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS
+from feedback.config import described
+from feedback.grading.grader import GraderConfig
+from feedback.pool.curator import CuratorConfig, RetrievalConfig
+from feedback.pool.rules import PoolRules
+from feedback.refresh.rules import RefreshConfig
+from feedback.refresh.train import TrainConfig
+
+
+def staged(config: type, name: str, **constraints) -> Any:
+    """A setting whose default and help text are the stage configuration's field `name`."""
+    default, help = described(config, name)
+    if isinstance(default, dict | list):
+        return Field(
+            default_factory=lambda: type(default)(default), description=help, **constraints
+        )
+    return Field(default, description=help, **constraints)
 
 
 class Settings(BaseSettings):
@@ -63,93 +81,45 @@ class Settings(BaseSettings):
     judge_model: Path | None = Field(
         None, description="GGUF file for the judge; default: the chat model grades itself"
     )
-    consistency_samples: int = Field(
-        0, ge=0, le=10, description="resampled answers for self-consistency (0: off, see README)"
-    )
-    flag_threshold: float = Field(
-        DEFAULT_THRESHOLD,
-        ge=0.0,
-        le=1.0,
-        description="combined score below which an answer is flagged",
-    )
-    grade_weights: dict[str, float] = Field(
-        default_factory=lambda: dict(DEFAULT_WEIGHTS),
-        description="weight of each grading signal, as JSON",
-    )
-    grading_max_attempts: int = Field(3, ge=1, description="tries before a grading job fails")
+    consistency_samples: int = staged(GraderConfig, "consistency_samples", ge=0, le=10)
+    flag_threshold: float = staged(GraderConfig, "threshold", ge=0.0, le=1.0)
+    grade_weights: dict[str, float] = staged(GraderConfig, "weights")
+    grading_max_attempts: int = staged(GraderConfig, "max_attempts", ge=1)
 
-    pool_user_weight: float = Field(
-        3.0, ge=1.0, description="how many times a thumbs outweighs the self-grade in the pool"
-    )
-    pool_train_threshold: float = Field(
-        0.7, ge=0.0, le=1.0, description="least self-grade for a model-only answer to be trained on"
-    )
-    pool_min_agreement: int = Field(
-        1, ge=1, description="signals besides the self-grade that must agree (model-only answers)"
-    )
-    pool_dedup_similarity: float = Field(
-        0.92, gt=0.0, le=1.0, description="cosine similarity at which two exchanges are one"
-    )
-    pool_max_user_share: float = Field(
-        0.5, gt=0.0, le=1.0, description="most of the pool one user may contribute (2+ users)"
-    )
-    pii_region: str = Field("US", description="country whose local phone numbers are masked")
+    pool_user_weight: float = staged(PoolRules, "user_weight", ge=1.0)
+    pool_train_threshold: float = staged(PoolRules, "train_threshold", ge=0.0, le=1.0)
+    pool_min_agreement: int = staged(PoolRules, "min_agreement", ge=1)
+    pool_dedup_similarity: float = staged(CuratorConfig, "dedup_similarity", gt=0.0, le=1.0)
+    pool_max_user_share: float = staged(CuratorConfig, "max_user_share", gt=0.0, le=1.0)
+    pii_region: str = staged(CuratorConfig, "pii_region")
     chroma_url: str | None = Field(
         None, description="Chroma server URL; default: a persistent collection under home"
     )
-    retrieval: bool = Field(
-        True, description="show the model similar approved exchanges as examples"
-    )
-    retrieval_examples: int = Field(2, ge=0, le=10, description="most examples per prompt")
-    retrieval_max_tokens: int = Field(
-        400, ge=0, description="most prompt tokens the examples may add"
-    )
-    retrieval_min_similarity: float = Field(
-        0.6, ge=0.0, le=1.0, description="least question similarity for an example"
-    )
+    retrieval: bool = staged(RetrievalConfig, "enabled")
+    retrieval_examples: int = staged(RetrievalConfig, "examples", ge=0, le=10)
+    retrieval_max_tokens: int = staged(RetrievalConfig, "max_tokens", ge=0)
+    retrieval_min_similarity: float = staged(RetrievalConfig, "min_similarity", ge=0.0, le=1.0)
 
-    refresh_min_new: int = Field(
-        20, ge=0, description="new training examples a refresh needs (else it refuses)"
+    refresh_min_new: int = staged(RefreshConfig, "min_new", ge=0)
+    refresh_human_share: float = staged(RefreshConfig, "human_share", ge=0.0, le=1.0)
+    refresh_anchor_file: Path | None = staged(RefreshConfig, "anchor_file")
+    refresh_diversity_tolerance: float = staged(
+        RefreshConfig, "diversity_tolerance", ge=0.0, le=1.0
     )
-    refresh_human_share: float = Field(
-        0.5, ge=0.0, le=1.0, description="least share of human-written/approved training data"
+    refresh_max_answer_repeats: int = staged(RefreshConfig, "max_answer_repeats", ge=1)
+    refresh_model_answers_per_question: int = staged(
+        RefreshConfig, "model_answers_per_question", ge=1
     )
-    refresh_anchor_file: Path | None = Field(
-        None, description="JSONL of {'messages': [...]} mixed into every refresh as human data"
-    )
-    refresh_diversity_tolerance: float = Field(
-        0.1, ge=0.0, le=1.0, description="most relative drop in the mix's diversity"
-    )
-    refresh_max_answer_repeats: int = Field(
-        2, ge=1, description="most copies of one answer that model-only examples bring to a mix"
-    )
-    refresh_model_answers_per_question: int = Field(
-        1, ge=1, description="most model-only answers to one question in a mix (human ones count)"
-    )
-    refresh_min_pairs: int = Field(
-        8, ge=1, description="preference pairs (corrections, regenerations) needed for DPO"
-    )
-    refresh_max_steps: int = Field(60, ge=1, description="most training steps per refresh")
-    refresh_max_seconds: float = Field(1800.0, gt=0, description="most seconds of training")
-    refresh_max_memory_mb: int = Field(8192, ge=256, description="most memory for training")
-    refresh_eval_prompts: int = Field(
-        16, ge=1, description="prompts the candidate and the current model both answer"
-    )
-    # The promotion gates: a candidate that regresses past any of these stays on disk, rejected.
-    refresh_loss_tolerance: float = Field(
-        0.02, ge=0.0, description="most relative rise in held-out loss"
-    )
-    refresh_win_rate_floor: float = Field(
-        0.45, ge=0.0, le=1.0, description="least judge-rated win rate against the current model"
-    )
-    refresh_flag_tolerance: float = Field(
-        0.05, ge=0.0, le=1.0, description="most absolute rise in the hallucination flag rate"
-    )
-    refresh_answer_diversity_tolerance: float = Field(
-        0.1,
-        ge=0.0,
-        le=1.0,
-        description="most relative drop in sampled answers' diversity (vs current and base)",
+    refresh_min_pairs: int = staged(RefreshConfig, "min_pairs", ge=1)
+    refresh_max_steps: int = staged(TrainConfig, "max_steps", ge=1)
+    refresh_max_seconds: float = staged(TrainConfig, "max_seconds", gt=0)
+    refresh_max_memory_mb: int = staged(TrainConfig, "max_memory_mb", ge=256)
+    refresh_eval_prompts: int = staged(RefreshConfig, "eval_prompts", ge=1)
+    refresh_loss_tolerance: float = staged(RefreshConfig, "loss_tolerance", ge=0.0)
+    refresh_win_rate_floor: float = staged(RefreshConfig, "win_rate_floor", ge=0.0, le=1.0)
+    refresh_flag_tolerance: float = staged(RefreshConfig, "flag_tolerance", ge=0.0, le=1.0)
+    refresh_answer_diversity_tolerance: float = staged(
+        RefreshConfig, "answer_diversity_tolerance", ge=0.0, le=1.0
     )
 
     host: str = Field("127.0.0.1", description="address the web app listens on")

@@ -128,7 +128,7 @@ def main() -> int:
     from gradio_client import Client
     from llama_cpp import Llama
 
-    from assistant.model import embedded_model_path
+    from assistant.llm.weights import embedded_model_path
 
     model = embedded_model_path()
     home = Path(tempfile.mkdtemp(prefix="autodidact-bench-"))

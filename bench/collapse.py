@@ -3,19 +3,19 @@ collapse, and do our guards stop it?
 
 Five generations with the embedded model, run twice from the same base:
 
-- guarded: the product's loop. The mix is feedback/refresh.py's build_mix: the model-only
+- guarded: the product's loop. The mix is feedback/refresh/rules.py's build_mix: the model-only
   answers of every generation accumulate; human-written answers (the operator's anchor data, here
   TruthfulQA's best answers to other questions) make at least half of each mix, model-only
   examples capped to keep that share and to repeat no answer past the cap; a mix less diverse
   than the last promoted one's is refused. Each candidate then meets the promotion gate
-  (feedback/evaluation.py's compare, feedback/refresh.py's regressions, default tolerances) on
+  (feedback/refresh/evaluation.py's compare, feedback/refresh/rules.py's regressions, default tolerances) on
   its own questions; a rejected candidate is dropped and the served model stays.
 - replace: each generation trains only on the previous generation's self-graded answers, with no
   human data and no gate, the setting in which model collapse is reported.
 
 In both modes a generation's model answers the same TruthfulQA questions with the app's sampling
 settings, the real grader (the same model as judge) keeps the answers it does not flag, a fresh
-LoRA adapter is trained on the mix with TRL (feedback/train.py), exported to GGUF and served by
+LoRA adapter is trained on the mix with TRL (feedback/refresh/train.py), exported to GGUF and served by
 llama.cpp for the next generation. Per generation it prints the diversity of sampled answers to
 held-out questions (distinct-2, and the embedding spread from the pool's MiniLM) and the held-out
 loss: mean NLL per token of TruthfulQA's human best answers to questions never trained on.
@@ -112,8 +112,8 @@ class Loop:
             self.llama.set_adapter(None)
 
     def figures(self, adapter: Path | None, peft_model, tokenizer) -> dict:
-        from feedback.diversity import distinct_n, embedding_spread
-        from feedback.evaluation import completion_loss
+        from feedback.pool.diversity import distinct_n, embedding_spread
+        from feedback.refresh.train import completion_loss
 
         sample = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 64, "repeat_penalty": 1.1}
         texts = self.answers(adapter, [r["question"] for r in self.eval], sample)
@@ -127,7 +127,7 @@ class Loop:
     def self_graded(self, adapter: Path | None, generation: int) -> list:
         """The generation's answers to the training questions that its own grader keeps, as
         model-only pool entries (ids unique across generations, so they accumulate)."""
-        from store.models import PoolEntry
+        from store.tables import PoolEntry
 
         questions = [r["question"] for r in self.prompts]
         # The app's sampling, with answers cut at 96 tokens to keep five generations affordable.
@@ -156,8 +156,8 @@ class Loop:
         import gguf  # noqa: F401  (the export needs it; fail before training, not after)
         from safetensors.numpy import load_file
 
-        from feedback.lora_gguf import write_adapter
-        from feedback.train import TrainConfig, load_base, train_lora
+        from feedback.refresh.gguf_export import write_adapter
+        from feedback.refresh.train import TrainConfig, load_base, train_lora
 
         base, tokenizer = load_base(self.llama.path, self.base_cache)
         out = self.work / name
@@ -189,9 +189,10 @@ class Loop:
 
     def gate(self, model, tokenizer, candidate: Path, served: Path | None, served_model) -> dict:
         """The refresh's promotion step on the gate's questions: the same comparison
-        (feedback/evaluation.py) and the same rules with their default tolerances."""
-        from feedback.evaluation import compare, completion_loss
-        from feedback.refresh import RefreshConfig, regressions
+        (feedback/refresh/evaluation.py) and the same rules with their default tolerances."""
+        from feedback.refresh.evaluation import compare
+        from feedback.refresh.rules import RefreshConfig, regressions
+        from feedback.refresh.train import completion_loss
 
         cand, cur, base = compare(
             self.llama,
@@ -218,7 +219,7 @@ class Loop:
         }
 
     def run(self, mode: str, generation0: dict, answers0: list) -> list[dict]:
-        from feedback.refresh import RefreshConfig, build_mix
+        from feedback.refresh.rules import RefreshConfig, build_mix
 
         rows = [{"mode": mode, "generation": 0, **generation0}]
         served, served_model = None, None  # what answers: the base model to begin with
@@ -301,12 +302,12 @@ def main() -> int:
     args = parser.parse_args()
     args.out = args.out or ROOT / "bench" / "results" / f"collapse-seed{args.seed}.json"
 
-    from assistant.app import build_grader
-    from assistant.engine import LlamaEngine
-    from assistant.model import embedded_model_path
+    from assistant.llm.embedder import Embedder
+    from assistant.llm.llama import LlamaEngine
+    from assistant.llm.weights import embedded_model_path
     from assistant.settings import Settings
-    from feedback.train import load_base
-    from store.embedder import Embedder
+    from assistant.wiring import build_grader
+    from feedback.refresh.train import load_base
 
     settings = Settings(home=Path(tempfile.mkdtemp(prefix="collapse-home-")))
     path = embedded_model_path()

@@ -61,7 +61,7 @@ def measure(grader, items, with_reference):
 def report(name, rows, weights, threshold):
     from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
-    from feedback.scoring import SIGNALS, Signals, combine, should_flag
+    from feedback.grading.scoring import SIGNALS, Signals, combine, should_flag
 
     labels = [r["label"] for r in rows]
     right = [1 - y for y in labels]  # AUROC of "looks right" against truly right
@@ -98,7 +98,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from assistant.settings import Settings
-    from feedback.grader import Grader, GraderConfig
+    from feedback.grading.grader import Grader, GraderConfig
 
     settings = Settings()
     config = GraderConfig(
@@ -111,8 +111,8 @@ def main() -> int:
         saved = json.loads(args.save.read_text())["items"]
         halu_ref, tqa = saved["halueval"], saved["truthfulqa"]
     else:
-        from assistant.engine import LlamaEngine
-        from assistant.model import embedded_model_path
+        from assistant.llm.llama import LlamaEngine
+        from assistant.llm.weights import embedded_model_path
 
         engine = LlamaEngine(embedded_model_path(), context_window=4096, threads=settings.threads)
         grader = Grader(engine, config=config)

@@ -35,7 +35,7 @@ PROMPTS = [
 def per_signal_seconds(engine, items: int, samples: int) -> dict[str, float]:
     from tqdm import tqdm
 
-    from feedback.grader import Grader, GraderConfig
+    from feedback.grading.grader import Grader, GraderConfig
 
     grader = Grader(engine, config=GraderConfig(consistency_samples=samples, max_tokens=64))
     rows = [json.loads(line) for line in (DATA / "truthfulqa" / "dev.jsonl").open()][:items]
@@ -76,10 +76,10 @@ def main() -> int:
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between chats")
     args = parser.parse_args()
 
-    from assistant.app import create_app
-    from assistant.engine import LlamaEngine
-    from assistant.model import embedded_model_path
+    from assistant.llm.llama import LlamaEngine
+    from assistant.llm.weights import embedded_model_path
     from assistant.settings import Settings
+    from assistant.web.app import create_app
 
     settings = Settings(
         home=Path(tempfile.mkdtemp(prefix="autodidact-bench-")),

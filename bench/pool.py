@@ -6,7 +6,7 @@ variations; 15% are near-repeats of an earlier exchange; 5 users, one of them he
 up, some down with reasons, some corrected, most self-graded), then the real curator judges them
 all. Times are split: `embed` (the MiniLM int8 model), `dedupe` (Chroma nearest-neighbour queries),
 `ingest` (everything else: facts, rules, PII masking, SQL and Chroma writes), then `dashboard`
-(store/stats.py, every figure) and `export` (sft + dpo + kto). Each is printed per 1,000
+(store/dashboard.py, every figure) and `export` (sft + dpo + kto). Each is printed per 1,000
 exchanges, and the last size's figure as a ratio to the first's (1.0 = linear growth).
 
 Also the embedder's throughput against sentence-transformers' fp32 model on the same texts in the
@@ -53,7 +53,7 @@ def synthesize(engine, n: int, seed: int = 0) -> None:
     """n exchanges with their users, conversations, messages, ratings, corrections, grades."""
     from sqlalchemy import insert
 
-    from store.models import (
+    from store.tables import (
         Conversation,
         Correction,
         Exchange,
@@ -203,11 +203,11 @@ class Timed:
 def run_size(n: int, embedder) -> dict:
     from tqdm import tqdm
 
-    from assistant.app import build_curator
     from assistant.settings import Settings
-    from feedback.export import export
+    from assistant.wiring import build_curator
+    from feedback.dashboard import compute
+    from feedback.pool.records import export
     from store.db import open_database
-    from store.stats import compute
 
     home = Path(tempfile.mkdtemp(prefix=f"pool{n}-"))
     settings = Settings(home=home)
@@ -277,7 +277,7 @@ def main() -> int:
     parser.add_argument("--embed-texts", type=int, default=2000)
     args = parser.parse_args()
 
-    from store.embedder import Embedder
+    from assistant.llm.embedder import Embedder
 
     embedder = Embedder(threads=1)  # as the app runs it: the other core stays with the chat
     texts = [f"{q}\n\n{a}" for q, a, _ in sources()][: args.embed_texts]

@@ -1,5 +1,5 @@
 """The refresh at 100 and 1,000 exchanges: wall time and peak memory of each step, and the
-training speed of our path (TRL's SFTTrainer, feedback/train.py) against a plain transformers
+training speed of our path (TRL's SFTTrainer, feedback/refresh/train.py) against a plain transformers
 Trainer + PEFT loop on the same data, in the same process.
 
 For each size a fresh home is filled with synthetic exchanges (bench/pool.py's generator: real
@@ -69,12 +69,11 @@ class StepMemory:
 
 
 def refresh_at(n: int, llama, embedder, base_cache: Path) -> dict:
-    from assistant.app import build_curator, build_grader
-    from assistant.refresh_cli import refresh_config
     from assistant.settings import Settings
+    from assistant.wiring import build_curator, build_grader, refresh_config
     from bench.pool import synthesize
-    from feedback.refresh import STEPS
-    from feedback.refresher import Refresher
+    from feedback.refresh.pipeline import Refresher
+    from feedback.refresh.rules import STEPS
     from store.db import open_database
 
     home = Path(tempfile.mkdtemp(prefix=f"refresh{n}-"))
@@ -129,7 +128,7 @@ def plain_trainer(base_cache_dir: Path, records: list[dict], steps: int, batch: 
         TrainingArguments,
     )
 
-    from feedback.train import TARGETS, TrainConfig
+    from feedback.refresh.train import TARGETS, TrainConfig
 
     c = TrainConfig()
     tokenizer = AutoTokenizer.from_pretrained(str(base_cache_dir))
@@ -177,7 +176,7 @@ def ours(base_cache_dir: Path, records: list[dict], steps: int, batch: int) -> d
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from feedback.train import TrainConfig, train_lora
+    from feedback.refresh.train import TrainConfig, train_lora
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_cache_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_cache_dir), dtype=torch.float32)
@@ -222,11 +221,11 @@ def main() -> int:
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
 
-    from assistant.engine import LlamaEngine
-    from assistant.model import embedded_model_path
-    from feedback.refresh import STEPS
-    from feedback.train import base_key, load_base
-    from store.embedder import Embedder
+    from assistant.llm.embedder import Embedder
+    from assistant.llm.llama import LlamaEngine
+    from assistant.llm.weights import embedded_model_path
+    from feedback.refresh.rules import STEPS
+    from feedback.refresh.train import base_key, load_base
 
     path = embedded_model_path()
     base_cache = Path(tempfile.mkdtemp(prefix="base-cache-"))
@@ -267,10 +266,10 @@ def main() -> int:
 
 def speed_records(home: Path, embedder) -> list[dict]:
     """The SFT records a refresh of 1,000 synthetic exchanges would train on."""
-    from assistant.app import build_curator
     from assistant.settings import Settings
+    from assistant.wiring import build_curator
     from bench.pool import synthesize
-    from feedback.export import records
+    from feedback.pool.records import records
     from store.db import open_database
 
     settings = Settings(home=home)

@@ -1,1 +1,3 @@
-"""Feedback on answers: self-grading now; curation and the fine-tune refresh build here next."""
+"""Feedback on answers, in three stages: grading/ scores them, pool/ curates what may be learnt
+from, refresh/ fine-tunes, checks and promotes an adapter. Imports only assistant.llm and store.
+"""

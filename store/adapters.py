@@ -5,7 +5,7 @@ llama.cpp loads, the PEFT weights it came from, the run's metrics), and never ch
 Which one the app serves is one small file, `adapters/active.json`, replaced by an atomic rename:
 a crash at any moment leaves either the old pointer or the new one, never a half-written one,
 and never a half-written adapter behind it (adapters are written under a temporary name and
-renamed too, by feedback/lora_gguf.py). No pointer means the base model alone.
+renamed too, by feedback/refresh/gguf_export.py). No pointer means the base model alone.
 """
 
 from __future__ import annotations

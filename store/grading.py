@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import select
 
-from store.models import Exchange, Grade, GradingJob, Message, Review, utcnow
+from store.base import Repository
+from store.tables import Exchange, Grade, GradingJob, Message, Review, utcnow
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,7 @@ class Flagged:
     correction: str | None
 
 
-class GradingStore:
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    def session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
-
+class GradingStore(Repository):
     def enqueue(self, exchange_id: int) -> None:
         with self.session() as s:
             s.add(GradingJob(exchange_id=exchange_id))

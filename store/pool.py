@@ -2,8 +2,8 @@
 
 Gathers what the curator needs to judge exchanges (in bulk, so a rebuild of 100,000 exchanges is
 a few hundred queries, not a few hundred thousand), stores the verdicts, and serves the export.
-The rules themselves live in feedback/curation.py, the vectors in store/vectors.py. Dashboard
-figures are store/stats.py's.
+The rules themselves live in feedback/pool/rules.py, the vectors in store/vectors.py. Dashboard
+figures are store/dashboard.py's.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import func
 from sqlmodel import Session, select
 
-from store.models import (
+from store.base import Repository, chunks, newest
+from store.tables import (
     Conversation,
     Correction,
     Exchange,
@@ -29,7 +29,6 @@ from store.models import (
     utcnow,
 )
 
-CHUNK = 500  # ids per IN (...) query: well under SQLite's variable limit
 CONTEXT_TURNS = 3  # earlier turns kept with an exchange in the pool
 
 
@@ -48,26 +47,7 @@ class Facts:
     grade: Grade | None
 
 
-def chunks(ids: list[int], size: int = CHUNK) -> Iterator[list[int]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
-
-
-def newest(session: Session, table, ids: list[int]) -> dict[int, Any]:
-    """The newest row of `table` per exchange id."""
-    latest = (
-        select(func.max(table.id)).where(table.exchange_id.in_(ids)).group_by(table.exchange_id)
-    )
-    return {row.exchange_id: row for row in session.exec(select(table).where(table.id.in_(latest)))}
-
-
-class PoolStore:
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    def session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
-
+class PoolStore(Repository):
     # what the curator judges
     def facts(self, exchange_ids: list[int]) -> list[Facts]:
         """Facts for the given exchanges that have a stored answer, in id order."""

@@ -1,26 +1,20 @@
 """Reads and writes of refresh runs, their training mixes and the held-out split.
 
-Owns every query feedback/refresh.py makes: starting a run, moving it from step to step in
+Owns every query feedback/refresh/rules.py makes: starting a run, moving it from step to step in
 its own transaction (so a killed process leaves the last step begun on record), finishing it,
 marking runs a dead process left `running` as interrupted, and the fixed held-out split.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, update
-from sqlmodel import Session, select
+from sqlalchemy import update
+from sqlmodel import select
 
-from store.models import Heldout, RefreshRun, TrainedOn, utcnow
-from store.pool import chunks
+from store.base import Repository, chunks
+from store.tables import Heldout, RefreshRun, TrainedOn, utcnow
 
 
-class RunStore:
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    def session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
-
+class RunStore(Repository):
     def start(self, **fields) -> RefreshRun:
         with self.session() as s:
             run = RefreshRun(**fields)

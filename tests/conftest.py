@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from assistant.settings import Settings
+from store.conversations import ConversationStore
 from store.db import open_database
-from store.repo import Store
 from tests.fakes import FakeModel
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "tests" / "data"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -40,8 +40,8 @@ def settings(home) -> Settings:
 
 
 @pytest.fixture
-def store(settings) -> Store:
-    return Store(open_database(settings.effective_database_url))
+def store(settings) -> ConversationStore:
+    return ConversationStore(open_database(settings.effective_database_url))
 
 
 @pytest.fixture
@@ -51,14 +51,14 @@ def fake_model() -> FakeModel:
 
 @pytest.fixture(scope="session")
 def embedded_path() -> Path:
-    from assistant.model import embedded_model_path
+    from assistant.llm.weights import embedded_model_path
 
     return embedded_model_path()
 
 
 @pytest.fixture(scope="session")
 def engine(embedded_path):
-    from assistant.engine import LlamaEngine
+    from assistant.llm.llama import LlamaEngine
 
     return LlamaEngine(embedded_path, context_window=2048, threads=2)
 
@@ -72,7 +72,7 @@ def free_port() -> int:
 @pytest.fixture
 def running_app(settings, engine, embedder):
     """The real app (real model, SQLite and Chroma under a temporary home) on a free port."""
-    from assistant.app import create_app, launch
+    from assistant.web.app import create_app, launch
 
     settings.port = free_port()
     app = create_app(settings, model=engine, embedder=embedder)
@@ -110,7 +110,7 @@ def wait_until_serving(url: str, proc, timeout: float = 120.0) -> int:
 @pytest.fixture(scope="session")
 def embedder():
     """The real offline embedding model (int8 MiniLM on onnxruntime); loads in under a second."""
-    from store.embedder import Embedder
+    from assistant.llm.embedder import Embedder
 
     return Embedder(threads=1)
 
@@ -118,7 +118,7 @@ def embedder():
 @pytest.fixture
 def curator(settings, store, embedder):
     """The real curator: pool rows in the test's SQLite file, a Chroma collection on disk."""
-    from assistant.app import build_curator
+    from assistant.wiring import build_curator
 
     return build_curator(settings, store.engine, embedder)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
-from assistant.model import Delta
+from assistant.llm.base import Delta, ModelError
 
 
 class FakeModel:
@@ -13,6 +14,7 @@ class FakeModel:
 
     model_id = "fake-model"
     adapter_id = None
+    supports_adapters = False
 
     def __init__(self, context_window: int = 4096, delay: float = 0.0):
         self.context_window = context_window
@@ -46,6 +48,16 @@ class FakeModel:
 
     def token_logprobs(self, messages, answer):
         return [-1.0] * len(answer.split())
+
+    @contextmanager
+    def interruptible(self, cancel):
+        yield
+
+    def set_adapter(self, path, adapter_id=None):
+        raise ModelError("the fake model has no adapters")
+
+    def next_tokens(self, tokens):
+        raise ModelError("the fake model has no next-token probe")
 
 
 def ask(chat, question: str, answer: str, conversation_id: int | None = None):

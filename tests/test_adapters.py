@@ -4,7 +4,7 @@ tab's rows, and the app swapping adapters between answers (real model, real GGUF
 from __future__ import annotations
 
 from assistant.cli import main
-from assistant.models_tab import row, trends
+from assistant.web.models_tab import row, trends
 from store.runs import RunStore
 
 
@@ -40,7 +40,7 @@ def test_models_tab_rows_and_trends(promoted, store):
 
 
 def test_the_app_swaps_adapters_between_answers(promoted, settings, engine, embedder):
-    from assistant.app import create_app
+    from assistant.web.app import create_app
 
     app = create_app(settings, model=engine, embedder=embedder)
     try:
@@ -56,7 +56,7 @@ def test_the_app_swaps_adapters_between_answers(promoted, settings, engine, embe
 
 
 def test_a_broken_adapter_file_keeps_the_current_one_serving(promoted, settings, engine, embedder):
-    from assistant.app import create_app
+    from assistant.web.app import create_app
 
     app = create_app(settings, model=engine, embedder=embedder)
     try:

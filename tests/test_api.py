@@ -7,8 +7,8 @@ import json
 import pytest
 from gradio_client.exceptions import AppError
 
-from store.models import Conversation, Exchange, Message
-from tests.conftest import SHARED_DATA
+from store.tables import Conversation, Exchange, Message
+from tests.conftest import DATA
 
 
 def test_chat_streams_the_answer_and_stores_the_exchange(client, running_app):
@@ -103,10 +103,10 @@ def test_every_naughty_string_is_stored_and_shown_back_byte_for_byte(settings, e
     """All 515 strings of the Big List of Naughty Strings through the API (answers cut to 1 token)."""
     from gradio_client import Client
 
-    from assistant.app import create_app, launch
+    from assistant.web.app import create_app, launch
     from tests.conftest import free_port
 
-    strings = json.loads((SHARED_DATA / "blns" / "blns.json").read_text())
+    strings = json.loads((DATA / "blns" / "blns.json").read_text())
     settings.max_tokens = 1
     settings.port = free_port()
     app = create_app(settings, model=engine)

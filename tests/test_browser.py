@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from store.models import Rating
+from store.tables import Rating
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -178,7 +178,7 @@ def grading_page(settings, engine, tmp_path):
     mean log-probability weighed in, no score reaches the threshold of 1."""
     from playwright.sync_api import sync_playwright
 
-    from assistant.app import create_app, launch
+    from assistant.web.app import create_app, launch
     from tests.conftest import free_port
 
     settings.grading = True
@@ -201,7 +201,7 @@ def grading_page(settings, engine, tmp_path):
 
 
 def test_grade_badge_appears_and_a_reviewer_decides_on_the_flag(grading_page):
-    from store.models import Review
+    from store.tables import Review
 
     page, app = grading_page
     send(page, "What is the capital of France?")
@@ -237,7 +237,7 @@ def test_grade_badge_appears_and_a_reviewer_decides_on_the_flag(grading_page):
 
 
 def test_thumbs_down_reasons_correction_retrieval_dashboard_and_delete(page, running_app):
-    from store.models import Correction, PoolEntry
+    from store.tables import Correction, PoolEntry
 
     app, store = running_app, running_app.store
     pool = app.curator.pool

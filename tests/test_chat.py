@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from assistant.chat import ChatRefused, ChatService
-from store.models import Conversation, Exchange, Message
+from store.tables import Conversation, Exchange, Message
 from tests.fakes import FakeModel
 
 
@@ -192,8 +192,8 @@ def test_a_rating_is_stored_against_the_exchange(store, settings, fake_model):
 def test_a_full_disk_refuses_the_message_with_a_clear_reason(settings, tmp_path, fake_model):
     from sqlalchemy import event, text
 
+    from store.conversations import ConversationStore
     from store.db import open_database, sqlite_url
-    from store.repo import Store
 
     url = sqlite_url(tmp_path / "full.db")
     engine = open_database(url)
@@ -205,7 +205,7 @@ def test_a_full_disk_refuses_the_message_with_a_clear_reason(settings, tmp_path,
     def _cap(dbapi_conn, _record):  # the database may not grow: what a full disk looks like
         dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
 
-    store = Store(engine)
+    store = ConversationStore(engine)
     chat = ChatService(store, fake_model, settings)
     with pytest.raises(ChatRefused, match=r"could not be saved \(database or disk is full\)"):
         for _ in range(200):  # fill the last free pages first

@@ -73,8 +73,8 @@ def test_killing_the_app_mid_answer_keeps_the_message_and_marks_the_answer_inter
     from gradio_client import Client
     from sqlalchemy import text
 
+    from store.conversations import ConversationStore
     from store.db import open_database
-    from store.repo import Store
 
     port = free_port()
     proc = subprocess.Popen(
@@ -97,7 +97,7 @@ def test_killing_the_app_mid_answer_keeps_the_message_and_marks_the_answer_inter
             "Write a very long story about a dragon.", "", api_name="/chat"
         )
         url = f"sqlite:///{home / 'autodidact.db'}"
-        store = Store(open_database(url))
+        store = ConversationStore(open_database(url))
         deadline = time.time() + 60
         while not ((t := store.turns(1)) and t[0].status == "generating"):
             assert time.time() < deadline
@@ -108,7 +108,7 @@ def test_killing_the_app_mid_answer_keeps_the_message_and_marks_the_answer_inter
     finally:
         if proc.poll() is None:
             proc.kill()
-    store = Store(open_database(url))
+    store = ConversationStore(open_database(url))
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
     assert store.recover_interrupted() == 1  # what the next start-up does

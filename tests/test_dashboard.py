@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from assistant.chat import ChatService
+from feedback.dashboard import compute
 from store.grading import GradingStore
-from store.models import Grade
-from store.stats import compute
+from store.tables import Grade
 from tests.fakes import ask as answered
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from assistant.buildflags import cmake_args, cpu_flags
-from assistant.model import ModelError, check_gguf, embedded_model_path
+from assistant.llm.base import ModelError
+from assistant.llm.buildflags import cmake_args, cpu_flags
+from assistant.llm.weights import check_gguf, embedded_model_path
 
 QUESTION = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -33,7 +34,7 @@ def test_the_build_never_enables_amx_even_where_the_cpu_advertises_it():
 
 
 def test_the_installed_llama_cpp_has_no_amx_kernels():
-    from assistant.engine import system_info
+    from assistant.llm.llama import system_info
 
     info = system_info()
     assert "AMX" not in info.replace("AMX_INT8 = 0", "")
@@ -44,7 +45,7 @@ def test_a_fresh_process_decodes_without_crashing(embedded_path):
     # A native build with AMX dies with SIGSEGV at the first decode; run one in a child process
     # so a crash shows up as a failed test rather than a dead test run.
     code = (
-        "from assistant.engine import LlamaEngine;import sys;"
+        "from assistant.llm.llama import LlamaEngine;import sys;"
         f"e=LlamaEngine(sys.argv[1], context_window=512, threads=2);"
         f"print(''.join(d.text for d in e.stream({QUESTION!r}, {GREEDY!r})))"
     )
@@ -137,7 +138,7 @@ def test_a_missing_or_broken_model_file_gives_one_readable_line(tmp_path):
         check_gguf(bad)
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(b"GGUF" + b"\0" * 64)
-    from assistant.engine import LlamaEngine
+    from assistant.llm.llama import LlamaEngine
 
     with pytest.raises(ModelError, match="could not load model"):
         LlamaEngine(truncated)

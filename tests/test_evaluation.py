@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from feedback.evaluation import compare
+from feedback.refresh.evaluation import compare
 from tests.test_refresh_kill import zero_adapter
 
 pytestmark = pytest.mark.slow
@@ -15,7 +15,7 @@ PROMPTS = ["Write a haiku about the sea.", "Give three tips for sleeping better.
 
 def noisy_adapter(path, embedded_path):
     """A valid GGUF adapter that moves every layer's queries: answers change."""
-    from feedback.lora_gguf import write_adapter
+    from feedback.refresh.gguf_export import write_adapter
 
     rng = np.random.default_rng(0)
     state = {}
@@ -29,7 +29,7 @@ def noisy_adapter(path, embedded_path):
 def test_with_an_adapter_active_the_base_model_answers_for_its_own_figures(
     settings, engine, embedder, embedded_path, tmp_path
 ):
-    from assistant.app import build_grader
+    from assistant.wiring import build_grader
 
     current, candidate = tmp_path / "current.gguf", tmp_path / "candidate.gguf"
     noisy_adapter(current, embedded_path)
@@ -46,7 +46,7 @@ def test_with_an_adapter_active_the_base_model_answers_for_its_own_figures(
 def test_with_no_adapter_active_the_current_figures_are_the_base_ones(
     settings, engine, embedder, embedded_path, tmp_path
 ):
-    from assistant.app import build_grader
+    from assistant.wiring import build_grader
 
     candidate = tmp_path / "candidate.gguf"
     noisy_adapter(candidate, embedded_path)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from feedback.grader import Grader
-from feedback.judge import Judgement, judge
+from feedback.grading.grader import Grader
+from feedback.grading.judge import Judgement, judge
 from tests.fakes import FakeModel
 
 QUESTION = "What is the capital of France?"
@@ -36,7 +36,7 @@ def test_every_signal_is_measured_and_stored_apart(grader):
 
 
 def test_self_consistency_compares_with_resampled_answers(engine):
-    from feedback.grader import GraderConfig
+    from feedback.grading.grader import GraderConfig
 
     grader = Grader(engine, config=GraderConfig(consistency_samples=2, max_tokens=24))
     result = grader.grade(QUESTION, ANSWER)

@@ -8,10 +8,10 @@ import threading
 import time
 
 from assistant.chat import ChatService
-from feedback.grader import Grader
-from feedback.worker import GradingWorker, grade_backlog
+from feedback.grading.grader import Grader
+from feedback.grading.worker import GradingWorker, grade_backlog
 from store.grading import GradingStore
-from store.models import Conversation
+from store.tables import Conversation
 from tests.conftest import ROOT
 from tests.fakes import FakeModel
 
@@ -109,7 +109,7 @@ def test_a_chat_preempts_grading_and_the_job_goes_back_untouched(store, settings
 
 
 def test_the_background_worker_grades_while_the_app_is_idle(settings, engine):
-    from assistant.app import create_app
+    from assistant.web.app import create_app
 
     settings.grading = True
     app = create_app(settings, model=engine)

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from assistant.app import create_app
-from assistant.model import ModelError
-from assistant.openai_model import OpenAIChatModel
+from assistant.llm.base import ModelError
+from assistant.llm.openai_compat import OpenAIChatModel
+from assistant.web.app import create_app
 from tests.conftest import free_port, wait_until_serving
 
 QUESTION = [

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from feedback.pii import mask
-from tests.conftest import SHARED_DATA
+from feedback.pool.pii import mask
+from tests.conftest import DATA
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_ordinary_numbers_are_left_alone(text):
 def test_naughty_strings_are_masked_or_kept_byte_for_byte():
     """No string from the Big List of Naughty Strings breaks the masker; the ones with no
     personal data come back unchanged."""
-    strings = json.loads((SHARED_DATA / "blns" / "blns.json").read_text())
+    strings = json.loads((DATA / "blns" / "blns.json").read_text())
     changed = []
     for s in strings:
         out, found = mask(s)

@@ -8,8 +8,8 @@ from sqlmodel import select
 
 from assistant.chat import ChatRefused, ChatService
 from store.grading import GradingStore
-from store.models import Correction, Forgotten, Grade, PoolEntry, Rating
 from store.pool import PoolStore
+from store.tables import Correction, Forgotten, Grade, PoolEntry, Rating
 from tests.fakes import ask
 
 
@@ -322,7 +322,7 @@ def chroma_server(tmp_path):
 
 
 def test_the_pool_can_live_on_a_chroma_server(store, settings, fake_model, embedder, chroma_server):
-    from assistant.app import build_curator
+    from assistant.wiring import build_curator
     from store.vectors import VectorIndex
 
     settings.chroma_url = chroma_server

@@ -166,13 +166,13 @@ def test_naughty_strings_come_back_from_the_export_byte_for_byte(capsys, chat, s
     exported: what comes back is the string itself (or its PII-masked form, where the masker
     found something)."""
     from assistant.chat import ChatRefused
-    from feedback.pii import mask
-    from tests.conftest import SHARED_DATA
+    from feedback.pool.pii import mask
+    from tests.conftest import DATA
 
     settings.retrieval = False
     # Keep every string, however alike: the embedder is uncased, so "True" and "TRUE" are one.
     chat.curator.config = chat.curator.config.__class__(dedup_similarity=1.01)
-    strings = json.loads((SHARED_DATA / "blns" / "blns.json").read_text())
+    strings = json.loads((DATA / "blns" / "blns.json").read_text())
     sent = []
     for s in strings:
         chat.model.enqueue(s)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from assistant.chat import ChatService
-from feedback.refresh import RefreshConfig
-from feedback.train import TrainConfig
+from feedback.refresh.rules import RefreshConfig
+from feedback.refresh.train import TrainConfig
 from store.adapters import AdapterRegistry
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -69,9 +69,9 @@ def taught(store, settings, fake_model, curator):
 
 
 def refresher(settings, store, engine, **overrides):
-    from assistant.app import build_grader
-    from feedback.refresher import Refresher
-    from store.embedder import Embedder
+    from assistant.llm.embedder import Embedder
+    from assistant.wiring import build_grader
+    from feedback.refresh.pipeline import Refresher
 
     config = RefreshConfig(
         min_new=10,
@@ -100,7 +100,7 @@ def refresher(settings, store, engine, **overrides):
 def test_a_refresh_trains_exports_verifies_evaluates_promotes_and_the_app_uses_it(
     taught, settings, store, engine, embedder
 ):
-    from assistant.app import create_app
+    from assistant.web.app import create_app
 
     run = refresher(settings, store, engine).run()
     assert run.status == "promoted", run.reason
@@ -144,9 +144,8 @@ def assert_the_export_check_catches_unpermuted_q_k(settings, engine, registry, a
     from peft import PeftModel
     from safetensors.numpy import load_file
 
-    from feedback import lora_gguf
-    from feedback.evaluation import next_token_agreement
-    from feedback.train import load_base
+    from feedback.refresh import gguf_export as lora_gguf
+    from feedback.refresh.train import load_base, next_token_agreement
 
     folder = registry.folder(adapter_id)
     base, tokenizer = load_base(engine.path, settings.home_dir / "cache" / "base")

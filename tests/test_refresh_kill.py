@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from assistant.chat import ChatService
-from feedback.refresh import STEPS
+from feedback.refresh.rules import STEPS
 from store.adapters import AdapterRegistry
 from tests.conftest import ROOT
 
@@ -28,7 +28,7 @@ def base_cache(tmp_path_factory):
 
 def zero_adapter(path, embedded_path):
     """A valid GGUF adapter that changes nothing (B = 0), to stand for an earlier promotion."""
-    from feedback.lora_gguf import write_adapter
+    from feedback.refresh.gguf_export import write_adapter
 
     state = {}
     for i in range(30):  # SmolLM2-135M: 30 layers, width 576, 9 heads, 3 kv heads
@@ -57,7 +57,6 @@ def test_kill_at_each_step_leaves_everything_consistent(
     env = {
         **os.environ,
         "AUTODIDACT_HOME": str(settings.home_dir),
-        "AUTODIDACT_TEST_KILL_AT": step,
         "AUTODIDACT_REFRESH_MIN_NEW": "1",
         "AUTODIDACT_REFRESH_MAX_STEPS": "2",
         "AUTODIDACT_REFRESH_EVAL_PROMPTS": "1",
@@ -69,7 +68,7 @@ def test_kill_at_each_step_leaves_everything_consistent(
         "AUTODIDACT_THREADS": "2",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "assistant.cli", "refresh"],
+        [sys.executable, "-m", "tests.kill_refresh", step],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -87,7 +86,6 @@ def test_kill_at_each_step_leaves_everything_consistent(
     assert hashlib.sha256(registry.file("adapter-earlier").read_bytes()).hexdigest() == before
 
     # The next look at the runs finds the dead one and says so.
-    env.pop("AUTODIDACT_TEST_KILL_AT")
     listed = subprocess.run(
         [sys.executable, "-m", "assistant.cli", "adapters"],
         cwd=ROOT,

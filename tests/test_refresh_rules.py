@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from feedback.refresh import RefreshConfig, build_mix, read_anchor
-from store.models import PoolEntry
+from feedback.refresh.rules import RefreshConfig, build_mix, read_anchor
+from store.tables import PoolEntry
 
 
 def entry(i, source="human_approved", completion=None):

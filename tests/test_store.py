@@ -7,9 +7,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
+from store.conversations import ConversationStore
 from store.db import connect, migrate, open_database, schema_revision, sqlite_url
-from store.models import Conversation, Exchange, Message, Rating
-from store.repo import Store
+from store.tables import Conversation, Exchange, Message, Rating
 
 TABLES = {
     "users",
@@ -50,10 +50,10 @@ def test_downgrade_then_upgrade_restores_the_schema(tmp_path):
 
 def test_reopening_a_database_keeps_its_rows(tmp_path):
     url = sqlite_url(tmp_path / "db.db")
-    store = Store(open_database(url))
+    store = ConversationStore(open_database(url))
     user = store.user("ana")
     store.create_conversation(user.id, "kept")
-    again = Store(open_database(url))
+    again = ConversationStore(open_database(url))
     assert [c.title for c in again.conversations(user.id)] == ["kept"]
 
 
@@ -162,7 +162,7 @@ def test_upgrading_a_0001_database_keeps_its_rows_and_queues_its_answers_for_gra
         )
     engine = open_database(url)
     assert schema_revision(engine) == "0004"
-    store = Store(engine)
+    store = ConversationStore(engine)
     assert [(t.user, t.assistant) for t in store.turns(1)] == [("q", "a"), ("q2", None)]
     grading = GradingStore(engine)
     assert grading.counts() == {"pending": 1}
@@ -172,7 +172,7 @@ def test_upgrading_a_0001_database_keeps_its_rows_and_queues_its_answers_for_gra
 
 
 def test_upgrading_a_0002_database_keeps_ratings_and_starts_an_empty_pool(tmp_path):
-    from store.models import PoolEntry
+    from store.tables import PoolEntry
 
     url = sqlite_url(tmp_path / "old.db")
     engine = connect(url)
@@ -203,7 +203,7 @@ def test_upgrading_a_0002_database_keeps_ratings_and_starts_an_empty_pool(tmp_pa
         )
     engine = open_database(url)
     assert schema_revision(engine) == "0004"
-    store = Store(engine)
+    store = ConversationStore(engine)
     rating = store.rating(1)
     assert (rating.value, rating.reasons, rating.comment) == (-1, [], None)
     assert store.exchange(1).retrieved == []

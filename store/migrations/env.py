@@ -6,7 +6,7 @@ Never reads alembic.ini or configures logging: the app owns both.
 from alembic import context
 from sqlmodel import SQLModel
 
-import store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import store.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 connection = context.config.attributes["connection"]
 # Batch mode lets later migrations ALTER tables on SQLite, which lacks most ALTER TABLE forms.

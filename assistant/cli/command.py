@@ -1,0 +1,23 @@
+"""The contract every subcommand keeps, after TRL's CLI: a name, its help, the arguments it adds
+and `run(args, settings) -> exit code`. The table of commands is assistant/cli/__init__.py's;
+turning errors into exit codes happens there too, once, not in each command."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from assistant.settings import Settings
+
+
+def no_arguments(parser: argparse.ArgumentParser) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace, Settings], int]
+    arguments: Callable[[argparse.ArgumentParser], None] = field(default=no_arguments)

@@ -1,0 +1,51 @@
+"""`autodidact grade --backlog`: grade every answer still waiting, with a progress bar."""
+
+from __future__ import annotations
+
+from assistant.cli.command import Command
+
+
+def arguments(parser) -> None:
+    parser.add_argument(
+        "--backlog",
+        action="store_true",
+        required=True,
+        help="grade every answer still waiting for a grade, with a progress bar",
+    )
+
+
+def grade_backlog_command(args, settings) -> int:
+    from rich.progress import Progress
+
+    from assistant.wiring import build_curator, build_grader, load_model
+    from feedback.grading.worker import GradingWorker, grade_backlog
+    from store.db import open_database
+    from store.grading import GradingStore
+
+    engine = open_database(settings.effective_database_url)
+    grader = build_grader(settings, load_model(settings))
+    grading = GradingStore(engine)
+    curator = build_curator(settings, engine)
+    worker = GradingWorker(
+        grader,
+        grading,
+        max_attempts=settings.grading_max_attempts,
+        on_graded=lambda exchange_id: curator.update([exchange_id]),
+    )
+    pending = grading.counts().get("pending", 0) + grading.counts().get("running", 0)
+    with Progress() as bar:
+        task = bar.add_task("Grading", total=pending or 1)
+        done = grade_backlog(worker, lambda n, total: bar.update(task, completed=n, total=total))
+        bar.update(task, completed=max(done, 1), total=max(done, 1))
+    counts = grading.counts()
+    flagged = sum(1 for _ in grading.flagged(limit=10**9))
+    print(
+        f"Graded {done} job(s): {counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
+        f"{counts.get('pending', 0)} pending; {flagged} flagged in total."
+    )
+    return 0
+
+
+COMMANDS = [
+    Command("grade", "self-grade answers from the command line", grade_backlog_command, arguments)
+]

@@ -1,0 +1,174 @@
+"""The refresh's subcommands: `refresh`, `adapters`, `rollback`.
+
+Owns their arguments, the progress display and the summaries they print. The pipeline itself is
+feedback/refresh/pipeline.py; which adapter is active is store/adapters.py's pointer, which the
+running app picks up before its next answer.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from assistant.cli.command import Command
+
+
+def refresh_arguments(p) -> None:
+    p.add_argument("--dry-run", action="store_true", help="select and check the data, no training")
+    p.add_argument("--force", action="store_true", help="train even with few new examples")
+    p.add_argument("--every", metavar="INTERVAL", help="repeat forever, e.g. 24h, 90m (no cron)")
+
+
+def rollback_arguments(p) -> None:
+    p.add_argument("adapter", nargs="?", help="adapter id, or `base` for no adapter")
+
+
+def interval_seconds(text: str) -> float:
+    """'24h' -> 86400.0; accepts s, m, h, d.
+
+    >>> interval_seconds("24h"), interval_seconds("90m"), interval_seconds("1d")
+    (86400.0, 5400.0, 86400.0)
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text or "")
+    if not m:
+        raise ValueError(f"not an interval: {text!r} (use e.g. 30m, 24h, 7d)")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def summary(run) -> str:
+    lines = [f"Refresh {run.id} ({run.adapter_id}): {run.status} at step {run.step}."]
+    if run.reason:
+        lines.append(f"  why: {run.reason}")
+    d = run.data or {}
+    if d:
+        lines.append(
+            f"  mix: {d.get('mix', 0)} examples ({d.get('new', 0)} new; human share "
+            f"{d.get('human_share', 0):.0%}; {d.get('model_only_capped', 0)} model-only capped, "
+            f"{d.get('model_only_repeats', 0)} of them as repeats); "
+            f"distinct-2 {d.get('distinct_2')}, embedding spread {d.get('embedding_spread')}; "
+            f"held out {d.get('heldout', 0)}"
+        )
+    m = run.metrics or {}
+    if "train" in m:
+        t = m["train"]
+        lines.append(
+            f"  train: {t['steps']} steps, {t['tokens']} tokens, {t['tokens_per_second']} tokens/s, "
+            f"loss {t['loss']}, peak {t['peak_memory_mb']} MiB on {t['device']}"
+        )
+        if "dpo" in t:
+            p = t["dpo"]
+            lines.append(
+                f"  DPO: {p['steps']} steps on {p['pairs']} preference pairs, reward margin "
+                f"{p['first_margin']} -> {p['last_margin']}"
+            )
+    if "verify" in m:
+        v = m["verify"]
+        exact = f" ({v['exact']:.1%} exactly)" if "exact" in v else ""
+        lines.append(f"  export check: {v['agreement']:.1%} next-token agreement{exact}")
+    if "evaluate" in m:
+        c, p = m["evaluate"]["candidate"], m["evaluate"]["current"]
+        lines.append(
+            f"  candidate vs current: held-out loss {c['heldout_loss']} vs {p['heldout_loss']}; "
+            f"win rate {c['win_rate']:.2f}; flag rate {c['flag_rate']:.2f} vs {p['flag_rate']:.2f}; "
+            f"answer distinct-2 {c['answer_distinct_2']} vs {p['answer_distinct_2']}"
+        )
+        if b := m["evaluate"].get("base"):
+            spread = f", spread {b['answer_spread']}" if "answer_spread" in b else ""
+            lines.append(f"  base model: answer distinct-2 {b['answer_distinct_2']}{spread}")
+    return "\n".join(lines)
+
+
+class StepBars:
+    """One rich progress bar per pipeline step."""
+
+    def __init__(self, bar):
+        self.bar, self.tasks = bar, {}
+
+    def __call__(self, step: str, done: float, message: str) -> None:
+        if step not in self.tasks:
+            self.tasks[step] = self.bar.add_task(step, total=1.0)
+        self.bar.update(self.tasks[step], completed=done, description=f"{step}: {message}")
+
+
+def refresh(args, settings) -> int:
+    from rich.progress import Progress
+
+    from assistant.wiring import build_refresher
+
+    every = interval_seconds(args.every) if args.every else None
+    while True:
+        with Progress() as bar:
+            refresher = build_refresher(settings, StepBars(bar))
+            result = refresher.run(dry_run=args.dry_run, force=args.force)
+        print(summary(result), flush=True)
+        if every is None:
+            return 0 if result.status in ("promoted", "dry_run", "refused", "rejected") else 1
+        print(f"Next refresh in {args.every}.", flush=True)
+        time.sleep(every)
+
+
+def adapters(args, settings) -> int:
+    from feedback.refresh.pipeline import RefreshBusy, refresh_lock
+    from store.adapters import AdapterRegistry
+    from store.db import open_database
+    from store.runs import RunStore
+
+    store = RunStore(open_database(settings.effective_database_url))
+    try:
+        with refresh_lock(settings.home_dir):  # no refresh runs: a `running` one is dead
+            store.recover_interrupted()
+    except RefreshBusy:
+        pass
+    runs = store.runs()
+    active = AdapterRegistry(settings.home_dir / "adapters").active()
+    print(f"Active: {active.adapter_id if active else 'base model (no adapter)'}")
+    for r in runs:
+        mark = "*" if active and r.adapter_id == active.adapter_id else " "
+        print(f"{mark} " + summary(r))
+    if not runs:
+        print("No refresh has run yet: `autodidact refresh`.")
+    return 0
+
+
+def rollback(args, settings) -> int:
+    from store.adapters import AdapterRegistry
+    from store.db import open_database
+    from store.runs import RunStore
+
+    registry = AdapterRegistry(settings.home_dir / "adapters")
+    runs = RunStore(open_database(settings.effective_database_url))
+    active = registry.active()
+    target = args.adapter
+    if target is None:
+        promoted = [r.adapter_id for r in runs.runs() if r.status == "promoted"]
+        if active and active.adapter_id in promoted:
+            earlier = promoted[: promoted.index(active.adapter_id)]
+        else:
+            earlier = promoted[:-1]
+        target = earlier[-1] if earlier else "base"
+    if target == "base":
+        registry.activate(None)
+        print("Serving the base model (no adapter) from the next answer on.")
+        return 0
+    if runs.run(target) is None and not registry.exists(target):
+        raise ValueError(f"no adapter {target!r}; `autodidact adapters` lists them")
+    registry.activate(target)
+    print(f"Serving adapter {target} from the next answer on.")
+    return 0
+
+
+COMMANDS = [
+    Command(
+        "refresh",
+        "fine-tune on the pool; promote only if nothing regresses",
+        refresh,
+        refresh_arguments,
+    ),
+    Command("adapters", "list refresh runs, their metrics, and the active one", adapters),
+    Command(
+        "rollback",
+        "serve an earlier adapter (default: the one before)",
+        rollback,
+        rollback_arguments,
+    ),
+]

@@ -1,0 +1,14 @@
+"""`autodidact serve`: the web app. The only command that imports Gradio, and only when run."""
+
+from __future__ import annotations
+
+from assistant.cli.command import Command
+
+
+def serve(args, settings) -> int:
+    from assistant.web.app import serve as start
+
+    return start(settings, args.given)
+
+
+COMMANDS = [Command("serve", "start the chat web app", serve)]

@@ -1,0 +1,71 @@
+"""The chat-model contract the whole project talks to, and its one error type.
+
+Owns the `ChatModel` protocol (streaming, token counting, answer scoring, adapters, interruption
+and next-token probes), the `Delta` a stream yields, and `ModelError`. It imports no backend:
+the llama.cpp engine (assistant/llm/llama.py), the OpenAI-compatible client
+(assistant/llm/openai_compat.py) and the tests' fake model implement it. Which one the app
+uses is decided in assistant/wiring.py; which weights, in assistant/llm/weights.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+Messages = list[dict[str, str]]
+
+
+class ModelError(RuntimeError):
+    """The model could not be loaded or failed while generating; the message is for users."""
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of a streamed answer; the last one carries the finish reason and token counts."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    model_id: str
+    adapter_id: str | None
+    context_window: int
+    # Whether `set_adapter` and `next_tokens` work: a local GGUF engine, not a remote server.
+    supports_adapters: bool
+
+    def count_tokens(self, messages: Messages) -> int:
+        """Tokens the prompt for `messages` takes, chat template included."""
+
+    def stream(
+        self,
+        messages: Messages,
+        sampling: dict[str, Any],
+        cancel: threading.Event | None = None,
+        json_schema: dict | None = None,
+    ) -> Iterator[Delta]:
+        """Generate an answer to `messages`, piece by piece; stops early when `cancel` is set.
+
+        With `json_schema`, the output is constrained to JSON matching it (llama.cpp grammar)."""
+
+    def token_logprobs(self, messages: Messages, answer: str) -> list[float]:
+        """Log-probability of each token of `answer` as the reply to `messages`."""
+
+    def interruptible(self, cancel: threading.Event) -> AbstractContextManager[None]:
+        """Inside the block, this thread's calls stop as soon as `cancel` is set, even
+        mid-decode where the backend can (background grading yields to a chat this way)."""
+
+    def set_adapter(self, path: Path | None, adapter_id: str | None = None) -> None:
+        """Serve a LoRA adapter file (None: the base weights alone) from the next call on.
+        Raises ModelError where `supports_adapters` is False."""
+
+    def next_tokens(self, tokens: list[int]) -> list[int]:
+        """The greedy next token after each prefix of `tokens` (teacher forcing): the probe the
+        export check compares with PyTorch. Raises ModelError where unsupported."""

@@ -1,0 +1,253 @@
+"""The local model engine: the only module that imports llama_cpp.
+
+Owns loading a GGUF file, streaming chat completions with the chat template stored in the file,
+counting prompt tokens and scoring the log-probabilities of a given answer. A lock makes sure
+two requests never run the model at once (a llama.cpp context is not safe to share). It knows
+nothing about conversations or storage; the rest of the app sees it as a `ChatModel`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assistant.llm.base import Delta, Messages, ModelError
+
+try:
+    import llama_cpp
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+except ImportError as exc:  # pragma: no cover - a broken install, not a code path
+    raise ModelError(
+        "llama-cpp-python is not installed; run `make run`, which builds it for this CPU"
+    ) from exc
+
+
+def system_info() -> str:
+    """llama.cpp's report of the CPU features it was built with (e.g. 'AVX2 = 1 | AMX_INT8 = 0')."""
+    return llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+
+
+class LlamaEngine:
+    supports_adapters = True
+
+    def __init__(
+        self,
+        path: Path,
+        context_window: int = 4096,
+        threads: int | None = None,
+        lora_path: Path | None = None,
+    ):
+        self.path = Path(path)
+        self.model_id = self.path.name
+        self.adapter_id: str | None = None
+        self._adapter = None  # the llama.cpp adapter set on the context, freed when replaced
+        self._lock = threading.Lock()
+        self._local = threading.local()  # the calling thread's preemption event, if any
+        try:
+            self.llm = Llama(
+                model_path=str(self.path),
+                n_ctx=context_window,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelError(f"could not load model {self.path}: {exc}") from exc
+        if lora_path:
+            self.set_adapter(Path(lora_path))
+        self.context_window = self.llm.n_ctx()
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelError(f"model {self.path} has no chat template in its GGUF metadata")
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self.llm._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        )
+        # Generate with exactly the template we count tokens with (the one in the file),
+        # not a built-in format llama-cpp-python might guess from it.
+        self.llm.chat_format = "chat_template.default"
+
+    def set_adapter(self, path: Path | None, adapter_id: str | None = None) -> None:
+        """Apply a GGUF LoRA adapter (None: the base model alone), between generations.
+
+        Waits for a running generation to end, then swaps the adapter on the live context: no
+        reload, and the KV cache computed with the old weights is dropped. A file llama.cpp
+        cannot load leaves the current adapter in place and raises ModelError.
+        """
+        with self._lock:
+            new = None
+            if path is not None:
+                new = llama_cpp.llama_adapter_lora_init(
+                    self.llm._model.model, str(path).encode("utf-8")
+                )
+                if not new:
+                    raise ModelError(f"llama.cpp could not load the LoRA adapter {path}")
+                adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(new)
+                scales = (ctypes.c_float * 1)(1.0)
+                failed = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, adapters, 1, scales)
+            else:
+                failed = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
+            if failed:
+                if new:
+                    llama_cpp.llama_adapter_lora_free(new)
+                raise ModelError(f"llama.cpp could not apply the LoRA adapter {path}")
+            if self._adapter:
+                llama_cpp.llama_adapter_lora_free(self._adapter)
+            self._adapter = new
+            self.adapter_id = (adapter_id or Path(path).stem) if path is not None else None
+            self.llm.reset()
+
+    def next_tokens(self, tokens: list[int]) -> list[int]:
+        """The model's greedy prediction after each prefix of `tokens` (teacher forcing), in
+        batches: what the export check compares with PyTorch's predictions."""
+        if len(tokens) > self.context_window:
+            raise ModelError("the probe does not fit the context window")
+        with self._lock:
+            self.llm.reset()
+            out = [int(i) for logits in self._logits_batches(tokens) for i in logits.argmax(1)]
+            self.llm.reset()
+            return out
+
+    def _logits_batches(self, tokens: list[int]) -> Iterator[np.ndarray]:
+        """With the lock held: decode `tokens` after what the cache holds, in batches, and
+        yield the logits at every position (llama-cpp-python only keeps them for the whole
+        context when built with `logits_all`, n_ctx x vocab floats)."""
+        llm = self.llm
+        for start in range(0, len(tokens), llm.n_batch):
+            piece = tokens[start : start + llm.n_batch]
+            llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+            llm._batch.set_batch(batch=piece, n_past=llm.n_tokens, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(piece), llm.n_vocab()))
+            llm.input_ids[llm.n_tokens : llm.n_tokens + len(piece)] = piece
+            llm.n_tokens += len(piece)
+            yield logits
+
+    @contextmanager
+    def interruptible(self, cancel: threading.Event):
+        """Calls from this thread inside the block stop mid-decode once `cancel` is set.
+
+        For background work (grading) that must give the model up at once when a chat arrives:
+        without it a prompt evaluation or a scoring pass runs to its end first. The check costs a
+        Python call per graph node, so chat generation never runs with it.
+        """
+        self._local.interrupt = cancel
+        try:
+            yield
+        finally:
+            self._local.interrupt = None
+
+    @contextmanager
+    def _abort_when_interrupted(self):
+        """With the lock held: install llama.cpp's abort callback for this call only."""
+        cancel = getattr(self._local, "interrupt", None)
+        if cancel is None:
+            yield
+            return
+        ctx = self.llm._ctx.ctx
+        callback = llama_cpp.ggml_abort_callback(lambda _data: cancel.is_set())
+        llama_cpp.llama_set_abort_callback(ctx, callback, None)
+        try:
+            yield
+        except RuntimeError as exc:  # llama_decode returned 2: aborted
+            if not cancel.is_set():
+                raise
+            self.llm.reset()  # the cache may hold half a batch
+            raise InterruptedError("preempted by a chat") from exc
+        finally:
+            llama_cpp.llama_set_abort_callback(ctx, llama_cpp.ggml_abort_callback(), None)
+
+    def prompt_tokens(self, messages: Messages) -> list[int]:
+        text = self._formatter(messages=messages).prompt
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def count_tokens(self, messages: Messages) -> int:
+        return len(self.prompt_tokens(messages))
+
+    def stream(
+        self,
+        messages: Messages,
+        sampling: dict[str, Any],
+        cancel: threading.Event | None = None,
+        json_schema: dict | None = None,
+    ) -> Iterator[Delta]:
+        cancel = cancel or threading.Event()
+        with self._lock, self._abort_when_interrupted():
+            prompt_tokens = self.count_tokens(messages)
+            parts: list[str] = []
+            finish_reason = None
+            chunks = self.llm.create_chat_completion(
+                messages=messages,
+                stream=True,
+                temperature=sampling.get("temperature", 0.7),
+                top_p=sampling.get("top_p", 0.9),
+                repeat_penalty=sampling.get("repeat_penalty", 1.0),
+                max_tokens=sampling.get("max_tokens", 512),
+                seed=sampling.get("seed"),
+                response_format={"type": "json_object", "schema": json_schema}
+                if json_schema
+                else None,
+            )
+            try:
+                for chunk in chunks:
+                    if cancel.is_set():
+                        finish_reason = "stopped"
+                        break
+                    choice = chunk["choices"][0]
+                    text = choice["delta"].get("content") or ""
+                    if text:
+                        parts.append(text)
+                        yield Delta(text=text)
+                    finish_reason = choice.get("finish_reason") or finish_reason
+            finally:
+                chunks.close()
+            completion = "".join(parts)
+            yield Delta(
+                finish_reason=finish_reason,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=len(self.llm.tokenize(completion.encode(), add_bos=False))
+                if completion
+                else 0,
+            )
+
+    def token_logprobs(self, messages: Messages, answer: str) -> list[float]:
+        """Log-probability of each token of `answer` given the prompt, in one batched pass.
+
+        llama-cpp-python only exposes per-token logprobs when the whole context keeps logits for
+        every position (`logits_all`, n_ctx x vocab floats), so we ask llama.cpp for logits at the
+        answer positions only.
+        """
+        prompt = self.prompt_tokens(messages)
+        target = self.llm.tokenize(answer.encode("utf-8"), add_bos=False, special=False)
+        if not target:
+            return []
+        if len(prompt) + len(target) > self.context_window:
+            raise ModelError("prompt and answer together do not fit the context window")
+        with self._lock, self._abort_when_interrupted():
+            llm = self.llm
+            llm.reset()
+            llm.eval(prompt[:-1])
+            # Position i of `scored` predicts target[i].
+            scored = [prompt[-1], *target[:-1]]
+            out: list[float] = []
+            start = 0
+            for raw in self._logits_batches(scored):
+                logits = raw.astype(np.float64)
+                peak = logits.max(axis=1, keepdims=True)
+                logz = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))
+                ids = np.asarray(target[start : start + len(logits)])
+                out.extend((logits[np.arange(len(logits)), ids] - logz).tolist())
+                start += len(logits)
+            # The next generation must not reuse a cache that holds the scored answer.
+            llm.reset()
+            return out

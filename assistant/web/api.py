@@ -1,0 +1,89 @@
+"""The stable HTTP API: what programs (gradio_client, any HTTP caller) may rely on.
+
+Owns the endpoint signatures and their error messages; each is a thin call into the chat
+service. Declared with `gr.api` inside the Blocks that assistant/web/page.py builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gradio as gr
+
+from assistant.chat import ChatRefused, ChatService
+from store.conversations import NotFound
+
+
+def add_api(chat: ChatService) -> None:
+    """The stable HTTP API, for gradio_client and any HTTP caller."""
+
+    def chat_endpoint(message: str, conversation_id: str = "") -> Iterator[tuple[str, str]]:
+        """Send `message` to a conversation (empty id: a new one). Streams (answer so far,
+        conversation id); raises an error with a readable message if the message is refused."""
+        try:
+            conv = int(conversation_id) if str(conversation_id or "").strip() else None
+        except ValueError as exc:
+            raise gr.Error(f"not a conversation id: {conversation_id!r}") from exc
+        try:
+            stream = chat.send(conv, message)
+        except (ChatRefused, NotFound) as exc:
+            raise gr.Error(str(exc)) from exc
+        for reply in stream:
+            if reply.text or reply.done:
+                yield reply.text, str(reply.conversation_id)
+            if reply.status == "failed":
+                raise gr.Error(f"the model failed: {reply.error}")
+
+    def history_endpoint(conversation_id: str) -> list[dict]:
+        """Every turn of a conversation: user message, shown answer, its exchange id and status."""
+        try:
+            conv = chat.store.conversation(int(conversation_id))
+        except ValueError as exc:
+            raise gr.Error(f"not a conversation id: {conversation_id!r}") from exc
+        except NotFound as exc:  # an empty list would look like an empty conversation
+            raise gr.Error(str(exc)) from exc
+        turns = chat.turns(conv.id)
+        return [
+            {
+                "user": t.user,
+                "assistant": t.assistant,
+                "exchange_id": t.exchange_id,
+                "status": t.status,
+            }
+            for t in turns
+        ]
+
+    def conversations_endpoint() -> list[dict]:
+        """The conversations, newest first: id and title."""
+        return [{"id": c.id, "title": c.title} for c in chat.conversations()]
+
+    def rate_endpoint(
+        exchange_id: int, value: int, reasons: list[str] | None = None, comment: str = ""
+    ) -> dict:
+        """Rate an answer: +1 (thumbs up), -1 (thumbs down) or 0 (take the rating back). A
+        thumbs down may name reasons (wrong facts, didn't follow instructions, too long,
+        unsafe, other) and a comment."""
+        try:
+            rating = chat.rate(int(exchange_id), int(value), reasons or [], comment or None)
+        except (ValueError, NotFound) as exc:
+            raise gr.Error(str(exc)) from exc
+        return {
+            "exchange_id": rating.exchange_id,
+            "value": rating.value,
+            "reasons": rating.reasons,
+            "comment": rating.comment,
+        }
+
+    def correct_endpoint(exchange_id: int, answer: str) -> dict:
+        """Store a better answer for an exchange, beside the model's own."""
+        try:
+            correction = chat.correct(int(exchange_id), answer)
+        except (ValueError, NotFound) as exc:
+            raise gr.Error(str(exc)) from exc
+        return {"exchange_id": correction.exchange_id, "correction_id": correction.id}
+
+    gr.api(chat_endpoint, api_name="chat")
+    gr.api(history_endpoint, api_name="history")
+    gr.api(conversations_endpoint, api_name="conversations")
+    gr.api(rate_endpoint, api_name="rate")
+    gr.api(correct_endpoint, api_name="correct")

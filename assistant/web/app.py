@@ -1,0 +1,71 @@
+"""The web app over the wired services: `create_app` (what tests use), `launch` and `serve`.
+
+Owns start-up of the page: the services come from assistant/wiring.py, the page from
+assistant/web/page.py; `serve` adds printing the settings, friendly start-up errors and
+launching the web server.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import gradio as gr
+
+from assistant.llm.base import ChatModel, ModelError
+from assistant.settings import Settings
+from assistant.web.page import build_page
+from assistant.wiring import Services, create_services
+
+
+@dataclass
+class App:
+    services: Services
+    demo: gr.Blocks
+
+    url: str | None = None  # set once launched without blocking (tests, benchmarks)
+
+    # The services' parts, as callers reach them: app.chat, app.store, ...
+    settings = property(lambda self: self.services.settings)
+    store = property(lambda self: self.services.store)
+    model = property(lambda self: self.services.model)
+    chat = property(lambda self: self.services.chat)
+    grading = property(lambda self: self.services.grading)
+    worker = property(lambda self: self.services.worker)
+    curator = property(lambda self: self.services.curator)
+
+    def close(self) -> None:
+        self.services.close()
+        self.demo.close()
+
+
+def create_app(settings: Settings, model: ChatModel | None = None, embedder=None) -> App:
+    services = create_services(settings, model, embedder)
+    return App(services, build_page(services.chat, services.grading))
+
+
+def launch(app: App, block: bool = True):
+    app.demo.queue(default_concurrency_limit=1)
+    return app.demo.launch(
+        server_name=app.settings.host,
+        server_port=app.settings.port,
+        prevent_thread_lock=not block,
+        show_error=True,
+        quiet=not block,
+        footer_links=["api"],
+    )
+
+
+def serve(settings: Settings, flags: set[str] = frozenset()) -> int:
+    print("Autodidact settings:\n" + settings.describe(flags), flush=True)
+    try:
+        app = create_app(settings)
+    except ModelError as exc:
+        print(f"autodidact: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"autodidact: cannot use {settings.home_dir}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"Model: {app.model.model_id} ({app.model.context_window} tokens of context)", flush=True)
+    launch(app)
+    return 0

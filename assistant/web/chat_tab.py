@@ -1,0 +1,326 @@
+"""The Chat tab and the conversation sidebar: what a person types into and reads.
+
+Owns their components, their events and how a conversation is rendered (answers with their
+grade badge, notices under the chat). Every decision (what is valid, what is stored, how the
+prompt is built) belongs to the chat service; this module renders its `Reply` snapshots.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterator
+
+import gradio as gr
+
+from assistant.chat import ChatRefused, ChatService, Reply, title_from
+from assistant.web.common import PRIVATE
+from assistant.web.rating_panel import RatingPanel
+from store.conversations import NotFound, Turn
+from store.grading import GradingStore
+from store.tables import Grade
+
+STATUS_NOTES = {
+    "stopped": "Generation stopped. The partial answer is saved.",
+    "failed": "The model failed while answering: {error}. What it wrote so far is saved.",
+}
+FEEDBACK = {1: "Like", -1: "Dislike", 0: None}
+
+
+def badge(grade: Grade | None) -> str:
+    """The small mark under a graded answer; the reason shows on hover.
+
+    >>> badge(None)
+    ''
+    >>> g = Grade(exchange_id=1, grader_version="v", judge_model_id="m", judge_score=8, score=0.8, flagged=False, reason="fine")
+    >>> badge(g)
+    '\\n\\n<span class="grade" title="fine">self-grade 8/10</span>'
+    >>> badge(g.model_copy(update={"flagged": True, "judge_score": 2, "reason": 'says "Berlin"'}))
+    '\\n\\n<span class="grade flagged" title="says &quot;Berlin&quot;">⚠ possible hallucination · self-grade 2/10</span>'
+    """
+    if grade is None:
+        return ""
+    label = (
+        f"self-grade {grade.judge_score}/10" if grade.judge_score else f"score {grade.score:.2f}"
+    )
+    if grade.flagged:
+        label = f"⚠ possible hallucination · {label}"
+    css = "grade flagged" if grade.flagged else "grade"
+    return f'\n\n<span class="{css}" title="{html.escape(grade.reason)}">{label}</span>'
+
+
+def render(
+    turns: list[Turn], grades: dict[int, Grade] | None = None
+) -> tuple[list[dict], list[int | None]]:
+    """Chatbot messages for the turns, and the exchange id behind each message (None for users).
+
+    >>> render([Turn(1, "hi", 7, "hello", "completed"), Turn(3, "again", None, None, None)])
+    ([{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'hello'}, {'role': 'user', 'content': 'again'}], [None, 7, None])
+    """
+    grades = grades or {}
+    messages, ids = [], []
+    for turn in turns:
+        messages.append({"role": "user", "content": turn.user})
+        ids.append(None)
+        if turn.exchange_id is not None:
+            text = (turn.assistant or "") + badge(grades.get(turn.exchange_id))
+            messages.append({"role": "assistant", "content": text})
+            ids.append(turn.exchange_id)
+    return messages, ids
+
+
+def rating_value(liked) -> int:
+    """Gradio's like payload as a stored rating: +1, -1, or 0 when a click is taken back.
+
+    >>> [rating_value(v) for v in (True, False, "Like", "Dislike", None, "")]
+    [1, -1, 1, -1, 0, 0]
+    """
+    if liked is True or liked == "Like":
+        return 1
+    if liked is False or liked == "Dislike":
+        return -1
+    return 0
+
+
+def examples_note(reply: Reply) -> str:
+    """Which past exchanges the answer drew on, for the notice under the chat.
+
+    >>> from feedback.pool.curator import Example
+    >>> examples_note(Reply(1, 2, examples=(Example(7, 3, "What is 2+2?", "4", 0.91),)))
+    'Drew on 1 past answer from the training pool: #7 “What is 2+2?” (similarity 0.91)'
+    """
+    if not reply.examples:
+        return ""
+    shown = "; ".join(
+        f"#{e.exchange_id} “{title_from(e.prompt, 60)}” (similarity {e.similarity:.2f})"
+        for e in reply.examples
+    )
+    n = len(reply.examples)
+    return f"Drew on {n} past answer{'s' if n > 1 else ''} from the training pool: {shown}"
+
+
+def note_for(reply: Reply) -> str:
+    notes = list(reply.notices)
+    if reply.examples:
+        notes.append(examples_note(reply))
+    if reply.status in STATUS_NOTES:
+        notes.append(STATUS_NOTES[reply.status].format(error=reply.error))
+    return "\n\n".join(f"ℹ️ {n}" for n in notes)
+
+
+class Sidebar:
+    """The conversation list, its title box and the rename / delete buttons."""
+
+    def __init__(self):
+        with gr.Sidebar(label="Conversations", open=True):
+            gr.Markdown("### Autodidact")
+            self.new_btn = gr.Button("+ New chat", elem_id="new-chat")
+            self.conversations = gr.Radio(
+                choices=[], label="Conversations", elem_id="conversations", interactive=True
+            )
+            self.title = gr.Textbox(label="Title", elem_id="title", max_lines=1)
+            with gr.Row():
+                self.rename_btn = gr.Button("Rename", size="sm", elem_id="rename")
+                self.delete_btn = gr.Button("Delete", size="sm", variant="stop", elem_id="delete")
+            with gr.Row(visible=False) as self.confirm_row:
+                self.confirm_btn = gr.Button(
+                    "Yes, delete", size="sm", variant="stop", elem_id="confirm-delete"
+                )
+                self.cancel_btn = gr.Button("Keep", size="sm", elem_id="cancel-delete")
+
+
+class ChatTab:
+    """The chat itself: built inside a `gr.Tab`, wired to the sidebar by `wire`."""
+
+    def __init__(self, chat: ChatService, grading: GradingStore):
+        self.chat, self.grading = chat, grading
+        self.conversation = gr.State(None)
+        self.exchange_ids = gr.State([])
+        self.graded = gr.State([])
+        self.chatbot = gr.Chatbot(
+            elem_id="chatbot",
+            height="70vh",
+            label="Chat",
+            feedback_options=("Like", "Dislike"),
+            buttons=["copy"],
+            placeholder="Ask anything. Your chats stay on this machine.",
+        )
+        self.notice = gr.Markdown(elem_id="notice")
+        with gr.Row():
+            self.box = gr.Textbox(
+                placeholder="Message Autodidact (Enter to send, Shift+Enter for a new line)",
+                show_label=False,
+                scale=8,
+                lines=1,
+                max_lines=8,
+                elem_id="message",
+                autofocus=True,
+            )
+            self.send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+        with gr.Row():
+            self.stop_btn = gr.Button("■ Stop", size="sm", elem_id="stop")
+            self.regen_btn = gr.Button("↻ Regenerate", size="sm", elem_id="regenerate")
+        self.panel = RatingPanel(chat)
+
+    # rendering
+    def shown(self, turns: list[Turn]):
+        ids = [t.exchange_id for t in turns if t.exchange_id is not None]
+        return render(turns, self.grading.grades(ids) if ids else {})
+
+    def list_update(self, selected):
+        choices = [(c.title, c.id) for c in self.chat.conversations()]
+        return gr.update(choices=choices, value=selected)
+
+    def feedback(self, ids: list[int | None]) -> list[str | None]:
+        """The thumbs the user already gave, one entry per assistant message."""
+        return [FEEDBACK[self.chat.store.current_rating(i)] for i in ids if i is not None]
+
+    def stream_reply(self, stream: Iterator[Reply], before: list[Turn], message: str):
+        """UI updates while a reply streams, for the chat outputs; `before` is the history above
+        the new turn. The conversation list and title are refreshed once, at the end."""
+        base, base_ids = self.shown(before)
+        reply = None
+        for reply in stream:
+            messages = base + [
+                {"role": "user", "content": message},
+                {"role": "assistant", "content": reply.text},
+            ]
+            ids = base_ids + [None, reply.exchange_id]
+            yield messages, reply.conversation_id, ids, note_for(reply), gr.skip(), gr.skip()
+        if reply is not None:
+            conv = self.chat.store.conversation(reply.conversation_id)
+            yield (
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+                self.list_update(conv.id),
+                conv.title,
+            )
+
+    # events
+    def on_send(self, message, conversation_id):
+        try:
+            before = self.chat.turns(conversation_id) if conversation_id else []
+            stream = self.chat.send(conversation_id, message)
+        except (ChatRefused, NotFound) as exc:
+            gr.Warning(str(exc))
+            yield gr.skip(), gr.skip(), gr.skip(), str(exc), gr.skip(), gr.skip(), gr.skip()
+            return
+        first = True
+        for update in self.stream_reply(stream, before, message):
+            # Clear the box once the message is safely stored, not before.
+            yield *update, ("" if first else gr.skip())
+            first = False
+
+    def on_regenerate(self, conversation_id):
+        if not conversation_id:
+            gr.Warning("There is no answer to regenerate yet.")
+            return
+        try:
+            turns = self.chat.turns(conversation_id)
+            stream = self.chat.regenerate(conversation_id)
+        except (ChatRefused, NotFound) as exc:
+            gr.Warning(str(exc))
+            return
+        yield from self.stream_reply(stream, turns[:-1], turns[-1].user)
+
+    def on_open(self, conversation_id):
+        if conversation_id is None:
+            return [], None, [], "", ""
+        try:
+            conv = self.chat.store.conversation(conversation_id)
+        except NotFound:
+            gr.Warning("That conversation no longer exists.")
+            return [], None, [], "", ""
+        messages, ids = self.shown(self.chat.turns(conversation_id))
+        view = gr.update(value=messages, feedback_value=self.feedback(ids))
+        return view, conversation_id, ids, "", conv.title
+
+    def on_rename(self, conversation_id, title):
+        if not conversation_id:
+            gr.Warning("Open a conversation to rename it.")
+            return gr.skip()
+        try:
+            self.chat.rename(conversation_id, title)
+        except (ChatRefused, NotFound) as exc:
+            gr.Warning(str(exc))
+            return gr.skip()
+        return self.list_update(conversation_id)
+
+    def on_delete(self, conversation_id):
+        if not conversation_id:
+            gr.Warning("Open a conversation to delete it.")
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        counts = self.chat.delete(conversation_id)
+        gr.Info(
+            f"Deleted the conversation and its {counts['messages']} messages. "
+            f"{counts['pool_entries']} exchange(s) left the training pool "
+            f"({counts['training_examples']} were training examples); none of them will be "
+            "in any future training set."
+        )
+        return [], None, [], "", "", self.list_update(None)
+
+    def on_like(self, conversation_id, exchange_ids, data: gr.LikeData):
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        exchange_id = exchange_ids[index] if 0 <= index < len(exchange_ids) else None
+        if exchange_id is None:
+            gr.Warning("Only finished answers can be rated.")
+            return [gr.skip()] * len(self.panel.outputs)
+        value = rating_value(data.liked)
+        self.chat.rate(exchange_id, value)
+        return self.panel.opened(exchange_id, value)
+
+    def on_tick(self, conversation_id, graded):
+        """Badges appear a few seconds after an answer: re-render only when a new grade exists."""
+        if not conversation_id or self.chat.is_generating(conversation_id):
+            return gr.skip(), gr.skip()
+        try:
+            turns = self.chat.turns(conversation_id)
+        except NotFound:
+            return gr.skip(), gr.skip()
+        ids = [t.exchange_id for t in turns if t.exchange_id is not None]
+        grades = self.grading.grades(ids) if ids else {}
+        now = sorted(grades)
+        if now == (graded or []):
+            return gr.skip(), gr.skip()
+        messages, ids = render(turns, grades)
+        return gr.update(value=messages, feedback_value=self.feedback(ids)), now
+
+    def on_stop(self, conversation_id):
+        if conversation_id:
+            self.chat.stop(conversation_id)
+
+    def wire(self, side: Sidebar) -> None:
+        """Every event of the chat and the sidebar; all private (not part of the API)."""
+        state = [self.conversation, self.exchange_ids]
+        outputs = [self.chatbot, *state, self.notice, side.conversations, side.title]
+        cleared = [self.chatbot, *state, self.notice, side.title, side.conversations]
+        for trigger in (self.box.submit, self.send_btn.click):
+            trigger(self.on_send, [self.box, self.conversation], [*outputs, self.box], **PRIVATE)
+        self.regen_btn.click(self.on_regenerate, [self.conversation], outputs, **PRIVATE)
+        self.stop_btn.click(self.on_stop, [self.conversation], None, queue=False, **PRIVATE)
+        side.conversations.input(
+            self.on_open,
+            [side.conversations],
+            [self.chatbot, *state, self.notice, side.title],
+            **PRIVATE,
+        )
+        for trigger in (side.new_btn.click, self.chatbot.clear):
+            trigger(lambda: ([], None, [], "", "", gr.update(value=None)), None, cleared, **PRIVATE)
+        side.rename_btn.click(
+            self.on_rename, [self.conversation, side.title], [side.conversations], **PRIVATE
+        )
+        show, hide = (lambda: gr.update(visible=True)), (lambda: gr.update(visible=False))
+        side.delete_btn.click(show, None, [side.confirm_row], **PRIVATE)
+        side.cancel_btn.click(hide, None, [side.confirm_row], **PRIVATE)
+        side.confirm_btn.click(self.on_delete, [self.conversation], cleared, **PRIVATE).then(
+            hide, None, [side.confirm_row], **PRIVATE
+        )
+        self.chatbot.like(self.on_like, state, self.panel.outputs, **PRIVATE)
+        gr.Timer(2.0).tick(
+            self.on_tick,
+            [self.conversation, self.graded],
+            [self.chatbot, self.graded],
+            show_progress="hidden",
+            **PRIVATE,
+        )

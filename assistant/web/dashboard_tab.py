@@ -1,0 +1,118 @@
+"""The Dashboard tab: the learning loop on one page, as plots.
+
+Owns the layout of the figures store/dashboard.py computes: exchanges per day, the self-grade
+distribution, the flag rate over time, the pool by source, the share of human data, the pool's
+diversity and how often the self-grade agrees with the user's thumbs. Computing happens when the
+tab opens or Refresh is clicked, never on a timer, so a big database costs nothing while chatting.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from assistant.web.common import PRIVATE
+from feedback.dashboard import compute
+
+HEIGHT = 260
+
+
+def headline(totals: dict) -> str:
+    """The line of totals above the plots.
+
+    >>> headline({"exchanges": 3, "graded": 2, "flagged": 0.5, "statuses": {"train": 1},
+    ...           "agreement": None, "rated": 0, "diversity_sample": 1})
+    '**3** exchanges · **2** graded, **50%** flagged · pool: **1** train, **0** flagged, **0** neutral, **0** duplicate, **0** capped · judge-user agreement: no rated and graded answers yet'
+    """
+    st = totals["statuses"]
+    pool = ", ".join(
+        f"**{st.get(k, 0)}** {k}" for k in ("train", "flagged", "neutral", "duplicate", "capped")
+    )
+    flagged = f"**{totals['flagged']:.0%}** flagged" if totals["flagged"] is not None else "none"
+    agree = (
+        f"**{totals['agreement']:.0%}** of {totals['rated']} rated answers"
+        if totals["agreement"] is not None
+        else "no rated and graded answers yet"
+    )
+    return (
+        f"**{totals['exchanges']}** exchanges · **{totals['graded']}** graded, {flagged} · "
+        f"pool: {pool} · judge-user agreement: {agree}"
+    )
+
+
+def build_dashboard(engine, index=None):
+    """The tab's components; returns the function that refreshes them and its outputs."""
+    summary = gr.Markdown(elem_id="dashboard-summary")
+    with gr.Row():
+        per_day = gr.BarPlot(
+            x="day", y="exchanges", title="Exchanges per day", height=HEIGHT, elem_id="plot-per-day"
+        )
+        scores = gr.BarPlot(
+            x="score",
+            y="answers",
+            title="Self-grade distribution (bins of 0.1)",
+            sort="x",
+            height=HEIGHT,
+            elem_id="plot-scores",
+        )
+        flags = gr.LinePlot(
+            x="day",
+            y="flag rate",
+            title="Flag rate (likely hallucinations)",
+            y_lim=[0, 1],
+            height=HEIGHT,
+            elem_id="plot-flags",
+        )
+    with gr.Row():
+        pool = gr.LinePlot(
+            x="day",
+            y="examples",
+            color="source",
+            title="Training pool by source",
+            height=HEIGHT,
+            elem_id="plot-pool",
+        )
+        human = gr.LinePlot(
+            x="day",
+            y="share",
+            color="kind",
+            title="Share of human data in the pool",
+            y_lim=[0, 1],
+            height=HEIGHT,
+            elem_id="plot-human",
+        )
+    with gr.Row():
+        diversity = gr.BarPlot(
+            x="measure",
+            y="value",
+            title="Pool diversity (falls as it collapses)",
+            y_lim=[0, 1],
+            height=HEIGHT,
+            elem_id="plot-diversity",
+        )
+        agreement = gr.LinePlot(
+            x="day",
+            y="agreement",
+            title="Self-grade agrees with the user's thumbs",
+            y_lim=[0, 1],
+            height=HEIGHT,
+            elem_id="plot-agreement",
+        )
+    refresh = gr.Button("Refresh", size="sm", elem_id="dashboard-refresh")
+    outputs = [summary, per_day, scores, flags, pool, human, diversity, agreement]
+
+    def load(progress=gr.Progress()):  # noqa: B008 (how Gradio injects a progress bar)
+        progress(0, desc="Computing the dashboard")
+        d = compute(engine, index)
+        return (
+            headline(d.totals),
+            d.exchanges_per_day,
+            d.score_histogram,
+            d.flag_rate,
+            d.pool_by_source,
+            d.human_share,
+            d.diversity,
+            d.agreement,
+        )
+
+    refresh.click(load, None, outputs, **PRIVATE)
+    return load, outputs

@@ -1,0 +1,42 @@
+"""The page: the sidebar and the tabs, assembled, with the stable API on the same Blocks.
+
+Owns which tabs exist and in what order; each tab is its own module (chat_tab, review_tab,
+dashboard_tab, models_tab) and the API is assistant/web/api.py. The UI's own events are private,
+so the API page lists only what programs may rely on.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from assistant.chat import ChatService
+from assistant.web.api import add_api
+from assistant.web.chat_tab import ChatTab, Sidebar
+from assistant.web.common import PRIVATE
+from assistant.web.dashboard_tab import build_dashboard
+from assistant.web.models_tab import build_models_tab
+from assistant.web.review_tab import ReviewTab
+from store.grading import GradingStore
+
+
+def build_page(chat: ChatService, grading: GradingStore) -> gr.Blocks:
+    with gr.Blocks(title="Autodidact") as demo:
+        side = Sidebar()
+        with gr.Tab("Chat", id="chat"):
+            tab = ChatTab(chat, grading)
+        with gr.Tab("Review", id="review") as review_tab:
+            review = ReviewTab(grading, chat.settings.user, on_decision=chat.curate)
+        review_tab.select(review.load, None, [review.flagged, review.ids], **PRIVATE)
+        with gr.Tab("Dashboard", id="dashboard") as dashboard_tab:
+            index = chat.curator.index if chat.curator else None
+            load_dashboard, dashboard_outputs = build_dashboard(chat.store.engine, index)
+        dashboard_tab.select(load_dashboard, None, dashboard_outputs, **PRIVATE)
+        with gr.Tab("Models", id="models") as models_tab:
+            load_models, models_outputs = build_models_tab(
+                chat.store.engine, chat.settings.home_dir
+            )
+        models_tab.select(load_models, None, models_outputs, **PRIVATE)
+        tab.wire(side)
+        demo.load(lambda: tab.list_update(None), None, [side.conversations], **PRIVATE)
+        add_api(chat)
+    return demo

@@ -1,0 +1,225 @@
+"""Wiring: settings -> models, stores and the stages' services. Owns start-up, without Gradio.
+
+Every entry point (the web app, each CLI command, the benchmarks, the tests) builds what it
+needs here, so a setting means the same thing everywhere: `load_model` picks the chat model's
+backend, `stage configs` turn settings into the stages' configuration dataclasses, and
+`create_services` assembles what `autodidact serve` runs before any page exists
+(assistant/web/app.py adds the page on top).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.chat import ChatService
+from assistant.llm.base import ChatModel, ModelError
+from assistant.llm.weights import open_gguf, resolve_gguf
+from assistant.settings import Settings
+from feedback.grading.grader import Grader, GraderConfig
+from feedback.grading.worker import GradingWorker
+from feedback.pool.curator import Curator, CuratorConfig
+from feedback.pool.rules import PoolRules
+from feedback.refresh.rules import RefreshConfig
+from feedback.refresh.train import TrainConfig
+from store.adapters import AdapterRegistry
+from store.conversations import ConversationStore
+from store.db import open_database
+from store.grading import GradingStore
+from store.pool import PoolStore
+
+log = logging.getLogger(__name__)
+
+
+def load_model(settings: Settings) -> ChatModel:
+    """The chat model the settings ask for: an OpenAI-compatible server, or a local GGUF."""
+    if settings.openai_base_url:
+        from assistant.llm.openai_compat import OpenAIChatModel
+
+        return OpenAIChatModel(
+            base_url=settings.openai_base_url,
+            model=settings.openai_model,
+            api_key=settings.openai_api_key,
+            context_window=settings.context_window,
+        )
+    return open_gguf(settings.model, settings.context_window, settings.threads)
+
+
+def local_model(settings: Settings) -> tuple[Path, ChatModel]:
+    """The local GGUF the refresh fine-tunes, and an engine on it; refuses a remote server."""
+    if settings.openai_base_url:
+        raise ValueError("a refresh fine-tunes a local GGUF model; unset --openai-base-url")
+    path = resolve_gguf(settings.model)
+    return path, open_gguf(path, settings.context_window, settings.threads)
+
+
+def grader_config(settings: Settings) -> GraderConfig:
+    return GraderConfig(
+        weights=settings.grade_weights,
+        threshold=settings.flag_threshold,
+        consistency_samples=settings.consistency_samples,
+        max_tokens=min(settings.max_tokens, 256),
+        system_prompt=settings.system_prompt,
+        max_attempts=settings.grading_max_attempts,
+    )
+
+
+def curator_config(settings: Settings) -> CuratorConfig:
+    return CuratorConfig(
+        rules=PoolRules(
+            user_weight=settings.pool_user_weight,
+            train_threshold=settings.pool_train_threshold,
+            min_agreement=settings.pool_min_agreement,
+        ),
+        dedup_similarity=settings.pool_dedup_similarity,
+        max_user_share=settings.pool_max_user_share,
+        pii_region=settings.pii_region,
+    )
+
+
+def refresh_config(settings: Settings) -> RefreshConfig:
+    """The refresh's rules and bounds, as the settings give them."""
+    return RefreshConfig(
+        min_new=settings.refresh_min_new,
+        min_pairs=settings.refresh_min_pairs,
+        human_share=settings.refresh_human_share,
+        anchor_file=settings.refresh_anchor_file,
+        diversity_tolerance=settings.refresh_diversity_tolerance,
+        max_answer_repeats=settings.refresh_max_answer_repeats,
+        model_answers_per_question=settings.refresh_model_answers_per_question,
+        eval_prompts=settings.refresh_eval_prompts,
+        loss_tolerance=settings.refresh_loss_tolerance,
+        win_rate_floor=settings.refresh_win_rate_floor,
+        flag_tolerance=settings.refresh_flag_tolerance,
+        answer_diversity_tolerance=settings.refresh_answer_diversity_tolerance,
+        train=TrainConfig(
+            max_steps=settings.refresh_max_steps,
+            max_seconds=settings.refresh_max_seconds,
+            max_memory_mb=settings.refresh_max_memory_mb,
+        ),
+    )
+
+
+def build_grader(
+    settings: Settings, model: ChatModel, judge_model: ChatModel | None = None
+) -> Grader:
+    """The grader: the chat model answers' log-probabilities, judged by `judge_model`, the
+    `judge_model` setting's GGUF, or the chat model itself."""
+    if judge_model is None and settings.judge_model:
+        judge_model = open_gguf(settings.judge_model, settings.context_window, settings.threads)
+    return Grader(judge_model or model, model, grader_config(settings))
+
+
+def build_curator(settings: Settings, engine, embedder=None) -> Curator:
+    """The training pool's curator: pool rows, the Chroma index and the offline embedder."""
+    from assistant.llm.embedder import Embedder
+    from store.vectors import VectorIndex
+
+    index = VectorIndex.open(settings.home_dir / "chroma", settings.chroma_url)
+    config = curator_config(settings)
+    return Curator(PoolStore(engine), index, embedder or Embedder(threads=1), config)
+
+
+def build_refresher(settings: Settings, progress=None, embedder=None):
+    """One refresh on the local model the settings name, judged by the settings' grader."""
+    from assistant.llm.embedder import Embedder
+    from feedback.refresh.pipeline import Refresher
+
+    path, llama = local_model(settings)
+    return Refresher(
+        open_database(settings.effective_database_url),
+        settings.home_dir,
+        path,
+        llama,
+        build_grader(settings, llama),
+        refresh_config(settings),
+        system_prompt=settings.system_prompt,
+        progress=progress,
+        embedder=embedder or Embedder(),
+    )
+
+
+class AdapterWatcher:
+    """Serves the adapter `adapters/active.json` names, swapping it in between generations.
+
+    Checked before each answer (one stat call); a refresh promoting an adapter, or a rollback,
+    takes effect at the next answer without a restart. A file llama.cpp refuses leaves the
+    current adapter serving, with the error logged.
+    """
+
+    def __init__(self, model: ChatModel, home: Path):
+        self.model = model
+        self.registry = AdapterRegistry(home / "adapters")
+        self.stamp = None
+        self.error: str | None = None
+
+    def sync(self) -> None:
+        if not self.model.supports_adapters:
+            return  # an OpenAI-compatible server serves what it serves
+        stamp = self.registry.stamp()
+        if stamp == self.stamp:
+            return
+        self.stamp = stamp
+        active = self.registry.active()
+        want = active.adapter_id if active else None
+        if want == self.model.adapter_id:
+            return
+        try:
+            self.model.set_adapter(active.path if active else None, adapter_id=want)
+            self.error = None
+        except (ModelError, OSError) as exc:
+            self.error = str(exc)
+            log.error("keeping adapter %s: %s", self.model.adapter_id, exc)
+
+
+@dataclass
+class Services:
+    """Everything `autodidact serve` runs, wired together; the page is built over it."""
+
+    settings: Settings
+    store: ConversationStore
+    model: ChatModel
+    chat: ChatService
+    grading: GradingStore
+    worker: GradingWorker
+    curator: Curator
+    watcher: AdapterWatcher
+
+    def close(self) -> None:
+        self.worker.stop()
+
+
+def chat_service(settings: Settings, engine, model: ChatModel | None, embedder=None):
+    """The chat service over the settings' database; `model` None for commands that only
+    rate, correct or delete (they need no model)."""
+    curator = build_curator(settings, engine, embedder)
+    return ChatService(ConversationStore(engine), model, settings, curator)
+
+
+def create_services(settings: Settings, model: ChatModel | None = None, embedder=None) -> Services:
+    """Database, model, chat service, curator and background grader, started as configured."""
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    engine = open_database(settings.effective_database_url)
+    store = ConversationStore(engine)
+    store.recover_interrupted()
+    model = model or load_model(settings)
+    curator = build_curator(settings, engine, embedder)
+    chat = ChatService(store, model, settings, curator)
+    watcher = AdapterWatcher(model, settings.home_dir)
+    watcher.sync()
+    chat.before_generation.append(watcher.sync)
+    grading = GradingStore(engine)
+    worker = GradingWorker(
+        build_grader(settings, model),
+        grading,
+        chat.idle,
+        settings.grading_max_attempts,
+        on_graded=chat.curate,
+        quiet_for=chat.quiet_for,
+    )
+    chat.on_generation_start.append(worker.preempt)
+    chat.on_answer_stored.append(lambda _exchange_id: worker.wake())
+    if settings.grading:
+        worker.start()
+    return Services(settings, store, model, chat, grading, worker, curator, watcher)

@@ -1,0 +1,172 @@
+"""Grading one exchange: measure every signal, guard against injections, combine, explain.
+
+Owns the order of the work and the guarantees: an empty or label-only answer scores at the floor
+without asking the model; an answer (or question) that addresses the grader is graded twice, as
+given and with those lines removed, and keeps the lower score, so an injection can never raise a
+grade; every signal's cost in seconds is recorded. Storage and scheduling are feedback/grading/worker.py's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+
+from assistant.llm.base import ChatModel, ModelError
+from feedback.config import option
+from feedback.grading.judge import JudgeError, judge
+from feedback.grading.sanitize import injection_lines, is_contentless, without_injections
+from feedback.grading.scoring import (
+    DEFAULT_THRESHOLD,
+    DEFAULT_WEIGHTS,
+    Signals,
+    combine,
+    explain,
+    should_flag,
+)
+from feedback.grading.signals import consistency, logprob_stats, resample
+
+GRADER_VERSION = "grader-1"
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    signals: Signals
+    judge_reason: str | None
+    score: float
+    flagged: bool
+    reason: str
+    injection: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class GraderConfig:
+    """How answers are graded; `Settings` offers the user-facing knobs (assistant/settings.py)."""
+
+    weights: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_WEIGHTS),
+        metadata={"help": "weight of each grading signal, as JSON"},
+    )
+    threshold: float = option(DEFAULT_THRESHOLD, "combined score below which an answer is flagged")
+    consistency_samples: int = option(
+        0, "resampled answers for self-consistency (0: off, see README)"
+    )
+    consistency_temperature: float = option(1.0, "temperature of the resampled answers")
+    max_tokens: int = option(128, "longest answer the grader generates when resampling")
+    system_prompt: str = option(
+        "You are a helpful assistant.", "system message of resampled answers"
+    )
+    max_attempts: int = option(3, "tries before a grading job fails")
+
+
+class Grader:
+    def __init__(
+        self,
+        judge_model: ChatModel,
+        answer_model: ChatModel | None = None,
+        config: GraderConfig | None = None,
+    ):
+        self.judge_model = judge_model
+        # Log-probabilities come from the model that answered: its own uncertainty.
+        self.answer_model = answer_model or judge_model
+        self.config = config or GraderConfig()
+
+    @contextmanager
+    def interruptible(self, cancel: threading.Event):
+        """Inside, the models stop even mid-decode when `cancel` is set (local engines only)."""
+        with ExitStack() as stack:
+            for model in {id(m): m for m in (self.judge_model, self.answer_model)}.values():
+                stack.enter_context(model.interruptible(cancel))
+            yield
+
+    def grade(
+        self,
+        question: str,
+        answer: str,
+        reference: str | None = None,
+        cancel: threading.Event | None = None,
+        tag: str | None = None,
+    ) -> GradeResult:
+        """Grade `answer` to `question`. `tag` fixes the judge's delimiters (default: fresh per
+        call); tests use it to compare two answers under identical conditions."""
+        if is_contentless(answer):
+            return self._floor("the answer is empty or says nothing")
+        injected = bool(injection_lines(answer) or injection_lines(question))
+        result = self._grade_once(question, answer, reference, cancel, tag)
+        if not injected:
+            return result
+        clean_answer = without_injections(answer)
+        if is_contentless(clean_answer):
+            clean = self._floor("the answer only addresses the grader")
+        else:
+            clean = self._grade_once(
+                without_injections(question), clean_answer, reference, cancel, tag
+            )
+        worst = min(result, clean, key=lambda r: r.score)
+        seconds = {
+            k: result.seconds.get(k, 0) + clean.seconds.get(k, 0)
+            for k in result.seconds | clean.seconds
+        }
+        return replace(
+            worst,
+            injection=True,
+            flagged=True,
+            seconds=seconds,
+            reason=f"tries to steer the grader; {worst.reason}",
+        )
+
+    def _floor(self, why: str) -> GradeResult:
+        return GradeResult(Signals(judge=1), None, 0.0, True, why)
+
+    def _grade_once(self, question, answer, reference, cancel, tag=None) -> GradeResult:
+        cfg = self.config
+        seconds: dict[str, float] = {}
+        t = time.perf_counter()
+        try:
+            verdict = judge(self.judge_model, question, answer, cancel, tag)
+            judge_score, judge_reason = verdict.score, verdict.reason
+        except JudgeError:  # the other signals still grade it; the reason says so
+            judge_score, judge_reason = None, "the judge gave no valid verdict"
+        seconds["judge"] = time.perf_counter() - t
+
+        system = {"role": "system", "content": cfg.system_prompt}
+        prompt = [system, {"role": "user", "content": question}]
+        mean_lp = min_lp = grounding = agree = None
+        t = time.perf_counter()
+        try:
+            mean_lp, min_lp = logprob_stats(self.answer_model.token_logprobs(prompt, answer))
+            seconds["logprob"] = time.perf_counter() - t
+        except ModelError:  # a server-backed model cannot score given text; the rest still counts
+            pass
+        if reference and mean_lp is not None:
+            t = time.perf_counter()
+            grounded = [
+                {
+                    "role": "system",
+                    "content": f"{cfg.system_prompt}\nUse this reference:\n{reference}",
+                },
+                {"role": "user", "content": question},
+            ]
+            with_ref, _ = logprob_stats(self.answer_model.token_logprobs(grounded, answer))
+            grounding = round(with_ref - mean_lp, 6)
+            seconds["grounding"] = time.perf_counter() - t
+        if cfg.consistency_samples > 0:
+            t = time.perf_counter()
+            samples = resample(
+                self.answer_model,
+                prompt,
+                cfg.consistency_samples,
+                cfg.consistency_temperature,
+                cfg.max_tokens,
+                cancel,
+            )
+            agree = consistency(answer, samples)
+            seconds["consistency"] = time.perf_counter() - t
+
+        signals = Signals(judge_score, mean_lp, min_lp, agree, grounding)
+        score = combine(signals, cfg.weights)
+        flagged = should_flag(score, cfg.threshold)
+        reason = explain(signals, judge_reason, flagged)
+        return GradeResult(signals, judge_reason, score, flagged, reason, seconds=seconds)

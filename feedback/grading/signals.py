@@ -1,0 +1,88 @@
+"""Uncertainty signals from the model itself: token log-probabilities and self-consistency.
+
+Owns measuring and summarising these signals as pure numbers; how they are weighed is
+feedback/grading/scoring.py's job. Self-consistency follows SelfCheckGPT: resample the question at a higher
+temperature and see how much the answer agrees with the samples.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+
+from assistant.llm.base import ChatModel
+
+
+def logprob_stats(logprobs: list[float]) -> tuple[float | None, float | None]:
+    """Mean and minimum token log-probability (None, None for no tokens).
+
+    >>> logprob_stats([-0.5, -1.5, -0.1])
+    (-0.7, -1.5)
+    >>> logprob_stats([])
+    (None, None)
+    """
+    if not logprobs:
+        return None, None
+    return round(sum(logprobs) / len(logprobs), 6), min(logprobs)
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens, for lexical agreement.
+
+    >>> words("Paris, the capital of France!")
+    ['paris', 'the', 'capital', 'of', 'france']
+    """
+    return re.findall(r"\w+", text.lower())
+
+
+def token_f1(a: str, b: str) -> float:
+    """Word-overlap F1 between two answers (SQuAD's answer-agreement measure).
+
+    >>> token_f1("The capital is Paris", "Paris is the capital")
+    1.0
+    >>> token_f1("Paris", "Lyon")
+    0.0
+    >>> round(token_f1("It is Paris", "Paris"), 2)
+    0.5
+    """
+    wa, wb = Counter(words(a)), Counter(words(b))
+    common = sum((wa & wb).values())
+    if not common:
+        return 0.0
+    precision, recall = common / sum(wa.values()), common / sum(wb.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def consistency(answer: str, samples: list[str]) -> float | None:
+    """Mean agreement of `answer` with resampled answers (None without samples).
+
+    >>> consistency("Paris", ["Paris", "It is Paris"])
+    0.75
+    """
+    if not samples:
+        return None
+    return sum(token_f1(answer, s) for s in samples) / len(samples)
+
+
+def resample(
+    model: ChatModel,
+    messages: list[dict],
+    n: int,
+    temperature: float,
+    max_tokens: int,
+    cancel: threading.Event | None = None,
+) -> list[str]:
+    out = []
+    for i in range(n):
+        sampling = {
+            "temperature": temperature,
+            "top_p": 0.95,
+            "repeat_penalty": 1.1,
+            "max_tokens": max_tokens,
+            "seed": 1000 + i,
+        }
+        out.append("".join(d.text for d in model.stream(messages, sampling, cancel)))
+        if cancel is not None and cancel.is_set():
+            raise InterruptedError("resampling was interrupted")
+    return out

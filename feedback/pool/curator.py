@@ -1,0 +1,266 @@
+"""The curator: keeps the training pool in step with everything said about each exchange.
+
+Owns the path from an exchange to its pool entry: gather the facts (store/pool.py), apply the
+rules (feedback/pool/rules.py), mask personal data (feedback/pool/pii.py), and for an exchange that may
+be trained on, find near-duplicates and enforce each user's share against the vector index
+(store/vectors.py) before it joins. It also serves retrieval: the past `train` exchanges most
+like a new question. It is called after every rating, correction, review and grade, and by
+`autodidact pool --rebuild`; the SQL rows are the record and the index follows them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from feedback.config import option
+from feedback.pool.pii import mask
+from feedback.pool.rules import SOURCE_RANK, Evidence, PoolRules, Verdict, share_allows, verdict
+from store.base import chunks
+from store.pool import Facts, PoolStore
+from store.tables import PoolEntry
+from store.vectors import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CuratorConfig:
+    """How the pool admits exchanges; `Settings` offers these as `pool_<name>` and `pii_region`."""
+
+    rules: PoolRules = field(default_factory=PoolRules)
+    dedup_similarity: float = option(0.92, "cosine similarity at which two exchanges are one")
+    max_user_share: float = option(0.5, "most of the pool one user may contribute (2+ users)")
+    pii_region: str = option("US", "country whose local phone numbers are masked")
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Past approved exchanges shown to the model as examples; `Settings`: `retrieval_<name>`."""
+
+    enabled: bool = option(True, "show the model similar approved exchanges as examples")
+    examples: int = option(2, "most examples per prompt")
+    max_tokens: int = option(400, "most prompt tokens the examples may add")
+    min_similarity: float = option(0.6, "least question similarity for an example")
+
+
+@dataclass(frozen=True)
+class Example:
+    """A past exchange shown to the model as an example for a new question."""
+
+    exchange_id: int
+    conversation_id: int
+    prompt: str
+    completion: str
+    similarity: float
+
+
+def evidence(f: Facts) -> Evidence:
+    g = f.grade
+    e = f.exchange
+    return Evidence(
+        rating=f.rating.value if f.rating else 0,
+        reasons=tuple(f.rating.reasons) if f.rating and f.rating.value < 0 else (),
+        corrected=f.correction is not None,
+        review=f.review.decision if f.review else None,
+        complete=e.status == "completed" and e.finish_reason != "length",
+        grade=g.score if g else None,
+        grade_flagged=bool(g and g.flagged),
+        judge=g.judge_score if g else None,
+        consistency=g.consistency if g else None,
+        grounding=g.grounding if g else None,
+    )
+
+
+def exchange_text(entry: PoolEntry) -> str:
+    return f"{entry.prompt}\n\n{entry.completion}"
+
+
+class Curator:
+    def __init__(
+        self,
+        pool: PoolStore,
+        index: VectorIndex,
+        embed: Callable[[list[str]], np.ndarray],
+        config: CuratorConfig = CuratorConfig(),
+    ):
+        self.pool = pool
+        self.index = index
+        self.embed = embed
+        self.config = config
+
+    def _mask(self, text: str) -> tuple[str, int]:
+        masked, found = mask(text, self.config.pii_region)
+        return masked, sum(found.values())
+
+    def entry_for(self, f: Facts, v: Verdict) -> PoolEntry:
+        prompt, n1 = self._mask(f.question)
+        answer, n2 = self._mask(f.answer)
+        context, n3 = [], 0
+        for m in f.context:
+            text, n = self._mask(m["content"])
+            context.append({"role": m["role"], "content": text})
+            n3 += n
+        completion, original, n4 = answer, None, 0
+        if f.correction is not None:
+            completion, n4 = self._mask(f.correction)
+            original = answer
+        e = f.exchange
+        return PoolEntry(
+            exchange_id=e.id,
+            conversation_id=e.conversation_id,
+            user_id=f.user_id,
+            status=v.status,
+            source=v.source,
+            score=v.score,
+            reason=v.reason,
+            rating=f.rating.value if f.rating else 0,
+            grade_score=f.grade.score if f.grade else None,
+            context=context,
+            prompt=prompt,
+            completion=completion,
+            original=original,
+            pii_masked=n1 + n2 + n3 + n4,
+            model_id=e.model_id,
+            adapter_id=e.adapter_id,
+            grader_version=f.grade.grader_version if f.grade else None,
+            exchange_at=e.created_at,
+        )
+
+    def update(self, exchange_ids: list[int], progress: Callable[[int], None] | None = None):
+        """Re-judge these exchanges and bring their pool entries and vectors up to date.
+        Returns the new entries. `progress(n)` is called as each chunk of n is done."""
+        out: list[PoolEntry] = []
+        left_pool: list[int] = []
+        for ids in chunks(list(exchange_ids), 256):
+            entries, left = self._update_chunk(ids)
+            out += entries
+            left_pool += left
+            if progress:
+                progress(len(ids))
+        # Answers kept out as duplicates of one that just left may now stand on their own.
+        again = [i for i in self.pool.duplicates_of(left_pool) if i not in set(exchange_ids)]
+        if again:
+            out += self.update(again)
+        return out
+
+    def _update_chunk(self, ids: list[int]) -> tuple[list[PoolEntry], list[int]]:
+        facts = self.pool.facts(ids)
+        before = self.pool.entries(ids)
+        entries = [self.entry_for(f, verdict(evidence(f), self.config.rules)) for f in facts]
+        was_train = {i for i, e in before.items() if e.status == "train"}
+        candidates = [e for e in entries if e.status == "train"]
+        # Higher provenance first, so within a chunk a correction wins over a copy of it.
+        candidates.sort(key=lambda e: (-SOURCE_RANK[e.source], e.exchange_id))
+        accepted, vectors, prompts = [], [], []
+        demoted: list[PoolEntry] = []
+        if candidates:
+            v_all = self.embed([exchange_text(e) for e in candidates])
+            p_all = self.embed([e.prompt for e in candidates])
+            neighbours = self.index.nearest_exchanges(v_all, k=2)
+            counts = self.pool.train_counts()
+            for i in was_train:  # this chunk's own entries are being decided again
+                counts[before[i].user_id] -= 1
+            rivals = self.pool.entries([n.exchange_id for ns in neighbours for n in ns])
+            for entry, v, p, near in zip(candidates, v_all, p_all, neighbours, strict=True):
+                dup = self._duplicate(entry, v, near, accepted, vectors, rivals, set(ids))
+                if isinstance(dup, PoolEntry):  # the newcomer outranks what it duplicates
+                    dup.status, dup.duplicate_of = "duplicate", entry.exchange_id
+                    dup.reason = f"near-duplicate of exchange {entry.exchange_id}"
+                    demoted.append(dup)
+                    counts[dup.user_id] = counts.get(dup.user_id, 1) - 1
+                elif dup is not None:
+                    entry.status, entry.duplicate_of = "duplicate", dup
+                    entry.reason = f"near-duplicate of exchange {dup} ({entry.reason})"
+                    continue
+                users = sum(1 for n in counts.values() if n > 0) + (
+                    0 if counts.get(entry.user_id, 0) > 0 else 1
+                )
+                mine, total = counts.get(entry.user_id, 0), sum(counts.values())
+                if not share_allows(mine, total, users, self.config.max_user_share):
+                    entry.status = "capped"
+                    entry.reason = (
+                        f"this user already has {mine} of the pool's {total} examples "
+                        f"(most allowed: {self.config.max_user_share:.0%})"
+                    )
+                    continue
+                counts[entry.user_id] = mine + 1
+                accepted.append(entry)
+                vectors.append(v)
+                prompts.append(p)
+        self.pool.save(entries + demoted)
+        keep = {e.exchange_id for e in accepted}
+        self.index.remove(
+            [i for i in was_train if i not in keep] + [d.exchange_id for d in demoted]
+        )
+        self.index.add(
+            [e.exchange_id for e in accepted],
+            np.array(vectors),
+            np.array(prompts),
+            [{"user_id": e.user_id, "source": e.source} for e in accepted],
+        )
+        left = [i for i in was_train if i not in keep] + [d.exchange_id for d in demoted]
+        return entries, left
+
+    def _duplicate(self, entry, vector, near, accepted, vectors, rivals, chunk):
+        """None if new; the id it duplicates; or the indexed entry it outranks and replaces."""
+        threshold = self.config.dedup_similarity
+        for other, v in zip(accepted, vectors, strict=True):
+            if float(vector @ v) >= threshold:
+                return other.exchange_id
+        for n in near:
+            if n.exchange_id in chunk or n.similarity < threshold:
+                continue  # this chunk's own entries are compared above, in rank order
+            rival = rivals.get(n.exchange_id)
+            if rival is None or rival.status != "train":
+                continue  # a vector left behind by a crash; the SQL row is the record
+            if SOURCE_RANK[entry.source] > SOURCE_RANK[rival.source]:
+                return rival
+            return n.exchange_id
+        return None
+
+    def forget(self, exchange_ids: list[int]) -> None:
+        """Drop deleted exchanges' vectors (their rows are already gone)."""
+        self.index.remove(list(exchange_ids))
+        again = self.pool.duplicates_of(list(exchange_ids))
+        if again:
+            self.update(again)
+
+    def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
+        """Re-judge every answered exchange, and drop vectors with no `train` row behind them."""
+        ids = self.pool.answered_exchange_ids()
+        self.update(ids, progress)
+        train = {e.exchange_id for e in self.pool.train_entries()}
+        self.index.remove(sorted(self.index.ids() - train))
+        return len(ids)
+
+    def examples(
+        self, question: str, k: int, min_similarity: float, exclude_conversation: int | None = None
+    ) -> list[Example]:
+        """The `train` exchanges whose questions are most like `question`, most similar first;
+        none from `exclude_conversation` (its history is in the prompt already)."""
+        if k <= 0 or self.index.count() == 0:
+            return []
+        # The embedder reads 256 tokens at most; masking a 100,000-character message in full
+        # would cost the chat's first token a fifth of a second for nothing.
+        masked, _ = self._mask(question[:4000])
+        near = self.index.nearest_prompts(self.embed([masked])[0], k * 2)
+        near = [n for n in near if n.similarity >= min_similarity]
+        entries = self.pool.entries([n.exchange_id for n in near])
+        out = []
+        for n in near:
+            e = entries.get(n.exchange_id)
+            if e is not None and e.status == "train" and e.conversation_id != exclude_conversation:
+                out.append(
+                    Example(
+                        e.exchange_id,
+                        e.conversation_id,
+                        e.prompt,
+                        e.completion,
+                        round(n.similarity, 3),
+                    )
+                )
+        return out[:k]

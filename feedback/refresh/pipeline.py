@@ -1,0 +1,311 @@
+"""Running one refresh end to end: the steps of feedback/refresh/rules.py, recorded and crash-safe.
+
+Owns the order of the steps, the run's row (each step is written before it starts), the lock
+that keeps two refreshes from running at once, and where the candidate's files go. The rules
+(what counts as too few examples, a diversity drop, a regression) live in feedback/refresh/rules.py;
+the torch work in feedback/refresh/train.py, the GGUF file in feedback/refresh/gguf_export.py
+and the comparison of answers in feedback/refresh/evaluation.py. Each step is one method.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from feedback.pool.records import preference_pairs, sft_record
+from feedback.refresh.evaluation import REGRESSION_PROMPTS, compare
+from feedback.refresh.rules import (
+    Mix,
+    Progress,
+    RefreshConfig,
+    build_mix,
+    held_out,
+    read_anchor,
+    regressions,
+)
+from store.adapters import AdapterRegistry
+from store.pool import PoolStore
+from store.runs import RunStore
+from store.tables import RefreshRun
+
+
+class RefreshBusy(RuntimeError):
+    pass
+
+
+@contextmanager
+def refresh_lock(home: Path):
+    """An exclusive lock on `home/refresh.lock`; released by the OS if the process dies."""
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / "refresh.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise RefreshBusy(f"a refresh is already running (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Refresher:
+    def __init__(
+        self,
+        engine,  # store engine (SQLAlchemy)
+        home: Path,
+        model_path: Path,
+        llama,  # a LlamaEngine on the same GGUF, for the export check and the evaluation
+        grader,
+        config: RefreshConfig,
+        system_prompt: str | None = None,
+        progress: Progress | None = None,
+        embedder=None,  # texts -> unit vectors, for the mix's embedding spread
+    ):
+        self.pool = PoolStore(engine)
+        self.runs = RunStore(engine)
+        self.home = home
+        self.registry = AdapterRegistry(home / "adapters")
+        self.model_path = model_path
+        self.llama = llama
+        self.grader = grader
+        self.config = config
+        self.system = system_prompt
+        self.progress = progress or (lambda step, done, message: None)
+        self.embedder = embedder
+
+    def _step(self, run: RefreshRun, step: str, **fields) -> RefreshRun:
+        """Record `step` as begun (in its own transaction) before any of its work starts."""
+        run = self.runs.update(run.id, step=step, **fields)
+        self.progress(step, 0.0, f"{step}…")
+        return run
+
+    def run(self, dry_run: bool = False, force: bool = False) -> RefreshRun:
+        with refresh_lock(self.home):
+            self.runs.recover_interrupted()  # we hold the lock: any `running` run is dead
+            active = self.registry.active()
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            run = self.runs.start(
+                adapter_id=f"adapter-{stamp}-{len(self.runs.runs()) + 1:04d}",
+                base_model=self.model_path.name,
+                parent_adapter_id=active.adapter_id if active else None,
+                dry_run=dry_run,
+                forced=force,
+            )
+            try:
+                return self._run(run, dry_run, force)
+            except Exception as exc:
+                return self.runs.finish(run.id, "failed", f"{type(exc).__name__}: {exc}")
+
+    def _run(self, run: RefreshRun, dry_run: bool, force: bool) -> RefreshRun:
+        run = self._step(run, "select")
+        entries, heldout, trained = self._select(dry_run)
+        run = self._step(run, "guard")
+        mix = self._guard(entries, heldout, trained, force)
+        data = dict(mix.counts)
+        if mix.refused:
+            return self.runs.finish(run.id, "refused", mix.refused, data=data)
+        if dry_run:
+            return self.runs.finish(run.id, "dry_run", "dry run: nothing trained", data=data)
+        self.runs.record_mix(run.id, mix.exchange_ids)
+        run = self.runs.update(run.id, data=data)
+        run = self._step(run, "train")
+        folder = self.registry.folder(run.adapter_id)
+        trained_model = self._train(run, folder, mix, heldout)
+        run = self.runs.update(run.id, metrics=trained_model.metrics)
+        run = self._step(run, "export")
+        adapter = self._export(folder, trained_model.model)
+        run = self._step(run, "verify")
+        held = [e for e in self.pool.entries(sorted(heldout)).values() if e.status == "train"]
+        held_records = [sft_record(e, self.system) for e in held]
+        metrics = trained_model.metrics
+        metrics["verify"] = check = self._verify(trained_model, adapter, held_records + mix.records)
+        run = self.runs.update(run.id, metrics=metrics)
+        if check["agreement"] < self.config.min_agreement:
+            return self.runs.finish(
+                run.id, "failed", export_failure(check, self.config), metrics=metrics
+            )
+        run = self._step(run, "evaluate")
+        metrics["evaluate"] = e = self._evaluate(trained_model, held_records, held, adapter)
+        run = self.runs.update(run.id, metrics=metrics)
+        reasons = regressions(e["candidate"], e["current"], self.config, e["base"])
+        if reasons:
+            return self.runs.finish(run.id, "rejected", "; ".join(reasons), metrics=metrics)
+        run = self._step(run, "promote")
+        (folder / "run.json").write_text(json.dumps({"run": run.id, "metrics": metrics}, indent=1))
+        self.registry.activate(run.adapter_id)
+        return self.runs.finish(run.id, "promoted", None, metrics=metrics)
+
+    def _select(self, dry_run: bool) -> tuple[list, set[int], set[int]]:
+        """Step 1: every `train` entry but deleted ones, the held-out split (new entries join
+        it once, by a stable hash) and what promoted runs trained on before."""
+        forgotten = self.pool.forgotten_ids()
+        entries = [e for e in self.pool.train_entries() if e.exchange_id not in forgotten]
+        heldout = self.runs.heldout_ids()
+        trained = self.runs.trained_ids()
+        fresh = [e.exchange_id for e in entries if e.exchange_id not in heldout | trained]
+        newly_held = [i for i in fresh if held_out(i, self.config.heldout_share)]
+        if not dry_run:
+            self.runs.hold_out(newly_held)
+        return entries, heldout | set(newly_held), trained
+
+    def _guard(self, entries, heldout: set[int], trained: set[int], force: bool) -> Mix:
+        """Step 2: the mix, with its human share, repeat caps and diversity guards applied."""
+        last = self.runs.last_promoted()
+        return build_mix(
+            entries,
+            heldout,
+            trained,
+            read_anchor(self.config.anchor_file),
+            (last.data or {}) if last else None,
+            self.system,
+            self.config,
+            forced=force,
+            embed=self.embedder,
+        )
+
+    def _train(self, run: RefreshRun, folder: Path, mix: Mix, heldout: set[int]) -> Trained:
+        """Step 3: SFT on the mix, then DPO on the preference pairs when there are enough."""
+        from feedback.refresh.train import load_base, train_dpo, train_lora
+
+        c = self.config
+        folder.mkdir(parents=True, exist_ok=True)
+        t = time.monotonic()
+        base, tokenizer = load_base(self.model_path, self.home / "cache" / "base")
+        load_s = time.monotonic() - t
+        info = train_lora(
+            base,
+            tokenizer,
+            mix.records,
+            folder / "peft",
+            c.train,
+            progress=lambda s, n, loss: self.progress("train", s / n, f"step {s}/{n}, loss {loss}"),
+        )
+        model = info.pop("model")
+        metrics = {"train": {**info, "load_seconds": round(load_s, 2)}}
+        pairs = self._pairs(heldout)
+        metrics["train"]["preference_pairs"] = len(pairs)
+        if len(pairs) >= c.min_pairs:
+            self.runs.update(run.id, metrics=metrics)
+            dpo = train_dpo(
+                model,
+                tokenizer,
+                pairs,
+                folder / "peft",
+                c.train,
+                seconds=max(1.0, c.train.max_seconds - info["seconds"]),
+                progress=lambda s, n, loss: self.progress("train", s / n, f"DPO {s}/{n}"),
+            )
+            model = dpo.pop("model")
+            metrics["train"]["dpo"] = dpo
+        return Trained(model, tokenizer, metrics)
+
+    def _pairs(self, heldout: set[int]) -> list[dict]:
+        """Preference pairs for DPO; a pair touching a held-out exchange stays out of training."""
+        return [
+            record
+            for record, _, ids in preference_pairs(self.pool, self.system)
+            if heldout.isdisjoint(ids)
+        ]
+
+    def _export(self, folder: Path, peft_model) -> Path:
+        """Step 4: the PEFT adapter as a GGUF adapter llama.cpp loads."""
+        from feedback.refresh.gguf_export import export_peft
+
+        cfg = peft_model.base_model.model.config
+        return export_peft(
+            folder / "peft",
+            self.registry.file(folder.name),
+            self.model_path,
+            n_layers=cfg.num_hidden_layers,
+            n_head=cfg.num_attention_heads,
+            n_head_kv=cfg.num_key_value_heads,
+        )
+
+    def _verify(self, trained: Trained, adapter: Path, records: list[dict]) -> dict:
+        """Step 5: llama.cpp with the exported adapter against PyTorch with the trained one."""
+        from feedback.refresh.train import next_token_agreement
+
+        probes = [r["messages"] for r in records[:8]]
+        return next_token_agreement(trained.model, trained.tokenizer, self.llama, adapter, probes)
+
+    def _current_loss(self, trained: Trained, records: list[dict]) -> float:
+        """Held-out loss of the adapter being served (or of the base model, with none)."""
+        from feedback.refresh.train import completion_loss, load_adapter, load_base
+
+        active = self.registry.active()
+        peft_dir = self.registry.folder(active.adapter_id) / "peft" if active else None
+        if peft_dir is not None and peft_dir.exists():
+            base, _ = load_base(self.model_path, self.home / "cache" / "base")
+            return completion_loss(load_adapter(base, peft_dir), trained.tokenizer, records)
+        with trained.model.disable_adapter():
+            return completion_loss(trained.model, trained.tokenizer, records)
+
+    def _evaluate(self, trained: Trained, held_records, held, adapter) -> dict:
+        """Step 6: held-out loss, then both models' answers to the same prompts."""
+        from feedback.refresh.train import completion_loss
+
+        c = self.config
+        records = held_records[:64]
+        cand_loss = completion_loss(trained.model, trained.tokenizer, records)
+        cur_loss = self._current_loss(trained, records)
+        active = self.registry.active()
+        prompts = [e.prompt for e in held][: c.eval_prompts // 2] + REGRESSION_PROMPTS
+        prompts = prompts[: c.eval_prompts]
+        done = [0]
+
+        def tick():
+            done[0] += 1
+            self.progress("evaluate", done[0] / (2 * len(prompts)), f"{done[0]} answers")
+
+        cand, cur, base = compare(
+            self.llama,
+            self.grader,
+            prompts,
+            adapter,
+            active.path if active else None,
+            active.adapter_id if active else None,
+            tick,
+            self.embedder,
+        )
+        cand["heldout_loss"], cur["heldout_loss"] = cand_loss, cur_loss
+        for figures in (cand, cur):
+            figures.pop("answers")
+        return {
+            "candidate": cand,
+            "current": cur,
+            "base": base,
+            "prompts": len(prompts),
+            "heldout": len(records),
+        }
+
+
+@dataclass
+class Trained:
+    """The trained PEFT model, its tokenizer and the run's metrics so far."""
+
+    model: object
+    tokenizer: object
+    metrics: dict
+
+
+def export_failure(check: dict, c: RefreshConfig) -> str:
+    """Why a run whose export check failed was not used.
+
+    >>> export_failure({"tie": 0.5, "agreement": 0.9, "positions": 100}, RefreshConfig())
+    'the exported adapter disagrees with the trained one: llama.cpp predicts the same next token (up to ties within 0.5 logits) at 90.0% of 100 positions, below 95%; it was not used'
+    """
+    return (
+        f"the exported adapter disagrees with the trained one: llama.cpp predicts the "
+        f"same next token (up to ties within {check['tie']} logits) at "
+        f"{check['agreement']:.1%} of {check['positions']} positions, below "
+        f"{c.min_agreement:.0%}; it was not used"
+    )

@@ -1,0 +1,337 @@
+"""The refresh: from the curated pool to a promoted LoRA adapter, or a recorded refusal.
+
+Owns the pipeline and its guards; each step is logged on the run's row before it starts, so a
+run killed at any point is on record with the step it died in, and the active adapter is only
+ever changed by the last step's atomic rename (store/adapters.py).
+
+  1. select    every `train` entry not held out (data accumulates: the pool only grows, and
+               each run trains on all of it, never on the newest alone), minus deleted
+               conversations. New entries are split once into the fixed held-out set.
+  2. guard     the human share: at least `human_share` of the mix is human-written, human-
+               approved or from the operator's anchor file; model-only examples are capped to
+               keep it, may not repeat one answer past `max_answer_repeats` copies, and
+               give at most `model_answers_per_question` answers to one question.
+               Too few new examples, or a mix less diverse than the last promoted run's by
+               more than `diversity_tolerance` (distinct-2, or the embedding spread of its
+               answers): refused, with the reason.
+  3. train     LoRA with TRL's SFTTrainer (feedback/refresh/train.py), then DPOTrainer on the
+               correction and regeneration pairs when there are `min_pairs` of them.
+  4. export    the adapter as GGUF (feedback/refresh/gguf_export.py).
+  5. verify    llama.cpp with the adapter must predict the same next token as PyTorch with it
+               at `min_agreement` of probe positions, or the run fails.
+  6. evaluate  candidate against the current model, and its answers' diversity against the
+               base model's too (feedback/refresh/evaluation.py).
+  7. promote   only if nothing regressed beyond tolerances; else the candidate stays on disk,
+               marked rejected, with the reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from feedback.config import option
+from feedback.pool.diversity import WORD, distinct_n, embedding_spread
+from feedback.pool.records import sft_record
+from feedback.refresh.train import TrainConfig
+
+log = logging.getLogger(__name__)
+STEPS = ("select", "guard", "train", "export", "verify", "evaluate", "promote")
+HUMAN = ("human_written", "human_approved")
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    """The refresh's guards and gates; `Settings` offers each as `refresh_<name>`."""
+
+    min_new: int = option(20, "new training examples a refresh needs (else it refuses)")
+    min_pairs: int = option(8, "preference pairs (corrections, regenerations) needed for DPO")
+    human_share: float = option(0.5, "least share of human-written/approved training data")
+    anchor_file: Path | None = option(
+        None, "JSONL of {'messages': [...]} mixed into every refresh as human data"
+    )
+    diversity_tolerance: float = option(0.1, "most relative drop in the mix's diversity")
+    max_answer_repeats: int = option(
+        2, "most copies of one answer that model-only examples bring to a mix"
+    )
+    model_answers_per_question: int = option(
+        1, "most model-only answers to one question in a mix (human ones count)"
+    )
+    heldout_share: float = option(0.1, "share of new entries kept out for evaluation, for good")
+    min_agreement: float = option(
+        0.95, "export check: least llama.cpp/PyTorch next-token agreement"
+    )
+    # The promotion gates: a candidate that regresses past any of these stays on disk, rejected.
+    loss_tolerance: float = option(0.02, "most relative rise in held-out loss")
+    win_rate_floor: float = option(0.45, "least judge-rated win rate against the current model")
+    flag_tolerance: float = option(0.05, "most absolute rise in the hallucination flag rate")
+    answer_diversity_tolerance: float = option(
+        0.1, "most relative drop in sampled answers' diversity (vs current and base)"
+    )
+    eval_prompts: int = option(16, "prompts the candidate and the current model both answer")
+    seed: int = option(0, "seed of the mix's sampling")
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def held_out(exchange_id: int, share: float) -> bool:
+    """Whether an exchange belongs to the evaluation split: a stable hash, so the choice never
+    depends on the order exchanges arrive in.
+
+    >>> sum(held_out(i, 0.1) for i in range(1, 1001))
+    101
+    >>> held_out(5, 0.0), held_out(5, 1.0)
+    (False, True)
+    """
+    digest = hashlib.sha256(f"heldout:{exchange_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < share
+
+
+def cap_model_only(human: int, model_only: int, share: float) -> int:
+    """How many model-only examples a mix with `human` human ones may hold.
+
+    >>> cap_model_only(10, 50, 0.5), cap_model_only(10, 3, 0.5), cap_model_only(0, 9, 0.5)
+    (10, 3, 0)
+    >>> cap_model_only(30, 100, 0.75)
+    10
+    """
+    if share <= 0:
+        return model_only
+    return min(model_only, int(human * (1 - share) / share))
+
+
+def answer_key(text: str) -> str:
+    """An answer as the repeat cap compares it: its words, lower-cased.
+
+    >>> answer_key("I have no comment.") == answer_key("  i HAVE no comment ")
+    True
+    """
+    return " ".join(WORD.findall(text.lower()))
+
+
+def diversity_drop(current: float, previous: float | None) -> float:
+    """Relative fall from `previous` to `current` (0 when it rose or there is no previous).
+
+    >>> diversity_drop(0.45, 0.5), diversity_drop(0.6, 0.5), diversity_drop(0.3, None)
+    (0.1, 0.0, 0.0)
+    """
+    if not previous:
+        return 0.0
+    return round(max(0.0, (previous - current) / previous), 4)
+
+
+def regressions(
+    candidate: dict, current: dict, c: RefreshConfig, base: dict | None = None
+) -> list[str]:
+    """Why the candidate must not be promoted (empty: promote). Sampled answers' diversity
+    (distinct-2, and embedding spread where measured) is held to the current model's and to
+    the base model's (`base`): against the current one alone, a drift of a few percent per
+    refresh would pass every gate and still add up to collapse.
+
+    >>> cur = {"heldout_loss": 2.0, "flag_rate": 0.2, "answer_distinct_2": 0.5}
+    >>> regressions({"heldout_loss": 1.9, "win_rate": 0.6, "flag_rate": 0.2, "answer_distinct_2": 0.5}, cur, RefreshConfig())
+    []
+    >>> regressions({"heldout_loss": 2.2, "win_rate": 0.3, "flag_rate": 0.4, "answer_distinct_2": 0.2}, cur, RefreshConfig())
+    ['held-out loss rose from 2.000 to 2.200 (more than 2%)', 'judge-rated win rate 0.30 is below 0.45', 'flag rate rose from 0.20 to 0.40 (more than 0.05)', "sampled answers' distinct-2 fell from 0.500 to 0.200 (more than 10%)"]
+    >>> regressions({"heldout_loss": float("nan"), "win_rate": 0.6, "flag_rate": 0.2, "answer_distinct_2": 0.5}, cur, RefreshConfig())
+    ['held-out loss is nan: training diverged']
+    >>> nan = {**cur, "heldout_loss": float("nan")}  # no held-out split yet
+    >>> regressions({**nan, "win_rate": 0.6}, nan, RefreshConfig())
+    []
+
+    Each step 5% down, so the current model does not object; the base model does:
+
+    >>> drifted = {"heldout_loss": 2.0, "flag_rate": 0.2, "answer_distinct_2": 0.5, "answer_spread": 0.5}
+    >>> cand = {**drifted, "win_rate": 0.5, "answer_distinct_2": 0.475, "answer_spread": 0.475}
+    >>> regressions(cand, drifted, RefreshConfig(), base={"answer_distinct_2": 0.6, "answer_spread": 0.5})
+    ["sampled answers' distinct-2 is 0.475, more than 10% below the base model's 0.600"]
+    """
+    out = []
+    if not math.isfinite(current["heldout_loss"]):
+        pass  # no held-out data yet (both are NaN): nothing to compare
+    elif not math.isfinite(candidate["heldout_loss"]):  # NaN compares false with everything
+        out.append(f"held-out loss is {candidate['heldout_loss']}: training diverged")
+    elif candidate["heldout_loss"] > current["heldout_loss"] * (1 + c.loss_tolerance):
+        out.append(
+            f"held-out loss rose from {current['heldout_loss']:.3f} to "
+            f"{candidate['heldout_loss']:.3f} (more than {c.loss_tolerance:.0%})"
+        )
+    if candidate["win_rate"] < c.win_rate_floor:
+        out.append(f"judge-rated win rate {candidate['win_rate']:.2f} is below {c.win_rate_floor}")
+    if candidate["flag_rate"] > current["flag_rate"] + c.flag_tolerance:
+        out.append(
+            f"flag rate rose from {current['flag_rate']:.2f} to {candidate['flag_rate']:.2f} "
+            f"(more than {c.flag_tolerance})"
+        )
+    tol = c.answer_diversity_tolerance
+    for key, name in (("answer_distinct_2", "distinct-2"), ("answer_spread", "embedding spread")):
+        now = candidate.get(key)
+        if now is None:
+            continue
+        was = current.get(key)
+        if was is not None and diversity_drop(now, was) > tol:
+            out.append(
+                f"sampled answers' {name} fell from {was:.3f} to {now:.3f} (more than {tol:.0%})"
+            )
+            continue
+        first = (base or {}).get(key)
+        if first is not None and diversity_drop(now, first) > tol:
+            out.append(
+                f"sampled answers' {name} is {now:.3f}, more than {tol:.0%} below the base "
+                f"model's {first:.3f}"
+            )
+    return out
+
+
+@dataclass
+class Mix:
+    """The training mix a run settled on, and the figures its guards looked at."""
+
+    records: list[dict]  # {"messages": [...]} for TRL
+    exchange_ids: list[int]
+    counts: dict
+    refused: str | None = None
+
+
+def read_anchor(path: Path | None) -> list[dict]:
+    """The operator's anchor examples; a broken line is named, not skipped."""
+    if path is None:
+        return []
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            messages = record["messages"]
+            assert messages and messages[-1]["role"] == "assistant"
+        except (ValueError, KeyError, TypeError, AssertionError, IndexError):
+            raise ValueError(
+                f"{path}, line {n}: not a {{'messages': [...]}} record ending in an answer"
+            ) from None
+        out.append({"messages": messages})
+    return out
+
+
+def build_mix(
+    entries: list,
+    heldout: set[int],
+    trained_before: set[int],
+    anchor: list[dict],
+    previous: dict | None,
+    system: str | None,
+    c: RefreshConfig,
+    forced: bool = False,
+    embed: Callable[[list[str]], np.ndarray] | None = None,
+) -> Mix:
+    """Steps 1 and 2 on the pool's `train` entries: pure but for `embed` (texts to unit
+    vectors), so each guard is tested alone. `previous` is the last promoted run's figures
+    (`distinct_2`, `embedding_spread`); each diversity figure is gated against its own."""
+    usable = [e for e in entries if e.exchange_id not in heldout]
+    new = [e for e in usable if e.exchange_id not in trained_before]
+    human = [e for e in usable if e.source in HUMAN]
+    model_only = [e for e in usable if e.source not in HUMAN]
+    allowed = cap_model_only(len(human) + len(anchor), len(model_only), c.human_share)
+    kept_model, repeats = breadth_not_depth(human, anchor, model_only, allowed, c)
+    chosen = sorted(human + kept_model, key=lambda e: e.exchange_id)
+    records = [sft_record(e, system) for e in chosen] + anchor
+    texts = [r["messages"][-1]["content"] for r in records]
+    distinct = distinct_n(texts, 2)
+    spread = embedding_spread(embed(texts)) if embed and texts else None
+    previous = previous or {}
+    total = len(records)
+    counts = {
+        "pool_train": len(entries),
+        "heldout": len(heldout),
+        "new": len(new),
+        "trained_before": len(usable) - len(new),
+        "human_written": sum(e.source == "human_written" for e in chosen),
+        "human_approved": sum(e.source == "human_approved" for e in chosen),
+        "anchor": len(anchor),
+        "model_only": len(kept_model),
+        "model_only_capped": len(model_only) - len(kept_model),
+        "model_only_repeats": repeats,
+        "mix": total,
+        "human_share": round((len(human) + len(anchor)) / total, 4) if total else 0.0,
+        "distinct_2": distinct,
+        "previous_distinct_2": previous.get("distinct_2"),
+        "embedding_spread": spread,
+        "previous_embedding_spread": previous.get("embedding_spread"),
+    }
+    refused = refusal(len(new), total, counts, previous, c, forced)
+    return Mix(records, [e.exchange_id for e in chosen], counts, refused)
+
+
+def breadth_not_depth(human, anchor, model_only, allowed: int, c: RefreshConfig):
+    """The model-only entries a mix keeps (at most `allowed`), and how many were dropped as
+    repeats.
+
+    One answer given to many questions is how a model's own output collapses: a safe non-
+    answer ("I have no comment") that the grader never flags is kept, learnt, given more
+    often and kept again. Many of its own answers to one question only echo its style back
+    at it. Human data stays as people wrote it; model-only examples add breadth, never depth:
+    copies of an answer stop at `max_answer_repeats` in the whole mix, and answers to one
+    question at `model_answers_per_question`.
+    """
+    copies = Counter(answer_key(e.completion) for e in human)
+    copies.update(answer_key(r["messages"][-1]["content"]) for r in anchor)
+    asked = Counter(answer_key(e.prompt) for e in human)
+    asked.update(answer_key(r["messages"][-2]["content"]) for r in anchor if len(r["messages"]) > 1)
+    kept, repeats = [], 0
+    for e in random.Random(c.seed).sample(model_only, len(model_only)):
+        if len(kept) == allowed:
+            break
+        answer, question = answer_key(e.completion), answer_key(e.prompt)
+        if (
+            copies[answer] >= c.max_answer_repeats
+            or asked[question] >= c.model_answers_per_question
+        ):
+            repeats += 1
+            continue
+        copies[answer] += 1
+        asked[question] += 1
+        kept.append(e)
+    return sorted(kept, key=lambda e: e.exchange_id), repeats
+
+
+def refusal(
+    new: int, total: int, counts: dict, previous: dict, c: RefreshConfig, forced: bool
+) -> str | None:
+    """Why the mix must not be trained on (None: train): too few new examples, an empty
+    pool, or diversity fallen past the tolerance from the last promoted run's.
+
+    >>> refusal(3, 10, {}, {}, RefreshConfig(), forced=False)[:40]
+    'only 3 new training example(s) since the'
+    >>> refusal(3, 10, {"distinct_2": 0.5}, {"distinct_2": 0.8}, RefreshConfig(), forced=True)[:38]
+    'the mix is less diverse than the last '
+    >>> refusal(30, 10, {"distinct_2": 0.79}, {"distinct_2": 0.8}, RefreshConfig(), forced=False)
+    """
+    if not forced and new < c.min_new:
+        return (
+            f"only {new} new training example(s) since the last promoted adapter; "
+            f"at least {c.min_new} are needed (rate or correct more answers, or use --force)"
+        )
+    if not total:
+        return "the training pool is empty"
+    for name, key in (("distinct-2", "distinct_2"), ("embedding spread", "embedding_spread")):
+        now, before = counts.get(key), previous.get(key)
+        if now is None or before is None:
+            continue
+        if (drop := diversity_drop(now, before)) > c.diversity_tolerance:
+            return (
+                f"the mix is less diverse than the last promoted run's: {name} fell from "
+                f"{before:.3f} to {now:.3f} ({drop:.0%}, more than "
+                f"{c.diversity_tolerance:.0%}); training on it risks collapse"
+            )
+    return None
+
+
+Progress = Callable[[str, float, str], None]  # (step, fraction done, message)

@@ -1,0 +1,384 @@
+"""Training a LoRA adapter on the pool with TRL and PEFT, from the GGUF the app serves.
+
+Owns the torch side of a refresh: loading the base weights from the GGUF file (transformers
+dequantizes it to fp32; the result is cached per base file, so only the first refresh pays the
+load), fine-tuning with TRL's SFTTrainer and a PEFT LoRA config, bounded in steps, seconds and
+memory, held-out loss, and the PyTorch half of the export check (next-token predictions of the
+trained model, which llama.cpp with the exported adapter must match). The only module that
+imports torch, transformers, trl or peft. Heavy imports (torch, transformers, trl,
+peft) happen inside these functions: the app and most tests never load them.
+
+What to train on, and whether the result is promoted, is feedback/refresh/rules.py's business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from feedback.config import option
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """LoRA training bounds and hyperparameters; `Settings` offers the bounds as
+    `refresh_max_steps`, `refresh_max_seconds` and `refresh_max_memory_mb`."""
+
+    rank: int = option(8, "LoRA rank")
+    alpha: float = option(16.0, "LoRA alpha")
+    dropout: float = option(0.0, "LoRA dropout")
+    learning_rate: float = option(2e-4, "SFT learning rate (DPO uses a quarter of it)")
+    batch_size: int = option(4, "examples per training step")
+    max_steps: int = option(60, "most training steps per refresh")
+    epochs: float = option(
+        2.0, "passes over the mix; the steps run are min(max_steps, epochs x batches)"
+    )
+    max_seconds: float = option(1800.0, "most seconds of training")
+    max_memory_mb: int = option(8192, "most memory for training (resident MiB of the process)")
+    max_length: int = option(512, "tokens per example")
+    dpo_steps: int = option(20, "preference steps after SFT, when there are enough pairs")
+    dpo_beta: float = option(0.1, "how far DPO may move from the SFT adapter it starts from")
+    seed: int = option(0, "training seed")
+    targets: list[str] = field(
+        default_factory=lambda: list(TARGETS), metadata={"help": "modules LoRA adapts"}
+    )
+
+
+class TrainingStopped(RuntimeError):
+    """Training hit a bound (memory) and its result must not be used."""
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def base_key(gguf_path: Path) -> str:
+    """A cache key for a base model file: its name plus a hash of its size and first 4 MiB."""
+    h = hashlib.sha256(str(gguf_path.stat().st_size).encode())
+    with gguf_path.open("rb") as f:
+        h.update(f.read(4 << 20))
+    return f"{gguf_path.stem}-{h.hexdigest()[:12]}"
+
+
+def load_base(gguf_path: Path, cache_root: Path):
+    """(model, tokenizer) for the GGUF, in fp32. The first call dequantizes the file with
+    transformers and saves the result under `cache_root`; later calls load that."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = cache_root / base_key(gguf_path)
+    if not (cache / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        # Loaded from GGUF, the model still says it is quantized, and transformers then refuses
+        # to train or save it; the weights are plain fp32 by now.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = cache.with_name(cache.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(cache, ignore_errors=True)
+        os.replace(tmp, cache)
+    model = AutoModelForCausalLM.from_pretrained(str(cache), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(cache))
+    return model, tokenizer
+
+
+def prompt_completion(messages: list[dict]) -> dict:
+    """A `messages` record split so the loss falls on the final answer only.
+
+    >>> prompt_completion([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
+    {'prompt': [{'role': 'user', 'content': 'hi'}], 'completion': [{'role': 'assistant', 'content': 'yo'}]}
+    """
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def common_args(config: TrainConfig) -> dict:
+    """The trainer arguments SFT and DPO share: seeded, fp32, no checkpoints, no reporting."""
+    return {
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "use_cpu": device() == "cpu",
+        "max_length": config.max_length,
+        "gradient_checkpointing": False,  # a 135M model fits; recomputation would only cost time
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "bf16": False,
+        "fp16": False,
+    }
+
+
+class Bounds:
+    """Time and memory bounds on a trainer, plus its progress: one per training phase."""
+
+    def __init__(
+        self, config: TrainConfig, steps: int, progress=None, seconds: float | None = None
+    ):
+        self.config, self.steps, self.progress = config, steps, progress
+        self.seconds = config.max_seconds if seconds is None else seconds
+        self.started = time.monotonic()
+        self.peak_mb = rss_mb()
+        self.stopped: str | None = None
+        self.loss: float | None = None
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        bounds = self
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                bounds.peak_mb = max(bounds.peak_mb, rss_mb())
+                if bounds.peak_mb > bounds.config.max_memory_mb:
+                    bounds.stopped = "memory"
+                    control.should_training_stop = True
+                elif time.monotonic() - bounds.started > bounds.seconds:
+                    bounds.stopped = "time"
+                    control.should_training_stop = True
+                if bounds.progress:
+                    bounds.progress(state.global_step, bounds.steps, bounds.loss)
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs:
+                    bounds.loss = float(logs["loss"])
+
+        return Callback()
+
+    def check(self) -> float:
+        """Seconds spent; raises if the memory bound stopped training (its result is unusable)."""
+        if self.stopped == "memory":
+            raise TrainingStopped(
+                f"training used {self.peak_mb:.0f} MiB, over the bound of "
+                f"{self.config.max_memory_mb} MiB; lower the batch size or max length"
+            )
+        return time.monotonic() - self.started
+
+
+def train_lora(
+    model,
+    tokenizer,
+    records: list[dict],
+    out_dir: Path,
+    config: TrainConfig,
+    progress: Callable[[int, int, float | None], None] | None = None,
+) -> dict:
+    """Fine-tune a LoRA adapter on `records` ({"messages": [...]}) with TRL's SFTTrainer.
+
+    Saves the PEFT adapter to `out_dir` and returns the trained PEFT model (`model`) with what
+    happened: steps, tokens, seconds, tokens/s, final loss, peak memory. Stops early (and says so) at `max_seconds`; raises
+    TrainingStopped past `max_memory_mb`."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(config.seed)
+    data = Dataset.from_list([prompt_completion(r["messages"]) for r in records])
+    batches = max(1, -(-len(records) // config.batch_size))
+    steps = max(1, min(config.max_steps, int(config.epochs * batches)))
+    bounds = Bounds(config, steps, progress)
+    args = SFTConfig(
+        output_dir=str(out_dir / "trainer"),
+        max_steps=steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        # Batches of similar lengths waste less on padding (pad tokens cost as much as real ones).
+        train_sampling_strategy="group_by_length",
+        include_num_input_tokens_seen="non_padding",
+        **common_args(config),
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(
+            r=config.rank,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            target_modules=config.targets,
+            task_type="CAUSAL_LM",
+        ),
+        callbacks=[bounds.callback()],
+    )
+    result = trainer.train()
+    seconds = bounds.check()
+    done = trainer.state.global_step
+    tokens = int(trainer.state.num_input_tokens_seen)  # real tokens, padding not counted
+    trainer.model.save_pretrained(out_dir)
+    return {
+        "model": trainer.model,  # the PEFT model, for the export check and the evaluation
+        "steps": done,
+        "planned_steps": steps,
+        "examples": len(records),
+        "tokens": tokens,
+        "seconds": round(seconds, 2),
+        "train_seconds": round(result.metrics.get("train_runtime", seconds), 2),
+        "tokens_per_second": round(
+            tokens / max(result.metrics.get("train_runtime", seconds), 1e-9), 1
+        ),
+        "loss": bounds.loss,
+        "peak_memory_mb": round(bounds.peak_mb),
+        "stopped_early": bounds.stopped,
+        "device": device(),
+    }
+
+
+def train_dpo(
+    model,
+    tokenizer,
+    pairs: list[dict],
+    out_dir: Path,
+    config: TrainConfig,
+    seconds: float,
+    progress: Callable[[int, int, float | None], None] | None = None,
+) -> dict:
+    """Go on training the SFT adapter of `model` (a PeftModel) with TRL's DPOTrainer on
+    preference pairs ({"prompt", "chosen", "rejected"}, conversational).
+
+    TRL copies the adapter as it stands into a frozen "ref" adapter, so the reference policy is
+    the SFT result, not the bare base: DPO only moves the model from there toward the chosen
+    answers. The ref adapter is dropped afterwards and only "default" is saved to `out_dir`
+    (over the SFT save). Returns the figures, as train_lora does."""
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    torch.manual_seed(config.seed)
+    steps = max(1, config.dpo_steps)
+    bounds = Bounds(config, steps, progress, seconds=seconds)
+    args = DPOConfig(
+        output_dir=str(out_dir / "trainer-dpo"),
+        max_steps=steps,
+        per_device_train_batch_size=min(config.batch_size, len(pairs)),
+        learning_rate=config.learning_rate / 4,  # preference steps are sharper than SFT's
+        beta=config.dpo_beta,
+        **common_args(config),
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(pairs),
+        processing_class=tokenizer,
+        callbacks=[bounds.callback()],
+    )
+    result = trainer.train()
+    spent = bounds.check()
+    margins = [h["rewards/margins"] for h in trainer.state.log_history if "rewards/margins" in h]
+    accuracies = [
+        h["rewards/accuracies"] for h in trainer.state.log_history if "rewards/accuracies" in h
+    ]
+    model = trainer.model
+    if "ref" in model.peft_config:
+        model.delete_adapter("ref")
+    model.set_adapter("default")
+    model.save_pretrained(out_dir, selected_adapters=["default"])
+    return {
+        "model": model,
+        "pairs": len(pairs),
+        "steps": trainer.state.global_step,
+        "seconds": round(spent, 2),
+        "train_seconds": round(result.metrics.get("train_runtime", spent), 2),
+        "loss": bounds.loss,
+        "first_margin": round(margins[0], 4) if margins else None,
+        "last_margin": round(margins[-1], 4) if margins else None,
+        "last_accuracy": round(accuracies[-1], 4) if accuracies else None,
+        "peak_memory_mb": round(bounds.peak_mb),
+        "stopped_early": bounds.stopped,
+    }
+
+
+def completion_loss(model, tokenizer, records: list[dict], max_length: int = 512) -> float:
+    """Mean negative log-likelihood per answer token of each record's last message, given the
+    rest (what SFT minimises, measured on data it never saw)."""
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    for r in records:
+        prompt = tokenizer.apply_chat_template(
+            r["messages"][:-1], tokenize=False, add_generation_prompt=True
+        )
+        full = tokenizer.apply_chat_template(r["messages"], tokenize=False)
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(full, add_special_tokens=False)["input_ids"][:max_length]
+        if len(ids) <= len(p_ids):
+            continue
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0]
+        logp = torch.log_softmax(logits[:-1].float(), dim=-1)
+        targets = torch.tensor(ids[1:])
+        picked = logp[torch.arange(len(targets)), targets][len(p_ids) - 1 :]
+        total += float(-picked.sum())
+        count += len(picked)
+    return round(total / count, 4) if count else math.nan
+
+
+def next_token_agreement(
+    peft_model, tokenizer, engine, adapter: Path, probes: list[list[dict]], tie: float = 0.5
+) -> dict:
+    """How often llama.cpp with the exported adapter predicts the same next token as the
+    PyTorch model with the adapter (teacher-forced on each probe conversation).
+
+    `agreement` counts a position as agreeing when llama.cpp's pick is PyTorch's pick or within
+    `tie` logits of it: llama.cpp multiplies quantized weights with quantized activations, which
+    moves logits by about 0.2 on average (the same as for the base model alone), so near-ties
+    flip either way and say nothing about the export. A wrong export (q/k rows not permuted, a
+    wrong scale) moves logits by whole units and fails both figures. `exact` is the strict share."""
+    import torch
+
+    agree = exact = total = 0
+    peft_model.eval()
+    engine.set_adapter(adapter, adapter_id="candidate-check")
+    try:
+        for messages in probes:
+            text = tokenizer.apply_chat_template(messages, tokenize=False)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"][:512]
+            with torch.no_grad():
+                logits = peft_model(torch.tensor([ids])).logits[0].float()
+            llama_next = torch.tensor(engine.next_tokens(ids))
+            best = logits.max(-1).values
+            picked = logits[torch.arange(len(ids)), llama_next]
+            agree += int((picked >= best - tie).sum())
+            exact += int((llama_next == logits.argmax(-1)).sum())
+            total += len(ids)
+    finally:
+        engine.set_adapter(None)
+    return {
+        "agreement": round(agree / total, 4) if total else 0.0,
+        "exact": round(exact / total, 4) if total else 0.0,
+        "positions": total,
+        "tie": tie,
+    }
+
+
+def load_adapter(base, peft_dir: Path):
+    """`base` with the PEFT adapter saved in `peft_dir` (the current adapter, for its loss)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(peft_dir))

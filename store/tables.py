@@ -1,0 +1,246 @@
+"""SQLModel tables: the schema of everything Autodidact keeps about its conversations.
+
+Owns the table definitions only. Creating and upgrading the schema is the migrations' job
+(store/migrations), and reading and writing rows is store/conversations.py's. Table names are plural
+because `user` is a reserved word in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Conversation(SQLModel, table=True):
+    __tablename__ = "conversations"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    title: str
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversations.id", index=True)
+    role: str  # "user" or "assistant"
+    content: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Exchange(SQLModel, table=True):
+    """One user turn and the assistant's answer to it, with how the answer was made.
+
+    A regenerated answer is a new exchange on the same user message, pointing at the one it
+    replaced; the conversation shows the newest. `status` is `generating` while the model runs,
+    then `completed`, `stopped` (by the user) or `failed` (model error or the process died).
+    """
+
+    __tablename__ = "exchanges"
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversations.id", index=True)
+    user_message_id: int = Field(foreign_key="messages.id", index=True)
+    assistant_message_id: int | None = Field(default=None, foreign_key="messages.id")
+    regenerated_from_id: int | None = Field(default=None, foreign_key="exchanges.id")
+    status: str = Field(default="generating", index=True)
+    error: str | None = None
+    finish_reason: str | None = None  # the model's: "stop", "length" (hit max_tokens), ...
+    model_id: str
+    adapter_id: str | None = None
+    sampling: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    history_dropped: int = 0  # older messages left out of the prompt to fit the context
+    first_token_ms: float | None = None
+    latency_ms: float | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    finished_at: datetime | None = None
+    # Pool exchanges shown to the model as examples in this answer's prompt (retrieval).
+    retrieved: list[int] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+
+
+class Rating(SQLModel, table=True):
+    """One click on thumbs up (+1) or down (-1), or taking a rating back (0). The newest counts.
+
+    A thumbs down may carry reasons (chips such as "wrong facts") and a comment.
+    """
+
+    __tablename__ = "ratings"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(foreign_key="exchanges.id", index=True)
+    user_id: int = Field(foreign_key="users.id")
+    value: int
+    reasons: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    comment: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Correction(SQLModel, table=True):
+    """A better answer a user wrote for an exchange; stored beside the original, never over it."""
+
+    __tablename__ = "corrections"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(foreign_key="exchanges.id", index=True)
+    user_id: int = Field(foreign_key="users.id")
+    content: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Grade(SQLModel, table=True):
+    """The self-grade of one exchange: every signal stored on its own, then the combined score.
+
+    A signal that was not measured (self-consistency is off by default) is NULL, not zero.
+    """
+
+    __tablename__ = "grades"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(foreign_key="exchanges.id", index=True)
+    grader_version: str
+    judge_model_id: str
+    judge_score: int | None = None  # 1-10 from the LLM judge
+    judge_reason: str | None = None
+    # How much a reference (knowledge passage, approved answer) raises the answer's mean token
+    # log-probability: supported answers gain, invented ones do not. NULL without a reference.
+    grounding: float | None = None
+    mean_logprob: float | None = None
+    min_logprob: float | None = None
+    consistency: float | None = None  # 0-1 agreement with resampled answers
+    injection: bool = False  # the answer or question tried to steer the judge
+    score: float  # combined, 0-1
+    flagged: bool = Field(default=False, index=True)
+    reason: str  # why flagged (or why not), for the badge and the Review tab
+    seconds: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class GradingJob(SQLModel, table=True):
+    """One exchange waiting to be graded. Lives in the database so a restart loses no work."""
+
+    __tablename__ = "grading_jobs"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(foreign_key="exchanges.id", unique=True, index=True)
+    status: str = Field(default="pending", index=True)  # pending, running, done, failed
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Review(SQLModel, table=True):
+    """A person's decision on a flagged exchange: confirm (a hallucination), dismiss, or correct."""
+
+    __tablename__ = "reviews"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(foreign_key="exchanges.id", index=True)
+    decision: str  # confirm, dismiss, correct
+    correction: str | None = None
+    reviewer: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PoolEntry(SQLModel, table=True):
+    """An exchange as the training pool sees it: its verdict, provenance and PII-masked text.
+
+    `status`: `train` (eligible), `flagged` (likely hallucination), `neutral`, or, for answers
+    that would be eligible but are kept out, `duplicate` (of `duplicate_of`) and `capped` (its
+    user already holds the maximum share of the pool). `source`: `human_written` (a
+    correction), `human_approved` (thumbs up) or `model_only` (self-graded). `completion` is the
+    answer to train on (the correction when there is one); `original` the model's answer then.
+    All text here is PII-masked; the conversation tables keep what was really said.
+    """
+
+    __tablename__ = "pool_entries"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(foreign_key="exchanges.id", unique=True, index=True)
+    conversation_id: int
+    user_id: int = Field(index=True)
+    status: str = Field(index=True)
+    source: str = Field(index=True)
+    score: float
+    reason: str
+    rating: int = 0
+    grade_score: float | None = None
+    # The turns before this one (masked), as {"role", "content"} dicts, so a follow-up question
+    # such as "and why?" is trained on with what it follows.
+    context: list[dict] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    prompt: str
+    completion: str
+    original: str | None = None
+    pii_masked: int = 0
+    duplicate_of: int | None = None
+    model_id: str
+    adapter_id: str | None = None
+    grader_version: str | None = None
+    exchange_at: datetime = Field(index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Forgotten(SQLModel, table=True):
+    """A deleted conversation's exchange ids, kept so no future training set can include them."""
+
+    __tablename__ = "forgotten"
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(index=True)
+    exchange_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RefreshRun(SQLModel, table=True):
+    """One `autodidact refresh`: what it trained on, how far it got, and what it measured.
+
+    `status`: running, refused (a guard said no, before training), rejected (trained, but the
+    candidate regressed; kept on disk), promoted, failed (an error; `reason` says which), or
+    interrupted (the process died; found on the next start). `step` is the last step begun.
+    """
+
+    __tablename__ = "refresh_runs"
+    id: int | None = Field(default=None, primary_key=True)
+    adapter_id: str = Field(unique=True, index=True)
+    base_model: str
+    parent_adapter_id: str | None = None  # active when the run started
+    status: str = Field(default="running", index=True)
+    step: str = "select"
+    reason: str | None = None
+    dry_run: bool = False
+    forced: bool = False
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class TrainedOn(SQLModel, table=True):
+    """An exchange in a run's training mix (the mix accumulates across runs)."""
+
+    __tablename__ = "trained_on"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="refresh_runs.id", index=True)
+    exchange_id: int = Field(index=True)
+
+
+class Heldout(SQLModel, table=True):
+    """An exchange in the fixed evaluation split: never trained on, once chosen."""
+
+    __tablename__ = "heldout"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
