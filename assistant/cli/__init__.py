@@ -58,5 +58,3 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"autodidact: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
-
-
