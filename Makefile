@@ -1,7 +1,8 @@
 # One command to run the app, one to run the tests. Both set up .venv first.
 #   make run              start the chat at http://127.0.0.1:7860 (ARGS="--port 8000" to pass flags)
 #   make test             lint + every test, with the real model and a real browser
-#   make bench            the benchmarks in bench/
+#   make bench            the chat benchmark, about 6 minutes (README, "Benchmarks", lists the others)
+#   make lock             re-resolve requirements.lock after changing pyproject.toml's dependencies
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -10,12 +11,14 @@ LLAMA   := 0.3.36
 KEY     := $(shell $(PY) assistant/llm/buildflags.py --key)
 WHEELS  := $(HOME)/.cache/autodidact/wheels/$(KEY)
 ARGS    ?=
+# Exact versions and hashes of everything installed, llama-cpp-python aside (built here, below).
+LOCK    := requirements.lock
 
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: run test lint format bench install browser clean
+.PHONY: run test lint format bench install browser clean lock
 
 run: install
 	$(BIN)/autodidact serve $(ARGS)
@@ -34,15 +37,23 @@ bench: install
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.llama-$(KEY)
-	$(BIN)/pip install -q -e ".[dev,train]"
+$(VENV)/.installed: pyproject.toml $(LOCK) $(VENV)/.llama-$(KEY)
+	$(BIN)/pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@
+
+# pip-compile reads pip's own configuration (indexes, find-links), so the lock pins exactly what
+# `make install` can fetch here: the CPU build of torch among them.
+lock: install
+	$(BIN)/pip-compile -q --extra dev --extra train --generate-hashes --strip-extras \
+	  --unsafe-package llama-cpp-python --no-emit-index-url --no-emit-find-links \
+	  -o $(LOCK) pyproject.toml
 
 # llama-cpp-python has no wheel for this platform: build it once per flag set, without
 # -march=native (see assistant/llm/buildflags.py), and keep the wheel outside the repo.
 $(VENV)/.llama-$(KEY):
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA)-*.whl >/dev/null 2>&1; then \
 	  echo "Building llama-cpp-python $(LLAMA) with: $$($(PY) assistant/llm/buildflags.py) (about 5 minutes)"; \
 	  rm -rf $(WHEELS).tmp && mkdir -p $(WHEELS).tmp && \

@@ -3,7 +3,7 @@
 Owns the conversation flow: validating input, building the prompt with LangChain (system prompt,
 history trimmed to fit the context window, the new message), running the model in a background
 thread, and storing every turn in the order that never loses one. It does not know about Gradio
-(assistant/web/page.py renders what it yields) nor about llama.cpp (it talks to a `ChatModel`).
+(assistant/web/chat_tab.py renders what it yields) nor about llama.cpp (it talks to a `ChatModel`).
 
 Generation runs in its own thread so that a browser that goes away, or a Stop click, can never
 leave an answer unstored: the thread owns the exchange from start to finish.

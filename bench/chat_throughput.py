@@ -1,16 +1,27 @@
 """Chat throughput: the raw llama-cpp-python streaming loop against the full app path.
 
-Same prompts, model, threads, max tokens and greedy sampling, measured two ways in one run:
-  raw  - Llama.create_chat_completion(stream=True) in this process;
-  app  - `autodidact serve` in a child process, called through gradio_client's /chat stream
-         (HTTP, queue, chat service, prompt building, SQLite writes included).
+Same prompts, model, threads, max tokens and greedy sampling, measured in one run, in phases
+that never overlap, so each path has the machine to itself:
+  raw  - Llama.create_chat_completion(stream=True) in this process, with no server running;
+         measured before and after the app (their mean is the baseline, their gap the drift);
+  app  - `autodidact serve` in a child process as users run it: background grading on, and a
+         training pool of `--pool` exchanges (default 1,000; synthetic, from ../shared/data,
+         curated by the real curator), so retrieval (PII masking, embedding the question, the
+         Chroma query) is inside the first-token time. Called through gradio_client's /chat
+         stream (HTTP, queue, chat service, prompt building, SQLite writes included). Between
+         answers both paths pause `--pause` seconds, as a person would: long enough for the
+         grader to start on the last answer, so each new message has to preempt it.
 Prints tokens/s (decode, after the first token) and time to first token for both, and the
 ratios app/raw. Tokens are counted with the model's tokenizer on the final text of each answer.
-A third line, "floor", is gradio_client's first output from a trivial streaming endpoint with no
+A last line, "floor", is gradio_client's first output from a trivial streaming endpoint with no
 model: what any Gradio app pays before its first token (gradio_client polls its message queue
 every 50 ms), so the app's own share of the first-token gap is app - raw - floor.
 
     .venv/bin/python bench/chat_throughput.py [--rounds 3] [--max-tokens 128] [--threads 2]
+                                              [--pool 1000] [--pause 2.0]
+
+About 6 minutes with the defaults on 2 cores (1 to seed the pool). Writes
+bench/results/chat_throughput.json.
 """
 
 from __future__ import annotations
@@ -46,6 +57,66 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def seed_pool(home: Path, n: int) -> dict:
+    """A home whose training pool holds `n` curated exchanges (bench/pool.py's synthetic data)."""
+    from assistant.settings import Settings
+    from assistant.wiring import build_curator
+    from bench.pool import synthesize
+    from store.db import open_database
+
+    settings = Settings(home=home)
+    engine = open_database(settings.effective_database_url)
+    synthesize(engine, n)
+    curator = build_curator(settings, engine)
+    curator.rebuild()
+    counts = curator.pool.counts()
+    engine.dispose()
+    return {
+        "exchanges": n,
+        "train": sum(v for (status, _), v in counts.items() if status == "train"),
+        "indexed": curator.index.count(),
+    }
+
+
+def server_figures(home: Path) -> dict:
+    """What the app did besides answering: grades written, jobs left, answers drawing on the pool."""
+    import sqlite3
+
+    with sqlite3.connect(home / "autodidact.db") as db:
+        jobs = dict(db.execute("SELECT status, count(*) FROM grading_jobs GROUP BY status"))
+        graded = db.execute(
+            "SELECT count(*) FROM grades g JOIN grading_jobs j ON j.exchange_id = g.exchange_id"
+        ).fetchone()[0]
+        drew = db.execute(
+            "SELECT count(*) FROM exchanges WHERE retrieved != '[]' AND id IN "
+            "(SELECT exchange_id FROM grading_jobs)"
+        ).fetchone()[0]
+    return {"grading_jobs": jobs, "graded_during_run": graded, "answers_with_examples": drew}
+
+
+def raw_phase(llm, args) -> list:
+    raw_run(llm, PROMPTS[0], args)  # warm-up
+    runs = []
+    for _ in range(args.rounds):
+        for prompt in PROMPTS:
+            runs.append(raw_run(llm, prompt, args))
+            time.sleep(args.pause)
+    return runs
+
+
+def app_phase(url: str, args) -> list:
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    app_run(client, PROMPTS[0])  # warm-up
+    runs = []
+    for _ in range(args.rounds):
+        for prompt in PROMPTS:
+            runs.append(app_run(client, prompt))
+            time.sleep(args.pause)
+    return runs
 
 
 def raw_run(llm, prompt, args):
@@ -118,20 +189,7 @@ def summarize(llm, runs):
     return statistics.median(rates), statistics.median(ttft)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-
-    from gradio_client import Client
-    from llama_cpp import Llama
-
-    from assistant.llm.weights import embedded_model_path
-
-    model = embedded_model_path()
-    home = Path(tempfile.mkdtemp(prefix="autodidact-bench-"))
+def start_server(home: Path, args) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {
         **os.environ,
@@ -144,6 +202,8 @@ def main() -> int:
         "AUTODIDACT_THREADS": str(args.threads),
         "AUTODIDACT_SYSTEM_PROMPT": SYSTEM,
         "AUTODIDACT_CONTEXT_WINDOW": "4096",
+        "AUTODIDACT_GRADING": "true",
+        "AUTODIDACT_RETRIEVAL": "true",
     }
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "app.py"), "--port", str(port)],
@@ -151,56 +211,82 @@ def main() -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return server, url
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("the app did not start within 2 minutes")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pool", type=int, default=1000, help="exchanges in the app's pool")
+    parser.add_argument("--pause", type=float, default=2.0, help="seconds between answers")
+    args = parser.parse_args()
+
+    from llama_cpp import Llama
+
+    from assistant.llm.weights import embedded_model_path
+
+    model = embedded_model_path()
+    home = Path(tempfile.mkdtemp(prefix="autodidact-bench-"))
+    t = time.perf_counter()
+    pool = seed_pool(home, args.pool) if args.pool else {"exchanges": 0}
+    print(f"pool seeded in {time.perf_counter() - t:.0f} s: {pool}", flush=True)
+    llm = Llama(
+        str(model), n_ctx=4096, n_threads=args.threads, n_threads_batch=args.threads, verbose=False
+    )
+    llm.chat_format = "chat_template.default"
+    raw_before = raw_phase(llm, args)  # nothing else running: no server yet
+    server, url = start_server(home, args)
     try:
-        url = f"http://127.0.0.1:{port}/"
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        client = Client(url, verbose=False)
-        llm = Llama(
-            str(model),
-            n_ctx=4096,
-            n_threads=args.threads,
-            n_threads_batch=args.threads,
-            verbose=False,
-        )
-        llm.chat_format = "chat_template.default"
-        raw_runs, app_runs, mismatches = [], [], 0
-        raw_run(llm, PROMPTS[0], args)  # warm-up both paths
-        app_run(client, PROMPTS[0])
-        for _ in range(args.rounds):
-            for prompt in PROMPTS:
-                raw_runs.append(raw_run(llm, prompt, args))
-                app_runs.append(app_run(client, prompt))
-                mismatches += raw_runs[-1][3] != app_runs[-1][3]
-        raw_rate, raw_ttft = summarize(llm, raw_runs)
-        app_rate, app_ttft = summarize(llm, app_runs)
+        app_runs = app_phase(url, args)
+        time.sleep(1.0)  # let the last answer's bookkeeping land before counting
     finally:
         server.terminate()
-        server.wait(timeout=30)
-
+        server.wait(timeout=60)
+    app_side = server_figures(home)
+    raw_after = raw_phase(llm, args)  # the server is gone again
     floor = gradio_floor()
+
+    raw_runs = raw_before + raw_after
+    raw_rate, raw_ttft = summarize(llm, raw_runs)
+    app_rate, app_ttft = summarize(llm, app_runs)
+    before_rate, _ = summarize(llm, raw_before)
+    after_rate, _ = summarize(llm, raw_after)
+    mismatches = sum(a[3] != r[3] for a, r in zip(app_runs, raw_before, strict=True))
     result = {
         "model": model.name,
         "threads": args.threads,
         "max_tokens": args.max_tokens,
-        "answers": len(raw_runs),
-        "answers_differing": mismatches,
+        "pause_s": args.pause,
+        "pool": pool,
+        "answers_per_path": len(app_runs),
+        "answers_differing_from_raw": mismatches,
         "raw_tokens_per_s": round(raw_rate, 1),
+        "raw_tokens_per_s_before_after": [round(before_rate, 1), round(after_rate, 1)],
         "app_tokens_per_s": round(app_rate, 1),
         "throughput_ratio_app_over_raw": round(app_rate / raw_rate, 3),
         "raw_first_token_ms": round(raw_ttft, 1),
         "app_first_token_ms": round(app_ttft, 1),
         "first_token_delta_ms": round(app_ttft - raw_ttft, 1),
-        "first_token_ratio_app_over_raw": round(app_ttft / raw_ttft, 2),
         "gradio_floor_first_output_ms": round(floor, 1),
+        **app_side,
     }
     print(f"{'path':<5} {'tokens/s':>9} {'first token ms':>15}")
-    print(f"{'raw':<5} {raw_rate:>9.1f} {raw_ttft:>15.1f}")
-    print(f"{'app':<5} {app_rate:>9.1f} {app_ttft:>15.1f}")
+    print(
+        f"{'raw':<5} {raw_rate:>9.1f} {raw_ttft:>15.1f}   (before {before_rate:.1f}, after {after_rate:.1f} tokens/s)"
+    )
+    print(
+        f"{'app':<5} {app_rate:>9.1f} {app_ttft:>15.1f}   (grading on, pool of {pool['exchanges']:,})"
+    )
     print(f"{'floor':<5} {'-':>9} {floor:>15.1f}   (gradio_client, trivial endpoint, no model)")
     print(
         f"app/raw throughput ratio: {result['throughput_ratio_app_over_raw']:.3f} (target >= 0.95)"
@@ -209,7 +295,11 @@ def main() -> int:
         f"app - raw first token: {result['first_token_delta_ms']:+.1f} ms (target <= +100 ms); "
         f"beyond the Gradio floor: {app_ttft - raw_ttft - floor:+.1f} ms"
     )
-    print(f"answers identical in both paths: {len(raw_runs) - mismatches}/{len(raw_runs)}")
+    print(
+        f"answers identical to raw: {len(app_runs) - mismatches}/{len(app_runs)}; "
+        f"drew on pool examples: {app_side['answers_with_examples']}; grading jobs "
+        f"{app_side['grading_jobs']}, {app_side['graded_during_run']} graded during the run"
+    )
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "chat_throughput.json").write_text(json.dumps(result, indent=2))

@@ -1,4 +1,4 @@
-"""Reads and writes of conversation rows: owns every query the app makes against the tables.
+"""The conversations repository: users, conversations, messages, exchanges, ratings, corrections.
 
 Each public method is one transaction, so a crash between two calls leaves whole rows only. The
 chat flow writes in a fixed order that never loses a turn: the user's message first (before the

@@ -3,7 +3,7 @@
 SQLite files get WAL mode (readers never block the writer, and a killed process cannot leave a
 half-written transaction), a busy timeout and enforced foreign keys. Any other SQLAlchemy URL
 (PostgreSQL for scale) is used as given. The schema is always brought to the newest migration on
-open. Queries live in store/conversations.py, not here.
+open. Queries live in the repositories (store/base.py and one module per aggregate), not here.
 """
 
 from __future__ import annotations

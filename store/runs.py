@@ -1,6 +1,6 @@
 """Reads and writes of refresh runs, their training mixes and the held-out split.
 
-Owns every query feedback/refresh/rules.py makes: starting a run, moving it from step to step in
+Owns every query the refresh (feedback/refresh/pipeline.py) makes: starting a run, moving it from step to step in
 its own transaction (so a killed process leaves the last step begun on record), finishing it,
 marking runs a dead process left `running` as interrupted, and the fixed held-out split.
 """

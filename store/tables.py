@@ -1,7 +1,8 @@
 """SQLModel tables: the schema of everything Autodidact keeps about its conversations.
 
 Owns the table definitions only. Creating and upgrading the schema is the migrations' job
-(store/migrations), and reading and writing rows is store/conversations.py's. Table names are plural
+(store/migrations), and reading and writing rows is the repositories' (store/base.py and one
+module per aggregate: conversations, grading, pool, runs). Table names are plural
 because `user` is a reserved word in PostgreSQL.
 """
 

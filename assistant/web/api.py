@@ -14,10 +14,13 @@ from assistant.chat import ChatRefused, ChatService
 from store.conversations import NotFound
 
 
-def add_api(chat: ChatService) -> None:
-    """The stable HTTP API, for gradio_client and any HTTP caller."""
+class Api:
+    """The endpoints, each a thin call into the chat service."""
 
-    def chat_endpoint(message: str, conversation_id: str = "") -> Iterator[tuple[str, str]]:
+    def __init__(self, chat: ChatService):
+        self.chat = chat
+
+    def chat_endpoint(self, message: str, conversation_id: str = "") -> Iterator[tuple[str, str]]:
         """Send `message` to a conversation (empty id: a new one). Streams (answer so far,
         conversation id); raises an error with a readable message if the message is refused."""
         try:
@@ -25,7 +28,7 @@ def add_api(chat: ChatService) -> None:
         except ValueError as exc:
             raise gr.Error(f"not a conversation id: {conversation_id!r}") from exc
         try:
-            stream = chat.send(conv, message)
+            stream = self.chat.send(conv, message)
         except (ChatRefused, NotFound) as exc:
             raise gr.Error(str(exc)) from exc
         for reply in stream:
@@ -34,15 +37,15 @@ def add_api(chat: ChatService) -> None:
             if reply.status == "failed":
                 raise gr.Error(f"the model failed: {reply.error}")
 
-    def history_endpoint(conversation_id: str) -> list[dict]:
+    def history_endpoint(self, conversation_id: str) -> list[dict]:
         """Every turn of a conversation: user message, shown answer, its exchange id and status."""
         try:
-            conv = chat.store.conversation(int(conversation_id))
+            conv = self.chat.store.conversation(int(conversation_id))
         except ValueError as exc:
             raise gr.Error(f"not a conversation id: {conversation_id!r}") from exc
         except NotFound as exc:  # an empty list would look like an empty conversation
             raise gr.Error(str(exc)) from exc
-        turns = chat.turns(conv.id)
+        turns = self.chat.turns(conv.id)
         return [
             {
                 "user": t.user,
@@ -53,18 +56,18 @@ def add_api(chat: ChatService) -> None:
             for t in turns
         ]
 
-    def conversations_endpoint() -> list[dict]:
+    def conversations_endpoint(self) -> list[dict]:
         """The conversations, newest first: id and title."""
-        return [{"id": c.id, "title": c.title} for c in chat.conversations()]
+        return [{"id": c.id, "title": c.title} for c in self.chat.conversations()]
 
     def rate_endpoint(
-        exchange_id: int, value: int, reasons: list[str] | None = None, comment: str = ""
+        self, exchange_id: int, value: int, reasons: list[str] | None = None, comment: str = ""
     ) -> dict:
         """Rate an answer: +1 (thumbs up), -1 (thumbs down) or 0 (take the rating back). A
         thumbs down may name reasons (wrong facts, didn't follow instructions, too long,
         unsafe, other) and a comment."""
         try:
-            rating = chat.rate(int(exchange_id), int(value), reasons or [], comment or None)
+            rating = self.chat.rate(int(exchange_id), int(value), reasons or [], comment or None)
         except (ValueError, NotFound) as exc:
             raise gr.Error(str(exc)) from exc
         return {
@@ -74,16 +77,20 @@ def add_api(chat: ChatService) -> None:
             "comment": rating.comment,
         }
 
-    def correct_endpoint(exchange_id: int, answer: str) -> dict:
+    def correct_endpoint(self, exchange_id: int, answer: str) -> dict:
         """Store a better answer for an exchange, beside the model's own."""
         try:
-            correction = chat.correct(int(exchange_id), answer)
+            correction = self.chat.correct(int(exchange_id), answer)
         except (ValueError, NotFound) as exc:
             raise gr.Error(str(exc)) from exc
         return {"exchange_id": correction.exchange_id, "correction_id": correction.id}
 
-    gr.api(chat_endpoint, api_name="chat")
-    gr.api(history_endpoint, api_name="history")
-    gr.api(conversations_endpoint, api_name="conversations")
-    gr.api(rate_endpoint, api_name="rate")
-    gr.api(correct_endpoint, api_name="correct")
+
+def add_api(chat: ChatService) -> None:
+    """The stable HTTP API, for gradio_client and any HTTP caller."""
+    api = Api(chat)
+    gr.api(api.chat_endpoint, api_name="chat")
+    gr.api(api.history_endpoint, api_name="history")
+    gr.api(api.conversations_endpoint, api_name="conversations")
+    gr.api(api.rate_endpoint, api_name="rate")
+    gr.api(api.correct_endpoint, api_name="correct")

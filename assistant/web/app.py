@@ -7,12 +7,11 @@ launching the web server.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import gradio as gr
 
-from assistant.llm.base import ChatModel, ModelError
+from assistant.llm.base import ChatModel
 from assistant.settings import Settings
 from assistant.web.page import build_page
 from assistant.wiring import Services, create_services
@@ -57,15 +56,10 @@ def launch(app: App, block: bool = True):
 
 
 def serve(settings: Settings, flags: set[str] = frozenset()) -> int:
+    """Print the settings, start everything and serve until stopped. A missing model or an
+    unusable home folder raises; the CLI turns that into one line (assistant/cli/__init__.py)."""
     print("Autodidact settings:\n" + settings.describe(flags), flush=True)
-    try:
-        app = create_app(settings)
-    except ModelError as exc:
-        print(f"autodidact: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"autodidact: cannot use {settings.home_dir}: {exc.strerror}", file=sys.stderr)
-        return 1
+    app = create_app(settings)
     print(f"Model: {app.model.model_id} ({app.model.context_window} tokens of context)", flush=True)
     launch(app)
     return 0

@@ -1,6 +1,6 @@
 """The Dashboard tab: the learning loop on one page, as plots.
 
-Owns the layout of the figures store/dashboard.py computes: exchanges per day, the self-grade
+Owns the layout of the figures feedback/dashboard.py computes: exchanges per day, the self-grade
 distribution, the flag rate over time, the pool by source, the share of human data, the pool's
 diversity and how often the self-grade agrees with the user's thumbs. Computing happens when the
 tab opens or Refresh is clicked, never on a timer, so a big database costs nothing while chatting.
@@ -39,8 +39,14 @@ def headline(totals: dict) -> str:
     )
 
 
-def build_dashboard(engine, index=None):
-    """The tab's components; returns the function that refreshes them and its outputs."""
+def line(y: str, title: str, elem_id: str, share: bool = False, **kw) -> gr.LinePlot:
+    """A plot over days; `share` fixes the y axis to 0-1."""
+    y_lim = [0, 1] if share else None
+    return gr.LinePlot(x="day", y=y, title=title, y_lim=y_lim, height=HEIGHT, elem_id=elem_id, **kw)
+
+
+def plots() -> list:
+    """The tab's components, in the order `load` fills them."""
     summary = gr.Markdown(elem_id="dashboard-summary")
     with gr.Row():
         per_day = gr.BarPlot(
@@ -54,31 +60,11 @@ def build_dashboard(engine, index=None):
             height=HEIGHT,
             elem_id="plot-scores",
         )
-        flags = gr.LinePlot(
-            x="day",
-            y="flag rate",
-            title="Flag rate (likely hallucinations)",
-            y_lim=[0, 1],
-            height=HEIGHT,
-            elem_id="plot-flags",
-        )
+        flags = line("flag rate", "Flag rate (likely hallucinations)", "plot-flags", share=True)
     with gr.Row():
-        pool = gr.LinePlot(
-            x="day",
-            y="examples",
-            color="source",
-            title="Training pool by source",
-            height=HEIGHT,
-            elem_id="plot-pool",
-        )
-        human = gr.LinePlot(
-            x="day",
-            y="share",
-            color="kind",
-            title="Share of human data in the pool",
-            y_lim=[0, 1],
-            height=HEIGHT,
-            elem_id="plot-human",
+        pool = line("examples", "Training pool by source", "plot-pool", color="source")
+        human = line(
+            "share", "Share of human data in the pool", "plot-human", share=True, color="kind"
         )
     with gr.Row():
         diversity = gr.BarPlot(
@@ -89,16 +75,16 @@ def build_dashboard(engine, index=None):
             height=HEIGHT,
             elem_id="plot-diversity",
         )
-        agreement = gr.LinePlot(
-            x="day",
-            y="agreement",
-            title="Self-grade agrees with the user's thumbs",
-            y_lim=[0, 1],
-            height=HEIGHT,
-            elem_id="plot-agreement",
+        agreement = line(
+            "agreement", "Self-grade agrees with the user's thumbs", "plot-agreement", share=True
         )
+    return [summary, per_day, scores, flags, pool, human, diversity, agreement]
+
+
+def build_dashboard(engine, index=None):
+    """The tab's components; returns the function that refreshes them and its outputs."""
+    outputs = plots()
     refresh = gr.Button("Refresh", size="sm", elem_id="dashboard-refresh")
-    outputs = [summary, per_day, scores, flags, pool, human, diversity, agreement]
 
     def load(progress=gr.Progress()):  # noqa: B008 (how Gradio injects a progress bar)
         progress(0, desc="Computing the dashboard")

@@ -1,7 +1,7 @@
 """The panel under the chat that opens after a thumbs down: reasons, a comment, a better answer.
 
 Owns those few components and their events. The thumbs themselves are the Chatbot's own
-feedback buttons (wired in assistant/web/page.py, which calls `opened` after each click); what a
+feedback buttons (wired in assistant/web/chat_tab.py, which calls `opened` after each click); what a
 rating or correction does to the training pool is the curator's business.
 """
 

@@ -4,7 +4,8 @@ Owns the figures a refresh compares on evaluation prompts (held-out questions pl
 regression set): the judge-rated win rate, the hallucination flag rate and the diversity of
 sampled answers (distinct-2, embedding spread), the last also for the base model, all with
 llama.cpp serving the adapters exactly as the app will. Held-out loss and the export check's
-PyTorch half are torch work, in feedback/refresh/train.py. Which figures count as a regression is feedback/refresh/rules.py's rule.
+PyTorch half are torch work, in feedback/refresh/train.py. Which figures count as a
+regression is feedback/refresh/rules.py's rule.
 """
 
 from __future__ import annotations

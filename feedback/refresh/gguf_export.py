@@ -7,7 +7,8 @@ of llama-architecture models (its rotary embedding pairs dimensions differently)
 transformers undoes that on loading a GGUF. An adapter trained on the loaded model therefore
 lives in Hugging Face's row order; its B matrices for q and k must be reordered the same way
 the base weights were, or llama.cpp applies the update to the wrong rows and the adapter
-silently does something else. `verify` in feedback/refresh/train.py proves each export.
+silently does something else. The pipeline's verify step
+(`next_token_agreement` in feedback/refresh/train.py) proves each export.
 
 gguf-py does the file format; this module never writes bytes itself. The file is written under
 a temporary name and renamed into place, so a crash never leaves half an adapter.

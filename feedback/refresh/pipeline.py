@@ -1,4 +1,4 @@
-"""Running one refresh end to end: the steps of feedback/refresh/rules.py, recorded and crash-safe.
+"""Running one refresh end to end: the steps feedback/refresh/rules.py lists, crash-safe.
 
 Owns the order of the steps, the run's row (each step is written before it starts), the lock
 that keeps two refreshes from running at once, and where the candidate's files go. The rules

@@ -1,8 +1,10 @@
-"""The refresh: from the curated pool to a promoted LoRA adapter, or a recorded refusal.
+"""The refresh's rules: from the curated pool to a promoted LoRA adapter, or a recorded refusal.
 
-Owns the pipeline and its guards; each step is logged on the run's row before it starts, so a
-run killed at any point is on record with the step it died in, and the active adapter is only
-ever changed by the last step's atomic rename (store/adapters.py).
+Owns the steps' definitions, the mix's guards and the promotion gates, as small pure functions
+with their configuration (`RefreshConfig`). Running the steps is feedback/refresh/pipeline.py's:
+each step is logged on the run's row before it starts, so a run killed at any point is on
+record with the step it died in, and the active adapter is only ever changed by the last step's
+atomic rename (store/adapters.py).
 
   1. select    every `train` entry not held out (data accumulates: the pool only grows, and
                each run trains on all of it, never on the newest alone), minus deleted
