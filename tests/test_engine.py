@@ -159,3 +159,43 @@ def test_background_work_is_interrupted_mid_decode_and_the_engine_stays_sound(en
     # The next call, from a chat (no interrupt installed), runs normally even though the
     # event is still set.
     assert "Paris" in "".join(d.text for d in engine.stream(QUESTION, GREEDY))
+
+
+def test_every_model_call_runs_on_the_engines_one_thread_whoever_calls(engine, monkeypatch):
+    """llama.cpp's OpenMP keeps a worker team per thread that has computed; once the grader's
+    thread had run the model, chat on other threads decoded at 40-100 instead of ~140 tokens/s.
+    So every decode, from any caller, must happen on the engine's own thread."""
+    import threading
+
+    seen = []
+    decode = type(engine.llm._ctx).decode
+
+    def recording(ctx, batch):
+        seen.append(threading.current_thread().name)
+        return decode(ctx, batch)
+
+    monkeypatch.setattr(type(engine.llm._ctx), "decode", recording)
+    messages = [{"role": "user", "content": "Say hi."}]
+    greedy = {"temperature": 0.0, "max_tokens": 4, "seed": 0}
+
+    def work():
+        list(engine.stream(messages, greedy))
+        engine.token_logprobs(messages, "Hi there.")
+
+    callers = [threading.Thread(target=work, name=f"caller-{i}") for i in range(2)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    list(engine.stream(messages, greedy))  # and from the main thread
+    assert seen and {name.split("_")[0] for name in seen} == {"llama"}, set(seen)
+
+
+def test_a_reader_that_stops_early_frees_the_model_for_the_next_call(engine):
+    stream = engine.stream([{"role": "user", "content": "Count to fifty."}], {"max_tokens": 200})
+    next(stream)
+    stream.close()  # the generation stops on the engine's thread before close returns
+    answer = "".join(
+        d.text for d in engine.stream([{"role": "user", "content": "Say hi."}], {"max_tokens": 5})
+    )
+    assert answer

@@ -1,16 +1,24 @@
 """The local model engine: the only module that imports llama_cpp.
 
 Owns loading a GGUF file, streaming chat completions with the chat template stored in the file,
-counting prompt tokens and scoring the log-probabilities of a given answer. A lock makes sure
-two requests never run the model at once (a llama.cpp context is not safe to share). It knows
-nothing about conversations or storage; the rest of the app sees it as a `ChatModel`.
+counting prompt tokens and scoring the log-probabilities of a given answer. It knows nothing
+about conversations or storage; the rest of the app sees it as a `ChatModel`.
+
+Every call that runs the model runs on one thread the engine owns, one call at a time (a
+llama.cpp context is not safe to share). One thread, not merely one lock: llama.cpp is built
+with OpenMP, which keeps a team of worker threads for each thread that has run a computation,
+and once a second thread (the background grader) had run the model, chat generation on other
+threads fell from about 140 to 40-100 tokens/s on 2 cores (bench/chat_throughput.py; the
+probe is tests/test_engine.py's). Callers still see blocking calls and a streaming iterator.
 """
 
 from __future__ import annotations
 
 import ctypes
+import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,10 +56,12 @@ class LlamaEngine:
         self.model_id = self.path.name
         self.adapter_id: str | None = None
         self._adapter = None  # the llama.cpp adapter set on the context, freed when replaced
-        self._lock = threading.Lock()
+        # The one thread every model call runs on; queued calls wait their turn.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._local = threading.local()  # the calling thread's preemption event, if any
         try:
-            self.llm = Llama(
+            self.llm = self._run(
+                Llama,
                 model_path=str(self.path),
                 n_ctx=context_window,
                 n_threads=threads,
@@ -59,6 +69,7 @@ class LlamaEngine:
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
+            self._thread.shutdown(wait=False)
             raise ModelError(f"could not load model {self.path}: {exc}") from exc
         if lora_path:
             self.set_adapter(Path(lora_path))
@@ -77,6 +88,10 @@ class LlamaEngine:
         # not a built-in format llama-cpp-python might guess from it.
         self.llm.chat_format = "chat_template.default"
 
+    def _run(self, fn: Callable, *args, **kwargs):
+        """`fn(*args, **kwargs)` on the engine's thread, waiting for its result (or error)."""
+        return self._thread.submit(fn, *args, **kwargs).result()
+
     def set_adapter(self, path: Path | None, adapter_id: str | None = None) -> None:
         """Apply a GGUF LoRA adapter (None: the base model alone), between generations.
 
@@ -84,42 +99,46 @@ class LlamaEngine:
         reload, and the KV cache computed with the old weights is dropped. A file llama.cpp
         cannot load leaves the current adapter in place and raises ModelError.
         """
-        with self._lock:
-            new = None
-            if path is not None:
-                new = llama_cpp.llama_adapter_lora_init(
-                    self.llm._model.model, str(path).encode("utf-8")
-                )
-                if not new:
-                    raise ModelError(f"llama.cpp could not load the LoRA adapter {path}")
-                adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(new)
-                scales = (ctypes.c_float * 1)(1.0)
-                failed = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, adapters, 1, scales)
-            else:
-                failed = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
-            if failed:
-                if new:
-                    llama_cpp.llama_adapter_lora_free(new)
-                raise ModelError(f"llama.cpp could not apply the LoRA adapter {path}")
-            if self._adapter:
-                llama_cpp.llama_adapter_lora_free(self._adapter)
-            self._adapter = new
-            self.adapter_id = (adapter_id or Path(path).stem) if path is not None else None
-            self.llm.reset()
+        self._run(self._set_adapter, path, adapter_id)
+
+    def _set_adapter(self, path: Path | None, adapter_id: str | None) -> None:
+        new = None
+        if path is not None:
+            new = llama_cpp.llama_adapter_lora_init(
+                self.llm._model.model, str(path).encode("utf-8")
+            )
+            if not new:
+                raise ModelError(f"llama.cpp could not load the LoRA adapter {path}")
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(new)
+            scales = (ctypes.c_float * 1)(1.0)
+            failed = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, adapters, 1, scales)
+        else:
+            failed = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
+        if failed:
+            if new:
+                llama_cpp.llama_adapter_lora_free(new)
+            raise ModelError(f"llama.cpp could not apply the LoRA adapter {path}")
+        if self._adapter:
+            llama_cpp.llama_adapter_lora_free(self._adapter)
+        self._adapter = new
+        self.adapter_id = (adapter_id or Path(path).stem) if path is not None else None
+        self.llm.reset()
 
     def next_tokens(self, tokens: list[int]) -> list[int]:
         """The model's greedy prediction after each prefix of `tokens` (teacher forcing), in
         batches: what the export check compares with PyTorch's predictions."""
         if len(tokens) > self.context_window:
             raise ModelError("the probe does not fit the context window")
-        with self._lock:
-            self.llm.reset()
-            out = [int(i) for logits in self._logits_batches(tokens) for i in logits.argmax(1)]
-            self.llm.reset()
-            return out
+        return self._run(self._next_tokens, tokens)
+
+    def _next_tokens(self, tokens: list[int]) -> list[int]:
+        self.llm.reset()
+        out = [int(i) for logits in self._logits_batches(tokens) for i in logits.argmax(1)]
+        self.llm.reset()
+        return out
 
     def _logits_batches(self, tokens: list[int]) -> Iterator[np.ndarray]:
-        """With the lock held: decode `tokens` after what the cache holds, in batches, and
+        """On the engine's thread: decode `tokens` after what the cache holds, in batches, and
         yield the logits at every position (llama-cpp-python only keeps them for the whole
         context when built with `logits_all`, n_ctx x vocab floats)."""
         llm = self.llm
@@ -147,10 +166,13 @@ class LlamaEngine:
         finally:
             self._local.interrupt = None
 
+    def _interrupt(self) -> threading.Event | None:
+        """The preemption event the calling thread is inside `interruptible` with, if any."""
+        return getattr(self._local, "interrupt", None)
+
     @contextmanager
-    def _abort_when_interrupted(self):
-        """With the lock held: install llama.cpp's abort callback for this call only."""
-        cancel = getattr(self._local, "interrupt", None)
+    def _abort_when_interrupted(self, cancel: threading.Event | None):
+        """On the engine's thread: install llama.cpp's abort callback for this call only."""
         if cancel is None:
             yield
             return
@@ -182,43 +204,68 @@ class LlamaEngine:
         json_schema: dict | None = None,
     ) -> Iterator[Delta]:
         cancel = cancel or threading.Event()
-        with self._lock, self._abort_when_interrupted():
-            prompt_tokens = self.count_tokens(messages)
-            parts: list[str] = []
-            finish_reason = None
-            chunks = self.llm.create_chat_completion(
-                messages=messages,
-                stream=True,
-                temperature=sampling.get("temperature", 0.7),
-                top_p=sampling.get("top_p", 0.9),
-                repeat_penalty=sampling.get("repeat_penalty", 1.0),
-                max_tokens=sampling.get("max_tokens", 512),
-                seed=sampling.get("seed"),
-                response_format={"type": "json_object", "schema": json_schema}
-                if json_schema
-                else None,
-            )
-            try:
-                for chunk in chunks:
-                    if cancel.is_set():
-                        finish_reason = "stopped"
-                        break
-                    choice = chunk["choices"][0]
-                    text = choice["delta"].get("content") or ""
-                    if text:
-                        parts.append(text)
-                        yield Delta(text=text)
-                    finish_reason = choice.get("finish_reason") or finish_reason
-            finally:
-                chunks.close()
-            completion = "".join(parts)
-            yield Delta(
-                finish_reason=finish_reason,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=len(self.llm.tokenize(completion.encode(), add_bos=False))
-                if completion
-                else 0,
-            )
+        closed = threading.Event()  # the caller stopped reading: stop generating
+        pieces: queue.Queue = queue.Queue()
+        job = self._thread.submit(
+            self._generate, messages, sampling, cancel, closed, json_schema, self._interrupt(),
+            pieces,
+        )  # fmt: skip
+        try:
+            while True:
+                item = pieces.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None or item.completion_tokens is not None:
+                    return
+        finally:
+            closed.set()
+            job.result()  # the model is free again when the caller's stream ends
+
+    def _generate(self, messages, sampling, cancel, closed, json_schema, interrupt, pieces):
+        """On the engine's thread: run one generation, handing each Delta to `pieces`."""
+        try:
+            with self._abort_when_interrupted(interrupt):
+                for delta in self._deltas(messages, sampling, cancel, closed, json_schema):
+                    pieces.put(delta)
+        except BaseException as exc:  # handed to the caller, who raises it
+            pieces.put(exc)
+
+    def _deltas(self, messages, sampling, cancel, closed, json_schema) -> Iterator[Delta]:
+        prompt_tokens = self.count_tokens(messages)
+        parts: list[str] = []
+        finish_reason = None
+        chunks = self.llm.create_chat_completion(
+            messages=messages,
+            stream=True,
+            temperature=sampling.get("temperature", 0.7),
+            top_p=sampling.get("top_p", 0.9),
+            repeat_penalty=sampling.get("repeat_penalty", 1.0),
+            max_tokens=sampling.get("max_tokens", 512),
+            seed=sampling.get("seed"),
+            response_format={"type": "json_object", "schema": json_schema} if json_schema else None,
+        )
+        try:
+            for chunk in chunks:
+                if cancel.is_set() or closed.is_set():
+                    finish_reason = "stopped"
+                    break
+                choice = chunk["choices"][0]
+                text = choice["delta"].get("content") or ""
+                if text:
+                    parts.append(text)
+                    yield Delta(text=text)
+                finish_reason = choice.get("finish_reason") or finish_reason
+        finally:
+            chunks.close()
+        completion = "".join(parts)
+        yield Delta(
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(self.llm.tokenize(completion.encode(), add_bos=False))
+            if completion
+            else 0,
+        )
 
     def token_logprobs(self, messages: Messages, answer: str) -> list[float]:
         """Log-probability of each token of `answer` given the prompt, in one batched pass.
@@ -233,7 +280,10 @@ class LlamaEngine:
             return []
         if len(prompt) + len(target) > self.context_window:
             raise ModelError("prompt and answer together do not fit the context window")
-        with self._lock, self._abort_when_interrupted():
+        return self._run(self._token_logprobs, prompt, target, self._interrupt())
+
+    def _token_logprobs(self, prompt, target, interrupt) -> list[float]:
+        with self._abort_when_interrupted(interrupt):
             llm = self.llm
             llm.reset()
             llm.eval(prompt[:-1])
