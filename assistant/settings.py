@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -177,6 +177,6 @@ def from_args(args: argparse.Namespace) -> tuple[Settings, set[str]]:
         if (value := getattr(args, name, None)) is not None
     }
     for name, value in given.items():
-        if Settings.model_fields[name].annotation is dict[str, float]:
+        if get_origin(Settings.model_fields[name].annotation) is dict:
             given[name] = json.loads(value)  # same JSON form as the env var
     return Settings(**given), set(given)

@@ -185,9 +185,12 @@ class Services:
     worker: GradingWorker
     curator: Curator
     watcher: AdapterWatcher
+    owns_model: bool = True  # False: the caller passed the model in and closes it
 
     def close(self) -> None:
         self.worker.stop()
+        if self.owns_model:
+            self.model.close()
 
 
 def chat_service(settings: Settings, engine, model: ChatModel | None, embedder=None):
@@ -203,6 +206,7 @@ def create_services(settings: Settings, model: ChatModel | None = None, embedder
     engine = open_database(settings.effective_database_url)
     store = ConversationStore(engine)
     store.recover_interrupted()
+    owns_model = model is None
     model = model or load_model(settings)
     curator = build_curator(settings, engine, embedder)
     chat = ChatService(store, model, settings, curator)
@@ -214,7 +218,6 @@ def create_services(settings: Settings, model: ChatModel | None = None, embedder
         build_grader(settings, model),
         grading,
         chat.idle,
-        settings.grading_max_attempts,
         on_graded=chat.curate,
         quiet_for=chat.quiet_for,
     )
@@ -222,4 +225,4 @@ def create_services(settings: Settings, model: ChatModel | None = None, embedder
     chat.on_answer_stored.append(lambda _exchange_id: worker.wake())
     if settings.grading:
         worker.start()
-    return Services(settings, store, model, chat, grading, worker, curator, watcher)
+    return Services(settings, store, model, chat, grading, worker, curator, watcher, owns_model)

@@ -56,6 +56,9 @@ class FakeModel:
     def set_adapter(self, path, adapter_id=None):
         raise ModelError("the fake model has no adapters")
 
+    def close(self):
+        pass
+
     def next_tokens(self, tokens):
         raise ModelError("the fake model has no next-token probe")
 

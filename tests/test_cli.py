@@ -118,3 +118,48 @@ def test_killing_the_app_mid_answer_keeps_the_message_and_marks_the_answer_inter
     assert (
         store.exchange(turn.exchange_id).error == "interrupted: the app stopped during generation"
     )
+
+
+def test_a_commands_own_errors_are_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    import pytest
+
+    import assistant.cli as cli
+    from assistant.cli.command import Command
+
+    def refused(args, settings):
+        raise ValueError("no such adapter 'x'")
+
+    def buggy(args, settings):
+        raise KeyError("score")
+
+    monkeypatch.setattr(
+        cli,
+        "COMMANDS",
+        [Command("refused", "", refused, errors=(ValueError,)), Command("buggy", "", buggy)],
+    )
+    assert cli.main(["refused"]) == 1
+    assert capsys.readouterr().err == "autodidact: no such adapter 'x'\n"
+    with pytest.raises(KeyError):
+        cli.main(["buggy"])
+
+
+def test_ctrl_c_stops_serve_cleanly(home):
+    """Ctrl-C ends `serve` with exit 0 and no traceback: the grader and the engine's thread are
+    stopped, not left to finish or to fail jobs while the interpreter exits."""
+    import signal
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert wait_until_serving(f"http://127.0.0.1:{port}/", proc) == 200
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-2000:]
+    assert "Traceback" not in out

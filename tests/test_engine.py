@@ -199,3 +199,33 @@ def test_a_reader_that_stops_early_frees_the_model_for_the_next_call(engine):
         d.text for d in engine.stream([{"role": "user", "content": "Say hi."}], {"max_tokens": 5})
     )
     assert answer
+
+
+def test_a_judge_style_stream_is_interrupted_mid_decode(engine):
+    """The grader's judge streams under `interruptible`: a chat arriving must stop it inside
+    llama.cpp's decode, not after the prompt or the answer is done."""
+    import time
+
+    long_prompt = [
+        {"role": "user", "content": "Summarize: " + "The fox jumps over the dog. " * 150}
+    ]
+    cancel = threading.Event()
+    threading.Timer(0.05, cancel.set).start()
+    start = time.perf_counter()
+    with pytest.raises(InterruptedError), engine.interruptible(cancel):
+        list(engine.stream(long_prompt, {"temperature": 0.0, "max_tokens": 400}))
+    assert time.perf_counter() - start < 2.0
+    assert "Paris" in "".join(d.text for d in engine.stream(QUESTION, GREEDY))
+
+
+def test_a_closed_engine_refuses_calls_as_an_interruption(embedded_path):
+    """After close (the app stopping), a grading call is an interruption: its job goes back to
+    the queue instead of counting as a failed attempt."""
+    from assistant.llm.llama import LlamaEngine
+
+    engine = LlamaEngine(embedded_path, context_window=512, threads=1)
+    engine.close()
+    with pytest.raises(InterruptedError):
+        list(engine.stream(QUESTION, GREEDY))
+    with pytest.raises(InterruptedError):
+        engine.token_logprobs(QUESTION, "Paris.")

@@ -33,3 +33,20 @@ def test_describe_names_each_value_and_its_source(monkeypatch):
     assert "port               = 1234  [flag]" in text
     assert "max_tokens         = 99  [env]" in text
     assert "model              = (embedded SmolLM2-135M-Instruct)  [default]" in text
+
+
+def test_grade_weights_come_from_a_flag_as_json(monkeypatch):
+    settings, given = from_args(parse(["--grade-weights", '{"judge": 2.0, "grounding": 1.0}']))
+    assert settings.grade_weights == {"judge": 2.0, "grounding": 1.0}
+    assert given == {"grade_weights"}
+
+
+def test_the_stages_defaults_are_the_settings_defaults():
+    """Written once, in the stage's configuration dataclass; the setting reads it."""
+    from feedback.pool.rules import PoolRules
+    from feedback.refresh.train import TrainConfig
+
+    fields = Settings.model_fields
+    assert fields["pool_user_weight"].default == PoolRules().user_weight
+    assert fields["refresh_max_steps"].default == TrainConfig().max_steps
+    assert fields["refresh_max_steps"].description == "most training steps per refresh"

@@ -50,11 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     command = next(c for c in COMMANDS if c.name == args.command)
     try:
         return command.run(args, settings)
-    except (ModelError, RefreshBusy, ValueError, LookupError) as exc:
-        # ValueError covers refused messages and bad ids; LookupError unknown rows and files.
+    except (ModelError, RefreshBusy, *command.errors) as exc:
         print(f"autodidact: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # an --out or --file path that cannot be written or read
+    except OSError as exc:  # a model, home folder, --out or --file that cannot be used
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"autodidact: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1

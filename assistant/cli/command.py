@@ -1,6 +1,7 @@
 """The contract every subcommand keeps, after TRL's CLI: a name, its help, the arguments it adds
 and `run(args, settings) -> exit code`. The table of commands is assistant/cli/__init__.py's;
-turning errors into exit codes happens there too, once, not in each command."""
+turning errors into exit codes happens there too, once, not in each command; a command only
+names which errors are its user's to fix."""
 
 from __future__ import annotations
 
@@ -21,3 +22,7 @@ class Command:
     help: str
     run: Callable[[argparse.Namespace, Settings], int]
     arguments: Callable[[argparse.ArgumentParser], None] = field(default=no_arguments)
+    # What this command's user can act on, besides what every command reports (a model that
+    # cannot load, a busy refresh, a file that cannot be read or written): shown as one line.
+    # Anything else is a bug and keeps its traceback.
+    errors: tuple[type[BaseException], ...] = ()

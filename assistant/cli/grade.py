@@ -29,7 +29,6 @@ def grade_backlog_command(args, settings) -> int:
     worker = GradingWorker(
         grader,
         grading,
-        max_attempts=settings.grading_max_attempts,
         on_graded=lambda exchange_id: curator.update([exchange_id]),
     )
     pending = grading.counts().get("pending", 0) + grading.counts().get("running", 0)

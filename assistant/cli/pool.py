@@ -166,17 +166,50 @@ def history(args, settings) -> int:
     return 0
 
 
+# A refused message or correction, an unknown exchange or conversation.
+USER_ERRORS = (ValueError, LookupError)
+
 COMMANDS = [
-    Command("rate", "thumbs up or down an answer (or take the rating back)", rate, rate_arguments),
-    Command("correct", "store a better answer beside the model's", correct, correct_arguments),
     Command(
-        "delete", "delete a conversation; it leaves the training pool", delete, delete_arguments
+        "rate",
+        "thumbs up or down an answer (or take the rating back)",
+        rate,
+        rate_arguments,
+        errors=USER_ERRORS,
     ),
     Command(
-        "export", "write the training pool in TRL's formats (JSON Lines)", export, export_arguments
+        "correct",
+        "store a better answer beside the model's",
+        correct,
+        correct_arguments,
+        errors=USER_ERRORS,
     ),
-    Command("pool", "the training pool's size by status and source", pool, pool_arguments),
     Command(
-        "history", "list conversations, or one conversation's exchanges", history, history_arguments
+        "delete",
+        "delete a conversation; it leaves the training pool",
+        delete,
+        delete_arguments,
+        errors=USER_ERRORS,
+    ),
+    Command(
+        "export",
+        "write the training pool in TRL's formats (JSON Lines)",
+        export,
+        export_arguments,
+        errors=USER_ERRORS,
+    ),
+    Command(
+        "pool",
+        "the training pool's size by status and source",
+        pool,
+        pool_arguments,
+        errors=USER_ERRORS,
+    ),
+    Command(
+        "history",
+        "list conversations, or one conversation's exchanges",
+        history,
+        history_arguments,
+        errors=USER_ERRORS,
     ),
 ]

@@ -163,6 +163,7 @@ COMMANDS = [
         "fine-tune on the pool; promote only if nothing regresses",
         refresh,
         refresh_arguments,
+        errors=(ValueError,),  # a bad --every, a broken anchor file, a remote model
     ),
     Command("adapters", "list refresh runs, their metrics, and the active one", adapters),
     Command(
@@ -170,5 +171,6 @@ COMMANDS = [
         "serve an earlier adapter (default: the one before)",
         rollback,
         rollback_arguments,
+        errors=(ValueError,),  # an unknown adapter
     ),
 ]

@@ -66,6 +66,9 @@ class ChatModel(Protocol):
         """Serve a LoRA adapter file (None: the base weights alone) from the next call on.
         Raises ModelError where `supports_adapters` is False."""
 
+    def close(self) -> None:
+        """Stop serving: calls after this raise InterruptedError (work in flight finishes)."""
+
     def next_tokens(self, tokens: list[int]) -> list[int]:
         """The greedy next token after each prefix of `tokens` (teacher forcing): the probe the
         export check compares with PyTorch. Raises ModelError where unsupported."""

@@ -71,6 +71,14 @@ class LlamaEngine:
         except (ValueError, RuntimeError, OSError) as exc:
             self._thread.shutdown(wait=False)
             raise ModelError(f"could not load model {self.path}: {exc}") from exc
+        try:
+            self._prepare(lora_path)
+        except BaseException:
+            self._thread.shutdown(wait=False)
+            raise
+
+    def _prepare(self, lora_path: Path | None) -> None:
+        """The adapter asked for, and the chat template read from the file's metadata."""
         if lora_path:
             self.set_adapter(Path(lora_path))
         self.context_window = self.llm.n_ctx()
@@ -88,9 +96,22 @@ class LlamaEngine:
         # not a built-in format llama-cpp-python might guess from it.
         self.llm.chat_format = "chat_template.default"
 
+    def _submit(self, fn: Callable, *args, **kwargs):
+        """Queue `fn` for the engine's thread. Once the engine is closed (or the interpreter is
+        exiting) the call is refused as an interruption: a grading job goes back to its queue,
+        it does not count as failed."""
+        try:
+            return self._thread.submit(fn, *args, **kwargs)
+        except RuntimeError as exc:  # "cannot schedule new futures after shutdown"
+            raise InterruptedError("the model is shutting down") from exc
+
     def _run(self, fn: Callable, *args, **kwargs):
         """`fn(*args, **kwargs)` on the engine's thread, waiting for its result (or error)."""
-        return self._thread.submit(fn, *args, **kwargs).result()
+        return self._submit(fn, *args, **kwargs).result()
+
+    def close(self) -> None:
+        """Refuse new calls and drop queued ones; a call already running finishes first."""
+        self._thread.shutdown(wait=True, cancel_futures=True)
 
     def set_adapter(self, path: Path | None, adapter_id: str | None = None) -> None:
         """Apply a GGUF LoRA adapter (None: the base model alone), between generations.
@@ -206,7 +227,7 @@ class LlamaEngine:
         cancel = cancel or threading.Event()
         closed = threading.Event()  # the caller stopped reading: stop generating
         pieces: queue.Queue = queue.Queue()
-        job = self._thread.submit(
+        job = self._submit(
             self._generate, messages, sampling, cancel, closed, json_schema, self._interrupt(),
             pieces,
         )  # fmt: skip

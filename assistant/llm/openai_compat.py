@@ -150,5 +150,9 @@ class OpenAIChatModel:
     def set_adapter(self, path: Path | None, adapter_id: str | None = None) -> None:
         raise ModelError("an OpenAI-compatible server chooses its own weights; adapters are local")
 
+    def close(self) -> None:
+        self._http.close()
+        self.client.close()
+
     def next_tokens(self, tokens: list[int]) -> list[int]:
         raise ModelError("next-token probes need a local GGUF model")

@@ -1,8 +1,8 @@
 """The web app over the wired services: `create_app` (what tests use), `launch` and `serve`.
 
 Owns start-up of the page: the services come from assistant/wiring.py, the page from
-assistant/web/page.py; `serve` adds printing the settings, friendly start-up errors and
-launching the web server.
+assistant/web/page.py; `serve` adds printing the settings, launching the web server and
+closing everything when it stops. Start-up errors become one line in assistant/cli/.
 """
 
 from __future__ import annotations
@@ -61,5 +61,8 @@ def serve(settings: Settings, flags: set[str] = frozenset()) -> int:
     print("Autodidact settings:\n" + settings.describe(flags), flush=True)
     app = create_app(settings)
     print(f"Model: {app.model.model_id} ({app.model.context_window} tokens of context)", flush=True)
-    launch(app)
+    try:
+        launch(app)  # returns when the server stops (Ctrl-C included)
+    finally:
+        app.close()  # the grader gives the model up mid-decode, then the engine stops
     return 0

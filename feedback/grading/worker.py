@@ -49,7 +49,7 @@ class GradingWorker:
         grader: Grader,
         grading: GradingStore,
         chat_idle: threading.Event | None = None,
-        max_attempts: int = 3,
+        max_attempts: int | None = None,
         on_graded: Callable[[int], None] | None = None,
         quiet_for: Callable[[], float] = lambda: math.inf,
         grace: float = 0.5,
@@ -59,7 +59,8 @@ class GradingWorker:
         self.chat_idle = chat_idle or threading.Event()
         if chat_idle is None:
             self.chat_idle.set()
-        self.max_attempts = max_attempts
+        # None: the grader's configuration says (GraderConfig.max_attempts)
+        self.max_attempts = max_attempts or grader.config.max_attempts
         self.on_graded = on_graded
         # Chats come in bursts (and API clients send back to back): a grade started the moment
         # one answer ends would make the next one wait for the judge's prompt evaluation.
