@@ -270,6 +270,7 @@ class ChatService:
     def send(self, conversation_id: int | None, message: str) -> Iterator[Reply]:
         """Store `message` in the conversation (a new one if None) and stream the answer."""
         self.validate(message)
+        self._announce()
         history = self.store.turns(conversation_id) if conversation_id else []
         if conversation_id:
             self.store.conversation(conversation_id)  # raises NotFound for a bad id
@@ -288,6 +289,7 @@ class ChatService:
 
     def regenerate(self, conversation_id: int) -> Iterator[Reply]:
         """A new answer to the conversation's last message; the old one is kept as superseded."""
+        self._announce()
         history = self.store.turns(conversation_id)
         if not history:
             raise ChatRefused("There is no answer to regenerate yet.")
@@ -297,6 +299,16 @@ class ChatService:
         return self._generate(
             conversation_id, last.user_message_id, prompt, regenerated_from=last.exchange_id
         )
+
+    def _announce(self) -> None:
+        """A message is on its way: background work gives the model (and the cores) up now,
+        while the prompt is built and the message stored, not once generation starts. Marking
+        activity keeps the grader from starting again in between (it waits for a quiet spell);
+        generation start preempts it once more in any case."""
+        with self._active_lock:
+            self.last_activity = time.monotonic()
+        for hook in self.on_generation_start:
+            hook()
 
     def stop(self, conversation_id: int) -> bool:
         with self._active_lock:

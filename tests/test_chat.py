@@ -235,3 +235,17 @@ def test_tokens_arriving_within_the_stream_interval_share_one_update(store, sett
     assert texts[0] == "w0"  # the first token is not held back
     assert 3 <= len(texts) <= 10  # about one update per 100 ms, not one per token
     assert final.text == " ".join(f"w{i}" for i in range(40))
+
+
+def test_background_work_is_preempted_before_the_prompt_is_built(store, fake_model, settings):
+    """A grader holding the cores would slow retrieval and prompt building too: it is told to
+    stop as soon as a message arrives, and again when generation starts."""
+    chat = ChatService(store, fake_model, settings)
+    order = []
+    chat.on_generation_start.append(lambda: order.append("preempt"))
+    build = chat.build_prompt
+    chat.build_prompt = lambda *a, **k: (order.append("prompt"), build(*a, **k))[1]
+    fake_model.enqueue("Hello.")
+    list(chat.send(None, "Hi"))
+    assert order == ["preempt", "prompt", "preempt"]
+    assert chat.quiet_for() < 1.0
