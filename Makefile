@@ -1,7 +1,7 @@
 # One command to run the app, one to run the tests. Both set up .venv first.
 #   make run              start the chat at http://127.0.0.1:7860 (ARGS="--port 8000" to pass flags)
 #   make test             lint + every test, with the real model and a real browser
-#   make bench            the chat benchmark, about 6 minutes (README, "Benchmarks", lists the others)
+#   make bench            the chat benchmark, about 2.5 minutes (README, "Benchmarks", lists the others)
 #   make lock             re-resolve requirements.lock after changing pyproject.toml's dependencies
 PY      ?= python3
 VENV    := .venv

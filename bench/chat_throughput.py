@@ -20,7 +20,7 @@ every 50 ms), so the app's own share of the first-token gap is app - raw - floor
     .venv/bin/python bench/chat_throughput.py [--rounds 3] [--max-tokens 128] [--threads 2]
                                               [--pool 1000] [--pause 2.0]
 
-About 6 minutes with the defaults on 2 cores (1 to seed the pool). Writes
+About 2.5 minutes with the defaults on 2 cores (10 s to seed the pool). Writes
 bench/results/chat_throughput.json.
 """
 
