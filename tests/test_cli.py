@@ -48,14 +48,19 @@ def test_invalid_settings_are_reported_without_a_traceback():
     assert "Traceback" not in done.stderr
 
 
-def test_serve_prints_its_settings_and_answers_on_the_chosen_port(home):
-    port = free_port()
-    proc = subprocess.Popen(
+def start_serve(port: int) -> subprocess.Popen:
+    """`python app.py --port PORT`, its output and errors in one text pipe."""
+    return subprocess.Popen(
         [sys.executable, str(ROOT / "app.py"), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_serve_prints_its_settings_and_answers_on_the_chosen_port(home):
+    port = free_port()
+    proc = start_serve(port)
     try:
         assert wait_until_serving(f"http://127.0.0.1:{port}/", proc) == 200
     finally:
@@ -149,12 +154,7 @@ def test_ctrl_c_stops_serve_cleanly(home):
     import signal
 
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_serve(port)
     try:
         assert wait_until_serving(f"http://127.0.0.1:{port}/", proc) == 200
         proc.send_signal(signal.SIGINT)
