@@ -238,7 +238,7 @@ def start_server(home: Path, args) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the app did not start within 2 minutes")
 
 
-def main() -> int:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
@@ -251,8 +251,11 @@ def main() -> int:
         default=True,
         help="background grading in the app (--no-grading: off, to see what it costs)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def measure(args) -> dict:
+    """Raw alone, the app alone, raw alone again, then the Gradio floor; the figures."""
     from llama_cpp import Llama
 
     from assistant.llm.weights import embedded_model_path
@@ -277,12 +280,10 @@ def main() -> int:
     app_side = server_figures(home)
     raw_after = raw_phase(llm, args)  # the server is gone again
     floor = gradio_floor()
-
     raw = summarize(llm, raw_before + raw_after)
     app = summarize(llm, app_runs)
     before, after = summarize(llm, raw_before), summarize(llm, raw_after)
-    mismatches = sum(a[3] != r[3] for a, r in zip(app_runs, raw_before, strict=True))
-    result = {
+    return {
         "model": model.name,
         "threads": args.threads,
         "max_tokens": args.max_tokens,
@@ -290,7 +291,9 @@ def main() -> int:
         "grading": args.grading,
         "pool": pool,
         "answers_per_path": len(app_runs),
-        "answers_differing_from_raw": mismatches,
+        "answers_differing_from_raw": sum(
+            a[3] != r[3] for a, r in zip(app_runs, raw_before, strict=True)
+        ),
         "raw": {k: round(v, 1) for k, v in raw.items()},
         "raw_decode_before_after": [round(before["decode"], 1), round(after["decode"], 1)],
         "app_client": {k: round(v, 1) for k, v in app.items()},
@@ -304,32 +307,48 @@ def main() -> int:
         "first_token_delta_ms": round(app["first_ms"] - raw["first_ms"], 1),
         "gradio_floor_first_output_ms": round(floor, 1),
     }
-    where = f"grading {'on' if args.grading else 'off'}, pool of {pool['exchanges']:,}"
+
+
+def show(r: dict) -> None:
+    raw, app, floor = r["raw"], r["app_client"], r["gradio_floor_first_output_ms"]
+    before, after = r["raw_decode_before_after"]
+    where = f"grading {'on' if r['grading'] else 'off'}, pool of {r['pool']['exchanges']:,}"
+    rows = [
+        ("raw (before, after)", raw["decode"], raw["whole"], raw["first_ms"], f"{before}, {after}"),
+        ("app, as the client sees it", app["decode"], app["whole"], app["first_ms"], where),
+        (
+            "app, its own timings",
+            r["server_decode_tokens_per_s"],
+            None,
+            r["server_first_token_ms"],
+            "model call start to token",
+        ),
+        ("floor", None, None, floor, "gradio_client, trivial endpoint"),
+    ]
     print(f"{'path':<28} {'decode tok/s':>12} {'whole tok/s':>12} {'first token ms':>15}")
+    for name, decode, whole, first, note in rows:
+        cells = [f"{v:>12.1f}" if v is not None else f"{'-':>12}" for v in (decode, whole)]
+        print(f"{name:<28} {' '.join(cells)} {first:>15.1f}   ({note})")
     print(
-        f"{'raw (before, after)':<28} {raw['decode']:>12.1f} {raw['whole']:>12.1f} {raw['first_ms']:>15.1f}"
-        f"   ({before['decode']:.1f}, {after['decode']:.1f})"
+        f"decode ratio app/raw: {r['decode_ratio_app_over_raw']:.3f} (target >= 0.95); "
+        f"whole answer: {r['whole_answer_ratio_app_over_raw']:.3f}"
     )
     print(
-        f"{'app, as the client sees it':<28} {app['decode']:>12.1f} {app['whole']:>12.1f} {app['first_ms']:>15.1f}   ({where})"
+        f"app - raw first token: {r['first_token_delta_ms']:+.1f} ms (target <= +100 ms); "
+        f"beyond the Gradio floor: {r['first_token_delta_ms'] - floor:+.1f} ms"
     )
+    n = r["answers_per_path"]
     print(
-        f"{'app, its own timings':<28} {app_side['server_decode_tokens_per_s']:>12.1f} {'-':>12} {app_side['server_first_token_ms']:>15.1f}   (model call start to token)"
+        f"answers identical to raw: {n - r['answers_differing_from_raw']}/{n}; drew on pool "
+        f"examples: {r['answers_with_examples']}; grading jobs {r['grading_jobs']}, "
+        f"{r['graded_during_run']} graded during the run"
     )
-    print(f"{'floor':<28} {'-':>12} {'-':>12} {floor:>15.1f}   (gradio_client, trivial endpoint)")
-    print(
-        f"decode ratio app/raw: {result['decode_ratio_app_over_raw']:.3f} (target >= 0.95); "
-        f"whole answer: {result['whole_answer_ratio_app_over_raw']:.3f}"
-    )
-    print(
-        f"app - raw first token: {result['first_token_delta_ms']:+.1f} ms (target <= +100 ms); "
-        f"beyond the Gradio floor: {app['first_ms'] - raw['first_ms'] - floor:+.1f} ms"
-    )
-    print(
-        f"answers identical to raw: {len(app_runs) - mismatches}/{len(app_runs)}; "
-        f"drew on pool examples: {app_side['answers_with_examples']}; grading jobs "
-        f"{app_side['grading_jobs']}, {app_side['graded_during_run']} graded during the run"
-    )
+
+
+def main() -> int:
+    args = arguments()
+    result = measure(args)
+    show(result)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     name = "chat_throughput.json" if args.grading and args.pool else "chat_throughput-variant.json"
