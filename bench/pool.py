@@ -51,116 +51,104 @@ def sources() -> list[tuple[str, str, str]]:
 
 def synthesize(engine, n: int, seed: int = 0) -> None:
     """n exchanges with their users, conversations, messages, ratings, corrections, grades."""
-    from sqlalchemy import insert
-
-    from store.tables import (
-        Conversation,
-        Correction,
-        Exchange,
-        Grade,
-        Message,
-        Rating,
-        User,
-    )
-
     rng = random.Random(seed)
     base = sources()
     start = datetime.now(UTC) - timedelta(days=60)
     users = [{"id": i + 1, "name": f"user{i}", "created_at": start} for i in range(5)]
     rows = defaultdict(list)
     made = []  # (question, answer) already used, for near-repeats
-    msg_id = 0
     for i in range(n):
         at = start + timedelta(seconds=i * 60 * 60 * 24 * 60 / n)
         user = 1 if rng.random() < 0.4 else rng.randint(2, 5)
         conv_id = i // 4 + 1
         if i % 4 == 0:
             rows["conv"].append(
-                {
-                    "id": conv_id,
-                    "user_id": user,
-                    "title": f"c{conv_id}",
-                    "created_at": at,
-                    "updated_at": at,
-                }
+                {"id": conv_id, "user_id": user, "title": f"c{conv_id}", "created_at": at}
+                | {"updated_at": at}
             )
-        if made and rng.random() < 0.15:
-            q, a = rng.choice(made)
-            a = a.rstrip(".") + rng.choice(["!", ".", " ."])
-            right = True
-        else:
-            q, good, bad = rng.choice(base)
-            right = rng.random() < 0.7
-            a = (good if right else bad) + ". " + ". ".join(rng.sample(FILLER, rng.randint(0, 3)))
-            q = q + rng.choice(["", " Please answer briefly.", " Explain.", f" (#{i})"])
-            if rng.random() < 0.02:
-                q += " " + rng.choice(PII)
-            made.append((q, a))
-        msg_id += 2
-        rows["msg"] += [
+        q, a, right = _exchange_text(rng, base, made, i)
+        _exchange_rows(rows, i + 1, conv_id, q, a, at)
+        _feedback_rows(rng, rows, i + 1, user, q, right, at)
+    _insert(engine, users, rows)
+
+
+def _exchange_text(rng, base, made, i: int) -> tuple[str, str, bool]:
+    """A question and answer: a near-repeat of an earlier one (15%), or a fresh pair with
+    filler sentences, right 70% of the time; a few questions carry personal data."""
+    if made and rng.random() < 0.15:
+        q, a = rng.choice(made)
+        return q, a.rstrip(".") + rng.choice(["!", ".", " ."]), True
+    q, good, bad = rng.choice(base)
+    right = rng.random() < 0.7
+    a = (good if right else bad) + ". " + ". ".join(rng.sample(FILLER, rng.randint(0, 3)))
+    q = q + rng.choice(["", " Please answer briefly.", " Explain.", f" (#{i})"])
+    if rng.random() < 0.02:
+        q += " " + rng.choice(PII)
+    made.append((q, a))
+    return q, a, right
+
+
+def _exchange_rows(rows, ex_id: int, conv_id: int, q: str, a: str, at) -> None:
+    """The question, the answer and the exchange between them (message ids 2n-1 and 2n)."""
+    for msg_id, role, content in ((2 * ex_id - 1, "user", q), (2 * ex_id, "assistant", a)):
+        rows["msg"].append(
+            {"id": msg_id, "conversation_id": conv_id, "role": role, "content": content}
+            | {"created_at": at}
+        )
+    rows["ex"].append(
+        {
+            "id": ex_id,
+            "conversation_id": conv_id,
+            "user_message_id": 2 * ex_id - 1,
+            "assistant_message_id": 2 * ex_id,
+            "status": "completed",
+            "finish_reason": "stop",
+            "model_id": "SmolLM2-135M-Instruct",
+            "sampling": {},
+            "history_dropped": 0,
+            "retrieved": [],
+            "created_at": at,
+            "finished_at": at,
+        }
+    )
+
+
+def _feedback_rows(rng, rows, ex_id: int, user: int, q: str, right: bool, at) -> None:
+    """A third of right answers rated up; some wrong ones down (a few corrected); most graded."""
+    roll = rng.random()
+    if roll < 0.33 and right:
+        rows["rating"].append(_rating(ex_id, user, 1, [], at))
+    elif roll < 0.45 and not right:
+        rows["rating"].append(_rating(ex_id, user, -1, ["wrong facts"], at))
+        if rng.random() < 0.3:
+            rows["corr"].append(
+                {"exchange_id": ex_id, "user_id": user, "content": f"Corrected: {q[:60]}"}
+                | {"created_at": at}
+            )
+    if rng.random() < 0.9:
+        score = min(1.0, max(0.0, rng.gauss(0.62 if right else 0.45, 0.18)))
+        rows["grade"].append(
             {
-                "id": msg_id - 1,
-                "conversation_id": conv_id,
-                "role": "user",
-                "content": q,
+                "exchange_id": ex_id,
+                "grader_version": "grader-1",
+                "judge_model_id": "SmolLM2-135M-Instruct",
+                "judge_score": max(1, min(10, round(score * 9 + 1))),
+                "consistency": None,
+                "injection": False,
+                "score": score,
+                "flagged": score < 0.55,
+                "reason": "synthetic",
+                "seconds": {},
                 "created_at": at,
-            },
-            {
-                "id": msg_id,
-                "conversation_id": conv_id,
-                "role": "assistant",
-                "content": a,
-                "created_at": at,
-            },
-        ]
-        ex_id = i + 1
-        rows["ex"].append(
-            {
-                "id": ex_id,
-                "conversation_id": conv_id,
-                "user_message_id": msg_id - 1,
-                "assistant_message_id": msg_id,
-                "status": "completed",
-                "finish_reason": "stop",
-                "model_id": "SmolLM2-135M-Instruct",
-                "sampling": {},
-                "history_dropped": 0,
-                "retrieved": [],
-                "created_at": at,
-                "finished_at": at,
             }
         )
-        roll = rng.random()
-        if roll < 0.33 and right:
-            rows["rating"].append(_rating(ex_id, user, 1, [], at))
-        elif roll < 0.45 and not right:
-            rows["rating"].append(_rating(ex_id, user, -1, ["wrong facts"], at))
-            if rng.random() < 0.3:
-                rows["corr"].append(
-                    {
-                        "exchange_id": ex_id,
-                        "user_id": user,
-                        "content": f"Corrected: {q[:60]}",
-                        "created_at": at,
-                    }
-                )
-        if rng.random() < 0.9:
-            score = min(1.0, max(0.0, rng.gauss(0.62 if right else 0.45, 0.18)))
-            rows["grade"].append(
-                {
-                    "exchange_id": ex_id,
-                    "grader_version": "grader-1",
-                    "judge_model_id": "SmolLM2-135M-Instruct",
-                    "judge_score": max(1, min(10, round(score * 9 + 1))),
-                    "consistency": None,
-                    "injection": False,
-                    "score": score,
-                    "flagged": score < 0.55,
-                    "reason": "synthetic",
-                    "seconds": {},
-                    "created_at": at,
-                }
-            )
+
+
+def _insert(engine, users, rows) -> None:
+    from sqlalchemy import insert
+
+    from store.tables import Conversation, Correction, Exchange, Grade, Message, Rating, User
+
     with engine.begin() as conn:
         conn.execute(insert(User), users)
         for table, key in (
