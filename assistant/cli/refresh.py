@@ -99,7 +99,10 @@ def refresh(args, settings) -> int:
     while True:
         with Progress() as bar:
             refresher = build_refresher(settings, StepBars(bar))
-            result = refresher.run(dry_run=args.dry_run, force=args.force)
+            try:
+                result = refresher.run(dry_run=args.dry_run, force=args.force)
+            finally:
+                refresher.llama.close()  # `--every` builds a fresh engine for each run
         print(summary(result), flush=True)
         if every is None:
             return 0 if result.status in ("promoted", "dry_run", "refused", "rejected") else 1
