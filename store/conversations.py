@@ -19,6 +19,7 @@ from store.tables import (
     Conversation,
     Correction,
     Exchange,
+    ExchangeSource,
     Forgotten,
     Grade,
     GradingJob,
@@ -110,7 +111,7 @@ class ConversationStore(Repository):
                 .where(PoolEntry.exchange_id.in_(exchange_ids))
                 .group_by(PoolEntry.status)
             ).all()
-            for table in (Grade, GradingJob, Review, Correction, PoolEntry):
+            for table in (Grade, GradingJob, Review, Correction, PoolEntry, ExchangeSource):
                 s.exec(delete(table).where(table.exchange_id.in_(exchange_ids)))
             counts = {
                 "pool_entries": sum(n for _, n in pool),

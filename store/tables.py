@@ -125,12 +125,75 @@ class Grade(SQLModel, table=True):
     mean_logprob: float | None = None
     min_logprob: float | None = None
     consistency: float | None = None  # 0-1 agreement with resampled answers
+    # 0-1 agreement of the answer with the reference's text (1 = says the same); NULL without one
+    agreement: float | None = None
+    # Where the reference came from, for the badge's hover: {"kind": "correction"|"approved"|
+    # "documents", "exchange_id", "at", "excerpt", "chunks": [ids]}; NULL without one.
+    reference: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    calibration_id: int | None = None  # the fitted weights used; NULL: the configured ones
     injection: bool = False  # the answer or question tried to steer the judge
     score: float  # combined, 0-1
     flagged: bool = Field(default=False, index=True)
     reason: str  # why flagged (or why not), for the badge and the Review tab
     seconds: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Calibration(SQLModel, table=True):
+    """One fit of the grading signals' weights to the user's thumbs (a version per row).
+
+    `adopted` rows are used by the grader, the newest first; a fit that did not beat the weights
+    in use on held-out thumbs is kept too, so the dashboard can show that it was tried.
+    """
+
+    __tablename__ = "calibrations"
+    id: int | None = Field(default=None, primary_key=True)
+    ratings: int  # exchanges with both a grade and a thumbs that the fit saw
+    auroc_before: float | None = None  # the weights in use, cross-validated on the same folds
+    auroc_after: float | None = None  # the fitted weights
+    weights: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    threshold: float
+    adopted: bool = Field(default=False, index=True)
+    reason: str
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Document(SQLModel, table=True):
+    """A file the user gave as knowledge: answers are grounded in its chunks and graded against
+    them. `sha256` is of the file's bytes: adding the same bytes again changes nothing."""
+
+    __tablename__ = "documents"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    name: str = Field(index=True)  # the file name as shown (control characters removed)
+    kind: str  # txt, md, pdf, html, docx
+    sha256: str = Field(index=True)
+    size_bytes: int
+    chunks: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class DocumentChunk(SQLModel, table=True):
+    """One passage of a document, as retrieved into a prompt (its vector is in Chroma)."""
+
+    __tablename__ = "document_chunks"
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: int = Field(foreign_key="documents.id", index=True)
+    seq: int  # order within the document
+    text: str
+    page: int | None = None  # PDFs: the page it starts on (1-based)
+
+
+class ExchangeSource(SQLModel, table=True):
+    """A document chunk put into an exchange's prompt, numbered as the answer may cite it."""
+
+    __tablename__ = "exchange_sources"
+    id: int | None = Field(default=None, primary_key=True)
+    exchange_id: int = Field(foreign_key="exchanges.id", index=True)
+    chunk_id: int = Field(foreign_key="document_chunks.id", index=True)
+    number: int  # [1], [2], ... in the prompt
+    similarity: float
 
 
 class GradingJob(SQLModel, table=True):

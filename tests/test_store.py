@@ -13,6 +13,10 @@ from store.tables import Conversation, Exchange, Message, Rating
 
 TABLES = {
     "users",
+    "calibrations",
+    "documents",
+    "document_chunks",
+    "exchange_sources",
     "conversations",
     "messages",
     "exchanges",
@@ -33,7 +37,7 @@ TABLES = {
 def test_blank_database_migrates_to_exactly_the_models(tmp_path):
     engine = open_database(sqlite_url(tmp_path / "blank.db"))
     assert set(inspect(engine).get_table_names()) == TABLES
-    assert schema_revision(engine) == "0004"
+    assert schema_revision(engine) == "0005"
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == []
@@ -161,7 +165,7 @@ def test_upgrading_a_0001_database_keeps_its_rows_and_queues_its_answers_for_gra
             )
         )
     engine = open_database(url)
-    assert schema_revision(engine) == "0004"
+    assert schema_revision(engine) == "0005"
     store = ConversationStore(engine)
     assert [(t.user, t.assistant) for t in store.turns(1)] == [("q", "a"), ("q2", None)]
     grading = GradingStore(engine)
@@ -202,7 +206,7 @@ def test_upgrading_a_0002_database_keeps_ratings_and_starts_an_empty_pool(tmp_pa
             )
         )
     engine = open_database(url)
-    assert schema_revision(engine) == "0004"
+    assert schema_revision(engine) == "0005"
     store = ConversationStore(engine)
     rating = store.rating(1)
     assert (rating.value, rating.reasons, rating.comment) == (-1, [], None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SIGNALS = ("judge", "mean_logprob", "min_logprob", "consistency", "grounding")
+SIGNALS = ("judge", "mean_logprob", "min_logprob", "consistency", "grounding", "agreement")
 
 # Chosen from bench/grader_quality.py with the embedded 135M model (README, "Benchmarks"): its judge
 # is at chance and its log-probabilities are inverted or at chance, while grounding against a
@@ -22,6 +22,7 @@ DEFAULT_WEIGHTS = {
     "min_logprob": 0.0,
     "consistency": 1.0,
     "grounding": 4.0,
+    "agreement": 4.0,
 }
 DEFAULT_THRESHOLD = 0.55
 
@@ -33,6 +34,7 @@ class Signals:
     min_logprob: float | None = None
     consistency: float | None = None  # 0-1
     grounding: float | None = None  # mean log-prob gain from a reference
+    agreement: float | None = None  # 0-1: says what the reference says (1) or contradicts it (0)
 
 
 def clamp(x: float) -> float:
