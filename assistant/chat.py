@@ -28,8 +28,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from assistant.llm.base import ChatModel, Messages
 from assistant.settings import Settings
 from store.conversations import ConversationStore, Turn
+from store.knowledge import Source
 
 if TYPE_CHECKING:
+    from feedback.knowledge.library import Hit, Library
     from feedback.pool.curator import Curator, Example
 
 PROMPT = ChatPromptTemplate.from_messages(
@@ -41,6 +43,27 @@ PROMPT = ChatPromptTemplate.from_messages(
     ]
 )
 log = logging.getLogger(__name__)
+
+SOURCES_INTRO = (
+    "Passages from the user's documents follow. Use them when they answer the question and "
+    "cite them by number, like [1]."
+)
+
+
+def passages_block(sources: list[Source]) -> str:
+    """The numbered passages as the system prompt shows them.
+
+    >>> print(passages_block([Source(1, 7, 2, "a.pdf", 3, "Ada was born in 1815.", 0.8)]))
+    Passages from the user's documents follow. Use them when they answer the question and cite them by number, like [1].
+    <BLANKLINE>
+    [1] a.pdf, page 3:
+    Ada was born in 1815.
+    """
+    parts = [SOURCES_INTRO]
+    for s in sources:
+        where = f"{s.document}, page {s.page}" if s.page else s.document
+        parts.append(f"[{s.number}] {where}:\n{s.text.strip()}")
+    return "\n\n".join(parts)
 
 
 def _reason(exc: Exception) -> str:
@@ -80,6 +103,7 @@ class Reply:
     history_dropped: int = 0
     notices: tuple[str, ...] = field(default_factory=tuple)
     examples: tuple[Example, ...] = field(default_factory=tuple)  # past exchanges shown
+    sources: tuple[Source, ...] = field(default_factory=tuple)  # document passages given
 
     @property
     def done(self) -> bool:
@@ -92,6 +116,7 @@ class Prompt:
     tokens: int
     dropped: int
     examples: tuple[Example, ...] = ()
+    sources: tuple[Source, ...] = ()
 
 
 class ChatService:
@@ -101,11 +126,13 @@ class ChatService:
         model: ChatModel,
         settings: Settings,
         curator: Curator | None = None,
+        library: Library | None = None,
     ):
         self.store = store
         self.model = model
         self.settings = settings
         self.curator = curator  # the training pool; None: ratings are stored, nothing curated
+        self.library = library  # the knowledge documents; None: answers are not grounded
         self.user = store.user(settings.user)
         self._active: dict[int, threading.Event] = {}
         self._active_lock = threading.Lock()
@@ -192,6 +219,22 @@ class ChatService:
             return []
         return found
 
+    def passages_for(self, message: str) -> list[Hit]:
+        """Knowledge passages like the message (best first), above the similarity threshold."""
+        if self.library is None or not self.settings.knowledge:
+            return []
+        try:
+            return self.library.search(message)
+        except Exception:  # grounding is a help, never a reason to refuse a message
+            log.exception("knowledge search failed; answering without documents")
+            return []
+
+    def sources(self, exchange_ids: list[int]) -> dict[int, list[Source]]:
+        """The document passages each exchange was given (gone once a document is removed)."""
+        if self.library is None or not exchange_ids:
+            return {i: [] for i in exchange_ids}
+        return self.library.store.sources(list(exchange_ids))
+
     # the prompt
     def validate(self, message: str) -> None:
         if not isinstance(message, str) or not message.strip():
@@ -203,13 +246,19 @@ class ChatService:
             )
 
     def build_prompt(
-        self, history: list[Turn], message: str, examples: list[Example] = ()
+        self,
+        history: list[Turn],
+        message: str,
+        examples: list[Example] = (),
+        passages: list[Hit] = (),
     ) -> Prompt:
-        """System prompt + retrieved examples + as much recent history as fits + the message.
+        """System prompt (with numbered document passages) + retrieved examples + as much
+        recent history as fits + the message.
 
-        Examples are past exchanges from the training pool, shown as earlier turns; they take
-        at most `retrieval_max_tokens` and never crowd out the message itself. Raises
-        ChatRefused if the new message alone does not fit beside room for an answer.
+        Passages take at most `knowledge_max_tokens`, examples (past exchanges from the training
+        pool, shown as earlier turns) at most `retrieval_max_tokens`; neither crowds out the
+        message itself. Raises ChatRefused if the new message alone does not fit beside room
+        for an answer.
         """
         budget = self.model.context_window - self.settings.max_tokens
         past: list[BaseMessage] = []
@@ -226,6 +275,11 @@ class ChatService:
                 f"context window holds {self.model.context_window:,} including "
                 f"{self.settings.max_tokens:,} kept for the answer. Shorten it."
             )
+        sources = self._fit_passages(system, passages, budget - needed)
+        if sources:
+            system = f"{system}\n\n{passages_block(sources)}"
+            alone = self._render(system, [], [], message)
+            needed = self.model.count_tokens(alone)
         shown: list[BaseMessage] = []
         used: list[Example] = []
         room = min(self.settings.retrieval_max_tokens, budget - needed)
@@ -239,7 +293,7 @@ class ChatService:
             needed = self.model.count_tokens(self._render(system, shown, [], message))
         if not past:
             messages = self._render(system, shown, [], message) if used else alone
-            return Prompt(messages, needed, 0, tuple(used))
+            return Prompt(messages, needed, 0, tuple(used), tuple(sources))
         kept = trim_messages(
             past,
             max_tokens=budget - needed,
@@ -249,9 +303,32 @@ class ChatService:
             allow_partial=False,
         )
         messages = self._render(system, shown, kept, message)
-        return Prompt(
-            messages, self.model.count_tokens(messages), len(past) - len(kept), tuple(used)
-        )
+        dropped = len(past) - len(kept)
+        tokens = self.model.count_tokens(messages)
+        return Prompt(messages, tokens, dropped, tuple(used), tuple(sources))
+
+    def _fit_passages(self, system: str, passages: list[Hit], room: int) -> list[Source]:
+        """The best passages whose block fits in `knowledge_max_tokens` (and `room`)."""
+        room = min(self.settings.knowledge_max_tokens, room)
+        if not passages or room <= 0:
+            return []
+        base = self.model.count_tokens([{"role": "system", "content": system}])
+        sources: list[Source] = []
+        for hit in passages:
+            candidate = Source(
+                len(sources) + 1,
+                hit.chunk_id,
+                hit.document_id,
+                hit.document,
+                hit.page,
+                hit.text,
+                hit.similarity,
+            )
+            block = f"{system}\n\n{passages_block([*sources, candidate])}"
+            if self.model.count_tokens([{"role": "system", "content": block}]) - base > room:
+                break
+            sources.append(candidate)
+        return sources
 
     @staticmethod
     def _render(system: str, examples: list, history: list, message: str) -> Messages:
@@ -274,7 +351,12 @@ class ChatService:
         history = self.store.turns(conversation_id) if conversation_id else []
         if conversation_id:
             self.store.conversation(conversation_id)  # raises NotFound for a bad id
-        prompt = self.build_prompt(history, message, self.examples_for(message, conversation_id))
+        prompt = self.build_prompt(
+            history,
+            message,
+            self.examples_for(message, conversation_id),
+            self.passages_for(message),
+        )
         try:
             if conversation_id:
                 user_msg = self.store.add_user_message(conversation_id, message)
@@ -295,7 +377,7 @@ class ChatService:
             raise ChatRefused("There is no answer to regenerate yet.")
         last = history[-1]
         examples = self.examples_for(last.user, conversation_id)
-        prompt = self.build_prompt(history[:-1], last.user, examples)
+        prompt = self.build_prompt(history[:-1], last.user, examples, self.passages_for(last.user))
         return self._generate(
             conversation_id, last.user_message_id, prompt, regenerated_from=last.exchange_id
         )
@@ -334,6 +416,7 @@ class ChatService:
             history_dropped=prompt.dropped,
             prompt_tokens=prompt.tokens,
             retrieved=[e.exchange_id for e in prompt.examples],
+            sources=[(src.chunk_id, src.number, src.similarity) for src in prompt.sources],
         )
         cancel = threading.Event()
         with self._active_lock:
@@ -356,6 +439,7 @@ class ChatService:
             history_dropped=prompt.dropped,
             notices=notices,
             examples=prompt.examples,
+            sources=prompt.sources,
         )
         for hook in self.on_generation_start:
             hook()

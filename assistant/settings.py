@@ -16,11 +16,13 @@ import os
 from pathlib import Path
 from typing import Any, get_origin
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feedback.config import described
 from feedback.grading.grader import GraderConfig
+from feedback.grading.references import ReferenceConfig
+from feedback.knowledge.library import KnowledgeConfig
 from feedback.pool.curator import CuratorConfig, RetrievalConfig
 from feedback.pool.rules import PoolRules
 from feedback.refresh.rules import RefreshConfig
@@ -81,6 +83,15 @@ class Settings(BaseSettings):
     judge_model: Path | None = Field(
         None, description="GGUF file for the judge; default: the chat model grades itself"
     )
+    judge_openai_base_url: str | None = Field(
+        None,
+        description="judge answers with a (stronger) model on an OpenAI-compatible server at this "
+        "URL; log-probabilities still come from the chat model",
+    )
+    judge_openai_model: str = Field(
+        "default", description="model name to request from the judge's server"
+    )
+    judge_openai_api_key: str = Field("not-needed", description="API key for the judge's server")
     consistency_samples: int = staged(GraderConfig, "consistency_samples", ge=0, le=10)
     flag_threshold: float = staged(GraderConfig, "threshold", ge=0.0, le=1.0)
     grade_weights: dict[str, float] = staged(GraderConfig, "weights")
@@ -99,6 +110,16 @@ class Settings(BaseSettings):
     retrieval_examples: int = staged(RetrievalConfig, "examples", ge=0, le=10)
     retrieval_max_tokens: int = staged(RetrievalConfig, "max_tokens", ge=0)
     retrieval_min_similarity: float = staged(RetrievalConfig, "min_similarity", ge=0.0, le=1.0)
+
+    knowledge: bool = staged(KnowledgeConfig, "enabled")
+    knowledge_passages: int = staged(KnowledgeConfig, "passages", ge=0, le=20)
+    knowledge_min_similarity: float = staged(KnowledgeConfig, "min_similarity", ge=-1.0, le=1.0)
+    knowledge_max_tokens: int = staged(KnowledgeConfig, "max_tokens", ge=0)
+    knowledge_chunk_chars: int = staged(KnowledgeConfig, "chunk_chars", ge=100, le=20_000)
+    knowledge_chunk_overlap: int = staged(KnowledgeConfig, "chunk_overlap", ge=0)
+    knowledge_max_file_mb: float = staged(KnowledgeConfig, "max_file_mb", gt=0)
+    reference_corrections: bool = staged(ReferenceConfig, "corrections")
+    reference_min_similarity: float = staged(ReferenceConfig, "min_similarity", ge=0.0, le=1.0)
 
     refresh_min_new: int = staged(RefreshConfig, "min_new", ge=0)
     refresh_human_share: float = staged(RefreshConfig, "human_share", ge=0.0, le=1.0)
@@ -125,6 +146,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address the web app listens on")
     port: int = Field(7860, ge=0, le=65535, description="port the web app listens on")
 
+    @model_validator(mode="after")
+    def _one_judge(self) -> Settings:
+        if self.judge_model and self.judge_openai_base_url:
+            raise ValueError("give --judge-model or --judge-openai-base-url, not both")
+        return self
+
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser()
@@ -132,6 +159,15 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home_dir / 'autodidact.db'}"
+
+    @property
+    def judge_description(self) -> str:
+        """Who grades the answers, in words (assistant/wiring.py `load_judge` builds it)."""
+        if self.judge_openai_base_url:
+            return f"{self.judge_openai_model} at {self.judge_openai_base_url}"
+        if self.judge_model:
+            return str(self.judge_model)
+        return "the chat model grades itself"
 
     def sampling(self) -> dict[str, Any]:
         return {
@@ -149,12 +185,13 @@ class Settings(BaseSettings):
             env = f"AUTODIDACT_{name.upper()}"
             source = "flag" if name in flags else "env" if env in os.environ else "default"
             value = getattr(self, name)
-            if name == "openai_api_key" and value != "not-needed":
+            if name in ("openai_api_key", "judge_openai_api_key") and value != "not-needed":
                 value = "***"
             if name == "model" and value is None and not self.openai_base_url:
                 value = "(embedded SmolLM2-135M-Instruct)"
             lines.append(f"  {name:<18} = {value}  [{source}]")
         lines.append(f"  {'(database)':<18} = {self.effective_database_url}")
+        lines.append(f"  {'(judge)':<18} = {self.judge_description}")
         return "\n".join(lines)
 
 

@@ -2,9 +2,9 @@
 
 Every entry point (the web app, each CLI command, the benchmarks, the tests) builds what it
 needs here, so a setting means the same thing everywhere: `load_model` picks the chat model's
-backend, `stage configs` turn settings into the stages' configuration dataclasses, and
-`create_services` assembles what `autodidact serve` runs before any page exists
-(assistant/web/app.py adds the page on top).
+backend and `load_judge` the judge's, `stage configs` turn settings into the stages'
+configuration dataclasses, and `create_services` assembles what `autodidact serve` runs before
+any page exists (assistant/web/app.py adds the page on top).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from assistant.llm.base import ChatModel, ModelError
 from assistant.llm.weights import open_gguf, resolve_gguf
 from assistant.settings import Settings
 from feedback.grading.grader import Grader, GraderConfig
+from feedback.grading.references import ReferenceConfig, ReferenceFinder
 from feedback.grading.worker import GradingWorker
+from feedback.knowledge.library import KnowledgeConfig, Library
 from feedback.pool.curator import Curator, CuratorConfig
 from feedback.pool.rules import PoolRules
 from feedback.refresh.rules import RefreshConfig
@@ -27,6 +29,7 @@ from store.adapters import AdapterRegistry
 from store.conversations import ConversationStore
 from store.db import open_database
 from store.grading import GradingStore
+from store.knowledge import KnowledgeStore
 from store.pool import PoolStore
 
 log = logging.getLogger(__name__)
@@ -101,13 +104,29 @@ def refresh_config(settings: Settings) -> RefreshConfig:
     )
 
 
+def load_judge(settings: Settings) -> ChatModel | None:
+    """The judge the settings ask for: a model on an OpenAI-compatible server, another local
+    GGUF, or None (the chat model grades itself)."""
+    if settings.judge_openai_base_url:
+        from assistant.llm.openai_compat import OpenAIChatModel
+
+        return OpenAIChatModel(
+            base_url=settings.judge_openai_base_url,
+            model=settings.judge_openai_model,
+            api_key=settings.judge_openai_api_key,
+            context_window=settings.context_window,
+        )
+    if settings.judge_model:
+        return open_gguf(settings.judge_model, settings.context_window, settings.threads)
+    return None
+
+
 def build_grader(
     settings: Settings, model: ChatModel, judge_model: ChatModel | None = None
 ) -> Grader:
-    """The grader: the chat model answers' log-probabilities, judged by `judge_model`, the
-    `judge_model` setting's GGUF, or the chat model itself."""
-    if judge_model is None and settings.judge_model:
-        judge_model = open_gguf(settings.judge_model, settings.context_window, settings.threads)
+    """The grader: log-probabilities from `model`, the one that answered (its own
+    uncertainty), judged by `judge_model`, the settings' judge (`load_judge`), or `model`."""
+    judge_model = judge_model or load_judge(settings)
     return Grader(judge_model or model, model, grader_config(settings))
 
 
@@ -119,6 +138,45 @@ def build_curator(settings: Settings, engine, embedder=None) -> Curator:
     index = VectorIndex.open(settings.home_dir / "chroma", settings.chroma_url)
     config = curator_config(settings)
     return Curator(PoolStore(engine), index, embedder or Embedder(threads=1), config)
+
+
+def knowledge_config(settings: Settings) -> KnowledgeConfig:
+    return KnowledgeConfig(
+        enabled=settings.knowledge,
+        passages=settings.knowledge_passages,
+        min_similarity=settings.knowledge_min_similarity,
+        max_tokens=settings.knowledge_max_tokens,
+        chunk_chars=settings.knowledge_chunk_chars,
+        chunk_overlap=settings.knowledge_chunk_overlap,
+        max_file_mb=settings.knowledge_max_file_mb,
+    )
+
+
+def build_library(settings: Settings, engine, embedder=None, chroma=None) -> Library:
+    """The knowledge documents: rows in the database, passages in their own Chroma collection
+    (on `chroma`, a client already open, when given)."""
+    from assistant.llm.embedder import Embedder
+    from store.vectors import KnowledgeIndex
+
+    index = (
+        KnowledgeIndex(chroma)
+        if chroma is not None
+        else KnowledgeIndex.open(settings.home_dir / "chroma", settings.chroma_url)
+    )
+    embed = embedder or Embedder(threads=1)
+    return Library(KnowledgeStore(engine), index, embed, knowledge_config(settings))
+
+
+def build_references(settings: Settings, engine, curator: Curator) -> ReferenceFinder:
+    """What answers are graded against: similar corrections and approvals in the pool, and
+    the passages each answer was given."""
+    config = ReferenceConfig(
+        corrections=settings.reference_corrections,
+        min_similarity=settings.reference_min_similarity,
+    )
+    return ReferenceFinder(
+        curator.pool, curator.index, KnowledgeStore(engine), curator.embed, config
+    )
 
 
 def build_refresher(settings: Settings, progress=None, embedder=None):
@@ -185,10 +243,14 @@ class Services:
     worker: GradingWorker
     curator: Curator
     watcher: AdapterWatcher
+    library: Library
     owns_model: bool = True  # False: the caller passed the model in and closes it
 
     def close(self) -> None:
         self.worker.stop()
+        judge = self.worker.grader.judge_model
+        if judge is not self.model:  # built from the judge settings here, never passed in
+            judge.close()
         if self.owns_model:
             self.model.close()
 
@@ -197,7 +259,8 @@ def chat_service(settings: Settings, engine, model: ChatModel | None, embedder=N
     """The chat service over the settings' database; `model` None for commands that only
     rate, correct or delete (they need no model)."""
     curator = build_curator(settings, engine, embedder)
-    return ChatService(ConversationStore(engine), model, settings, curator)
+    library = build_library(settings, engine, curator.embed, curator.index.chroma)
+    return ChatService(ConversationStore(engine), model, settings, curator, library)
 
 
 def create_services(settings: Settings, model: ChatModel | None = None, embedder=None) -> Services:
@@ -209,7 +272,8 @@ def create_services(settings: Settings, model: ChatModel | None = None, embedder
     owns_model = model is None
     model = model or load_model(settings)
     curator = build_curator(settings, engine, embedder)
-    chat = ChatService(store, model, settings, curator)
+    library = build_library(settings, engine, curator.embed, curator.index.chroma)
+    chat = ChatService(store, model, settings, curator, library)
     watcher = AdapterWatcher(model, settings.home_dir)
     watcher.sync()
     chat.before_generation.append(watcher.sync)
@@ -220,9 +284,12 @@ def create_services(settings: Settings, model: ChatModel | None = None, embedder
         chat.idle,
         on_graded=chat.curate,
         quiet_for=chat.quiet_for,
+        references=build_references(settings, engine, curator),
     )
     chat.on_generation_start.append(worker.preempt)
     chat.on_answer_stored.append(lambda _exchange_id: worker.wake())
     if settings.grading:
         worker.start()
-    return Services(settings, store, model, chat, grading, worker, curator, watcher, owns_model)
+    return Services(
+        settings, store, model, chat, grading, worker, curator, watcher, library, owns_model
+    )

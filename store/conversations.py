@@ -166,7 +166,10 @@ class ConversationStore(Repository):
         history_dropped: int = 0,
         prompt_tokens: int | None = None,
         retrieved: list[int] | None = None,
+        sources: list[tuple[int, int, float]] = (),
     ) -> Exchange:
+        """A new exchange, with the document passages (chunk id, number, similarity) its
+        prompt holds, in one transaction."""
         with self.session() as s:
             ex = Exchange(
                 conversation_id=conversation_id,
@@ -180,6 +183,11 @@ class ConversationStore(Repository):
                 retrieved=list(retrieved or []),
             )
             s.add(ex)
+            s.flush()
+            s.add_all(
+                ExchangeSource(exchange_id=ex.id, chunk_id=c, number=n, similarity=round(sim, 4))
+                for c, n, sim in sources
+            )
             s.commit()
             return ex
 

@@ -1,4 +1,5 @@
-"""The dashboard's queries: aggregates over exchanges, grades, ratings and the pool.
+"""The dashboard's queries: aggregates over exchanges, grades, ratings and the pool, and
+the grader's calibrations (its fits to the thumbs, newest first).
 
 Owns every SQL figure the Dashboard tab plots, computed in SQL (GROUP BY day) so the page stays
 fast with 100,000 exchanges, and the bounded sample of the newest pool answers whose diversity
@@ -14,9 +15,11 @@ import pandas as pd
 from sqlalchemy import Engine, Integer, case, func
 from sqlmodel import Session, select
 
-from store.tables import Exchange, Grade, PoolEntry, Rating
+from store.tables import Calibration, Exchange, Grade, PoolEntry, Rating
 
 SAMPLE = 2000  # pool entries read for the diversity figures
+CALIBRATIONS = 20  # newest grader calibrations listed
+CALIBRATION_COLUMNS = ["when", "ratings", "AUROC before", "AUROC after", "adopted", "reason"]
 
 
 @dataclass
@@ -30,6 +33,10 @@ class Dashboard:
     agreement: pd.DataFrame  # day, agreement, rated
     totals: dict
     sample: list[str] = field(default_factory=list)  # newest pool answers, for diversity
+    # the grader's fits to the thumbs, newest first: when, ratings, AUROC before/after, adopted
+    calibrations: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=CALIBRATION_COLUMNS)
+    )
 
 
 def newest_per_exchange(table):
@@ -51,6 +58,7 @@ def compute(engine: Engine) -> Dashboard:
             s.exec(select(PoolEntry.status, func.count()).group_by(PoolEntry.status)).all()
         )
         agreement = _agreement(s)
+        calibrations = _calibrations(s)
         texts = list(
             s.exec(
                 select(PoolEntry.completion)
@@ -84,6 +92,7 @@ def compute(engine: Engine) -> Dashboard:
         agreement=agreement,
         totals=totals,
         sample=texts,
+        calibrations=calibrations,
     )
 
 
@@ -173,6 +182,24 @@ def _agreement(s: Session) -> pd.DataFrame:
         .agg(agreement=("agreement", "mean"), rated=("agreement", "size"))
         .sort_values("day")
         .reset_index(drop=True)
+    )
+
+
+def _calibrations(s: Session) -> pd.DataFrame:
+    rows = s.exec(select(Calibration).order_by(Calibration.id.desc()).limit(CALIBRATIONS))
+    return pd.DataFrame(
+        [
+            (
+                f"{c.created_at:%Y-%m-%d %H:%M}",
+                c.ratings,
+                c.auroc_before,
+                c.auroc_after,
+                "yes" if c.adopted else "no",
+                c.reason,
+            )
+            for c in rows
+        ],
+        columns=CALIBRATION_COLUMNS,
     )
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from store.base import Repository
+from store.pool import turns_before
 from store.tables import Exchange, Grade, GradingJob, Message, Review, utcnow
 
 
@@ -100,6 +101,13 @@ class GradingStore(Repository):
                 s.get(Message, ex.user_message_id).content,
                 s.get(Message, ex.assistant_message_id).content,
             )
+
+    def exchange_context(self, exchange_id: int) -> tuple[str, str, list[dict]]:
+        """The question, the answer and the turns shown before them ({"role", "content"})."""
+        question, answer = self.exchange_text(exchange_id)
+        with self.session() as s:
+            ex = s.get(Exchange, exchange_id)
+            return question, answer, turns_before(s, [ex]).get(exchange_id, [])
 
     def job(self, exchange_id: int) -> GradingJob | None:
         with self.session() as s:

@@ -47,6 +47,37 @@ class Facts:
     grade: Grade | None
 
 
+def turns_before(s: Session, exchanges: list[Exchange]) -> dict[int, list[dict]]:
+    """The turns shown before each exchange (user messages and the newest answer to
+    each), for follow-up questions. Two queries per chunk, whatever its size."""
+    conv_ids = {e.conversation_id for e in exchanges}
+    messages: dict[int, list[Message]] = {}
+    for m in s.exec(
+        select(Message).where(Message.conversation_id.in_(conv_ids)).order_by(Message.id)
+    ):
+        messages.setdefault(m.conversation_id, []).append(m)
+    shown: dict[int, int] = {}  # user message id -> the answer shown for it
+    for user_msg, answer in s.exec(
+        select(Exchange.user_message_id, Exchange.assistant_message_id)
+        .where(Exchange.conversation_id.in_(conv_ids))
+        .order_by(Exchange.id)
+    ):
+        if answer is not None:
+            shown[user_msg] = answer
+    answers = set(shown.values())
+    out: dict[int, list[dict]] = {}
+    for e in exchanges:
+        turns = [
+            {"role": m.role, "content": m.content}
+            for m in messages.get(e.conversation_id, [])
+            if m.id < e.user_message_id and (m.role == "user" or m.id in answers)
+        ]
+        if turns:
+            out[e.id] = turns[-CONTEXT_TURNS * 2 :]
+    return out
+
+
+
 class PoolStore(Repository):
     # what the curator judges
     def facts(self, exchange_ids: list[int]) -> list[Facts]:
@@ -81,7 +112,7 @@ class PoolStore(Repository):
                 corrections = newest(s, Correction, ids)
                 reviews = newest(s, Review, ids)
                 grades = newest(s, Grade, ids)
-                contexts = self._contexts(s, exchanges)
+                contexts = turns_before(s, exchanges)
                 for e in exchanges:
                     review = reviews.get(e.id)
                     correction = corrections.get(e.id)
@@ -106,35 +137,6 @@ class PoolStore(Repository):
                             grade=grades.get(e.id),
                         )
                     )
-        return out
-
-    def _contexts(self, s: Session, exchanges: list[Exchange]) -> dict[int, list[dict]]:
-        """The turns shown before each exchange (user messages and the newest answer to
-        each), for follow-up questions. Two queries per chunk, whatever its size."""
-        conv_ids = {e.conversation_id for e in exchanges}
-        messages: dict[int, list[Message]] = {}
-        for m in s.exec(
-            select(Message).where(Message.conversation_id.in_(conv_ids)).order_by(Message.id)
-        ):
-            messages.setdefault(m.conversation_id, []).append(m)
-        shown: dict[int, int] = {}  # user message id -> the answer shown for it
-        for user_msg, answer in s.exec(
-            select(Exchange.user_message_id, Exchange.assistant_message_id)
-            .where(Exchange.conversation_id.in_(conv_ids))
-            .order_by(Exchange.id)
-        ):
-            if answer is not None:
-                shown[user_msg] = answer
-        answers = set(shown.values())
-        out: dict[int, list[dict]] = {}
-        for e in exchanges:
-            turns = [
-                {"role": m.role, "content": m.content}
-                for m in messages.get(e.conversation_id, [])
-                if m.id < e.user_message_id and (m.role == "user" or m.id in answers)
-            ]
-            if turns:
-                out[e.id] = turns[-CONTEXT_TURNS * 2 :]
         return out
 
     def regeneration_relatives(self, exchange_ids: list[int]) -> set[int]:

@@ -163,6 +163,7 @@ class Document(SQLModel, table=True):
     them. `sha256` is of the file's bytes: adding the same bytes again changes nothing."""
 
     __tablename__ = "documents"
+    __table_args__ = {"sqlite_autoincrement": True}
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="users.id", index=True)
     name: str = Field(index=True)  # the file name as shown (control characters removed)
@@ -178,6 +179,8 @@ class DocumentChunk(SQLModel, table=True):
     """One passage of a document, as retrieved into a prompt (its vector is in Chroma)."""
 
     __tablename__ = "document_chunks"
+    # Ids are never reused: a vector left behind by a crash can never point at another text.
+    __table_args__ = {"sqlite_autoincrement": True}
     id: int | None = Field(default=None, primary_key=True)
     document_id: int = Field(foreign_key="documents.id", index=True)
     seq: int  # order within the document

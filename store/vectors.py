@@ -1,4 +1,4 @@
-"""The pool's vector index: a ChromaDB collection of the `train` exchanges' embeddings.
+"""The vector indexes: ChromaDB collections of the pool's `train` exchanges and of knowledge passages.
 
 Owns talking to Chroma. Two collections share one id per exchange: `pool_exchanges` holds the
 embedding of question and answer together (near-duplicate detection, pool diversity) and
@@ -112,3 +112,64 @@ class VectorIndex:
 
     def ids(self) -> set[int]:
         return {int(i) for i in self.exchanges.get(include=[])["ids"]}
+
+
+class KnowledgeIndex:
+    """The knowledge documents' passages: one vector per `document_chunks` row, keyed by its id.
+
+    A collection of its own (`knowledge_chunks`), separate from the pool's: documents are
+    evidence, never training examples. The SQL rows (store/knowledge.py) are the record; a
+    vector without a row is ignored by the caller and dropped by `keep_only`.
+    """
+
+    NAME = "knowledge_chunks"
+
+    def __init__(self, chroma):
+        self.chroma = chroma
+        self.chunks = chroma.get_or_create_collection(
+            self.NAME, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+        )
+
+    @classmethod
+    def open(cls, path: Path | None = None, url: str | None = None) -> KnowledgeIndex:
+        return cls(client(path, url))
+
+    def count(self) -> int:
+        return self.chunks.count()
+
+    def add(self, ids: list[int], vectors: np.ndarray, document_id: int) -> None:
+        # Chroma caps one call's batch; a long document goes in slices.
+        step = 1000
+        for start in range(0, len(ids), step):
+            part = ids[start : start + step]
+            self.chunks.upsert(
+                ids=[str(i) for i in part],
+                embeddings=vectors[start : start + step],
+                metadatas=[{"document_id": document_id}] * len(part),
+            )
+
+    def remove(self, ids: list[int]) -> None:
+        for start in range(0, len(ids), 1000):
+            self.chunks.delete(ids=[str(i) for i in ids[start : start + 1000]])
+
+    def nearest(self, vector: np.ndarray, k: int) -> list[Neighbour]:
+        """The passages most like `vector`, most similar first (`exchange_id` is the chunk id)."""
+        count = self.chunks.count()
+        if count == 0 or k <= 0:
+            return []
+        found = self.chunks.query(
+            query_embeddings=vector[None, :], n_results=min(k, count), include=["distances"]
+        )
+        return [
+            Neighbour(int(i), 1.0 - d)
+            for i, d in zip(found["ids"][0], found["distances"][0], strict=True)
+        ]
+
+    def ids(self) -> set[int]:
+        return {int(i) for i in self.chunks.get(include=[])["ids"]}
+
+    def keep_only(self, ids: set[int]) -> int:
+        """Drop vectors whose rows are gone (a crash between the two writes); returns how many."""
+        stale = sorted(self.ids() - ids)
+        self.remove(stale)
+        return len(stale)

@@ -31,6 +31,7 @@ ALLOWED = {
     "feedback.pool": ("assistant.llm", "store", "feedback.config", "feedback.pool"),
     "feedback.refresh": ("assistant.llm", "store", "feedback"),
     "feedback.dashboard": ("store", "feedback.pool"),
+    "feedback.knowledge": ("assistant.llm", "store", "feedback.config", "feedback.knowledge"),
     "assistant.settings": ("feedback",),
     "assistant.chat": ("assistant.llm", "assistant.settings", "store", "feedback"),
     "assistant.wiring": ("assistant.llm", "assistant.settings", "assistant.chat", "store", "feedback"),
@@ -50,6 +51,10 @@ OWNERS = {
     "peft": ("feedback.refresh.train",),
     "gguf": ("feedback.refresh.gguf_export",),
     "gradio": ("assistant.web",),
+    "pypdf": ("feedback.knowledge.parse",),
+    "inscriptis": ("feedback.knowledge.parse",),
+    "docx": ("feedback.knowledge.parse",),
+    "charset_normalizer": ("feedback.knowledge.parse",),
 }
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+from pydantic import ValidationError
+
 from assistant.settings import Settings, add_flags, from_args
 
 
@@ -50,3 +53,12 @@ def test_the_stages_defaults_are_the_settings_defaults():
     assert fields["pool_user_weight"].default == PoolRules().user_weight
     assert fields["refresh_max_steps"].default == TrainConfig().max_steps
     assert fields["refresh_max_steps"].description == "most training steps per refresh"
+
+
+def test_one_judge_at_a_time_and_the_judges_key_is_never_printed():
+    with pytest.raises(ValidationError, match="not both"):
+        from_args(parse(["--judge-model", "j.gguf", "--judge-openai-base-url", "http://x/v1"]))
+    text = Settings(judge_openai_base_url="http://x/v1", judge_openai_api_key="secret").describe()
+    assert "judge_openai_api_key = ***" in text and "secret" not in text
+    assert "(judge)            = default at http://x/v1" in text
+    assert "(judge)            = the chat model grades itself" in Settings().describe()

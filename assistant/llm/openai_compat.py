@@ -42,6 +42,7 @@ class OpenAIChatModel:
         self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=timeout)
         self._http = httpx.Client(timeout=30.0)
         self._tokenize_url: str | None | bool = False  # False: not probed yet; None: no endpoint
+        self._schema_form: str | None = None  # "json_schema" or "json_object": see _create
 
     def _server_root(self) -> str:
         return self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
@@ -91,24 +92,19 @@ class OpenAIChatModel:
         json_schema: dict | None = None,
     ) -> Iterator[Delta]:
         cancel = cancel or threading.Event()
+        request = dict(
+            model=self.model,
+            messages=messages,
+            stream=True,
+            temperature=sampling.get("temperature", 0.7),
+            top_p=sampling.get("top_p", 0.9),
+            max_tokens=sampling.get("max_tokens", 512),
+            seed=sampling.get("seed"),
+            # Not an OpenAI parameter; llama.cpp's and vLLM's servers read it from the body.
+            extra_body={"repeat_penalty": sampling.get("repeat_penalty", 1.0)},
+        )
         try:
-            response = self.client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                stream=True,
-                temperature=sampling.get("temperature", 0.7),
-                top_p=sampling.get("top_p", 0.9),
-                max_tokens=sampling.get("max_tokens", 512),
-                seed=sampling.get("seed"),
-                # Not an OpenAI parameter; llama.cpp's and vLLM's servers read it from the body.
-                extra_body={"repeat_penalty": sampling.get("repeat_penalty", 1.0)},
-                # llama.cpp's servers take a JSON schema in this form; vLLM takes it as well.
-                **(
-                    {"response_format": {"type": "json_object", "schema": json_schema}}
-                    if json_schema
-                    else {}
-                ),
-            )
+            response = self._create(request, json_schema)
         except openai.APIConnectionError as exc:
             raise ModelError(f"cannot reach the model server at {self.base_url}") from exc
         except openai.APIError as exc:
@@ -135,6 +131,39 @@ class OpenAIChatModel:
             prompt_tokens=self.count_tokens(messages),
             completion_tokens=self._count_text(completion) if completion else 0,
         )
+
+    def _create(self, request: dict[str, Any], json_schema: dict | None):
+        """Start a completion, its output held to `json_schema` where one is given.
+
+        OpenAI's form of a schema (`json_schema`) is what vLLM, llama.cpp's native server and
+        OpenAI enforce; llama-cpp-python's server refuses it (an HTTP 500 naming
+        `response_format`) and takes only its own (`json_object` with a `schema`), which vLLM
+        would accept and ignore. So the first request tries OpenAI's form, without the client's
+        retries, and the form the server takes is kept from then on."""
+        if not json_schema:
+            return self.client.chat.completions.create(**request)
+        if self._schema_form != "json_object":
+            probing = self._schema_form is None
+            client = self.client.with_options(max_retries=0) if probing else self.client
+            try:
+                response = client.chat.completions.create(
+                    **request,
+                    response_format={
+                        "type": "json_schema",
+                        "json_schema": {"name": "answer", "schema": json_schema},
+                    },
+                )
+            except openai.APIStatusError:
+                if not probing:
+                    raise
+            else:
+                self._schema_form = "json_schema"
+                return response
+        response = self.client.chat.completions.create(
+            **request, response_format={"type": "json_object", "schema": json_schema}
+        )
+        self._schema_form = "json_object"
+        return response
 
     def token_logprobs(self, messages: Messages, answer: str) -> list[float]:
         raise ModelError(

@@ -2,8 +2,9 @@
 
 Owns the layout of the figures feedback/dashboard.py computes: exchanges per day, the self-grade
 distribution, the flag rate over time, the pool by source, the share of human data, the pool's
-diversity and how often the self-grade agrees with the user's thumbs. Computing happens when the
-tab opens or Refresh is clicked, never on a timer, so a big database costs nothing while chatting.
+diversity, how often the self-grade agrees with the user's thumbs, and the table of the grader's
+calibrations to those thumbs. Computing happens when the tab opens or Refresh is clicked, never
+on a timer, so a big database costs nothing while chatting.
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ def plots() -> list:
         agreement = line(
             "agreement", "Self-grade agrees with the user's thumbs", "plot-agreement", share=True
         )
-    return [summary, per_day, scores, flags, pool, human, diversity, agreement]
+    gr.Markdown("**Grader calibrations** (weights fitted to your thumbs; AUROC on held-out thumbs)")
+    calibrations = gr.Dataframe(interactive=False, wrap=True, elem_id="calibrations")
+    return [summary, per_day, scores, flags, pool, human, diversity, agreement, calibrations]
 
 
 def build_dashboard(engine, index=None):
@@ -98,6 +101,7 @@ def build_dashboard(engine, index=None):
             d.human_share,
             d.diversity,
             d.agreement,
+            d.calibrations,
         )
 
     refresh.click(load, None, outputs, **PRIVATE)

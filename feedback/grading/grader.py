@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 
 from assistant.llm.base import ChatModel, ModelError
 from feedback.config import option
-from feedback.grading.judge import JudgeError, judge
+from feedback.grading.judge import JudgeError, judge, recent_turns
+from feedback.grading.references import Reference
 from feedback.grading.sanitize import injection_lines, is_contentless, without_injections
 from feedback.grading.scoring import (
     DEFAULT_THRESHOLD,
@@ -23,11 +24,14 @@ from feedback.grading.scoring import (
     Signals,
     combine,
     explain,
+    reference_note,
     should_flag,
 )
-from feedback.grading.signals import consistency, logprob_stats, resample
+from feedback.grading.signals import consistency, logprob_stats, resample, support
 
-GRADER_VERSION = "grader-1"
+# grader-2: references (corrections, approvals, documents), the agreement signal, and the
+# conversation shown to the judge.
+GRADER_VERSION = "grader-2"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class GradeResult:
     reason: str
     injection: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
+    reference: Reference | None = None  # the evidence the reason names
+    calibration_id: int | None = None  # the fitted weights that combined the signals
 
 
 @dataclass
@@ -59,6 +65,9 @@ class GraderConfig:
         "You are a helpful assistant.", "system message of resampled answers"
     )
     max_attempts: int = option(3, "tries before a grading job fails")
+    judge_history_chars: int = option(
+        1500, "most characters of the earlier conversation the judge reads"
+    )
 
 
 class Grader:
@@ -88,13 +97,21 @@ class Grader:
         reference: str | None = None,
         cancel: threading.Event | None = None,
         tag: str | None = None,
+        history: list[dict] = (),
+        references: list[Reference] = (),
     ) -> GradeResult:
-        """Grade `answer` to `question`. `tag` fixes the judge's delimiters (default: fresh per
-        call); tests use it to compare two answers under identical conditions."""
+        """Grade `answer` to `question`, after the turns in `history` ({"role", "content"}),
+        against `references` (or a plain `reference` text). `tag` fixes the judge's delimiters
+        (default: fresh per call); tests use it to compare two answers under identical
+        conditions."""
         if is_contentless(answer):
             return self._floor("the answer is empty or says nothing")
+        refs = list(references)
+        if reference:
+            refs.append(Reference("documents", reference, "the reference"))
+        context = _Context(recent_turns(list(history), self.config.judge_history_chars), refs)
         injected = bool(injection_lines(answer) or injection_lines(question))
-        result = self._grade_once(question, answer, reference, cancel, tag)
+        result = self._grade_once(question, answer, context, cancel, tag)
         if not injected:
             return result
         clean_answer = without_injections(answer)
@@ -102,7 +119,7 @@ class Grader:
             clean = self._floor("the answer only addresses the grader")
         else:
             clean = self._grade_once(
-                without_injections(question), clean_answer, reference, cancel, tag
+                without_injections(question), clean_answer, context, cancel, tag
             )
         worst = min(result, clean, key=lambda r: r.score)
         seconds = {
@@ -120,12 +137,15 @@ class Grader:
     def _floor(self, why: str) -> GradeResult:
         return GradeResult(Signals(judge=1), None, 0.0, True, why)
 
-    def _grade_once(self, question, answer, reference, cancel, tag=None) -> GradeResult:
+    def _grade_once(self, question, answer, context: _Context, cancel, tag=None) -> GradeResult:
         cfg = self.config
+        reference = context.text
         seconds: dict[str, float] = {}
         t = time.perf_counter()
         try:
-            verdict = judge(self.judge_model, question, answer, cancel, tag)
+            verdict = judge(
+                self.judge_model, question, answer, cancel, tag, context.history, reference
+            )
             judge_score, judge_reason = verdict.score, verdict.reason
         except JudgeError:  # the other signals still grade it; the reason says so
             judge_score, judge_reason = None, "the judge gave no valid verdict"
@@ -165,8 +185,36 @@ class Grader:
             agree = consistency(answer, samples)
             seconds["consistency"] = time.perf_counter() - t
 
-        signals = Signals(judge_score, mean_lp, min_lp, agree, grounding)
+        agreement, best = context.agreement(answer)
+        signals = Signals(judge_score, mean_lp, min_lp, agree, grounding, agreement)
         score = combine(signals, cfg.weights)
         flagged = should_flag(score, cfg.threshold)
         reason = explain(signals, judge_reason, flagged)
-        return GradeResult(signals, judge_reason, score, flagged, reason, seconds=seconds)
+        if best is not None:
+            reason = f"{reference_note(agreement, best.label, best.text, best.kind)}; {reason}"
+        return GradeResult(
+            signals, judge_reason, score, flagged, reason, seconds=seconds, reference=best
+        )
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What the judge reads besides the question and the answer."""
+
+    history: str
+    references: list[Reference]
+
+    @property
+    def text(self) -> str | None:
+        return "\n\n".join(r.text for r in self.references) or None
+
+    def agreement(self, answer: str) -> tuple[float | None, Reference | None]:
+        """The answer's agreement with the reference it agrees with most, and that reference."""
+        best, best_ref = None, None
+        for ref in self.references:
+            value = support(answer, ref.text)
+            if value is not None and (best is None or value > best):
+                best, best_ref = value, ref
+        if best_ref is None and self.references:
+            best_ref = self.references[0]
+        return best, best_ref

@@ -110,6 +110,35 @@ def explain(signals: Signals, judge_reason: str | None, flagged: bool) -> str:
         parts.append(f"low token confidence (mean log-prob {signals.mean_logprob:.2f})")
     if signals.consistency is not None and signals.consistency < 0.3:
         parts.append(f"disagrees with resampled answers ({signals.consistency:.2f})")
+    if signals.agreement is not None and signals.agreement < 0.4:
+        parts.append(f"says what the reference does not ({signals.agreement:.2f} of its words)")
     if signals.grounding is not None and signals.grounding <= 0:
         parts.append(f"not supported by the reference (gain {signals.grounding:+.2f})")
     return "; ".join(parts) or ("flagged" if flagged else "no signal")
+
+
+def reference_note(agreement: float | None, label: str, text: str, kind: str = "") -> str:
+    """What the badge says about the reference an answer was graded against.
+
+    >>> reference_note(0.2, "your correction of 12 Nov", "The seeds pass through you.")
+    'contradicts your correction of 12 Nov: “The seeds pass through you.”'
+    >>> reference_note(0.9, "your documents (a.pdf)", "…")
+    'agrees with your documents (a.pdf)'
+    >>> reference_note(0.5, "your correction of 12 Nov", "…")
+    'partly supported by your correction of 12 Nov'
+    >>> reference_note(0.1, "your documents (a.pdf)", "…", "documents")
+    'not supported by your documents (a.pdf)'
+    """
+    if kind == "documents" and agreement is not None and agreement < 0.4:
+        return f"not supported by {label}"
+    flat = " ".join(text.split())
+    quote = flat if len(flat) <= 100 else flat[:99] + "…"
+    if agreement is None or agreement < 0.4:
+        return (
+            f"contradicts {label}: “{quote}”"
+            if agreement is not None
+            else f"checked against {label}"
+        )
+    if agreement >= 0.75:
+        return f"agrees with {label}"
+    return f"partly supported by {label}"

@@ -86,3 +86,49 @@ def resample(
         if cancel is not None and cancel.is_set():
             raise InterruptedError("resampling was interrupted")
     return out
+
+
+# Words that carry no claim: left out when asking whether an answer says what a reference says.
+STOPWORDS = frozenset(
+    "a an the and or but of to in on at by for with from as is are was were be been being it its "
+    "this that these those there here he she they them his her their you your we our i me my "
+    "do does did so if then than also just not no yes very can could will would should may "
+    "might must has have had what which who whom whose when where why how about into over "
+    "under up down out more most some any all each other such only own same too s".split()
+)
+
+
+def content_words(text: str) -> set[str]:
+    """The words of `text` that carry its claims: no stopwords, plural -s folded.
+
+    >>> sorted(content_words("The seeds pass through your digestive system."))
+    ['digestive', 'pas', 'seed', 'system', 'through']
+    >>> content_words("It is what it is")
+    set()
+    """
+    out = set()
+    for w in words(text):
+        if w in STOPWORDS:
+            continue
+        out.add(w[:-1] if len(w) > 3 and w.endswith("s") else w)
+    return out
+
+
+def support(answer: str, reference: str) -> float | None:
+    """How much of what the answer says is in the reference: the share of its content words
+    the reference contains (1 = all of it, 0 = none). None when the answer has no content word.
+
+    >>> support("Paris is the capital of France.", "The capital of France is Paris.")
+    1.0
+    >>> support("Lyon is the capital of France.", "The capital of France is Paris.")
+    0.667
+    >>> support("You grow watermelons in your stomach.",
+    ...         "The watermelon seeds pass through your digestive system.")
+    0.333
+    >>> support("It is.", "Paris") is None
+    True
+    """
+    said = content_words(answer)
+    if not said:
+        return None
+    return round(len(said & content_words(reference)) / len(said), 3)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import IntegrityError
 
 from feedback.grading.grader import GRADER_VERSION, Grader, GradeResult
+from feedback.grading.references import ReferenceFinder
 from store.grading import GradingStore
 from store.tables import Grade
 
@@ -35,6 +36,9 @@ def to_row(exchange_id: int, result: GradeResult, judge_model_id: str) -> Grade:
         mean_logprob=s.mean_logprob,
         min_logprob=s.min_logprob,
         consistency=s.consistency,
+        agreement=s.agreement,
+        reference=result.reference.to_json() if result.reference else None,
+        calibration_id=result.calibration_id,
         injection=result.injection,
         score=result.score,
         flagged=result.flagged,
@@ -53,8 +57,11 @@ class GradingWorker:
         on_graded: Callable[[int], None] | None = None,
         quiet_for: Callable[[], float] = lambda: math.inf,
         grace: float = 0.5,
+        references: ReferenceFinder | None = None,
     ):
         self.grader = grader
+        # Corrections, approvals and document passages each answer is graded against.
+        self.references = references
         self.grading = grading
         self.chat_idle = chat_idle or threading.Event()
         if chat_idle is None:
@@ -112,9 +119,16 @@ class GradingWorker:
         if job is None:
             return False
         try:
-            question, answer = self.grading.exchange_text(job.exchange_id)
+            question, answer, history = self.grading.exchange_context(job.exchange_id)
+            refs = (
+                self.references.for_exchange(job.exchange_id, question)
+                if self.references is not None
+                else []
+            )
             with self.grader.interruptible(self._preempt):
-                result = self.grader.grade(question, answer, cancel=self._preempt)
+                result = self.grader.grade(
+                    question, answer, cancel=self._preempt, history=history, references=refs
+                )
         except InterruptedError:
             self.grading.release(job.id)
             return True

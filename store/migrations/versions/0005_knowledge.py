@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("chunks", sa.Integer, nullable=False),
         sa.Column("created_at", sa.DateTime, nullable=False),
         sa.Column("updated_at", sa.DateTime, nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_documents_user_id", "documents", ["user_id"])
     op.create_index("ix_documents_name", "documents", ["name"])
@@ -55,6 +56,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.Integer, nullable=False),
         sa.Column("text", sa.String, nullable=False),
         sa.Column("page", sa.Integer, nullable=True),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_document_chunks_document_id", "document_chunks", ["document_id"])
     op.create_table(

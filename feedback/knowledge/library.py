@@ -1,0 +1,196 @@
+"""The knowledge library: adding, replacing, listing, removing and searching the user's documents.
+
+Owns the path from a file to searchable passages and back out: parse and split it
+(feedback/knowledge/parse.py), embed the passages with the project's embedder, write the rows
+(store/knowledge.py) and then the vectors (store/vectors.py `KnowledgeIndex`). The content hash
+makes adding the same bytes again a no-op; a file whose name is known but whose bytes changed
+replaces its passages. Any failure leaves the library as it was before that file. Putting the
+passages into a prompt is the chat's (assistant/chat.py); grading against them is
+feedback/grading's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from feedback.config import option
+from feedback.knowledge.parse import DocumentError, Parsed, find_files, parse_bytes, parse_file, split
+from store.knowledge import KnowledgeStore
+from store.tables import Document
+from store.vectors import KnowledgeIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KnowledgeConfig:
+    """Knowledge documents; `Settings` offers these as `knowledge_<name>`."""
+
+    enabled: bool = option(True, "ground answers in the knowledge documents")
+    passages: int = option(4, "most document passages put into one prompt")
+    min_similarity: float = option(0.35, "least question-passage similarity for a passage")
+    max_tokens: int = option(700, "most prompt tokens the passages may take")
+    chunk_chars: int = option(800, "passage length when a document is split, in characters")
+    chunk_overlap: int = option(120, "characters two neighbouring passages share")
+    max_file_mb: float = option(20.0, "largest file accepted, in MB")
+
+
+@dataclass(frozen=True)
+class Added:
+    """What adding one file did: `added`, `replaced`, `unchanged` or `refused` (with why)."""
+
+    name: str
+    status: str
+    document_id: int | None = None
+    chunks: int = 0
+    message: str = ""
+
+    def line(self) -> str:
+        """One line for the CLI and the Knowledge tab.
+
+        >>> Added("a.pdf", "added", 3, 12).line()
+        'a.pdf: added, 12 passages'
+        >>> Added("b.txt", "refused", message="b.txt: the file is empty").line()
+        'b.txt: the file is empty'
+        """
+        if self.status == "refused":
+            return self.message
+        detail = f"{self.chunks} passages" if self.status != "unchanged" else self.message
+        return f"{self.name}: {self.status}" + (f", {detail}" if detail else "")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A passage found for a question."""
+
+    chunk_id: int
+    document_id: int
+    document: str
+    page: int | None
+    text: str
+    similarity: float
+
+
+class Library:
+    def __init__(
+        self,
+        store: KnowledgeStore,
+        index: KnowledgeIndex,
+        embed: Callable[[list[str]], np.ndarray],
+        config: KnowledgeConfig = KnowledgeConfig(),
+    ):
+        self.store = store
+        self.index = index
+        self.embed = embed
+        self.config = config
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.config.max_file_mb * 1024 * 1024)
+
+    # adding
+    def add_file(self, path: Path, user_id: int) -> Added:
+        try:
+            return self._add(parse_file(Path(path), self.max_bytes), user_id)
+        except DocumentError as exc:
+            return Added(Path(path).name, "refused", message=str(exc))
+
+    def add_bytes(self, name: str, data: bytes, user_id: int) -> Added:
+        try:
+            return self._add(parse_bytes(name, data, self.max_bytes), user_id)
+        except DocumentError as exc:
+            return Added(name, "refused", message=str(exc))
+
+    def add_paths(
+        self,
+        paths: list[Path],
+        user_id: int,
+        progress: Callable[[int, int, Added], None] | None = None,
+    ) -> list[Added]:
+        """Add files and whole folders. Each file stands alone: one that is refused does not
+        stop the rest, and running the same command again resumes (finished files are
+        unchanged). `progress(done, total, result)` after each file."""
+        files, skipped = find_files([Path(p) for p in paths])
+        out = [Added(p.name, "refused", message=f"{p.name}: {why}") for p, why in skipped]
+        for n, path in enumerate(files, 1):
+            result = self.add_file(path, user_id)
+            out.append(result)
+            if progress:
+                progress(n, len(files), result)
+        return out
+
+    def _add(self, parsed: Parsed, user_id: int) -> Added:
+        same_name = self.store.find(user_id, parsed.name)
+        if same_name is not None and same_name.sha256 == parsed.sha256:
+            return Added(parsed.name, "unchanged", same_name.id, same_name.chunks, "already added")
+        if same_name is None:
+            for doc in self.store.documents(user_id):
+                if doc.sha256 == parsed.sha256:
+                    return Added(
+                        parsed.name, "unchanged", doc.id, doc.chunks, f"same content as {doc.name}"
+                    )
+        passages = split(parsed, self.config.chunk_chars, self.config.chunk_overlap)
+        if not passages:
+            raise DocumentError(f"{parsed.name}: no text to add")
+        vectors = self.embed([p.text for p in passages])  # before any write: a failure adds nothing
+        old_ids = self.store.chunk_ids(same_name.id) if same_name else []
+        document = Document(
+            id=same_name.id if same_name else None,
+            user_id=user_id,
+            name=parsed.name,
+            kind=parsed.kind,
+            sha256=parsed.sha256,
+            size_bytes=parsed.size_bytes,
+        )
+        ids = self.store.add(document, [(p.text, p.page) for p in passages])
+        doc_id = same_name.id if same_name else self.store.find(user_id, parsed.name).id
+        try:
+            self.index.remove(old_ids)
+            self.index.add(ids, np.asarray(vectors), doc_id)
+        except Exception as exc:
+            # Rows without vectors would be a document that is listed but never found.
+            self.store.remove(doc_id)
+            self.index.remove(ids)
+            raise DocumentError(
+                f"{parsed.name}: could not be indexed ({exc}); nothing was added, add it again"
+            ) from exc
+        return Added(parsed.name, "replaced" if same_name else "added", doc_id, len(ids))
+
+    # the rest
+    def remove(self, document_id: int) -> Document:
+        """Remove a document with all its passages, from SQL and from the index."""
+        doc = self.store.document(document_id)
+        if doc is None:
+            raise LookupError(f"there is no document {document_id}")
+        ids = self.store.remove(document_id)
+        self.index.remove(ids)
+        return doc
+
+    def documents(self, user_id: int | None = None) -> list[Document]:
+        return self.store.documents(user_id)
+
+    def search(self, question: str, k: int | None = None, min_similarity: float | None = None):
+        """The passages most like `question` above the similarity threshold, best first."""
+        k = self.config.passages if k is None else k
+        floor = self.config.min_similarity if min_similarity is None else min_similarity
+        if k <= 0 or not question.strip() or self.index.count() == 0:
+            return []
+        # The embedder reads 256 tokens at most: the start of a huge message is what it sees.
+        near = self.index.nearest(self.embed([question[:4000]])[0], k)
+        near = [n for n in near if n.similarity >= floor]
+        rows = self.store.passages([n.exchange_id for n in near])
+        return [
+            Hit(n.exchange_id, doc.id, doc.name, chunk.page, chunk.text, round(n.similarity, 4))
+            for n in near
+            if (row := rows.get(n.exchange_id)) is not None
+            for chunk, doc in [row]
+        ]
+
+    def repair(self) -> int:
+        """Drop vectors left behind by a crash between the two writes; returns how many."""
+        return self.index.keep_only(self.store.all_chunk_ids())

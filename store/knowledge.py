@@ -1,0 +1,156 @@
+"""Knowledge documents in SQL: the files a user gave, their passages, and which passages each
+answer was given.
+
+Owns the rows only: a document and all its chunks are written in one transaction (so a crash
+never leaves half a document), replaced in one, and removed in one together with every record
+of an answer having used them. Parsing and splitting files is feedback/knowledge's; the chunks'
+vectors are store/vectors.py's (`KnowledgeIndex`), which follows these rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func
+from sqlmodel import select
+
+from store.base import Repository, chunks
+from store.tables import Document, DocumentChunk, ExchangeSource, utcnow
+
+
+@dataclass(frozen=True)
+class Source:
+    """A passage an answer was given, numbered as the prompt showed it."""
+
+    number: int
+    chunk_id: int
+    document_id: int
+    document: str  # the document's display name
+    page: int | None
+    text: str
+    similarity: float
+
+
+class KnowledgeStore(Repository):
+    def documents(self, user_id: int | None = None) -> list[Document]:
+        """Every document (of one user, when given), newest first."""
+        with self.session() as s:
+            query = select(Document).order_by(Document.updated_at.desc(), Document.id.desc())
+            if user_id is not None:
+                query = query.where(Document.user_id == user_id)
+            return list(s.exec(query))
+
+    def document(self, document_id: int) -> Document | None:
+        with self.session() as s:
+            return s.get(Document, document_id)
+
+    def find(self, user_id: int, name: str) -> Document | None:
+        """The user's document of this name (names are the identity a user sees)."""
+        with self.session() as s:
+            return s.exec(
+                select(Document).where(Document.user_id == user_id, Document.name == name)
+            ).first()
+
+    def add(self, document: Document, passages: list[tuple[str, int | None]]) -> list[int]:
+        """Store a document and its passages (text, page) in one transaction, replacing the
+        document of the same id if `document.id` is set; returns the new chunk ids in order."""
+        with self.session() as s:
+            if document.id is not None:
+                old = s.get(Document, document.id)
+                if old is None:
+                    raise LookupError(f"document {document.id} no longer exists")
+                self._drop_chunks(s, [document.id])
+                for key in ("name", "kind", "sha256", "size_bytes"):
+                    setattr(old, key, getattr(document, key))
+                document = old
+                document.updated_at = utcnow()
+            document.chunks = len(passages)
+            s.add(document)
+            s.flush()
+            rows = [
+                DocumentChunk(document_id=document.id, seq=i, text=text, page=page)
+                for i, (text, page) in enumerate(passages)
+            ]
+            s.add_all(rows)
+            s.flush()
+            ids = [r.id for r in rows]
+            s.commit()
+            return ids
+
+    def chunk_ids(self, document_id: int) -> list[int]:
+        with self.session() as s:
+            return list(
+                s.exec(select(DocumentChunk.id).where(DocumentChunk.document_id == document_id))
+            )
+
+    def remove(self, document_id: int) -> list[int]:
+        """Delete a document, its chunks and every answer's record of using them; returns the
+        chunk ids that went (their vectors are the caller's to drop)."""
+        with self.session() as s:
+            if s.get(Document, document_id) is None:
+                raise LookupError(f"document {document_id} does not exist")
+            ids = self._drop_chunks(s, [document_id])
+            s.exec(delete(Document).where(Document.id == document_id))
+            s.commit()
+            return ids
+
+    @staticmethod
+    def _drop_chunks(s, document_ids: list[int]) -> list[int]:
+        ids = list(
+            s.exec(select(DocumentChunk.id).where(DocumentChunk.document_id.in_(document_ids)))
+        )
+        for part in chunks(ids):
+            s.exec(delete(ExchangeSource).where(ExchangeSource.chunk_id.in_(part)))
+            s.exec(delete(DocumentChunk).where(DocumentChunk.id.in_(part)))
+        return ids
+
+    def passages(self, chunk_ids: list[int]) -> dict[int, tuple[DocumentChunk, Document]]:
+        """Chunks by id with their documents; ids that no longer exist are left out."""
+        out = {}
+        with self.session() as s:
+            for part in chunks(list(chunk_ids)):
+                rows = s.exec(
+                    select(DocumentChunk, Document)
+                    .join(Document, Document.id == DocumentChunk.document_id)
+                    .where(DocumentChunk.id.in_(part))
+                )
+                out |= {c.id: (c, d) for c, d in rows}
+        return out
+
+    def all_chunk_ids(self) -> set[int]:
+        with self.session() as s:
+            return set(s.exec(select(DocumentChunk.id)))
+
+    def sources(self, exchange_ids: list[int]) -> dict[int, list[Source]]:
+        """The passages each exchange was given, in prompt order (removed ones are gone)."""
+        out: dict[int, list[Source]] = {i: [] for i in exchange_ids}
+        with self.session() as s:
+            for part in chunks(list(exchange_ids)):
+                rows = s.exec(
+                    select(ExchangeSource, DocumentChunk, Document)
+                    .join(DocumentChunk, DocumentChunk.id == ExchangeSource.chunk_id)
+                    .join(Document, Document.id == DocumentChunk.document_id)
+                    .where(ExchangeSource.exchange_id.in_(part))
+                    .order_by(ExchangeSource.exchange_id, ExchangeSource.number)
+                )
+                for src, chunk, doc in rows:
+                    out[src.exchange_id].append(
+                        Source(
+                            src.number,
+                            chunk.id,
+                            doc.id,
+                            doc.name,
+                            chunk.page,
+                            chunk.text,
+                            src.similarity,
+                        )
+                    )
+        return out
+
+    def totals(self) -> tuple[int, int]:
+        """(documents, chunks) in the knowledge base."""
+        with self.session() as s:
+            return (
+                s.exec(select(func.count()).select_from(Document)).one(),
+                s.exec(select(func.count()).select_from(DocumentChunk)).one(),
+            )
