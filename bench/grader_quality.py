@@ -1,156 +1,587 @@
 """Grader quality: how well each signal, and the combined score, separates right from wrong answers.
 
-Three rows, as the grading issue asks:
-  halueval        HaluEval QA (each question's right and hallucinated answer), no reference;
-  halueval+ref    the same answers with the knowledge passage given as a reference (grounding);
-  truthfulqa      TruthfulQA dev: each question's best answer and its first incorrect answer.
-For each: AUROC of every signal alone (1.0 = perfect, 0.5 = chance; a signal "looks right" when high),
-of answer length (the trap baseline: HaluEval's hallucinated answers are longer), and of the
-combined score with the current settings' weights; precision and recall of the flag at the
-current threshold (positive = hallucinated). Items are graded with the real embedded model.
+Every row grades a right and a wrong answer per question with the real embedded model (answerer
+and judge), and reports the AUROC of each signal alone (1.0 = perfect, 0.5 = chance; a signal
+"looks right" when high; a signal not measured for an answer counts as undecided, 0.5 on its 0-1
+scale), of answer length (the trap baseline: HaluEval's hallucinated answers are longer), and of
+the combined score with the weights in use; then precision and recall of the flag at the
+threshold (positive = wrong answer). The rows:
 
-    .venv/bin/python bench/grader_quality.py --limit 50          # 50 questions = 100 answers per source
-    .venv/bin/python bench/grader_quality.py                     # the full sets (about 1.5 h on 2 cores)
+  halueval              HaluEval QA (right vs hallucinated answer), no reference at all;
+  halueval+ref          the same answers, the row's own knowledge passage as `reference=`
+                        (the evidence handed over, no retrieval);
+  truthfulqa            TruthfulQA dev: best answer vs first incorrect answer, no reference;
+  halueval+kb           all 500 HaluEval passages added as documents (`halueval-{i}.txt`) to one
+                        knowledge base through `Library.add_bytes`; each question retrieves as the
+                        chat does (`ChatService.passages_for`, then `build_prompt` keeps what fits
+                        the passage budget), the kept passages become one reference
+                        (`from_sources`), as the grading worker builds it; no passage found: no
+                        reference. Also hit@1 / hit@k: the question's own passage among the hits;
+  corrected             TruthfulQA, the 120 questions with a hand-written paraphrase: each asked
+                        through `ChatService.send` (the model answers), then `chat.correct` with
+                        the best answer (a human correction, curated into the pool); afterwards
+                        both answers are graded against `ReferenceFinder.human(question)`;
+                        "found" = the lookup returned that question's own correction;
+  corrected-paraphrase  the same answers and corrections, graded for the reworded question (the
+                        lookup is by the paraphrase);
+  calibrated <set>      thumbs simulated from the labels (up = right answer) on 20% of the
+                        questions (both answers of a question on one side; seed 0), fitted with
+                        `feedback.grading.calibration.fit`; AUROC of the fitted score on the other
+                        80% against the weights in use on the same 80%, per set and pooled
+                        (halueval+kb and corrected);
+  <set> +cons N         self-consistency (`--consistency N` resampled answers, as the grader does
+                        it) on the first `--consistency-limit` questions of halueval and
+                        truthfulqa, merged by (question, answer) into halueval+kb and corrected:
+                        the same answers' combined score with and without it, and its seconds per
+                        answer. The other rows leave consistency out (the product default).
+
+    .venv/bin/python bench/grader_quality.py --limit 10                       # a check, ~10 min
+    nohup .venv/bin/python bench/grader_quality.py --limit 150 --consistency 3 \\
+        > bench/results/grader_quality.log 2>&1 &                            # the recorded run
+    .venv/bin/python bench/grader_quality.py --rescore                        # table from saved items
+    .venv/bin/python bench/grader_quality.py --rescore --weights '{"judge": 1, "agreement": 4}' \\
+        --threshold 0.5                                                       # other weights
+    .venv/bin/python bench/grader_quality.py --rows halueval+kb --limit 50    # some rows; the
+                                                                              # others keep their
+                                                                              # saved items
+
+Data: tests/data/halueval/qa_one-turn.jsonl, tests/data/truthfulqa/{dev,paraphrases}.jsonl.
+Items are saved to bench/results/grader_quality.json after each row (`--rescore` reads them).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "tests" / "data"
+ROWS = (
+    "halueval",
+    "halueval+ref",
+    "truthfulqa",
+    "halueval+kb",
+    "corrected",
+    "corrected-paraphrase",
+)
+CALIBRATION_SHARE = 0.2  # of the questions whose labels become thumbs
+SEED = 0
+
+
+# data
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def halueval(limit):
-    rows = [json.loads(line) for line in (DATA / "halueval" / "qa_one-turn.jsonl").open()][:limit]
-    for r in rows:
-        yield r["question"], r["right_answer"], 0, r["knowledge"]
-        yield r["question"], r["hallucinated_answer"], 1, r["knowledge"]
+    return read_jsonl(DATA / "halueval" / "qa_one-turn.jsonl")[:limit]
 
 
 def truthfulqa(limit):
-    rows = [json.loads(line) for line in (DATA / "truthfulqa" / "dev.jsonl").open()][:limit]
-    for r in rows:
-        yield r["question"], r["best_answer"], 0, None
-        yield r["question"], r["incorrect_answers"][0], 1, None
+    return read_jsonl(DATA / "truthfulqa" / "dev.jsonl")[:limit]
 
 
-def measure(grader, items, with_reference):
-    from tqdm import tqdm
-
+def paraphrased(limit):
+    """The dev questions that have a paraphrase, with it: (index, row, paraphrase)."""
+    dev = read_jsonl(DATA / "truthfulqa" / "dev.jsonl")
     out = []
-    for question, answer, label, reference in tqdm(items, desc="grading", leave=False):
-        result = grader.grade(question, answer, reference=reference if with_reference else None)
-        out.append(
-            {
-                "label": label,
-                "length": len(answer),
-                "score": result.score,
-                "flagged": result.flagged,
-                "seconds": result.seconds,
-                **vars(result.signals),
-            }
-        )
+    for p in read_jsonl(DATA / "truthfulqa" / "paraphrases.jsonl"):
+        assert dev[p["index"]]["question"] == p["question"], p
+        out.append((p["index"], dev[p["index"]], p["paraphrase"]))
+    return out[:limit]
+
+
+def pairs_halueval(rows):
+    for i, r in enumerate(rows):
+        yield i, r["question"], r["right_answer"], 0
+        yield i, r["question"], r["hallucinated_answer"], 1
+
+
+def pairs_truthfulqa(rows):
+    for i, r in enumerate(rows):
+        yield i, r["question"], r["best_answer"], 0
+        yield i, r["question"], r["incorrect_answers"][0], 1
+
+
+# grading
+class Progress:
+    def __init__(self, name: str, total: int):
+        self.name, self.total, self.done, self.start = name, total, 0, time.perf_counter()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.done % 20 == 0 or self.done == self.total:
+            spent = time.perf_counter() - self.start
+            left = spent / self.done * (self.total - self.done)
+            print(
+                f"  {self.name}: {self.done}/{self.total} graded, {spent:.0f} s, ~{left:.0f} s left",
+                flush=True,
+            )
+
+
+def item(q, question, answer, label, result, **extra) -> dict:
+    return {
+        "q": q,
+        "question": question,
+        "answer": answer,
+        "label": label,
+        "length": len(answer),
+        "score": result.score,
+        "flagged": result.flagged,
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        "reference": result.reference.kind if result.reference else None,
+        **vars(result.signals),
+        **extra,
+    }
+
+
+def grade_plain(grader, cons_grader, pairs, cons_limit, name, reference_of=None):
+    """Grade (q, question, answer, label) pairs; the first `cons_limit` questions with
+    `cons_grader` (self-consistency on) when there is one."""
+    pairs = list(pairs)
+    progress, out = Progress(name, len(pairs)), []
+    for q, question, answer, label in pairs:
+        g = cons_grader if cons_grader is not None and q < cons_limit else grader
+        result = g.grade(question, answer, reference=reference_of(q) if reference_of else None)
+        out.append(item(q, question, answer, label, result))
+        progress.step()
     return out
 
 
-def report(name, rows, weights, threshold):
-    from sklearn.metrics import precision_score, recall_score, roc_auc_score
+def product(home: Path, model, embedder, **settings):
+    """The whole product (chat, pool, library, grader worker) in `home`, grading off."""
+    from assistant.settings import Settings
+    from assistant.wiring import build_references, create_services
 
-    from feedback.grading.scoring import SIGNALS, Signals, combine, should_flag
+    s = Settings(
+        home=home,
+        database_url=f"sqlite:///{home / 'autodidact.db'}",
+        chroma_url=None,
+        grading=False,
+        **settings,
+    )
+    services = create_services(s, model=model, embedder=embedder)
+    finder = build_references(s, services.grading.engine, services.curator)
+    return services, finder
+
+
+def grade_kb(grader, model, embedder, rows, all_rows):
+    """halueval+kb: every passage a document in one knowledge base; retrieval as the chat."""
+    from feedback.grading.references import from_sources
+
+    with tempfile.TemporaryDirectory(prefix="grader-kb-", ignore_cleanup_errors=True) as tmp:
+        services, finder = product(Path(tmp), model, embedder)
+        try:
+            chat, library = services.chat, services.library
+            t = time.perf_counter()
+            added = [
+                library.add_bytes(f"halueval-{i}.txt", r["knowledge"].encode(), chat.user.id)
+                for i, r in enumerate(all_rows)
+            ]
+            status = {s: sum(a.status == s for a in added) for s in {a.status for a in added}}
+            print(f"  knowledge base: {status} in {time.perf_counter() - t:.0f} s", flush=True)
+            pairs = list(pairs_halueval(rows))
+            progress, out = Progress("halueval+kb", len(pairs)), []
+            for i, r in enumerate(rows):
+                hits = chat.passages_for(r["question"])
+                sources = list(chat.build_prompt([], r["question"], [], hits).sources)
+                ref = from_sources(sources, finder.config.max_chars)
+                own = f"halueval-{i}.txt"
+                retrieval = {
+                    "hits": len(hits),
+                    "given": len(sources),
+                    "rank": next((n for n, h in enumerate(hits, 1) if h.document == own), None),
+                    "given_rank": next((s.number for s in sources if s.document == own), None),
+                    "top_similarity": hits[0].similarity if hits else None,
+                }
+                for q, question, answer, label in pairs[2 * i : 2 * i + 2]:
+                    result = grader.grade(question, answer, references=[ref] if ref else [])
+                    out.append(item(q, question, answer, label, result, **retrieval))
+                    progress.step()
+            return out
+        finally:
+            services.close()
+
+
+def grade_corrected(grader, model, embedder, rows, chat_max_tokens):
+    """corrected and corrected-paraphrase: real answers, human corrections, lookups."""
+    with tempfile.TemporaryDirectory(prefix="grader-corr-", ignore_cleanup_errors=True) as tmp:
+        services, finder = product(
+            Path(tmp), model, embedder, max_tokens=chat_max_tokens, seed=SEED
+        )
+        try:
+            chat, own = services.chat, {}
+            t = time.perf_counter()
+            for n, (index, r, _) in enumerate(rows):
+                *_, reply = chat.send(None, r["question"])
+                if reply.status != "completed":
+                    raise RuntimeError(f"question {index}: {reply.status} {reply.error}")
+                chat.correct(reply.exchange_id, r["best_answer"])
+                own[index] = reply.exchange_id
+                if (n + 1) % 20 == 0:
+                    print(f"  asked and corrected {n + 1}/{len(rows)}", flush=True)
+            print(f"  asked and corrected {len(rows)} in {time.perf_counter() - t:.0f} s")
+            pool = services.curator.pool
+            entries = pool.entries(list(own.values()))
+            kept = sum(
+                e.status == "train" and e.source == "human_written" for e in entries.values()
+            )
+            print(f"  pool: {kept}/{len(own)} corrections in as human_written train entries")
+            out = {"corrected": [], "corrected-paraphrase": []}
+            for name in out:
+                progress = Progress(name, 2 * len(rows))
+                for index, r, paraphrase in rows:
+                    question = paraphrase if name == "corrected-paraphrase" else r["question"]
+                    refs = finder.human(question)
+                    lookup = {
+                        "refs": len(refs),
+                        "found": any(x.exchange_id == own[index] for x in refs),
+                        "found_first": bool(refs) and refs[0].exchange_id == own[index],
+                        "ref_similarity": refs[0].similarity if refs else None,
+                    }
+                    for answer, label in ((r["best_answer"], 0), (r["incorrect_answers"][0], 1)):
+                        result = grader.grade(question, answer, references=refs)
+                        out[name].append(item(index, question, answer, label, result, **lookup))
+                        progress.step()
+            return out
+        finally:
+            services.close()
+
+
+def measure(args, saved: dict, save) -> dict:
+    """Grade the rows asked for with the real model; `save(items)` after each row."""
+    from dataclasses import replace
+
+    from assistant.llm.embedder import Embedder
+    from assistant.settings import Settings
+    from assistant.wiring import grader_config, load_model
+    from feedback.grading.grader import Grader
+
+    settings = Settings()
+    model = load_model(settings)
+    embedder = Embedder(threads=1)
+    config = replace(grader_config(settings), consistency_samples=0)
+    grader = Grader(model, model, config)
+    cons = None
+    if args.consistency:
+        cons = Grader(model, model, replace(config, consistency_samples=args.consistency))
+    print(f"grader: {config}", flush=True)
+    items = dict(saved)
+    halu, tqa = halueval(args.limit), truthfulqa(args.limit)
+    try:
+        for name in args.rows:
+            t = time.perf_counter()
+            print(f"{name}:", flush=True)
+            if name == "halueval":
+                items[name] = grade_plain(
+                    grader, cons, pairs_halueval(halu), args.consistency_limit, name
+                )
+            elif name == "halueval+ref":
+                items[name] = grade_plain(
+                    grader, None, pairs_halueval(halu), 0, name, lambda q: halu[q]["knowledge"]
+                )
+            elif name == "truthfulqa":
+                items[name] = grade_plain(
+                    grader, cons, pairs_truthfulqa(tqa), args.consistency_limit, name
+                )
+            elif name == "halueval+kb":
+                items[name] = grade_kb(grader, model, embedder, halu, halueval(None))
+            elif name == "corrected":
+                items |= grade_corrected(
+                    grader, model, embedder, paraphrased(args.limit), args.chat_max_tokens
+                )
+            print(f"{name}: done in {time.perf_counter() - t:.0f} s", flush=True)
+            save(items)
+    finally:
+        model.close()
+    return items
+
+
+# the table
+def auroc(labels, values):
+    """AUROC of `values` ("looks right") against the answers that are right (label 0)."""
+    from sklearn.metrics import roc_auc_score
+
+    right = [1 - y for y in labels]
+    if len(set(right)) < 2:
+        return None
+    return round(float(roc_auc_score(right, values)), 3)
+
+
+def signals_of(r: dict, without=()):
+    from feedback.grading.scoring import SIGNALS, Signals
+
+    return Signals(**{k: (None if k in without else r.get(k)) for k in SIGNALS})
+
+
+def flag_figures(labels, flags) -> dict:
+    from sklearn.metrics import precision_score, recall_score
+
+    return {
+        "precision": round(float(precision_score(labels, flags, zero_division=0)), 3),
+        "recall": round(float(recall_score(labels, flags, zero_division=0)), 3),
+        "flag_rate": round(sum(flags) / len(flags), 3) if flags else None,
+    }
+
+
+def report(name, rows, weights, threshold, without=("consistency",)) -> dict:
+    from feedback.grading.scoring import SIGNALS, combine, normalize, should_flag
 
     labels = [r["label"] for r in rows]
-    right = [1 - y for y in labels]  # AUROC of "looks right" against truly right
     line = {"set": name, "answers": len(rows)}
-    for signal in (*SIGNALS, "length"):
-        values = [r[signal] for r in rows]
-        if all(v is None for v in values):
-            line[signal] = None
-            continue
-        if signal == "judge":  # an invalid verdict counts as undecided, as in the combined score
-            line["judge_invalid"] = sum(v is None for v in values)
-            values = [5.5 if v is None else v for v in values]
-        line[signal] = round(roc_auc_score(right, values), 3)
-    scores = [combine(Signals(**{k: r[k] for k in SIGNALS}), weights) for r in rows]
-    flags = [should_flag(s, threshold) for s in scores]
-    line["combined"] = round(roc_auc_score(right, scores), 3)
-    line["precision"] = round(precision_score(labels, flags, zero_division=0), 3)
-    line["recall"] = round(recall_score(labels, flags, zero_division=0), 3)
+    for signal in SIGNALS:
+        raw = [None if signal in without else r.get(signal) for r in rows]
+        line[f"{signal}_measured"] = sum(v is not None for v in raw)
+        values = [normalize(signal, v) for v in raw]
+        # Missing counts as undecided, as the calibration's features do; an invalid judge
+        # verdict is then 5.5/10.
+        line[signal] = (
+            None
+            if not line[f"{signal}_measured"]
+            else auroc(labels, [0.5 if v is None else v for v in values])
+        )
+    line["length"] = auroc(labels, [r["length"] for r in rows])
+    scores = [combine(signals_of(r, without), weights) for r in rows]
+    line["combined"] = auroc(labels, scores)
+    line |= flag_figures(labels, [should_flag(s, threshold) for s in scores])
+    questions = {r["q"]: r for r in rows}.values()
+    if "rank" in rows[0]:
+        line["hit@1"] = round(sum(r["rank"] == 1 for r in questions) / len(questions), 3)
+        line["hit@k"] = round(sum(r["rank"] is not None for r in questions) / len(questions), 3)
+        line["hit_given"] = round(
+            sum(r["given_rank"] is not None for r in questions) / len(questions), 3
+        )
+        line["no_passage"] = sum(r["given"] == 0 for r in questions)
+    if "found" in rows[0]:
+        line["found"] = sum(r["found"] for r in questions)
+        line["found_first"] = sum(r["found_first"] for r in questions)
+        line["lookups"] = len(questions)
     return line
+
+
+def split(keys, share: float, seed: int = SEED):
+    """A fixed `share` of the keys (sorted, then shuffled with `seed`)."""
+    keys = sorted(set(keys))
+    random.Random(seed).shuffle(keys)
+    return set(keys[: max(1, round(share * len(keys)))])
+
+
+def calibrated(name, rows, weights, threshold) -> dict:
+    """Fit on simulated thumbs for 20% of the questions; score the other 80% both ways."""
+    from feedback.grading import calibration
+    from feedback.grading.scoring import combine, should_flag
+
+    rated = split([r["key"] for r in rows], CALIBRATION_SHARE)
+    train = [r for r in rows if r["key"] in rated]
+    test = [r for r in rows if r["key"] not in rated]
+    fit = calibration.fit(
+        [(signals_of(r, ("consistency",)), 1 if r["label"] == 0 else -1) for r in train],
+        weights,
+        threshold,
+    )
+    labels = [r["label"] for r in test]
+    default = [combine(signals_of(r, ("consistency",)), weights) for r in test]
+    line = {"set": f"calibrated {name}", "answers": len(test), "ratings": len(train)}
+    line["default"] = auroc(labels, default)
+    line["default_flags"] = flag_figures(labels, [should_flag(s, threshold) for s in default])
+    line["fit"] = {"weights": fit.weights, "threshold": fit.threshold, "adopted": fit.adopted}
+    line["reason"] = fit.reason
+    if fit.weights:
+        fitted = [
+            calibration.score(signals_of(r, ("consistency",)), weights, fit.weights) for r in test
+        ]
+        line["combined"] = auroc(labels, fitted)
+        line |= flag_figures(labels, [should_flag(s, fit.threshold) for s in fitted])
+    return line
+
+
+def with_consistency(name, rows, source, weights, threshold) -> dict | None:
+    """The answers of `rows` that `source` measured consistency for: combined with it and
+    without it (same answers), its AUROC and its cost."""
+    measured = {(r["question"], r["answer"]): r for r in source if r.get("consistency") is not None}
+    subset = []
+    for r in rows:
+        m = measured.get((r["question"], r["answer"]))
+        if m is not None:
+            spent = r["seconds"] | {"consistency": m["seconds"].get("consistency", 0)}
+            subset.append({**r, "consistency": m["consistency"], "seconds": spent})
+    if not subset:
+        return None
+    line = report(f"{name} +cons", subset, weights, threshold, without=())
+    line["combined_without"] = report(name, subset, weights, threshold)["combined"]
+    spent = [r["seconds"] for r in subset]
+    line["cons_seconds"] = round(sum(s.get("consistency", 0) for s in spent) / len(spent), 2)
+    line["other_seconds"] = round(
+        sum(sum(v for k, v in s.items() if k != "consistency") for s in spent) / len(spent), 2
+    )
+    return line
+
+
+def lines_for(items: dict, weights, threshold) -> list[dict]:
+    lines = [report(n, items[n], weights, threshold) for n in ROWS if n in items]
+    pooled = []
+    for n in ("halueval+kb", "corrected"):
+        if n in items:
+            rows = [{**r, "key": (n, r["q"])} for r in items[n]]
+            pooled += rows
+            lines.append(calibrated(n, rows, weights, threshold))
+    if "halueval+kb" in items and "corrected" in items:
+        lines.append(calibrated("pooled", pooled, weights, threshold))
+    for name, source in (
+        ("halueval", "halueval"),
+        ("halueval+kb", "halueval"),
+        ("truthfulqa", "truthfulqa"),
+        ("corrected", "truthfulqa"),
+    ):
+        if name in items and source in items:
+            line = with_consistency(name, items[name], items[source], weights, threshold)
+            if line:
+                lines.append(line)
+    return lines
+
+
+COLUMNS = {
+    "set": 24,
+    "answers": 7,
+    "judge": 6,
+    "mean_logprob": 7,
+    "min_logprob": 7,
+    "consistency": 7,
+    "grounding": 7,
+    "agreement": 7,
+    "length": 6,
+    "combined": 8,
+    "precision": 6,
+    "recall": 6,
+}
+SHORT = {
+    "mean_logprob": "mean_lp",
+    "min_logprob": "min_lp",
+    "consistency": "consist",
+    "grounding": "ground",
+    "agreement": "agree",
+    "precision": "prec",
+}
+
+
+def show(lines, weights, threshold) -> None:
+    print(f"\nweights {weights}, flag threshold {threshold}")
+    print(" | ".join(f"{SHORT.get(c, c):>{w}}" for c, w in COLUMNS.items()) + " | notes")
+    for line in lines:
+        cells = []
+        for c, w in COLUMNS.items():
+            v = line.get(c)
+            cells.append(f"{'-' if v is None else v!s:>{w}}")
+        print(" | ".join(cells) + " | " + notes(line))
+
+
+def notes(line) -> str:
+    out = []
+    if "hit@k" in line:
+        out.append(
+            f"hit@1 {line['hit@1']}, hit@k {line['hit@k']}, own passage given "
+            f"{line['hit_given']}, no passage {line['no_passage']}"
+        )
+    if "found" in line:
+        out.append(
+            f"own correction found {line['found']}/{line['lookups']} (first {line['found_first']})"
+        )
+    if "default" in line:
+        d = line["default_flags"]
+        out.append(
+            f"on {line['ratings']} thumbs: weights in use {line['default']} "
+            f"(prec {d['precision']}, rec {d['recall']}); {line['reason']}; "
+            f"flag below {line['fit']['threshold']}"
+        )
+    if "cons_seconds" in line:
+        out.append(
+            f"without consistency {line['combined_without']}; consistency "
+            f"{line['cons_seconds']} s/answer, the rest {line['other_seconds']} s"
+        )
+    if line.get("judge_measured") is not None and line.get("answers"):
+        invalid = line["answers"] - line["judge_measured"]
+        if invalid:
+            out.append(f"{invalid} judge verdicts invalid (5.5)")
+    return "; ".join(out)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--limit", type=int, default=None, help="questions per source")
+    parser.add_argument("--limit", type=int, default=None, help="questions per row")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        choices=ROWS[:5],
+        help="rows to grade (corrected brings corrected-paraphrase); default all",
+    )
     parser.add_argument("--consistency", type=int, default=0, help="resampled answers per item")
     parser.add_argument(
-        "--rescore",
-        action="store_true",
-        help="recompute the table from the saved items with the current weights (no model)",
+        "--consistency-limit",
+        type=int,
+        default=60,
+        help="questions of halueval and truthfulqa graded with consistency",
     )
+    parser.add_argument(
+        "--chat-max-tokens",
+        type=int,
+        default=128,
+        help="longest chat answer in the corrected row (only stored, not graded)",
+    )
+    parser.add_argument(
+        "--rescore", action="store_true", help="recompute the table from the saved items (no model)"
+    )
+    parser.add_argument(
+        "--weights",
+        type=json.loads,
+        default=None,
+        help="grading weights as JSON (default: the settings')",
+    )
+    parser.add_argument("--threshold", type=float, default=None, help="flag threshold")
     parser.add_argument(
         "--save", type=Path, default=ROOT / "bench" / "results" / "grader_quality.json"
     )
     args = parser.parse_args()
+    args.rows = args.rows or list(ROWS[:5])
 
     from assistant.settings import Settings
-    from feedback.grading.grader import Grader, GraderConfig
 
     settings = Settings()
-    config = GraderConfig(
-        weights=settings.grade_weights,
-        threshold=settings.flag_threshold,
-        consistency_samples=args.consistency,
-        max_tokens=64,
-    )
-    if args.rescore:
-        saved = json.loads(args.save.read_text())["items"]
-        halu_ref, tqa = saved["halueval"], saved["truthfulqa"]
-    else:
-        from assistant.llm.llama import LlamaEngine
-        from assistant.llm.weights import embedded_model_path
+    weights = args.weights if args.weights is not None else settings.grade_weights
+    threshold = args.threshold if args.threshold is not None else settings.flag_threshold
+    saved = json.loads(args.save.read_text()) if args.save.exists() else {}
 
-        engine = LlamaEngine(embedded_model_path(), context_window=4096, threads=settings.threads)
-        grader = Grader(engine, config=config)
-        halu_ref = measure(grader, list(halueval(args.limit)), with_reference=True)
-        tqa = measure(grader, list(truthfulqa(args.limit)), with_reference=False)
-    # The same HaluEval answers without the reference: everything but grounding is identical.
-    halu_plain = [{**r, "grounding": None} for r in halu_ref]
-
-    lines = [
-        report(n, rows, config.weights, config.threshold)
-        for n, rows in (("halueval", halu_plain), ("halueval+ref", halu_ref), ("truthfulqa", tqa))
-    ]
-    cols = [
-        "set",
-        "answers",
-        "judge",
-        "mean_logprob",
-        "min_logprob",
-        "consistency",
-        "grounding",
-        "length",
-        "combined",
-        "precision",
-        "recall",
-    ]
-    print(f"weights {config.weights}, flag threshold {config.threshold}")
-    print(" | ".join(f"{c:>12}" for c in cols))
-    for line in lines:
-        print(" | ".join(f"{'-' if line[c] is None else line[c]!s:>12}" for c in cols))
-    print(
-        "judge verdicts that were not valid JSON (counted as 5.5/10): "
-        + ", ".join(f"{line['set']} {line.get('judge_invalid', 0)}" for line in lines)
-    )
-    if not args.rescore:
+    def save(items):
         args.save.parent.mkdir(parents=True, exist_ok=True)
-        items = {"halueval": halu_ref, "truthfulqa": tqa}
-        args.save.write_text(json.dumps({"lines": lines, "items": items}, indent=1))
-        print(f"items saved to {args.save}")
+        meta = saved.get("meta", {}) | {
+            "limit": args.limit,
+            "consistency": args.consistency,
+            "consistency_limit": args.consistency_limit,
+        }
+        lines = lines_for(items, weights, threshold)
+        body = {
+            "weights": weights,
+            "threshold": threshold,
+            "meta": meta,
+            "lines": lines,
+            "items": items,
+        }
+        args.save.write_text(json.dumps(body, indent=1, default=str))
+
+    if args.rescore:
+        items = saved["items"]
+    else:
+        t = time.perf_counter()
+        items = measure(args, saved.get("items", {}), save)
+        print(f"graded in {time.perf_counter() - t:.0f} s; items saved to {args.save}")
+    show(lines_for(items, weights, threshold), weights, threshold)
     return 0
 
 

@@ -336,3 +336,114 @@ def test_models_tab_lists_adapters_and_switches_what_the_chat_serves(page, runni
     wait_for(lambda: (t := store.turns(1)) and len(t) == 2 and t[1].status == "completed")
     second = store.turns(1)[1]
     assert store.exchange(second.exchange_id).adapter_id is None
+
+
+HANDBOOK = """Orbital Tea Company staff handbook.
+
+The Orbital Tea Company was founded in 1987 by Marisol Quenby in the harbour town of Vellacourt.
+Its flagship blend is called Copper Lantern and it is smoked over cedar for nine days.
+"""
+
+
+def test_a_document_uploaded_in_the_knowledge_tab_grounds_an_answer_until_it_is_removed(
+    page, running_app, tmp_path
+):
+    doc = tmp_path / "handbook.md"
+    doc.write_text(HANDBOOK)
+    page.get_by_role("tab", name="Knowledge").click()
+    page.locator("#knowledge-upload input[type=file]").set_input_files(str(doc))
+    wait_for(lambda: "handbook.md: added" in page.locator("#knowledge-result").inner_text())
+    wait_for(lambda: "handbook.md" in page.locator("#knowledge-list").inner_text())
+    [document] = running_app.library.documents()
+
+    page.get_by_role("tab", name="Chat").click()
+    send(page, "Who founded the Orbital Tea Company?")
+    sources = page.locator("#chatbot .message.bot details.sources").first
+    sources.wait_for(timeout=60_000)
+    assert "[1] handbook.md" in sources.locator("summary").first.inner_text()
+    wait_for(
+        lambda: running_app.store.turns(1) and running_app.store.turns(1)[0].status != "generating"
+    )
+    sources.locator("summary").first.click()
+    passage = sources.locator("details.source").first
+    passage.locator("summary").click()
+    wait_for(lambda: "Marisol Quenby" in passage.inner_text())
+    [turn] = running_app.store.turns(1)
+    assert (
+        running_app.chat.sources([turn.exchange_id])[turn.exchange_id][0].document == "handbook.md"
+    )
+
+    page.get_by_role("tab", name="Knowledge").click()
+    page.locator("#knowledge-choice input").click()
+    page.get_by_role("option", name=f"handbook.md (#{document.id})").click()
+    page.locator("#knowledge-remove").click()
+    wait_for(lambda: "Removed handbook.md" in page.locator("#knowledge-result").inner_text())
+    assert running_app.library.documents() == []
+
+    # The old answer no longer shows the source once the conversation is shown again, and a
+    # new answer to the same question has none.
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#new-chat").click()
+    wait_for(lambda: bot_messages(page).count() == 0)
+    page.locator("#conversations label").first.click()
+    wait_for(lambda: bot_messages(page).count() == 1)
+    assert "Sources" not in bot_messages(page).first.inner_text()
+    send(page, "Who founded the Orbital Tea Company?")
+    wait_for(
+        lambda: (
+            len(running_app.store.turns(1)) == 2
+            and running_app.store.turns(1)[1].status != "generating"
+        )
+    )
+    time.sleep(0.5)
+    assert page.locator("#chatbot details.sources").count() == 0
+
+
+@pytest.fixture
+def evidence_page(settings, engine, embedder, tmp_path):
+    """The app with background grading on, its default weights, and no past answers shown to
+    the model (so the model answers on its own)."""
+    from playwright.sync_api import sync_playwright
+
+    from assistant.web.app import create_app, launch
+    from tests.conftest import free_port
+
+    settings.grading = True
+    settings.retrieval = False
+    settings.port = free_port()
+    app = create_app(settings, model=engine, embedder=embedder)
+    launch(app, block=False)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"http://127.0.0.1:{settings.port}/")
+        yield page, app
+        page.screenshot(path=str(tmp_path / "last.png"))
+        browser.close()
+    app.close()
+
+
+def test_an_answer_contradicting_an_earlier_correction_is_flagged_on_its_badge(evidence_page):
+    page, app = evidence_page
+    question = "What is the flagship blend of the Orbital Tea Company?"
+    correction = "Copper Lantern, a black tea smoked over cedar for nine days."
+    first = app.chat.send(None, question)
+    *_, done = first
+    app.chat.correct(done.exchange_id, correction)
+
+    send(page, question)
+    badge = page.locator("#chatbot .grade").last
+    wait_for(lambda: page.locator("#chatbot .grade").count() >= 1, timeout=120)
+    turns = app.store.turns(2)
+    grade = wait_for(lambda: app.grading.grade(turns[0].exchange_id), timeout=120)
+    assert grade.reference["kind"] == "correction"
+    title = badge.get_attribute("title")
+    assert title == grade.reason
+    # The model cannot know an invented company's tea: what it says is not what was taught.
+    assert grade.agreement < 0.4, (grade.agreement, turns[0].assistant)
+    assert grade.flagged and "possible hallucination" in badge.inner_text()
+    assert title.startswith("contradicts your correction of ")
+    assert "Copper Lantern" in title

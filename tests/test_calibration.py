@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from feedback.dashboard import compute
 from feedback.grading.calibrate import due, run_calibration
 from feedback.grading.calibration import CalibrationConfig, fit, score
 from feedback.grading.scoring import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, Signals
@@ -121,7 +122,7 @@ def test_labelled_rows_use_the_newest_rating_and_ignore_one_taken_back(store):
     assert rows[0][1].judge_score == 7
 
 
-def test_every_run_is_a_row_and_current_is_the_newest_adopted(store):
+def test_every_run_is_a_row_the_dashboard_lists_and_current_is_the_newest_adopted(store):
     calibrations = CalibrationStore(store.engine)
     assert calibrations.current() is None
     fill(store, synthetic(60, seed=1, predictive=True))
@@ -133,6 +134,9 @@ def test_every_run_is_a_row_and_current_is_the_newest_adopted(store):
     assert [c.id for c in calibrations.history()] == [second.id, first.id]
     assert calibrations.current().id == first.id
     assert calibrations.current().weights == first.weights
+    board = compute(store.engine).calibrations
+    assert board[["ratings", "adopted"]].values.tolist() == [[60, "no"], [60, "yes"]]
+    assert board["AUROC after"].tolist() == [second.auroc_after, first.auroc_after]
 
 
 def test_ratings_since_last_calibration_decide_when_one_is_due(store):

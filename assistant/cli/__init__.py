@@ -12,13 +12,19 @@ import argparse
 import os
 import sys
 
-from assistant.cli import grade, pool, refresh, serve
+from assistant.cli import grade, knowledge, pool, refresh, serve
 from assistant.cli.command import Command
 from assistant.llm.base import ModelError
 from assistant.settings import add_flags, from_args
 from feedback.refresh.pipeline import RefreshBusy
 
-COMMANDS: list[Command] = [*serve.COMMANDS, *grade.COMMANDS, *pool.COMMANDS, *refresh.COMMANDS]
+COMMANDS: list[Command] = [
+    *serve.COMMANDS,
+    *grade.COMMANDS,
+    *pool.COMMANDS,
+    *refresh.COMMANDS,
+    *knowledge.COMMANDS,
+]
 
 # A private assistant phones nobody: no usage analytics, no model hub look-ups.
 OFFLINE = {

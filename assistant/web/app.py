@@ -32,6 +32,7 @@ class App:
     grading = property(lambda self: self.services.grading)
     worker = property(lambda self: self.services.worker)
     curator = property(lambda self: self.services.curator)
+    library = property(lambda self: self.services.library)
 
     def close(self) -> None:
         self.services.close()

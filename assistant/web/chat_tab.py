@@ -17,6 +17,7 @@ from assistant.web.common import PRIVATE
 from assistant.web.rating_panel import RatingPanel
 from store.conversations import NotFound, Turn
 from store.grading import GradingStore
+from store.knowledge import Source
 from store.tables import Grade
 
 STATUS_NOTES = {
@@ -48,21 +49,57 @@ def badge(grade: Grade | None) -> str:
     return f'\n\n<span class="{css}" title="{html.escape(grade.reason)}">{label}</span>'
 
 
+def sources_html(sources: list[Source]) -> str:
+    """The passages an answer was given, under it: file and passage, each expandable.
+
+    >>> print(sources_html([Source(1, 7, 2, "a<b>.pdf", 3, "Ada was born in 1815.", 0.81)]))
+    <BLANKLINE>
+    <BLANKLINE>
+    <details class="sources"><summary>Sources: [1] a&lt;b&gt;.pdf p. 3</summary>
+    <details class="source"><summary>[1] a&lt;b&gt;.pdf, page 3 · similarity 0.81</summary>
+    <blockquote>Ada was born in 1815.</blockquote></details>
+    </details>
+    >>> sources_html([])
+    ''
+    """
+    if not sources:
+        return ""
+
+    def where(s: Source, sep: str) -> str:
+        page = f"{sep}{s.page}" if s.page else ""
+        return html.escape(s.document) + page
+
+    summary = ", ".join(f"[{s.number}] {where(s, ' p. ')}" for s in sources)
+    items = "".join(
+        f'\n<details class="source"><summary>[{s.number}] {where(s, ", page ")} · '
+        f"similarity {s.similarity:.2f}</summary>\n"
+        f"<blockquote>{html.escape(' '.join(s.text.split()))}</blockquote></details>"
+        for s in sources
+    )
+    return f'\n\n<details class="sources"><summary>Sources: {summary}</summary>{items}\n</details>'
+
+
 def render(
-    turns: list[Turn], grades: dict[int, Grade] | None = None
+    turns: list[Turn],
+    grades: dict[int, Grade] | None = None,
+    sources: dict[int, list[Source]] | None = None,
 ) -> tuple[list[dict], list[int | None]]:
     """Chatbot messages for the turns, and the exchange id behind each message (None for users).
 
     >>> render([Turn(1, "hi", 7, "hello", "completed"), Turn(3, "again", None, None, None)])
     ([{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'hello'}, {'role': 'user', 'content': 'again'}], [None, 7, None])
     """
-    grades = grades or {}
+    grades, sources = grades or {}, sources or {}
     messages, ids = [], []
     for turn in turns:
         messages.append({"role": "user", "content": turn.user})
         ids.append(None)
         if turn.exchange_id is not None:
-            text = (turn.assistant or "") + badge(grades.get(turn.exchange_id))
+            text = (
+                (turn.assistant or "")
+                + sources_html(sources.get(turn.exchange_id, []))
+                + badge(grades.get(turn.exchange_id))
+            )
             messages.append({"role": "assistant", "content": text})
             ids.append(turn.exchange_id)
     return messages, ids
@@ -162,9 +199,11 @@ class ChatTab:
         self.panel = RatingPanel(chat)
 
     # rendering
-    def shown(self, turns: list[Turn]):
+    def shown(self, turns: list[Turn], grades: dict[int, Grade] | None = None):
         ids = [t.exchange_id for t in turns if t.exchange_id is not None]
-        return render(turns, self.grading.grades(ids) if ids else {})
+        if grades is None:
+            grades = self.grading.grades(ids) if ids else {}
+        return render(turns, grades, self.chat.sources(ids))
 
     def list_update(self, selected):
         choices = [(c.title, c.id) for c in self.chat.conversations()]
@@ -182,7 +221,7 @@ class ChatTab:
         for reply in stream:
             messages = base + [
                 {"role": "user", "content": message},
-                {"role": "assistant", "content": reply.text},
+                {"role": "assistant", "content": reply.text + sources_html(reply.sources)},
             ]
             ids = base_ids + [None, reply.exchange_id]
             yield messages, reply.conversation_id, ids, note_for(reply), gr.skip(), gr.skip()
@@ -283,7 +322,7 @@ class ChatTab:
         now = sorted(grades)
         if now == (graded or []):
             return gr.skip(), gr.skip()
-        messages, ids = render(turns, grades)
+        messages, ids = self.shown(turns, grades)
         return gr.update(value=messages, feedback_value=self.feedback(ids)), now
 
     def on_stop(self, conversation_id):

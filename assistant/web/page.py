@@ -1,7 +1,7 @@
 """The page: the sidebar and the tabs, assembled, with the stable API on the same Blocks.
 
-Owns which tabs exist and in what order; each tab is its own module (chat_tab, review_tab,
-dashboard_tab, models_tab) and the API is assistant/web/api.py. The UI's own events are private,
+Owns which tabs exist and in what order; each tab is its own module (chat_tab, knowledge_tab,
+review_tab, dashboard_tab, models_tab) and the API is assistant/web/api.py. The UI's own events are private,
 so the API page lists only what programs may rely on.
 """
 
@@ -14,6 +14,7 @@ from assistant.web.api import add_api
 from assistant.web.chat_tab import ChatTab, Sidebar
 from assistant.web.common import PRIVATE
 from assistant.web.dashboard_tab import build_dashboard
+from assistant.web.knowledge_tab import KnowledgeTab
 from assistant.web.models_tab import build_models_tab
 from assistant.web.review_tab import ReviewTab
 from store.grading import GradingStore
@@ -24,6 +25,10 @@ def build_page(chat: ChatService, grading: GradingStore) -> gr.Blocks:
         side = Sidebar()
         with gr.Tab("Chat", id="chat"):
             tab = ChatTab(chat, grading)
+        if chat.library is not None:
+            with gr.Tab("Knowledge", id="knowledge") as knowledge_tab:
+                knowledge = KnowledgeTab(chat.library, chat.user.id)
+            knowledge_tab.select(knowledge.load, None, knowledge.outputs, **PRIVATE)
         with gr.Tab("Review", id="review") as review_tab:
             review = ReviewTab(grading, chat.settings.user, on_decision=chat.curate)
         review_tab.select(review.load, None, [review.flagged, review.ids], **PRIVATE)

@@ -37,7 +37,7 @@ MAX_NAME = 200
 # before python-docx holds it all in memory (Word's XML compresses about 10:1, images not at all).
 MAX_UNZIP_RATIO = 50
 # A decoded text with more than this share of control or replacement characters is binary.
-MAX_JUNK_SHARE = 0.05
+MAX_JUNK_SHARE = 0.1
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
 _LINE_BREAKS = re.compile(r"\r\n?|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
@@ -245,20 +245,46 @@ _BOMS = (
 def _legacy_decode(name: str, data: bytes) -> str:
     from charset_normalizer import from_bytes
 
-    matches = from_bytes(data)
-    best = matches.best()
+    best = from_bytes(data).best()
+    # On short Western text charset_normalizer often names a DOS, Mac or Central European code
+    # page (cp775, mac_latin2, cp1250) whose letters differ: when it finds no language, or a
+    # Western one, and the bytes read as cp1252 give plausible Western text, that wins, as the
+    # commonest legacy encoding by far (and the one browsers read latin-1 files as).
+    language = best.language.rstrip("—") if best else "Unknown"
+    if language in _WESTERN:
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and looks_western(text):
+            return text
     if best is None:
         raise _not_text(name)
-    # On short Western text charset_normalizer cannot tell cp1252 from cp1250 and the like,
-    # and may pick either: on a tie prefer cp1252, by far the commonest legacy encoding.
-    tied = {m.encoding for m in matches if m.chaos <= best.chaos}
-    tied |= set(best.could_be_from_charset)
-    if best.encoding != "cp1252" and "cp1252" in tied:
-        try:
-            return data.decode("cp1252")
-        except UnicodeDecodeError:
-            pass
     return str(best)
+
+
+_WESTERN = {"Unknown", "English", "German", "French", "Dutch", "Italian", "Spanish"}
+_WESTERN |= {"Portuguese", "Swedish", "Norwegian", "Danish", "Finnish", "Indonesian"}
+# Typography and symbols Western text uses beside its accented letters.
+_WESTERN_MARKS = set("‘’‚“”„–—…•†‡‰‹›€£¥¢§©®™°±«»·¡¿½¼¾×÷µ\u00a0")
+
+
+def looks_western(text: str) -> bool:
+    """Whether text is plausible in a Western European language: its non-ASCII characters are
+    Latin letters or common typography, and a minority of its letters.
+
+    >>> looks_western("Le café était naïve – “quoted” déjà vu, €5.")
+    True
+    >>> looks_western("Ïðèâåò, ìèð")  # Russian in cp1251, read as cp1252
+    False
+    >>> looks_western("Za¿ó³æ gêœl¹ jaŸñ")  # Polish in cp1250, read as cp1252
+    False
+    """
+    letters = [ch for ch in text if ch.isalpha()]
+    if sum(not ch.isascii() for ch in letters) > 0.4 * len(letters):
+        return False
+    latin = (ch.isascii() or (ch.isalpha() and ord(ch) < 0x180) for ch in text)
+    return all(ok or ch in _WESTERN_MARKS for ok, ch in zip(latin, text, strict=True))
 
 
 def _text_or_refuse(name: str, text: str) -> str:
