@@ -146,6 +146,7 @@ class ChatService:
         self.before_generation: list = []
         self.on_generation_start: list = []  # callables; the grader's preempt
         self.on_answer_stored: list = []  # callables taking the exchange id; the grader's wake
+        self.on_rated: list = []  # callables taking the exchange id; the calibration's check
 
     # conversations
     def conversations(self):
@@ -175,6 +176,11 @@ class ChatService:
     def rate(self, exchange_id: int, value: int, reasons=(), comment: str | None = None):
         rating = self.store.rate(exchange_id, self.user.id, value, reasons, comment)
         self.curate(exchange_id)
+        for hook in self.on_rated:
+            try:
+                hook(exchange_id)
+            except Exception:  # the rating is stored; what follows from it can catch up
+                log.exception("after rating exchange %s", exchange_id)
         return rating
 
     def correct(self, exchange_id: int, content: str):

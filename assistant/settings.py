@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feedback.config import described
+from feedback.grading.calibration import CalibrationConfig
 from feedback.grading.grader import GraderConfig
 from feedback.grading.references import ReferenceConfig
 from feedback.knowledge.library import KnowledgeConfig
@@ -96,6 +97,10 @@ class Settings(BaseSettings):
     flag_threshold: float = staged(GraderConfig, "threshold", ge=0.0, le=1.0)
     grade_weights: dict[str, float] = staged(GraderConfig, "weights")
     grading_max_attempts: int = staged(GraderConfig, "max_attempts", ge=1)
+    judge_history_chars: int = staged(GraderConfig, "judge_history_chars", ge=0)
+    calibration_min_ratings: int = staged(CalibrationConfig, "min_ratings", ge=4)
+    calibration_every: int = staged(CalibrationConfig, "every", ge=0)
+    calibration_margin: float = staged(CalibrationConfig, "margin", ge=0.0, le=0.5)
 
     pool_user_weight: float = staged(PoolRules, "user_weight", ge=1.0)
     pool_train_threshold: float = staged(PoolRules, "train_threshold", ge=0.0, le=1.0)

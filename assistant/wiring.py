@@ -10,6 +10,7 @@ any page exists (assistant/web/app.py adds the page on top).
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from assistant.chat import ChatService
 from assistant.llm.base import ChatModel, ModelError
 from assistant.llm.weights import open_gguf, resolve_gguf
 from assistant.settings import Settings
+from feedback.grading.calibration import CalibrationConfig
 from feedback.grading.grader import Grader, GraderConfig
 from feedback.grading.references import ReferenceConfig, ReferenceFinder
 from feedback.grading.worker import GradingWorker
@@ -26,6 +28,7 @@ from feedback.pool.rules import PoolRules
 from feedback.refresh.rules import RefreshConfig
 from feedback.refresh.train import TrainConfig
 from store.adapters import AdapterRegistry
+from store.calibrations import CalibrationStore
 from store.conversations import ConversationStore
 from store.db import open_database
 from store.grading import GradingStore
@@ -65,6 +68,60 @@ def grader_config(settings: Settings) -> GraderConfig:
         max_tokens=min(settings.max_tokens, 256),
         system_prompt=settings.system_prompt,
         max_attempts=settings.grading_max_attempts,
+        judge_history_chars=settings.judge_history_chars,
+    )
+
+
+def calibration_config(settings: Settings) -> CalibrationConfig:
+    return CalibrationConfig(
+        min_ratings=settings.calibration_min_ratings,
+        every=settings.calibration_every,
+        margin=settings.calibration_margin,
+    )
+
+
+class Calibrator:
+    """Refits the grading weights to the thumbs once `calibration_every` new ones arrived: run
+    off the request thread, one at a time; the worker picks the adopted fit up at its next job."""
+
+    def __init__(self, settings: Settings, engine):
+        self.settings = settings
+        self.store = CalibrationStore(engine)
+        self.config = calibration_config(settings)
+        self._lock = threading.Lock()
+
+    def run(self):
+        from feedback.grading.calibrate import run_calibration
+
+        with self._lock:
+            return run_calibration(
+                self.store, self.settings.grade_weights, self.settings.flag_threshold, self.config
+            )
+
+    def maybe(self, _exchange_id=None) -> None:
+        from feedback.grading.calibrate import due
+
+        if self.config.every <= 0 or self._lock.locked() or not due(self.store, self.config):
+            return
+        threading.Thread(target=self._run_logged, name="calibrate", daemon=True).start()
+
+    def _run_logged(self) -> None:
+        try:
+            row = self.run()
+            log.info("calibration %s: adopted=%s (%s)", row.id, row.adopted, row.reason)
+        except Exception:  # the thumbs are stored; `autodidact grade --calibrate` retries
+            log.exception("calibration failed")
+
+
+def build_worker(settings: Settings, engine, model: ChatModel, curator: Curator, **hooks):
+    """The grading worker as the app and the CLI run it: the settings' judge, references
+    (corrections, approvals, passages) and the adopted calibration."""
+    return GradingWorker(
+        build_grader(settings, model),
+        GradingStore(engine),
+        references=build_references(settings, engine, curator),
+        calibrations=CalibrationStore(engine),
+        **hooks,
     )
 
 
@@ -277,15 +334,18 @@ def create_services(settings: Settings, model: ChatModel | None = None, embedder
     watcher = AdapterWatcher(model, settings.home_dir)
     watcher.sync()
     chat.before_generation.append(watcher.sync)
-    grading = GradingStore(engine)
-    worker = GradingWorker(
-        build_grader(settings, model),
-        grading,
-        chat.idle,
+    worker = build_worker(
+        settings,
+        engine,
+        model,
+        curator,
+        chat_idle=chat.idle,
         on_graded=chat.curate,
         quiet_for=chat.quiet_for,
-        references=build_references(settings, engine, curator),
     )
+    grading = worker.grading
+    calibrator = Calibrator(settings, engine)
+    chat.on_rated.append(calibrator.maybe)
     chat.on_generation_start.append(worker.preempt)
     chat.on_answer_stored.append(lambda _exchange_id: worker.wake())
     if settings.grading:

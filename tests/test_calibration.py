@@ -173,3 +173,45 @@ def test_grade_calibrate_prints_one_summary_line(store):
         line,
     ), line
     assert CalibrationStore(store.engine).current().ratings == 40
+
+
+def test_the_app_calibrates_once_enough_thumbs_arrive_and_the_grader_uses_the_fit(
+    settings, fake_model, embedder
+):
+    """Through the app's own wiring: thumbs given in the chat start a calibration in the
+    background once `calibration_every` new ones arrived, and the next grade uses its weights."""
+    import time
+
+    from assistant.wiring import create_services
+    from feedback.grading.grader import Grader
+
+    settings.calibration_every = 40
+    services = create_services(settings, model=fake_model, embedder=embedder)
+    try:
+        rows = synthetic(40, seed=1, predictive=True)
+        ids = [labelled_exchange(services.store, s) for s, _ in rows]
+        user = services.store.user("alice")
+        services.chat.user = user
+        for exchange_id, (_, thumb) in zip(ids[:-1], rows[:-1], strict=True):
+            services.chat.rate(exchange_id, thumb)
+        calibrations = CalibrationStore(services.store.engine)
+        assert calibrations.history() == []  # 39 new thumbs: not yet
+        services.chat.rate(ids[-1], rows[-1][1])
+        deadline = time.time() + 60
+        while calibrations.current() is None and time.time() < deadline:
+            time.sleep(0.1)
+        adopted = calibrations.current()
+        assert adopted is not None and adopted.ratings == 40
+
+        worker = services.worker
+        worker.grader = Grader(fake_model)  # the fake judge gives no verdict; the rest counts
+        msg = services.store.start_conversation(user.id, "q", "a new question?")
+        ex = services.store.start_exchange(msg.conversation_id, msg.id, "fake-model", {})
+        services.store.finish_exchange(ex.id, "an answer.", "completed", enqueue_grading=True)
+        exchange = ex.id
+        assert worker.run_once()
+        grade = worker.grading.grade(exchange)
+        assert grade.calibration_id == adopted.id
+        assert grade.flagged == (grade.score < adopted.threshold)
+    finally:
+        services.close()

@@ -28,32 +28,31 @@ def grade_command(args, settings) -> int:
 
 
 def calibrate_command(args, settings) -> int:
-    from feedback.grading.calibrate import run_calibration, summary
-    from store.calibrations import CalibrationStore
+    from assistant.wiring import Calibrator
+    from feedback.grading.calibrate import summary
     from store.db import open_database
 
-    store = CalibrationStore(open_database(settings.effective_database_url))
-    print(summary(run_calibration(store, settings.grade_weights, settings.flag_threshold)))
+    print(summary(Calibrator(settings, open_database(settings.effective_database_url)).run()))
     return 0
 
 
 def grade_backlog_command(args, settings) -> int:
     from rich.progress import Progress
 
-    from assistant.wiring import build_curator, build_grader, load_model
-    from feedback.grading.worker import GradingWorker, grade_backlog
+    from assistant.wiring import build_curator, build_worker, load_model
+    from feedback.grading.worker import grade_backlog
     from store.db import open_database
-    from store.grading import GradingStore
 
     engine = open_database(settings.effective_database_url)
-    grader = build_grader(settings, load_model(settings))
-    grading = GradingStore(engine)
     curator = build_curator(settings, engine)
-    worker = GradingWorker(
-        grader,
-        grading,
+    worker = build_worker(
+        settings,
+        engine,
+        load_model(settings),
+        curator,
         on_graded=lambda exchange_id: curator.update([exchange_id]),
     )
+    grading = worker.grading
     pending = grading.counts().get("pending", 0) + grading.counts().get("running", 0)
     with Progress() as bar:
         task = bar.add_task("Grading", total=pending or 1)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from assistant.llm.base import ChatModel, ModelError
 from feedback.config import option
+from feedback.grading.calibration import score as calibrated
 from feedback.grading.judge import JudgeError, judge, recent_turns
 from feedback.grading.references import Reference
 from feedback.grading.sanitize import injection_lines, is_contentless, without_injections
@@ -22,7 +23,6 @@ from feedback.grading.scoring import (
     DEFAULT_THRESHOLD,
     DEFAULT_WEIGHTS,
     Signals,
-    combine,
     explain,
     reference_note,
     should_flag,
@@ -81,6 +81,9 @@ class Grader:
         # Log-probabilities come from the model that answered: its own uncertainty.
         self.answer_model = answer_model or judge_model
         self.config = config or GraderConfig()
+        # The adopted calibration (store.tables.Calibration) the worker hands in before each
+        # job; None: the configured weights and threshold.
+        self.calibration = None
 
     @contextmanager
     def interruptible(self, cancel: threading.Event):
@@ -187,13 +190,21 @@ class Grader:
 
         agreement, best = context.agreement(answer)
         signals = Signals(judge_score, mean_lp, min_lp, agree, grounding, agreement)
-        score = combine(signals, cfg.weights)
-        flagged = should_flag(score, cfg.threshold)
+        cal = self.calibration
+        score = calibrated(signals, cfg.weights, cal.weights if cal else None)
+        flagged = should_flag(score, cal.threshold if cal else cfg.threshold)
         reason = explain(signals, judge_reason, flagged)
         if best is not None:
             reason = f"{reference_note(agreement, best.label, best.text, best.kind)}; {reason}"
         return GradeResult(
-            signals, judge_reason, score, flagged, reason, seconds=seconds, reference=best
+            signals,
+            judge_reason,
+            score,
+            flagged,
+            reason,
+            seconds=seconds,
+            reference=best,
+            calibration_id=cal.id if cal else None,
         )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from feedback.grading.grader import GRADER_VERSION, Grader, GradeResult
 from feedback.grading.references import ReferenceFinder
+from store.calibrations import CalibrationStore
 from store.grading import GradingStore
 from store.tables import Grade
 
@@ -58,10 +59,13 @@ class GradingWorker:
         quiet_for: Callable[[], float] = lambda: math.inf,
         grace: float = 0.5,
         references: ReferenceFinder | None = None,
+        calibrations: CalibrationStore | None = None,
     ):
         self.grader = grader
         # Corrections, approvals and document passages each answer is graded against.
         self.references = references
+        # The adopted calibration, read before each job: a new fit applies to the next grade.
+        self.calibrations = calibrations
         self.grading = grading
         self.chat_idle = chat_idle or threading.Event()
         if chat_idle is None:
@@ -125,6 +129,8 @@ class GradingWorker:
                 if self.references is not None
                 else []
             )
+            if self.calibrations is not None:
+                self.grader.calibration = self.calibrations.current()
             with self.grader.interruptible(self._preempt):
                 result = self.grader.grade(
                     question, answer, cancel=self._preempt, history=history, references=refs

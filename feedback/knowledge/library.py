@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from feedback.config import option
-from feedback.knowledge.parse import DocumentError, Parsed, find_files, parse_bytes, parse_file, split
+from feedback.knowledge.parse import (
+    DocumentError,
+    Parsed,
+    find_files,
+    parse_bytes,
+    parse_file,
+    split,
+)
 from store.knowledge import KnowledgeStore
 from store.tables import Document
 from store.vectors import KnowledgeIndex
