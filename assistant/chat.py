@@ -20,12 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, trim_messages
-from langchain_core.messages.utils import convert_to_openai_messages
-from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from sqlalchemy.exc import SQLAlchemyError
 
-from assistant.llm.base import ChatModel, Messages
+from assistant.llm.base import ChatModel
+from assistant.prompt import ChatRefused, Prompt, PromptBuilder
 from assistant.settings import Settings
 from store.conversations import ConversationStore, Turn
 from store.knowledge import Source
@@ -34,45 +32,12 @@ if TYPE_CHECKING:
     from feedback.knowledge.library import Hit, Library
     from feedback.pool.curator import Curator, Example
 
-PROMPT = ChatPromptTemplate.from_messages(
-    [
-        ("system", "{system}"),
-        MessagesPlaceholder("examples"),
-        MessagesPlaceholder("history"),
-        ("human", "{message}"),
-    ]
-)
 log = logging.getLogger(__name__)
-
-SOURCES_INTRO = (
-    "Passages from the user's documents follow. Use them when they answer the question and "
-    "cite them by number, like [1]."
-)
-
-
-def passages_block(sources: list[Source]) -> str:
-    """The numbered passages as the system prompt shows them.
-
-    >>> print(passages_block([Source(1, 7, 2, "a.pdf", 3, "Ada was born in 1815.", 0.8)]))
-    Passages from the user's documents follow. Use them when they answer the question and cite them by number, like [1].
-    <BLANKLINE>
-    [1] a.pdf, page 3:
-    Ada was born in 1815.
-    """
-    parts = [SOURCES_INTRO]
-    for s in sources:
-        where = f"{s.document}, page {s.page}" if s.page else s.document
-        parts.append(f"[{s.number}] {where}:\n{s.text.strip()}")
-    return "\n\n".join(parts)
 
 
 def _reason(exc: Exception) -> str:
     """The database driver's own words, without SQLAlchemy's statement dump."""
     return str(getattr(exc, "orig", None) or exc).splitlines()[0]
-
-
-class ChatRefused(ValueError):
-    """The message was not accepted; nothing was stored. The text is shown to the user."""
 
 
 def title_from(message: str, limit: int = 48) -> str:
@@ -108,15 +73,6 @@ class Reply:
     @property
     def done(self) -> bool:
         return self.status != "generating"
-
-
-@dataclass
-class Prompt:
-    messages: Messages
-    tokens: int
-    dropped: int
-    examples: tuple[Example, ...] = ()
-    sources: tuple[Source, ...] = ()
 
 
 class ChatService:
@@ -258,96 +214,9 @@ class ChatService:
         examples: list[Example] = (),
         passages: list[Hit] = (),
     ) -> Prompt:
-        """System prompt (with numbered document passages) + retrieved examples + as much
-        recent history as fits + the message.
-
-        Passages take at most `knowledge_max_tokens`, examples (past exchanges from the training
-        pool, shown as earlier turns) at most `retrieval_max_tokens`; neither crowds out the
-        message itself. Raises ChatRefused if the new message alone does not fit beside room
-        for an answer.
-        """
-        budget = self.model.context_window - self.settings.max_tokens
-        past: list[BaseMessage] = []
-        for turn in history:
-            past.append(HumanMessage(turn.user))
-            if turn.assistant:
-                past.append(AIMessage(turn.assistant))
-        system = self.settings.system_prompt
-        alone = self._render(system, [], [], message)
-        needed = self.model.count_tokens(alone)
-        if needed > budget:
-            raise ChatRefused(
-                f"That message is too long for the model: it takes {needed:,} tokens, and the "
-                f"context window holds {self.model.context_window:,} including "
-                f"{self.settings.max_tokens:,} kept for the answer. Shorten it."
-            )
-        sources = self._fit_passages(system, passages, budget - needed)
-        if sources:
-            system = f"{system}\n\n{passages_block(sources)}"
-            alone = self._render(system, [], [], message)
-            needed = self.model.count_tokens(alone)
-        shown: list[BaseMessage] = []
-        used: list[Example] = []
-        room = min(self.settings.retrieval_max_tokens, budget - needed)
-        for example in examples:
-            pair = [HumanMessage(example.prompt), AIMessage(example.completion)]
-            if self._history_tokens(shown + pair) > room:
-                break
-            shown += pair
-            used.append(example)
-        if used:
-            needed = self.model.count_tokens(self._render(system, shown, [], message))
-        if not past:
-            messages = self._render(system, shown, [], message) if used else alone
-            return Prompt(messages, needed, 0, tuple(used), tuple(sources))
-        kept = trim_messages(
-            past,
-            max_tokens=budget - needed,
-            token_counter=self._history_tokens,
-            strategy="last",
-            start_on="human",
-            allow_partial=False,
-        )
-        messages = self._render(system, shown, kept, message)
-        dropped = len(past) - len(kept)
-        tokens = self.model.count_tokens(messages)
-        return Prompt(messages, tokens, dropped, tuple(used), tuple(sources))
-
-    def _fit_passages(self, system: str, passages: list[Hit], room: int) -> list[Source]:
-        """The best passages whose block fits in `knowledge_max_tokens` (and `room`)."""
-        room = min(self.settings.knowledge_max_tokens, room)
-        if not passages or room <= 0:
-            return []
-        base = self.model.count_tokens([{"role": "system", "content": system}])
-        sources: list[Source] = []
-        for hit in passages:
-            candidate = Source(
-                len(sources) + 1,
-                hit.chunk_id,
-                hit.document_id,
-                hit.document,
-                hit.page,
-                hit.text,
-                hit.similarity,
-            )
-            block = f"{system}\n\n{passages_block([*sources, candidate])}"
-            if self.model.count_tokens([{"role": "system", "content": block}]) - base > room:
-                break
-            sources.append(candidate)
-        return sources
-
-    @staticmethod
-    def _render(system: str, examples: list, history: list, message: str) -> Messages:
-        value = PROMPT.invoke(
-            {"system": system, "examples": examples, "history": history, "message": message}
-        )
-        return convert_to_openai_messages(value.to_messages())
-
-    def _history_tokens(self, msgs: list[BaseMessage]) -> int:
-        if not msgs:
-            return 0
-        # Counted through the chat template, so the per-message markup is included.
-        return self.model.count_tokens(convert_to_openai_messages(msgs))
+        """The prompt for `message` after `history` (assistant/prompt.py); ChatRefused if the
+        message alone does not fit."""
+        return PromptBuilder(self.model, self.settings).build(history, message, examples, passages)
 
     # generating
     def send(self, conversation_id: int | None, message: str) -> Iterator[Reply]:

@@ -11,6 +11,14 @@ that never overlap, so each path has the machine to itself:
          stream (HTTP, queue, chat service, prompt building, SQLite writes included). Between
          answers both paths pause `--pause` seconds, as a person would: long enough for the
          grader to start on the last answer, so each new message has to preempt it.
+         With `--documents N` the app's home also holds a knowledge base of N passages
+         (bench/documents.py: the 500 HaluEval passages, then TruthfulQA's correct answers as
+         FAQ paragraphs, then HaluEval re-split; one file each, through `Library.add_bytes`),
+         so every message is also embedded and searched there, and the passages that pass the
+         similarity threshold go into the system prompt, as users with documents run it. The
+         prompts stay the same five; raw never gets passages, so an answer given passages
+         differs from raw's and the first-token gap includes their longer prefill. The
+         summary says how many answers were given passages.
 Prints tokens/s (decode, after the first token) and time to first token for both, and the
 ratios app/raw. Tokens are counted with the model's tokenizer on the final text of each answer.
 A last line, "floor", is gradio_client's first output from a trivial streaming endpoint with no
@@ -18,10 +26,13 @@ model: what any Gradio app pays before its first token (gradio_client polls its 
 every 50 ms), so the app's own share of the first-token gap is app - raw - floor.
 
     .venv/bin/python bench/chat_throughput.py [--rounds 3] [--max-tokens 128] [--threads 2]
-                                              [--pool 1000] [--pause 2.0]
+                                              [--pool 1000] [--pause 2.0] [--documents 0]
+    .venv/bin/python bench/chat_throughput.py --documents 1000    # the run "with documents"
 
-About 2.5 minutes with the defaults on 2 cores (10 s to seed the pool). Writes
-bench/results/chat_throughput.json.
+About 2.5 minutes with the defaults on 2 cores (10 s to seed the pool; --documents 1000 adds
+about a minute to fill the knowledge base). Writes bench/results/chat_throughput.json, with
+--documents chat_throughput-documents.json, and for other variants (--no-grading, --pool 0)
+chat_throughput-variant.json.
 """
 
 from __future__ import annotations
@@ -80,6 +91,26 @@ def seed_pool(home: Path, n: int) -> dict:
     }
 
 
+def seed_documents(home: Path, n: int) -> dict:
+    """A knowledge base of `n` passages in the home, for the user the server answers as."""
+    from tqdm import tqdm
+
+    from assistant.settings import Settings
+    from assistant.wiring import build_library
+    from bench.documents import fill
+    from store.conversations import ConversationStore
+    from store.db import open_database
+
+    settings = Settings(home=home)
+    engine = open_database(settings.effective_database_url)
+    library = build_library(settings, engine)
+    user_id = ConversationStore(engine).user(settings.user).id
+    with tqdm(total=n, desc="knowledge base", unit="passage") as bar:
+        filled = fill(library, user_id, n, progress=bar.update)
+    engine.dispose()
+    return filled
+
+
 def server_figures(home: Path) -> dict:
     """What the app did besides answering (grades written, jobs left, answers drawing on the
     pool), and its own timings of each answer: the model's decode speed inside the app, with the
@@ -91,6 +122,14 @@ def server_figures(home: Path) -> dict:
         mine = "id IN (SELECT exchange_id FROM grading_jobs)"  # the run's answers, not the pool's
         graded = db.execute(f"SELECT count(*) FROM grades WHERE exchange_{mine}").fetchone()[0]
         drew = db.execute(f"SELECT count(*) FROM exchanges WHERE retrieved != '[]' AND {mine}")
+        grounded = db.execute(
+            "SELECT count(DISTINCT exchange_id), count(*) FROM exchange_sources "
+            f"WHERE exchange_{mine}"
+        ).fetchone()
+        prompt_tokens = [
+            n
+            for (n,) in db.execute(f"SELECT prompt_tokens FROM exchanges WHERE {mine} ORDER BY id")
+        ]
         timings = db.execute(
             f"SELECT first_token_ms, latency_ms, completion_tokens FROM exchanges WHERE {mine}"
         ).fetchall()
@@ -100,6 +139,10 @@ def server_figures(home: Path) -> dict:
         "grading_jobs": jobs,
         "graded_during_run": graded,
         "answers_with_examples": drew.fetchone()[0],
+        # Counted with the warm-up answer: answers given document passages, passages in all.
+        "answers_with_passages": grounded[0],
+        "passages_given": grounded[1],
+        "prompt_tokens_median": statistics.median(prompt_tokens[1:]),
         "server_first_token_ms": round(statistics.median(f for f, _, _ in timings), 1),
         "server_decode_tokens_per_s": round(statistics.median(decode), 1),
     }
@@ -246,6 +289,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--pool", type=int, default=1000, help="exchanges in the app's pool")
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between answers")
     parser.add_argument(
+        "--documents", type=int, default=0, help="passages in the app's knowledge base"
+    )
+    parser.add_argument(
         "--grading",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -265,6 +311,9 @@ def measure(args) -> dict:
     t = time.perf_counter()
     pool = seed_pool(home, args.pool) if args.pool else {"exchanges": 0}
     print(f"pool seeded in {time.perf_counter() - t:.0f} s: {pool}", flush=True)
+    documents = seed_documents(home, args.documents) if args.documents else {"chunks": 0}
+    if args.documents:
+        print(f"knowledge base filled: {documents}", flush=True)
     llm = Llama(
         str(model), n_ctx=4096, n_threads=args.threads, n_threads_batch=args.threads, verbose=False
     )
@@ -290,6 +339,7 @@ def measure(args) -> dict:
         "pause_s": args.pause,
         "grading": args.grading,
         "pool": pool,
+        "documents": documents,
         "answers_per_path": len(app_runs),
         "answers_differing_from_raw": sum(
             a[3] != r[3] for a, r in zip(app_runs, raw_before, strict=True)
@@ -313,6 +363,8 @@ def show(r: dict) -> None:
     raw, app, floor = r["raw"], r["app_client"], r["gradio_floor_first_output_ms"]
     before, after = r["raw_decode_before_after"]
     where = f"grading {'on' if r['grading'] else 'off'}, pool of {r['pool']['exchanges']:,}"
+    if r["documents"]["chunks"]:
+        where += f", {r['documents']['chunks']:,} passages"
     rows = [
         ("raw (before, after)", raw["decode"], raw["whole"], raw["first_ms"], f"{before}, {after}"),
         ("app, as the client sees it", app["decode"], app["whole"], app["first_ms"], where),
@@ -343,6 +395,12 @@ def show(r: dict) -> None:
         f"examples: {r['answers_with_examples']}; grading jobs {r['grading_jobs']}, "
         f"{r['graded_during_run']} graded during the run"
     )
+    if r["documents"]["chunks"]:
+        print(
+            f"given document passages: {r['answers_with_passages']}/{n + 1} answers (warm-up "
+            f"included), {r['passages_given']} passages in all; median prompt "
+            f"{r['prompt_tokens_median']:.0f} tokens"
+        )
 
 
 def main() -> int:
@@ -351,7 +409,12 @@ def main() -> int:
     show(result)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    name = "chat_throughput.json" if args.grading and args.pool else "chat_throughput-variant.json"
+    if args.documents:
+        name = "chat_throughput-documents.json"
+    elif args.grading and args.pool:
+        name = "chat_throughput.json"
+    else:
+        name = "chat_throughput-variant.json"
     (out / name).write_text(json.dumps(result, indent=2))
     return 0
 

@@ -126,6 +126,29 @@ class Progress:
             )
 
 
+class SameSamples:
+    """The answering model, with each resampling (a seeded, temperature > 0 generation)
+    remembered: the grader resamples the question, not the answer, so a question's right and
+    wrong answer are compared with the same samples, drawn once. `fresh` counts the draws, so
+    the cost per answer is read from the answers that drew them."""
+
+    def __init__(self, model):
+        self.model, self.samples, self.fresh = model, {}, 0
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def stream(self, messages, sampling, cancel=None, json_schema=None):
+        if not sampling.get("temperature") or json_schema is not None:
+            yield from self.model.stream(messages, sampling, cancel, json_schema)
+            return
+        key = json.dumps([messages, sampling], sort_keys=True)
+        if key not in self.samples:
+            self.fresh += 1
+            self.samples[key] = list(self.model.stream(messages, sampling, cancel))
+        yield from self.samples[key]
+
+
 def item(q, question, answer, label, result, **extra) -> dict:
     return {
         "q": q,
@@ -149,8 +172,10 @@ def grade_plain(grader, cons_grader, pairs, cons_limit, name, reference_of=None)
     progress, out = Progress(name, len(pairs)), []
     for q, question, answer, label in pairs:
         g = cons_grader if cons_grader is not None and q < cons_limit else grader
+        drawn = g.answer_model.fresh if g is cons_grader else 0
         result = g.grade(question, answer, reference=reference_of(q) if reference_of else None)
-        out.append(item(q, question, answer, label, result))
+        extra = {"drew_samples": g.answer_model.fresh > drawn} if g is cons_grader else {}
+        out.append(item(q, question, answer, label, result, **extra))
         progress.step()
     return out
 
@@ -271,7 +296,8 @@ def measure(args, saved: dict, save) -> dict:
     grader = Grader(model, model, config)
     cons = None
     if args.consistency:
-        cons = Grader(model, model, replace(config, consistency_samples=args.consistency))
+        cons_config = replace(config, consistency_samples=args.consistency)
+        cons = Grader(model, SameSamples(model), cons_config)
     print(f"grader: {config}", flush=True)
     items = dict(saved)
     halu, tqa = halueval(args.limit), truthfulqa(args.limit)
@@ -411,13 +437,17 @@ def with_consistency(name, rows, source, weights, threshold) -> dict | None:
         m = measured.get((r["question"], r["answer"]))
         if m is not None:
             spent = r["seconds"] | {"consistency": m["seconds"].get("consistency", 0)}
-            subset.append({**r, "consistency": m["consistency"], "seconds": spent})
+            drew = m.get("drew_samples", True)
+            subset.append({**r, "consistency": m["consistency"], "seconds": spent, "drew": drew})
     if not subset:
         return None
     line = report(f"{name} +cons", subset, weights, threshold, without=())
     line["combined_without"] = report(name, subset, weights, threshold)["combined"]
+    # The product grades each answer once, so each pays for its own samples: the cost is read
+    # from the answers that drew them (the bench shares one draw between a question's answers).
+    drew = [r["seconds"] for r in subset if r["drew"]]
+    line["cons_seconds"] = round(sum(s.get("consistency", 0) for s in drew) / len(drew), 2)
     spent = [r["seconds"] for r in subset]
-    line["cons_seconds"] = round(sum(s.get("consistency", 0) for s in spent) / len(spent), 2)
     line["other_seconds"] = round(
         sum(sum(v for k, v in s.items() if k != "consistency") for s in spent) / len(spent), 2
     )

@@ -1,15 +1,33 @@
-"""Grading cost: seconds of model time per graded exchange for each signal, and what a running
-grading backlog does to the chat.
+"""Grading cost: seconds of model time per graded exchange for each signal, what looking up the
+references costs, and what a running grading backlog does to the chat, with a knowledge base and
+a training pool in place.
 
   1. Per signal: grade TruthfulQA answers with every signal on (judge, token log-probabilities,
      grounding against the best answer as a reference, self-consistency with N resamples) and
      print the mean seconds each took per exchange.
-  2. Chat under a backlog: the same chats (greedy, same prompts, a pause between them as a person
-     would take) measured twice in one run, with the grader off and with the grader working through
-     a backlog in the background, so each chat arrives while a grade is under way. Prints decode
-     tokens/s and time to first token for both, and the ratios (target: throughput >= 0.9).
+  2. The app as users run it, in this process: a training pool of `--pool` synthetic exchanges
+     (bench/pool.py's, curated, so corrections and approvals exist to be found) and a knowledge
+     base of `--documents` passages (bench/documents.py: the 500 HaluEval passages, then
+     TruthfulQA's correct answers as FAQ paragraphs, then HaluEval re-split; one file each,
+     through `app.library.add_bytes`). Every message is embedded and searched in both.
+  3. Chat under a backlog: the same chats (greedy, same prompts, a pause between them as a
+     person would take) measured twice in one run, with the grader off and with the grader
+     working through a backlog in the background, so each chat arrives while a grade is under
+     way. The chats mix HaluEval and TruthfulQA questions whose answers are in the knowledge
+     base with open requests no passage answers; the table says how many answers were given
+     passages and how many got the passage that holds their answer. Prints decode tokens/s and
+     time to first token (from `ChatService.send`, so the knowledge search and the longer
+     prompt are inside it) for both, and the ratios (target: throughput >= 0.9).
+  4. Reference lookup per graded exchange: `ReferenceFinder.for_exchange` (the similar
+     corrections and approvals in the pool: an embedding, a Chroma query, the pool rows; then
+     the passages the answer was given, from SQL), timed on every exchange of the run after
+     the grader stopped, with what it found.
 
     .venv/bin/python bench/grading_cost.py [--items 10] [--samples 3] [--chats 6]
+                                           [--documents 1000] [--pool 1000]
+
+Writes bench/results/grading_cost.json. A small check of the whole path:
+`--items 1 --samples 1 --chats 2 --documents 50 --pool 100 --pause 1`.
 """
 
 from __future__ import annotations
@@ -24,12 +42,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
-PROMPTS = [
-    "Tell me a short story about a lighthouse keeper.",
-    "Explain how photosynthesis works.",
-    "Write a poem about autumn leaves.",
-]
+DATA = ROOT / "tests" / "data"
+BACKLOG = 12  # answers waiting to be graded when the grader starts
 
 
 def per_signal_seconds(engine, items: int, samples: int) -> dict[str, float]:
@@ -48,81 +62,203 @@ def per_signal_seconds(engine, items: int, samples: int) -> dict[str, float]:
     return {k: statistics.mean(v) for k, v in seconds.items()}
 
 
-def chat_round(app, chats: int, pause: float) -> tuple[float, float]:
-    rates, firsts = [], []
-    for i in range(chats):
+def chat_round(app, prompts, pause: float) -> list[dict]:
+    """One answer per prompt, each after `pause` seconds; per answer: decode tokens/s (after the
+    first token), ms from `send` to the first token, and the passages it was given."""
+    out = []
+    for q in prompts:
         time.sleep(pause)  # a person reading and typing: the grader gets to work meanwhile
         start = time.perf_counter()
         first = last = None
-        text = ""
-        for reply in app.chat.send(None, PROMPTS[i % len(PROMPTS)]):
+        text, reply = "", None
+        for reply in app.chat.send(None, q.text):
             if reply.text != text:
                 last = time.perf_counter()
                 first = first or last
                 text = reply.text
         n = len(app.model.llm.tokenize(text.encode(), add_bos=False))
-        rates.append((n - 1) / (last - first))
-        firsts.append((first - start) * 1000)
-    return statistics.median(rates), statistics.median(firsts)
+        out.append(
+            {
+                "kind": q.kind,
+                "exchange_id": reply.exchange_id,
+                "tokens": n,
+                "tokens_per_s": (n - 1) / (last - first) if first and last > first else None,
+                "first_token_ms": (first - start) * 1000 if first else None,
+                "passages": len(reply.sources),
+                "answer_passage_given": q.passage is not None
+                and any(s.text == q.passage for s in reply.sources),
+                "examples": len(reply.examples),
+            }
+        )
+    return out
 
 
-def main() -> int:
+def medians(chats: list[dict]) -> tuple[float, float]:
+    rates = [c["tokens_per_s"] for c in chats if c["tokens_per_s"] is not None]
+    firsts = [c["first_token_ms"] for c in chats if c["first_token_ms"] is not None]
+    return (
+        statistics.median(rates) if rates else float("nan"),
+        statistics.median(firsts) if firsts else float("nan"),
+    )
+
+
+def reference_lookups(app, exchange_ids: list[int]) -> dict:
+    """`for_exchange` on each exchange, as the grading worker calls it before grading."""
+    import numpy as np
+
+    finder = app.worker.references
+    contexts = [(i, app.grading.exchange_context(i)[0]) for i in exchange_ids]
+    finder.for_exchange(*contexts[0])  # warm-up
+    ms, kinds = [], {}
+    for exchange_id, question in contexts:
+        start = time.perf_counter()
+        refs = finder.for_exchange(exchange_id, question)
+        ms.append((time.perf_counter() - start) * 1000)
+        for ref in refs:
+            kinds[ref.kind] = kinds.get(ref.kind, 0) + 1
+    return {
+        "exchanges": len(ms),
+        "median_ms": round(statistics.median(ms), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "mean_ms": round(statistics.mean(ms), 2),
+        "found": kinds,  # references by kind over all exchanges
+        "pool_vectors": finder.index.count() if finder.index is not None else 0,
+    }
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # per-signal cost
     parser.add_argument(
         "--items", type=int, default=10, help="TruthfulQA questions (2 answers each)"
     )
     parser.add_argument("--samples", type=int, default=3, help="self-consistency resamples")
-    parser.add_argument("--chats", type=int, default=6)
+    # the app
+    parser.add_argument(
+        "--documents", type=int, default=1000, help="passages in the app's knowledge base"
+    )
+    parser.add_argument(
+        "--pool", type=int, default=1000, help="synthetic exchanges in the app's training pool"
+    )
+    # chat rounds
+    parser.add_argument("--chats", type=int, default=6, help="answers per round (off, on)")
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between chats")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = arguments()
+
+    from tqdm import tqdm
 
     from assistant.llm.llama import LlamaEngine
     from assistant.llm.weights import embedded_model_path
     from assistant.settings import Settings
     from assistant.web.app import create_app
+    from bench.chat_throughput import seed_pool
+    from bench.documents import fill, questions
 
+    home = Path(tempfile.mkdtemp(prefix="autodidact-bench-"))
     settings = Settings(
-        home=Path(tempfile.mkdtemp(prefix="autodidact-bench-")),
+        home=home,
         grading=False,
         temperature=0.0,
         seed=1,
         max_tokens=96,
         stream_interval_ms=0,
     )
+    print(
+        f"home {home}; {args.documents:,} passages, pool of {args.pool:,}, "
+        f"{args.chats} chats per round, {args.pause} s apart",
+        flush=True,
+    )
     engine = LlamaEngine(embedded_model_path(), context_window=4096, threads=settings.threads)
     costs = per_signal_seconds(engine, args.items, args.samples)
 
+    t = time.perf_counter()
+    pool = seed_pool(home, args.pool) if args.pool else {"exchanges": 0}
+    print(f"pool seeded in {time.perf_counter() - t:.0f} s: {pool}", flush=True)
     app = create_app(settings, model=engine)
-    for i in range(12):  # the backlog the grader will chew on
-        list(app.chat.send(None, f"Question {i}: {PROMPTS[i % len(PROMPTS)]}"))
-    off_rate, off_first = chat_round(app, args.chats, args.pause)
+    with tqdm(total=args.documents, desc="knowledge base", unit="passage") as bar:
+        documents = fill(app.library, app.chat.user.id, args.documents, progress=bar.update)
+    print(f"knowledge base filled: {documents}", flush=True)
+
+    prompts = questions()
+    chat_prompts = prompts[: args.chats]
+    backlog = [list(app.chat.send(None, q.text))[-1] for q in prompts[-BACKLOG:]]
+    off = chat_round(app, chat_prompts, args.pause)
     app.worker.start()
-    on_rate, on_first = chat_round(app, args.chats, args.pause)
+    on = chat_round(app, chat_prompts, args.pause)
     graded = app.grading.counts().get("done", 0)
     app.worker.stop()
+    exchange_ids = [r.exchange_id for r in backlog] + [c["exchange_id"] for c in off + on]
+    lookups = reference_lookups(app, exchange_ids)
+    app.close()
 
-    print("seconds of model time per graded exchange, by signal:")
-    for k, v in costs.items():
-        note = f" ({args.samples} resamples)" if k == "consistency" else ""
-        print(f"  {k:<12} {v:6.2f} s{note}")
-    print(f"  {'total':<12} {sum(costs.values()):6.2f} s")
-    print(f"{'chat':<22} {'tokens/s':>9} {'first token ms':>15}")
-    print(f"{'grading off':<22} {off_rate:>9.1f} {off_first:>15.1f}")
-    print(
-        f"{'grading a backlog':<22} {on_rate:>9.1f} {on_first:>15.1f}   ({graded} graded meanwhile)"
-    )
-    print(
-        f"throughput ratio backlog/off: {on_rate / off_rate:.3f} (target >= 0.9); "
-        f"first token {on_first - off_first:+.1f} ms"
-    )
+    off_rate, off_first = medians(off)
+    on_rate, on_first = medians(on)
+    result = {
+        "settings": vars(args),
+        "seconds": costs,
+        "reference_lookup": lookups,
+        "documents": documents,
+        "pool": pool,
+        "off": [off_rate, off_first],
+        "on": [on_rate, on_first],
+        "throughput_ratio": on_rate / off_rate,
+        "first_token_delta_ms": on_first - off_first,
+        "graded_during_on_round": graded,
+        "chats": {"off": off, "on": on},
+    }
+    show(result, args)
     out = ROOT / "bench" / "results" / "grading_cost.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {"seconds": costs, "off": [off_rate, off_first], "on": [on_rate, on_first]}, indent=1
-        )
-    )
+    out.write_text(json.dumps(result, indent=1))
+    print(f"written: {out.relative_to(ROOT)}")
     return 0
+
+
+def show(r: dict, args) -> None:
+    costs, lookups = r["seconds"], r["reference_lookup"]
+    print("\nseconds of model time per graded exchange, by signal:")
+    for k, v in costs.items():
+        note = f" ({args.samples} resamples)" if k == "consistency" else ""
+        print(f"  {k:<18} {v:8.3f} s{note}")
+    print(f"  {'total':<18} {sum(costs.values()):8.3f} s")
+    print(
+        f"  {'reference lookup':<18} {lookups['median_ms'] / 1000:8.3f} s"
+        f"  (median of {lookups['exchanges']} exchanges, p95 {lookups['p95_ms']:.1f} ms; "
+        f"pool index of {lookups['pool_vectors']:,}; found {lookups['found'] or 'none'})"
+    )
+    docs = r["documents"]
+    print(
+        f"\nchat with {docs['chunks']:,} passages in {docs['documents']:,} files "
+        f"and a pool of {r['pool']['exchanges']:,} exchanges:"
+    )
+    print(
+        f"{'chat':<20} {'tokens/s':>9} {'first token ms':>15} {'given passages':>15} "
+        f"{'answer passage':>15}"
+    )
+    for name, chats, (rate, first) in (
+        ("grading off", r["chats"]["off"], r["off"]),
+        ("grading a backlog", r["chats"]["on"], r["on"]),
+    ):
+        given = sum(c["passages"] > 0 for c in chats)
+        askable = sum(c["kind"] != "open" for c in chats)
+        hit = sum(c["answer_passage_given"] for c in chats)
+        print(
+            f"{name:<20} {rate:>9.1f} {first:>15.1f} {f'{given}/{len(chats)}':>15} "
+            f"{f'{hit}/{askable}':>15}"
+        )
+    print(
+        f"throughput ratio backlog/off: {r['throughput_ratio']:.3f} (target >= 0.9); "
+        f"first token {r['first_token_delta_ms']:+.1f} ms; "
+        f"{r['graded_during_on_round']} graded during the backlog round"
+    )
+    print(
+        "(given passages: answers whose prompt held passages; answer passage: questions "
+        "answered in the corpus whose own passage was among them)"
+    )
 
 
 if __name__ == "__main__":

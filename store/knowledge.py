@@ -51,6 +51,13 @@ class KnowledgeStore(Repository):
                 select(Document).where(Document.user_id == user_id, Document.name == name)
             ).first()
 
+    def with_content(self, user_id: int, sha256: str) -> Document | None:
+        """The user's document with exactly these bytes, if any."""
+        with self.session() as s:
+            return s.exec(
+                select(Document).where(Document.user_id == user_id, Document.sha256 == sha256)
+            ).first()
+
     def add(self, document: Document, passages: list[tuple[str, int | None]]) -> list[int]:
         """Store a document and its passages (text, page) in one transaction, replacing the
         document of the same id if `document.id` is set; returns the new chunk ids in order."""

@@ -168,6 +168,14 @@ class KnowledgeIndex:
     def ids(self) -> set[int]:
         return {int(i) for i in self.chunks.get(include=[])["ids"]}
 
+    def has_all(self, ids: list[int]) -> bool:
+        """Whether every one of these passages has its vector."""
+        found = 0
+        for start in range(0, len(ids), 1000):
+            keys = [str(i) for i in ids[start : start + 1000]]
+            found += len(self.chunks.get(ids=keys, include=[])["ids"])
+        return found == len(ids)
+
     def keep_only(self, ids: set[int]) -> int:
         """Drop vectors whose rows are gone (a crash between the two writes); returns how many."""
         stale = sorted(self.ids() - ids)

@@ -52,7 +52,7 @@ def test_every_finished_answer_is_queued_and_graded_with_its_signals(store, sett
     assert worker.run_once() and not worker.run_once()
     grade = grading.grade(reply.exchange_id)
     assert (grade.judge_score, grade.judge_reason, grade.flagged) == (8, "fine", False)
-    assert grade.mean_logprob == -1.0 and grade.grader_version == "grader-1"
+    assert grade.mean_logprob == -1.0 and grade.grader_version == "grader-2"
     assert grading.job(reply.exchange_id).status == "done"
 
 

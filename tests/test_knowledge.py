@@ -159,3 +159,17 @@ def test_knowledge_off_means_no_passages(chat, library, store, tmp_path, setting
     settings.knowledge = False
     reply = ask(chat, "Who founded the Orbital Tea Company?", "No idea.")
     assert reply.sources == () and "Marisol" not in chat.model.history[-1][0]["content"]
+
+
+def test_a_document_whose_vectors_were_lost_in_a_crash_is_indexed_again_when_re_added(
+    library, store, tmp_path
+):
+    user = store.user("local").id
+    path = write(tmp_path, "handbook.md", HANDBOOK)
+    first = library.add_file(path, user)
+    # What a kill between the rows and the vectors leaves: rows, no vectors.
+    library.index.remove(library.store.chunk_ids(first.document_id))
+    assert library.search("Who founded the Orbital Tea Company?") == []
+    again = library.add_file(path, user)
+    assert again.status == "replaced"
+    assert library.search("Who founded the Orbital Tea Company?")[0].document == "handbook.md"

@@ -33,9 +33,10 @@ ALLOWED = {
     "feedback.dashboard": ("store", "feedback.pool"),
     "feedback.knowledge": ("assistant.llm", "store", "feedback.config", "feedback.knowledge"),
     "assistant.settings": ("feedback",),
-    "assistant.chat": ("assistant.llm", "assistant.settings", "store", "feedback"),
-    "assistant.wiring": ("assistant.llm", "assistant.settings", "assistant.chat", "store", "feedback"),
-    "assistant.web": ("assistant.llm", "assistant.settings", "assistant.chat", "assistant.wiring", "assistant.web", "store", "feedback"),
+    "assistant.prompt": ("assistant.llm", "assistant.settings", "store", "feedback"),
+    "assistant.chat": ("assistant.llm", "assistant.settings", "assistant.prompt", "store", "feedback"),
+    "assistant.wiring": ("assistant.llm", "assistant.settings", "assistant.chat", "assistant.prompt", "store", "feedback"),
+    "assistant.web": ("assistant.llm", "assistant.settings", "assistant.chat", "assistant.prompt", "assistant.wiring", "assistant.web", "store", "feedback"),
     "assistant.cli": ("assistant", "store", "feedback"),
 }  # fmt: skip
 

@@ -40,7 +40,7 @@ class KnowledgeConfig:
 
     enabled: bool = option(True, "ground answers in the knowledge documents")
     passages: int = option(4, "most document passages put into one prompt")
-    min_similarity: float = option(0.35, "least question-passage similarity for a passage")
+    min_similarity: float = option(0.4, "least question-passage similarity for a passage")
     max_tokens: int = option(700, "most prompt tokens the passages may take")
     chunk_chars: int = option(800, "passage length when a document is split, in characters")
     chunk_overlap: int = option(120, "characters two neighbouring passages share")
@@ -67,7 +67,8 @@ class Added:
         """
         if self.status == "refused":
             return self.message
-        detail = f"{self.chunks} passages" if self.status != "unchanged" else self.message
+        passages = f"{self.chunks} passage{'' if self.chunks == 1 else 's'}"
+        detail = passages if self.status != "unchanged" else self.message
         return f"{self.name}: {self.status}" + (f", {detail}" if detail else "")
 
 
@@ -134,13 +135,17 @@ class Library:
     def _add(self, parsed: Parsed, user_id: int) -> Added:
         same_name = self.store.find(user_id, parsed.name)
         if same_name is not None and same_name.sha256 == parsed.sha256:
-            return Added(parsed.name, "unchanged", same_name.id, same_name.chunks, "already added")
+            if self.index.has_all(self.store.chunk_ids(same_name.id)):
+                return Added(
+                    parsed.name, "unchanged", same_name.id, same_name.chunks, "already added"
+                )
+            # The process died between the rows and the vectors: index it again.
         if same_name is None:
-            for doc in self.store.documents(user_id):
-                if doc.sha256 == parsed.sha256:
-                    return Added(
-                        parsed.name, "unchanged", doc.id, doc.chunks, f"same content as {doc.name}"
-                    )
+            doc = self.store.with_content(user_id, parsed.sha256)
+            if doc is not None and self.index.has_all(self.store.chunk_ids(doc.id)):
+                return Added(
+                    parsed.name, "unchanged", doc.id, doc.chunks, f"same content as {doc.name}"
+                )
         passages = split(parsed, self.config.chunk_chars, self.config.chunk_overlap)
         if not passages:
             raise DocumentError(f"{parsed.name}: no text to add")
