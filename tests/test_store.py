@@ -9,6 +9,7 @@ from sqlmodel import SQLModel
 
 from store.conversations import ConversationStore
 from store.db import connect, migrate, open_database, schema_revision, sqlite_url
+from store.grading import GradingStore
 from store.tables import Conversation, Exchange, Message, Rating
 
 TABLES = {
@@ -214,3 +215,52 @@ def test_upgrading_a_0002_database_keeps_ratings_and_starts_an_empty_pool(tmp_pa
     assert store.count(PoolEntry) == 0
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+
+
+def test_upgrading_a_0004_database_keeps_grades_with_no_reference_and_an_empty_library(tmp_path):
+    from store.knowledge import KnowledgeStore
+
+    url = sqlite_url(tmp_path / "old.db")
+    engine = connect(url)
+    migrate(engine, "0004")
+    with engine.begin() as conn:  # a graded exchange as the 0004 app wrote it
+        conn.execute(
+            text("INSERT INTO users (id, name, created_at) VALUES (1, 'ana', '2026-01-01')")
+        )
+        conn.execute(
+            text("INSERT INTO conversations VALUES (1, 1, 't', '2026-01-01', '2026-01-01')")
+        )
+        conn.execute(
+            text(
+                "INSERT INTO messages VALUES (1, 1, 'user', 'q', '2026-01-01'), (2, 1, 'assistant', 'a', '2026-01-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO exchanges (id, conversation_id, user_message_id, assistant_message_id, status, model_id, sampling, history_dropped, created_at, retrieved) "
+                "VALUES (1, 1, 1, 2, 'completed', 'm', '{}', 0, '2026-01-01', '[]')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO grades (id, exchange_id, grader_version, judge_model_id, judge_score, injection, score, flagged, reason, seconds, created_at) "
+                "VALUES (1, 1, 'grader-1', 'm', 7, 0, 0.7, 0, 'fine', '{}', '2026-01-01')"
+            )
+        )
+    engine = open_database(url)
+    assert schema_revision(engine) == "0005"
+    grade = GradingStore(engine).grade(1)
+    assert (grade.judge_score, grade.agreement, grade.reference, grade.calibration_id) == (
+        7,
+        None,
+        None,
+        None,
+    )
+    knowledge = KnowledgeStore(engine)
+    assert knowledge.documents() == [] and knowledge.sources([1]) == {1: []}
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+    migrate(engine, "0004")  # and back down: the new tables go, the grade stays
+    assert "documents" not in inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT judge_score FROM grades")).scalar() == 7

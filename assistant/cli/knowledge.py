@@ -22,21 +22,10 @@ from pathlib import Path
 
 from assistant.cli.command import Command
 from assistant.settings import Settings
+from feedback.knowledge.parse import human_size
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 STATUSES = ("added", "replaced", "unchanged", "refused")
-
-
-def human_size(n: int) -> str:
-    """
-    >>> human_size(512), human_size(2048), human_size(5 * 1024**2 + 1)
-    ('512 B', '2.0 KB', '5.0 MB')
-    """
-    for unit in ("B", "KB", "MB"):
-        if n < 1024:
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 def settings_flags(parser: argparse.ArgumentParser) -> None:

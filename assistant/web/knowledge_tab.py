@@ -14,22 +14,9 @@ import pandas as pd
 
 from assistant.web.common import PRIVATE
 from feedback.knowledge.library import Library
-from feedback.knowledge.parse import SUPPORTED
+from feedback.knowledge.parse import SUPPORTED, human_size
 
 COLUMNS = ["id", "name", "kind", "size", "passages", "added", "updated"]
-
-
-def size(n: int) -> str:
-    """Bytes for people.
-
-    >>> size(512), size(2048), size(5 * 1024 * 1024)
-    ('512 B', '2.0 KB', '5.0 MB')
-    """
-    if n < 1024:
-        return f"{n} B"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KB"
-    return f"{n / 1024 / 1024:.1f} MB"
 
 
 class KnowledgeTab:
@@ -76,7 +63,7 @@ class KnowledgeTab:
                 d.id,
                 d.name,
                 d.kind,
-                size(d.size_bytes),
+                human_size(d.size_bytes),
                 d.chunks,
                 f"{d.created_at:%Y-%m-%d %H:%M}",
                 f"{d.updated_at:%Y-%m-%d %H:%M}",

@@ -126,6 +126,19 @@ def _supported_list() -> str:
     return ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def human_size(n: float) -> str:
+    """A file size for lists and tables.
+
+    >>> human_size(512), human_size(2048), human_size(5 * 1024**2 + 1)
+    ('512 B', '2.0 KB', '5.0 MB')
+    """
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
 def megabytes(n: int) -> str:
     """A size in MB for messages: whole MB from 100 up, else up to two decimals (four below
     0.1 MB, where only a test's tiny limit would be).
