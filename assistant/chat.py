@@ -186,7 +186,7 @@ class ChatService:
         if self.library is None or not self.settings.knowledge:
             return []
         try:
-            return self.library.search(message)
+            return self.library.search(message, user_id=self.user.id)
         except Exception:  # grounding is a help, never a reason to refuse a message
             log.exception("knowledge search failed; answering without documents")
             return []

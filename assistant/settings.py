@@ -157,6 +157,15 @@ class Settings(BaseSettings):
             raise ValueError("give --judge-model or --judge-openai-base-url, not both")
         return self
 
+    @model_validator(mode="after")
+    def _overlap_within_passage(self) -> Settings:
+        if self.knowledge_chunk_overlap >= self.knowledge_chunk_chars:
+            raise ValueError(
+                f"knowledge_chunk_overlap ({self.knowledge_chunk_overlap}) must be smaller than "
+                f"knowledge_chunk_chars ({self.knowledge_chunk_chars})"
+            )
+        return self
+
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser()

@@ -103,14 +103,25 @@ class Calibrator:
 
         if self.config.every <= 0 or self._lock.locked() or not due(self.store, self.config):
             return
-        threading.Thread(target=self._run_logged, name="calibrate", daemon=True).start()
+        threading.Thread(target=self._run_once, name="calibrate", daemon=True).start()
 
-    def _run_logged(self) -> None:
+    def _run_once(self) -> None:
+        """One background fit; a second thread started meanwhile finds it due no more."""
+        from feedback.grading.calibrate import due, run_calibration
+
+        if not self._lock.acquire(blocking=False):
+            return
         try:
-            row = self.run()
+            if not due(self.store, self.config):
+                return
+            row = run_calibration(
+                self.store, self.settings.grade_weights, self.settings.flag_threshold, self.config
+            )
             log.info("calibration %s: adopted=%s (%s)", row.id, row.adopted, row.reason)
         except Exception:  # the thumbs are stored; `autodidact grade --calibrate` retries
             log.exception("calibration failed")
+        finally:
+            self._lock.release()
 
 
 def build_worker(settings: Settings, engine, model: ChatModel, curator: Curator, **hooks):
@@ -330,6 +341,10 @@ def create_services(settings: Settings, model: ChatModel | None = None, embedder
     model = model or load_model(settings)
     curator = build_curator(settings, engine, embedder)
     library = build_library(settings, engine, curator.embed, curator.index.chroma)
+    try:
+        library.repair()  # vectors a crash left without rows
+    except Exception:
+        log.exception("could not check the knowledge index")
     chat = ChatService(store, model, settings, curator, library)
     watcher = AdapterWatcher(model, settings.home_dir)
     watcher.sync()

@@ -18,6 +18,7 @@ from store.base import Repository
 from store.tables import (
     Conversation,
     Correction,
+    DocumentChunk,
     Exchange,
     ExchangeSource,
     Forgotten,
@@ -184,9 +185,16 @@ class ConversationStore(Repository):
             )
             s.add(ex)
             s.flush()
+            # A passage whose document was removed since the search is not recorded.
+            live = set(
+                s.exec(
+                    select(DocumentChunk.id).where(DocumentChunk.id.in_([c for c, _, _ in sources]))
+                )
+            )
             s.add_all(
                 ExchangeSource(exchange_id=ex.id, chunk_id=c, number=n, similarity=round(sim, 4))
                 for c, n, sim in sources
+                if c in live
             )
             s.commit()
             return ex

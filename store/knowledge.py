@@ -59,30 +59,61 @@ class KnowledgeStore(Repository):
             ).first()
 
     def add(self, document: Document, passages: list[tuple[str, int | None]]) -> list[int]:
-        """Store a document and its passages (text, page) in one transaction, replacing the
-        document of the same id if `document.id` is set; returns the new chunk ids in order."""
+        """Store a new document and its passages (text, page) in one transaction; returns the
+        chunk ids in order (`document.id` is set)."""
         with self.session() as s:
-            if document.id is not None:
-                old = s.get(Document, document.id)
-                if old is None:
-                    raise LookupError(f"document {document.id} no longer exists")
-                self._drop_chunks(s, [document.id])
-                for key in ("name", "kind", "sha256", "size_bytes"):
-                    setattr(old, key, getattr(document, key))
-                document = old
-                document.updated_at = utcnow()
             document.chunks = len(passages)
             s.add(document)
             s.flush()
-            rows = [
-                DocumentChunk(document_id=document.id, seq=i, text=text, page=page)
-                for i, (text, page) in enumerate(passages)
-            ]
-            s.add_all(rows)
-            s.flush()
-            ids = [r.id for r in rows]
+            ids = self._insert(s, document.id, passages)
             s.commit()
             return ids
+
+    def add_chunks(self, document_id: int, passages: list[tuple[str, int | None]]) -> list[int]:
+        """A new version's passages, beside the old ones until `finish_replace`."""
+        with self.session() as s:
+            if s.get(Document, document_id) is None:
+                raise LookupError(f"document {document_id} no longer exists")
+            ids = self._insert(s, document_id, passages)
+            s.commit()
+            return ids
+
+    def finish_replace(self, document: Document, old_ids: list[int]) -> None:
+        """The new version stands: the old passages go (with every answer's record of them)
+        and the document's name, kind, hash, size and count are the new file's."""
+        with self.session() as s:
+            row = s.get(Document, document.id)
+            self._drop(s, old_ids)
+            for key in ("name", "kind", "sha256", "size_bytes", "chunks"):
+                setattr(row, key, getattr(document, key))
+            row.updated_at = utcnow()
+            s.add(row)
+            s.commit()
+
+    def drop_chunks(self, ids: list[int]) -> None:
+        with self.session() as s:
+            self._drop(s, ids)
+            s.commit()
+
+    @staticmethod
+    def _insert(s, document_id: int, passages) -> list[int]:
+        rows = [
+            DocumentChunk(document_id=document_id, seq=i, text=text, page=page)
+            for i, (text, page) in enumerate(passages)
+        ]
+        s.add_all(rows)
+        s.flush()
+        return [r.id for r in rows]
+
+    def chunk_texts(self, document_id: int) -> list[tuple[int, str]]:
+        with self.session() as s:
+            return list(
+                s.exec(
+                    select(DocumentChunk.id, DocumentChunk.text)
+                    .where(DocumentChunk.document_id == document_id)
+                    .order_by(DocumentChunk.seq)
+                )
+            )
 
     def chunk_ids(self, document_id: int) -> list[int]:
         with self.session() as s:
@@ -96,20 +127,19 @@ class KnowledgeStore(Repository):
         with self.session() as s:
             if s.get(Document, document_id) is None:
                 raise LookupError(f"document {document_id} does not exist")
-            ids = self._drop_chunks(s, [document_id])
+            ids = list(
+                s.exec(select(DocumentChunk.id).where(DocumentChunk.document_id == document_id))
+            )
+            self._drop(s, ids)
             s.exec(delete(Document).where(Document.id == document_id))
             s.commit()
             return ids
 
     @staticmethod
-    def _drop_chunks(s, document_ids: list[int]) -> list[int]:
-        ids = list(
-            s.exec(select(DocumentChunk.id).where(DocumentChunk.document_id.in_(document_ids)))
-        )
-        for part in chunks(ids):
+    def _drop(s, ids: list[int]) -> None:
+        for part in chunks(list(ids)):
             s.exec(delete(ExchangeSource).where(ExchangeSource.chunk_id.in_(part)))
             s.exec(delete(DocumentChunk).where(DocumentChunk.id.in_(part)))
-        return ids
 
     def passages(self, chunk_ids: list[int]) -> dict[int, tuple[DocumentChunk, Document]]:
         """Chunks by id with their documents; ids that no longer exist are left out."""

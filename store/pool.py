@@ -77,7 +77,6 @@ def turns_before(s: Session, exchanges: list[Exchange]) -> dict[int, list[dict]]
     return out
 
 
-
 class PoolStore(Repository):
     # what the curator judges
     def facts(self, exchange_ids: list[int]) -> list[Facts]:

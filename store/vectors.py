@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 COLLECTIONS = ("pool_exchanges", "pool_prompts")
+BATCH = 1000  # ids per Chroma call: it caps one call's batch
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,20 @@ def client(path: Path | None = None, url: str | None = None):
         )
     path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(path), settings=settings)
+
+
+def nearest(collection, vectors: np.ndarray, k: int, where: dict | None = None):
+    """Per query vector, the `k` nearest ids in `collection` with their cosine similarity."""
+    count = collection.count()
+    if count == 0 or len(vectors) == 0 or k <= 0:
+        return [[] for _ in range(len(vectors))]
+    found = collection.query(
+        query_embeddings=vectors, n_results=min(k, count), include=["distances"], where=where
+    )
+    return [
+        [Neighbour(int(i), 1.0 - d) for i, d in zip(ids, dists, strict=True)]
+        for ids, dists in zip(found["ids"], found["distances"], strict=True)
+    ]
 
 
 class VectorIndex:
@@ -84,25 +99,17 @@ class VectorIndex:
         self.exchanges.delete(ids=keys)
         self.prompts.delete(ids=keys)
 
-    def _nearest(self, collection, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
-        count = collection.count()
-        if count == 0 or len(vectors) == 0:
-            return [[] for _ in range(len(vectors))]
-        found = collection.query(
-            query_embeddings=vectors, n_results=min(k, count), include=["distances"]
-        )
-        return [
-            [Neighbour(int(i), 1.0 - d) for i, d in zip(ids, dists, strict=True)]
-            for ids, dists in zip(found["ids"], found["distances"], strict=True)
-        ]
-
     def nearest_exchanges(self, vectors: np.ndarray, k: int = 1) -> list[list[Neighbour]]:
         """Per query vector, the most similar pool exchanges (question and answer)."""
-        return self._nearest(self.exchanges, vectors, k)
+        return nearest(self.exchanges, vectors, k)
 
-    def nearest_prompts(self, vector: np.ndarray, k: int) -> list[Neighbour]:
-        """The pool exchanges whose questions are most like this one."""
-        return self._nearest(self.prompts, vector[None, :], k)[0]
+    def nearest_prompts(
+        self, vector: np.ndarray, k: int, sources: tuple[str, ...] = ()
+    ) -> list[Neighbour]:
+        """The pool exchanges whose questions are most like this one (of these sources only,
+        when given: `human_written`, `human_approved`, `model_only`)."""
+        where = {"source": {"$in": list(sources)}} if sources else None
+        return nearest(self.prompts, vector[None, :], k, where)[0]
 
     def sample(self, limit: int) -> np.ndarray:
         """Up to `limit` exchange embeddings, for the spread of the pool."""
@@ -137,33 +144,26 @@ class KnowledgeIndex:
     def count(self) -> int:
         return self.chunks.count()
 
-    def add(self, ids: list[int], vectors: np.ndarray, document_id: int) -> None:
+    def add(self, ids: list[int], vectors: np.ndarray, document_id: int, user_id: int) -> None:
         # Chroma caps one call's batch; a long document goes in slices.
-        step = 1000
-        for start in range(0, len(ids), step):
-            part = ids[start : start + step]
+        meta = {"document_id": document_id, "user_id": user_id}
+        for start in range(0, len(ids), BATCH):
+            part = ids[start : start + BATCH]
             self.chunks.upsert(
                 ids=[str(i) for i in part],
-                embeddings=vectors[start : start + step],
-                metadatas=[{"document_id": document_id}] * len(part),
+                embeddings=vectors[start : start + BATCH],
+                metadatas=[meta] * len(part),
             )
 
     def remove(self, ids: list[int]) -> None:
-        for start in range(0, len(ids), 1000):
-            self.chunks.delete(ids=[str(i) for i in ids[start : start + 1000]])
+        for start in range(0, len(ids), BATCH):
+            self.chunks.delete(ids=[str(i) for i in ids[start : start + BATCH]])
 
-    def nearest(self, vector: np.ndarray, k: int) -> list[Neighbour]:
-        """The passages most like `vector`, most similar first (`exchange_id` is the chunk id)."""
-        count = self.chunks.count()
-        if count == 0 or k <= 0:
-            return []
-        found = self.chunks.query(
-            query_embeddings=vector[None, :], n_results=min(k, count), include=["distances"]
-        )
-        return [
-            Neighbour(int(i), 1.0 - d)
-            for i, d in zip(found["ids"][0], found["distances"][0], strict=True)
-        ]
+    def nearest(self, vector: np.ndarray, k: int, user_id: int | None = None) -> list[Neighbour]:
+        """The passages most like `vector` (of one user's documents, when given), most similar
+        first (`exchange_id` is the chunk id)."""
+        where = {"user_id": user_id} if user_id is not None else None
+        return nearest(self.chunks, vector[None, :], k, where)[0]
 
     def ids(self) -> set[int]:
         return {int(i) for i in self.chunks.get(include=[])["ids"]}
@@ -171,8 +171,8 @@ class KnowledgeIndex:
     def has_all(self, ids: list[int]) -> bool:
         """Whether every one of these passages has its vector."""
         found = 0
-        for start in range(0, len(ids), 1000):
-            keys = [str(i) for i in ids[start : start + 1000]]
+        for start in range(0, len(ids), BATCH):
+            keys = [str(i) for i in ids[start : start + BATCH]]
             found += len(self.chunks.get(ids=keys, include=[])["ids"])
         return found == len(ids)
 

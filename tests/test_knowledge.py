@@ -171,5 +171,60 @@ def test_a_document_whose_vectors_were_lost_in_a_crash_is_indexed_again_when_re_
     library.index.remove(library.store.chunk_ids(first.document_id))
     assert library.search("Who founded the Orbital Tea Company?") == []
     again = library.add_file(path, user)
-    assert again.status == "replaced"
+    assert again.status == "reindexed"
+    assert library.store.chunk_ids(first.document_id) == library.store.chunk_ids(again.document_id)
     assert library.search("Who founded the Orbital Tea Company?")[0].document == "handbook.md"
+
+
+def test_a_replacement_that_cannot_be_indexed_leaves_the_old_version_whole(
+    library, store, tmp_path, monkeypatch
+):
+    user = store.user("local").id
+    path = write(tmp_path, "handbook.md", HANDBOOK)
+    first = library.add_file(path, user)
+    before = library.store.chunk_ids(first.document_id)
+
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(library.index, "add", broken)
+    write(tmp_path, "handbook.md", HANDBOOK.replace("1987", "1991"))
+    result = library.add_file(path, user)
+    assert result.status == "refused" and "No space left on device" in result.line()
+    assert "\n" not in result.line()
+    [doc] = library.documents()
+    assert doc.sha256 == first_sha(library, first.document_id)
+    assert library.store.chunk_ids(doc.id) == before
+    monkeypatch.undo()
+    assert "1987" in library.search("When was the Orbital Tea Company founded?")[0].text
+
+
+def first_sha(library, document_id):
+    return library.store.document(document_id).sha256
+
+
+def test_a_user_finds_only_their_own_documents(library, store, tmp_path):
+    alice, bob = store.user("alice").id, store.user("bob").id
+    library.add_file(write(tmp_path, "handbook.md", HANDBOOK), alice)
+    question = "Who founded the Orbital Tea Company?"
+    assert library.search(question, user_id=alice)
+    assert library.search(question, user_id=bob) == []
+
+
+def test_a_document_removed_while_an_answer_starts_is_not_recorded_as_its_source(
+    chat, library, store, tmp_path
+):
+    added = library.add_file(write(tmp_path, "handbook.md", HANDBOOK), store.user("local").id)
+    hits = chat.passages_for("Who founded the Orbital Tea Company?")
+    assert hits
+    library.remove(added.document_id)  # between the search and the answer's first write
+    prompt = chat.build_prompt([], "Who founded the Orbital Tea Company?", [], hits)
+    msg = store.start_conversation(chat.user.id, "t", "Who founded the Orbital Tea Company?")
+    ex = store.start_exchange(
+        msg.conversation_id,
+        msg.id,
+        "fake-model",
+        {},
+        sources=[(s.chunk_id, s.number, s.similarity) for s in prompt.sources],
+    )
+    assert chat.sources([ex.id])[ex.id] == []

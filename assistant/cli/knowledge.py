@@ -25,7 +25,7 @@ from assistant.settings import Settings
 from feedback.knowledge.parse import human_size
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
-STATUSES = ("added", "replaced", "unchanged", "refused")
+STATUSES = ("added", "replaced", "reindexed", "unchanged", "refused")
 
 
 def settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -146,7 +146,8 @@ def summary(results, documents) -> str:
     counts = Counter(r.status for r in results)
     new = sum(r.chunks for r in results if r.status in ("added", "replaced"))
     held = sum(d.chunks for d in documents)
-    each = ", ".join(f"{counts[s]} {s}" for s in STATUSES)
+    shown = [s for s in STATUSES if s != "reindexed" or counts[s]]  # rare: after a crash
+    each = ", ".join(f"{counts[s]} {s}" for s in shown)
     return f"{each}; {new} new passage(s), {held} in {len(documents)} document(s) in all."
 
 

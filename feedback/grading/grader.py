@@ -68,6 +68,9 @@ class GraderConfig:
     judge_history_chars: int = option(
         1500, "most characters of the earlier conversation the judge reads"
     )
+    reference_chars: int = option(
+        3000, "most characters of reference text the judge and the grounding pass read"
+    )
 
 
 class Grader:
@@ -112,7 +115,11 @@ class Grader:
         refs = list(references)
         if reference:
             refs.append(Reference("documents", reference, "the reference"))
-        context = _Context(recent_turns(list(history), self.config.judge_history_chars), refs)
+        context = _Context(
+            recent_turns(list(history), self.config.judge_history_chars),
+            refs,
+            self.config.reference_chars,
+        )
         injected = bool(injection_lines(answer) or injection_lines(question))
         result = self._grade_once(question, answer, context, cancel, tag)
         if not injected:
@@ -140,6 +147,22 @@ class Grader:
     def _floor(self, why: str) -> GradeResult:
         return GradeResult(Signals(judge=1), None, 0.0, True, why)
 
+    def _grounding(self, question, answer, reference, mean_lp) -> float | None:
+        """How much the reference raises the answer's mean log-probability (None if the
+        reference and the answer together do not fit the context)."""
+        grounded = [
+            {
+                "role": "system",
+                "content": f"{self.config.system_prompt}\nUse this reference:\n{reference}",
+            },
+            {"role": "user", "content": question},
+        ]
+        try:
+            with_ref, _ = logprob_stats(self.answer_model.token_logprobs(grounded, answer))
+        except ModelError:
+            return None
+        return round(with_ref - mean_lp, 6) if with_ref is not None else None
+
     def _grade_once(self, question, answer, context: _Context, cancel, tag=None) -> GradeResult:
         cfg = self.config
         reference = context.text
@@ -152,6 +175,8 @@ class Grader:
             judge_score, judge_reason = verdict.score, verdict.reason
         except JudgeError:  # the other signals still grade it; the reason says so
             judge_score, judge_reason = None, "the judge gave no valid verdict"
+        except ValueError:  # llama.cpp: the prompt does not fit the judge's context
+            judge_score, judge_reason = None, "too long for the judge's context"
         seconds["judge"] = time.perf_counter() - t
 
         system = {"role": "system", "content": cfg.system_prompt}
@@ -165,15 +190,7 @@ class Grader:
             pass
         if reference and mean_lp is not None:
             t = time.perf_counter()
-            grounded = [
-                {
-                    "role": "system",
-                    "content": f"{cfg.system_prompt}\nUse this reference:\n{reference}",
-                },
-                {"role": "user", "content": question},
-            ]
-            with_ref, _ = logprob_stats(self.answer_model.token_logprobs(grounded, answer))
-            grounding = round(with_ref - mean_lp, 6)
+            grounding = self._grounding(question, answer, reference, mean_lp)
             seconds["grounding"] = time.perf_counter() - t
         if cfg.consistency_samples > 0:
             t = time.perf_counter()
@@ -215,17 +232,22 @@ class _Context:
     history: str
     references: list[Reference]
 
+    limit: int = 3000  # characters of reference text the judge and grounding read
+
     @property
     def text(self) -> str | None:
-        return "\n\n".join(r.text for r in self.references) or None
+        return "\n\n".join(r.text for r in self.references)[: self.limit] or None
 
     def agreement(self, answer: str) -> tuple[float | None, Reference | None]:
-        """The answer's agreement with the reference it agrees with most, and that reference."""
+        """The answer's agreement with the reference it agrees with most, and that reference.
+        What a person taught outranks documents: with a correction or an approval at hand,
+        passages cannot outvote it."""
+        human = [r for r in self.references if r.kind != "documents"]
         best, best_ref = None, None
-        for ref in self.references:
+        for ref in human or self.references:
             value = support(answer, ref.text)
             if value is not None and (best is None or value > best):
                 best, best_ref = value, ref
         if best_ref is None and self.references:
-            best_ref = self.references[0]
+            best_ref = (human or self.references)[0]
         return best, best_ref

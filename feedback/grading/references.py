@@ -127,7 +127,7 @@ class ReferenceFinder:
 
     def for_exchange(self, exchange_id: int, question: str) -> list[Reference]:
         """Corrections and approvals of similar questions first, then the exchange's passages."""
-        refs = self.human(question)
+        refs = self.human(question, exclude=exchange_id)
         if self.knowledge is not None:
             docs = from_sources(
                 self.knowledge.sources([exchange_id])[exchange_id], self.config.max_chars
@@ -136,9 +136,11 @@ class ReferenceFinder:
                 refs.append(docs)
         return refs
 
-    def human(self, question: str) -> list[Reference]:
+    def human(self, question: str, exclude: int | None = None) -> list[Reference]:
         """Human-written or human-approved answers to questions like this one, most similar
-        first (the pool's index holds the `train` entries' questions)."""
+        first (the pool's index holds the `train` entries' questions). `exclude`: the exchange
+        being graded, whose own thumbs up or correction must not grade it (that would feed the
+        thumbs into the signals the calibration fits to them)."""
         cfg = self.config
         if not cfg.corrections or self.index is None or self.embed is None or self.pool is None:
             return []
@@ -147,8 +149,8 @@ class ReferenceFinder:
         vector = self.embed([question[:4000]])[0]
         near = [
             n
-            for n in self.index.nearest_prompts(vector, cfg.most * 4)
-            if n.similarity >= cfg.min_similarity
+            for n in self.index.nearest_prompts(vector, cfg.most * 4, sources=HUMAN_SOURCES)
+            if n.similarity >= cfg.min_similarity and n.exchange_id != exclude
         ]
         entries = self.pool.entries([n.exchange_id for n in near])
         out = []

@@ -88,6 +88,9 @@ def resample(
     return out
 
 
+# Words that flip a claim: they count as content, and a reference and an answer that differ in
+# them agree at most half, so "seeds are harmful" does not agree with "seeds are not harmful".
+NEGATIONS = frozenset({"not", "no", "never", "none", "nothing", "cannot", "nor"})
 # Words that carry no claim: left out when asking whether an answer says what a reference says.
 STOPWORDS = frozenset(
     "a an the and or but of to in on at by for with from as is are was were be been being it its "
@@ -95,7 +98,7 @@ STOPWORDS = frozenset(
     "do does did so if then than also just not no yes very can could will would should may "
     "might must has have had what which who whom whose when where why how about into over "
     "under up down out more most some any all each other such only own same too s".split()
-)
+) - NEGATIONS
 
 
 def content_words(text: str) -> set[str]:
@@ -105,6 +108,8 @@ def content_words(text: str) -> set[str]:
     ['digestive', 'pas', 'seed', 'system', 'through']
     >>> content_words("It is what it is")
     set()
+    >>> sorted(content_words("It is not harmful"))
+    ['harmful', 'not']
     """
     out = set()
     for w in words(text):
@@ -125,10 +130,17 @@ def support(answer: str, reference: str) -> float | None:
     >>> support("You grow watermelons in your stomach.",
     ...         "The watermelon seeds pass through your digestive system.")
     0.333
+    >>> support("Watermelon seeds are harmful.", "Watermelon seeds are not harmful.")
+    0.5
+    >>> support("Watermelon seeds are not harmful.", "Watermelon seeds are harmful.")
+    0.375
     >>> support("It is.", "Paris") is None
     True
     """
-    said = content_words(answer)
+    said, known = content_words(answer), content_words(reference)
     if not said:
         return None
-    return round(len(said & content_words(reference)) / len(said), 3)
+    share = len(said & known) / len(said)
+    if (said & NEGATIONS) != (known & NEGATIONS):
+        share /= 2
+    return round(share, 3)

@@ -12,6 +12,7 @@ feedback/grading's.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,8 @@ class KnowledgeConfig:
 
 @dataclass(frozen=True)
 class Added:
-    """What adding one file did: `added`, `replaced`, `unchanged` or `refused` (with why)."""
+    """What adding one file did: `added`, `replaced`, `unchanged`, `reindexed` (its vectors had
+    been lost) or `refused` (with why)."""
 
     name: str
     status: str
@@ -96,6 +98,7 @@ class Library:
         self.index = index
         self.embed = embed
         self.config = config
+        self._lock = threading.Lock()
 
     @property
     def max_bytes(self) -> int:
@@ -103,16 +106,24 @@ class Library:
 
     # adding
     def add_file(self, path: Path, user_id: int) -> Added:
-        try:
-            return self._add(parse_file(Path(path), self.max_bytes), user_id)
-        except DocumentError as exc:
-            return Added(Path(path).name, "refused", message=str(exc))
+        return self._guarded(
+            Path(path).name, lambda: parse_file(Path(path), self.max_bytes), user_id
+        )
 
     def add_bytes(self, name: str, data: bytes, user_id: int) -> Added:
+        return self._guarded(name, lambda: parse_bytes(name, data, self.max_bytes), user_id)
+
+    def _guarded(self, name: str, parse: Callable[[], Parsed], user_id: int) -> Added:
+        """One file: its result, or `refused` with one line why; never an exception."""
         try:
-            return self._add(parse_bytes(name, data, self.max_bytes), user_id)
+            with self._lock:  # one file at a time: two adds of one name would race
+                return self._add(parse(), user_id)
         except DocumentError as exc:
             return Added(name, "refused", message=str(exc))
+        except Exception as exc:  # the embedder, the database, the index: say so, add nothing
+            log.exception("adding %s failed", name)
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return Added(name, "refused", message=f"{name}: could not be added ({why})")
 
     def add_paths(
         self,
@@ -139,39 +150,62 @@ class Library:
                 return Added(
                     parsed.name, "unchanged", same_name.id, same_name.chunks, "already added"
                 )
-            # The process died between the rows and the vectors: index it again.
+            return self._reindex(same_name)
         if same_name is None:
             doc = self.store.with_content(user_id, parsed.sha256)
-            if doc is not None and self.index.has_all(self.store.chunk_ids(doc.id)):
+            if doc is not None:
                 return Added(
                     parsed.name, "unchanged", doc.id, doc.chunks, f"same content as {doc.name}"
                 )
         passages = split(parsed, self.config.chunk_chars, self.config.chunk_overlap)
         if not passages:
             raise DocumentError(f"{parsed.name}: no text to add")
-        vectors = self.embed([p.text for p in passages])  # before any write: a failure adds nothing
-        old_ids = self.store.chunk_ids(same_name.id) if same_name else []
+        vectors = np.asarray(self.embed([p.text for p in passages]))  # before any write
+        rows = [(p.text, p.page) for p in passages]
         document = Document(
-            id=same_name.id if same_name else None,
             user_id=user_id,
             name=parsed.name,
             kind=parsed.kind,
             sha256=parsed.sha256,
             size_bytes=parsed.size_bytes,
+            chunks=len(passages),
         )
-        ids = self.store.add(document, [(p.text, p.page) for p in passages])
-        doc_id = same_name.id if same_name else self.store.find(user_id, parsed.name).id
+        if same_name is None:
+            ids = self.store.add(document, rows)
+            self._index(parsed.name, ids, vectors, document.id, user_id, drop=document.id)
+            return Added(parsed.name, "added", document.id, len(ids))
+        # A new version: its passages go in beside the old ones, and the old ones leave only
+        # once the new are indexed, so a failure leaves the old version whole.
+        old_ids = self.store.chunk_ids(same_name.id)
+        ids = self.store.add_chunks(same_name.id, rows)
+        self._index(parsed.name, ids, vectors, same_name.id, user_id, drop=None)
+        document.id = same_name.id
+        self.store.finish_replace(document, old_ids)
+        self.index.remove(old_ids)
+        return Added(parsed.name, "replaced", same_name.id, len(ids))
+
+    def _index(self, name, ids, vectors, document_id, user_id, drop: int | None) -> None:
+        """Vectors for rows just written; on failure the rows go again (the whole document
+        when `drop` names a new one) and nothing is left half-added."""
         try:
-            self.index.remove(old_ids)
-            self.index.add(ids, np.asarray(vectors), doc_id)
+            self.index.add(ids, vectors, document_id, user_id)
         except Exception as exc:
-            # Rows without vectors would be a document that is listed but never found.
-            self.store.remove(doc_id)
             self.index.remove(ids)
+            if drop is not None:
+                self.store.remove(drop)
+            else:
+                self.store.drop_chunks(ids)
             raise DocumentError(
-                f"{parsed.name}: could not be indexed ({exc}); nothing was added, add it again"
+                f"{name}: could not be indexed ({exc}); nothing was changed, add it again"
             ) from exc
-        return Added(parsed.name, "replaced" if same_name else "added", doc_id, len(ids))
+
+    def _reindex(self, document: Document) -> Added:
+        """Vectors lost in a crash between the two writes: embed the stored passages again,
+        keeping their ids (and every answer's record of them)."""
+        chunk_ids, texts = zip(*self.store.chunk_texts(document.id), strict=True)
+        vectors = np.asarray(self.embed(list(texts)))
+        self._index(document.name, list(chunk_ids), vectors, document.id, document.user_id, None)
+        return Added(document.name, "reindexed", document.id, len(chunk_ids))
 
     # the rest
     def remove(self, document_id: int) -> Document:
@@ -186,14 +220,21 @@ class Library:
     def documents(self, user_id: int | None = None) -> list[Document]:
         return self.store.documents(user_id)
 
-    def search(self, question: str, k: int | None = None, min_similarity: float | None = None):
-        """The passages most like `question` above the similarity threshold, best first."""
+    def search(
+        self,
+        question: str,
+        k: int | None = None,
+        min_similarity: float | None = None,
+        user_id: int | None = None,
+    ) -> list[Hit]:
+        """The passages most like `question` above the similarity threshold, best first; of
+        one user's documents when `user_id` is given."""
         k = self.config.passages if k is None else k
         floor = self.config.min_similarity if min_similarity is None else min_similarity
         if k <= 0 or not question.strip() or self.index.count() == 0:
             return []
         # The embedder reads 256 tokens at most: the start of a huge message is what it sees.
-        near = self.index.nearest(self.embed([question[:4000]])[0], k)
+        near = self.index.nearest(self.embed([question[:4000]])[0], k, user_id)
         near = [n for n in near if n.similarity >= floor]
         rows = self.store.passages([n.exchange_id for n in near])
         return [
