@@ -236,7 +236,10 @@ class _Context:
 
     @property
     def text(self) -> str | None:
-        return "\n\n".join(r.text for r in self.references)[: self.limit] or None
+        """The references as the judge and the grounding pass read them: a document can hold
+        lines addressing the grader too, and they are left out like an answer's."""
+        joined = "\n\n".join(r.text for r in self.references)[: self.limit]
+        return without_injections(joined) if injection_lines(joined) else joined or None
 
     def agreement(self, answer: str) -> tuple[float | None, Reference | None]:
         """The answer's agreement with the reference it agrees with most, and that reference.
