@@ -13,15 +13,17 @@ from dataclasses import dataclass
 SIGNALS = ("judge", "mean_logprob", "min_logprob", "consistency", "grounding", "agreement")
 
 # Chosen from bench/grader_quality.py with the embedded 135M model (README, "Benchmarks"): its judge
-# is at chance and its log-probabilities are inverted or at chance, while grounding against a
-# reference separates well, so grounding dominates when a reference exists and the judge decides
-# otherwise. Log-probabilities are measured and stored, but weigh nothing by default.
+# is at chance on facts and its log-probabilities are inverted or at chance, while evidence
+# separates well: agreement with a reference (a correction, an approval, the passages an answer
+# was given) best, grounding against it next. So evidence dominates when there is some, and the
+# judge, weighed low, decides alone when there is none. Log-probabilities are measured and
+# stored, but weigh nothing by default; an adopted calibration replaces all of this.
 DEFAULT_WEIGHTS = {
-    "judge": 1.0,
+    "judge": 0.5,
     "mean_logprob": 0.0,
     "min_logprob": 0.0,
     "consistency": 1.0,
-    "grounding": 4.0,
+    "grounding": 1.0,
     "agreement": 4.0,
 }
 DEFAULT_THRESHOLD = 0.55
