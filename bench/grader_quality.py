@@ -226,6 +226,7 @@ def grade_kb(grader, model, embedder, rows, all_rows):
                     "given_rank": next((s.number for s in sources if s.document == own), None),
                     "top_similarity": hits[0].similarity if hits else None,
                 }
+                retrieval["refs"] = [{"kind": ref.kind, "text": ref.text}] if ref else []
                 for q, question, answer, label in pairs[2 * i : 2 * i + 2]:
                     result = grader.grade(question, answer, references=[ref] if ref else [])
                     out.append(item(q, question, answer, label, result, **retrieval))
@@ -266,7 +267,7 @@ def grade_corrected(grader, model, embedder, rows, chat_max_tokens):
                     question = paraphrase if name == "corrected-paraphrase" else r["question"]
                     refs = finder.human(question)
                     lookup = {
-                        "refs": len(refs),
+                        "refs": [{"kind": x.kind, "text": x.text} for x in refs],
                         "found": any(x.exchange_id == own[index] for x in refs),
                         "found_first": bool(refs) and refs[0].exchange_id == own[index],
                         "ref_similarity": refs[0].similarity if refs else None,
