@@ -220,7 +220,7 @@ def fill(
                 size_bytes=len(data),
             )
             ids = library.store.add(document, [(text, None) for text in part])
-            library.index.add(ids, vectors, library.store.find(user_id, name).id)
+            library.index.add(ids, vectors, document.id, user_id)
             outcome = "added"
         status[outcome] = status.get(outcome, 0) + len(part)
         if progress:
