@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -176,28 +177,42 @@ def test_reopening_a_conversation_shows_its_answers_and_thumbs(page, running_app
 def grading_page(settings, engine, tmp_path):
     """The app with background grading on and every answer flagged: with the (always negative)
     mean log-probability weighed in, no score reaches the threshold of 1."""
+    settings.grading = True
+    settings.flag_threshold = 1.0
+    settings.grade_weights = {"judge": 1.0, "mean_logprob": 1.0}
+    with served_page(settings, engine, tmp_path) as served:
+        yield served
+
+
+@contextmanager
+def served_page(settings, engine, tmp_path, embedder=None):
+    """The app on a free port with these settings, and a Chromium page on it."""
     from playwright.sync_api import sync_playwright
 
     from assistant.web.app import create_app, launch
     from tests.conftest import free_port
 
-    settings.grading = True
-    settings.flag_threshold = 1.0
-    settings.grade_weights = {"judge": 1.0, "mean_logprob": 1.0}
     settings.port = free_port()
-    app = create_app(settings, model=engine)
+    app = create_app(settings, model=engine, embedder=embedder)
     launch(app, block=False)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"http://127.0.0.1:{settings.port}/")
-        yield page, app
-        page.screenshot(path=str(tmp_path / "last.png"))
-        browser.close()
-    app.close()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                ],
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{settings.port}/")
+            yield page, app
+            page.screenshot(path=str(tmp_path / "last.png"))
+            browser.close()
+    finally:
+        app.close()
 
 
 def test_grade_badge_appears_and_a_reviewer_decides_on_the_flag(grading_page):
@@ -403,27 +418,10 @@ def test_a_document_uploaded_in_the_knowledge_tab_grounds_an_answer_until_it_is_
 def evidence_page(settings, engine, embedder, tmp_path):
     """The app with background grading on, its default weights, and no past answers shown to
     the model (so the model answers on its own)."""
-    from playwright.sync_api import sync_playwright
-
-    from assistant.web.app import create_app, launch
-    from tests.conftest import free_port
-
     settings.grading = True
     settings.retrieval = False
-    settings.port = free_port()
-    app = create_app(settings, model=engine, embedder=embedder)
-    launch(app, block=False)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"http://127.0.0.1:{settings.port}/")
-        yield page, app
-        page.screenshot(path=str(tmp_path / "last.png"))
-        browser.close()
-    app.close()
+    with served_page(settings, engine, tmp_path, embedder) as served:
+        yield served
 
 
 def test_an_answer_contradicting_an_earlier_correction_is_flagged_on_its_badge(evidence_page):
