@@ -92,13 +92,14 @@ def resample(
 # them agree at most half, so "seeds are harmful" does not agree with "seeds are not harmful".
 NEGATIONS = frozenset({"not", "no", "never", "none", "nothing", "cannot", "nor"})
 # Words that carry no claim: left out when asking whether an answer says what a reference says.
-STOPWORDS = frozenset(
+_FILLER = frozenset(
     "a an the and or but of to in on at by for with from as is are was were be been being it its "
     "this that these those there here he she they them his her their you your we our i me my "
     "do does did so if then than also just not no yes very can could will would should may "
     "might must has have had what which who whom whose when where why how about into over "
     "under up down out more most some any all each other such only own same too s".split()
-) - NEGATIONS
+)
+STOPWORDS = _FILLER - NEGATIONS
 
 
 def content_words(text: str) -> set[str]:
