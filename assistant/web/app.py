@@ -7,6 +7,8 @@ closing everything when it stops. Start-up errors become one line in assistant/c
 
 from __future__ import annotations
 
+import signal
+import threading
 from dataclasses import dataclass
 
 import gradio as gr
@@ -44,14 +46,14 @@ def create_app(settings: Settings, model: ChatModel | None = None, embedder=None
     return App(services, build_page(services.chat, services.grading))
 
 
-def launch(app: App, block: bool = True):
+def launch(app: App, block: bool = True, quiet: bool | None = None):
     app.demo.queue(default_concurrency_limit=1)
     return app.demo.launch(
         server_name=app.settings.host,
         server_port=app.settings.port,
         prevent_thread_lock=not block,
         show_error=True,
-        quiet=not block,
+        quiet=not block if quiet is None else quiet,
         footer_links=["api"],
     )
 
@@ -62,8 +64,16 @@ def serve(settings: Settings, flags: set[str] = frozenset()) -> int:
     print("Autodidact settings:\n" + settings.describe(flags), flush=True)
     app = create_app(settings)
     print(f"Model: {app.model.model_id} ({app.model.context_window} tokens of context)", flush=True)
+    # A Ctrl-C while Gradio is still starting (it checks its own server with a request) would
+    # land inside that request; it is held until the server is up, then acted on.
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
-        launch(app)  # returns when the server stops (Ctrl-C included)
+        launch(app, block=False, quiet=False)
+        signal.signal(signal.SIGINT, previous)
+        if not interrupted.is_set():
+            app.demo.block_thread()  # returns on Ctrl-C, having closed the server
     finally:
+        signal.signal(signal.SIGINT, previous)
         app.close()  # the grader gives the model up mid-decode, then the engine stops
     return 0
