@@ -19,7 +19,7 @@ then refitted on every row.
 
 Inputs are kept simple: the normalised signal, with 0.5 ("undecided", as `combine` treats
 nothing measured) for a missing one, and no "was it measured" indicator. A signal that is never
-measured (grounding in the app) is then a constant column, and the L2 penalty leaves its
+measured (self-consistency, off by default) is then a constant column, and the L2 penalty leaves its
 coefficient at 0 (the unpenalised intercept does the same job). An indicator would help only
 when a signal is measured for some answers and not others and its absence itself predicts the
 thumbs, which needs more ratings than one user gives.
