@@ -152,14 +152,28 @@ def test_ctrl_c_stops_serve_cleanly(home):
     """Ctrl-C ends `serve` with exit 0 and no traceback: the grader and the engine's thread are
     stopped, not left to finish or to fail jobs while the interpreter exits."""
     import signal
+    import threading
 
     port = free_port()
     proc = start_serve(port)
+    lines: list[str] = []
+    # Drained from the start: a child blocked on a full pipe could not act on the Ctrl-C.
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
         assert wait_until_serving(f"http://127.0.0.1:{port}/", proc) == 200
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack, for the report
+            time.sleep(2)
+            raise AssertionError(
+                "serve did not stop within 90 s:\n" + "".join(lines)[-6000:]
+            ) from None
     finally:
         proc.kill()
+        reader.join(5)
+    out = "".join(lines)
     assert proc.returncode == 0, out[-2000:]
     assert "Traceback" not in out

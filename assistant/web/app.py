@@ -7,6 +7,7 @@ closing everything when it stops. Start-up errors become one line in assistant/c
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import threading
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ def serve(settings: Settings, flags: set[str] = frozenset()) -> int:
     print(f"Model: {app.model.model_id} ({app.model.context_window} tokens of context)", flush=True)
     # A Ctrl-C while Gradio is still starting (it checks its own server with a request) would
     # land inside that request; it is held until the server is up, then acted on.
+    # `kill -USR1 PID` prints every thread's stack: for a server that will not stop.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
