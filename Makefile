@@ -46,7 +46,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK) $(VENV)/.llama-$(KEY)
 # pip-compile reads pip's own configuration (indexes, find-links), so the lock pins exactly what
 # `make install` can fetch here: the CPU build of torch among them.
 lock: install
-	$(BIN)/pip-compile -q --extra dev --extra train --generate-hashes --strip-extras \
+	$(BIN)/pip-compile -q --extra dev --extra train --extra postgres --generate-hashes --strip-extras \
 	  --unsafe-package llama-cpp-python --no-emit-index-url --no-emit-find-links \
 	  -o $(LOCK) pyproject.toml
 
