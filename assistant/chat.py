@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from assistant.limits import RateLimiter
 from assistant.llm.base import ChatModel
 from assistant.prompt import ChatRefused, Prompt, PromptBuilder
 from assistant.settings import Settings
-from store.conversations import ConversationStore, Turn
+from store.accounts import Account
+from store.conversations import ConversationStore, NotFound, Turn
 from store.knowledge import Source
 
 if TYPE_CHECKING:
@@ -37,7 +39,9 @@ log = logging.getLogger(__name__)
 
 def _reason(exc: Exception) -> str:
     """The database driver's own words, without SQLAlchemy's statement dump."""
-    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    from store.conversations import plain_reason
+
+    return plain_reason(exc)
 
 
 def title_from(message: str, limit: int = 48) -> str:
@@ -89,7 +93,11 @@ class ChatService:
         self.settings = settings
         self.curator = curator  # the training pool; None: ratings are stored, nothing curated
         self.library = library  # the knowledge documents; None: answers are not grounded
+        # The user of in-process callers (the CLI, tests) that pass no account: trusted, and
+        # the only user when the app runs on loopback without accounts. Web events always pass
+        # the caller's account, and each method then checks that the data is theirs.
         self.user = store.user(settings.user)
+        self.limiter = RateLimiter(settings.rate_limit_messages, settings.rate_limit_window_s)
         self._active: dict[int, threading.Event] = {}
         self._active_lock = threading.Lock()
         # Set while no answer is being generated: the background grader waits for it.
@@ -104,21 +112,46 @@ class ChatService:
         self.on_answer_stored: list = []  # callables taking the exchange id; the grader's wake
         self.on_rated: list = []  # callables taking the exchange id; the calibration's check
 
-    # conversations
-    def conversations(self):
-        return self.store.conversations(self.user.id)
+    # whose data it is
+    def user_id(self, account: Account | None) -> int:
+        return self.user.id if account is None else account.id
 
-    def turns(self, conversation_id: int) -> list[Turn]:
+    def check_conversation(self, conversation_id: int, account: Account | None) -> None:
+        """NotFound unless the conversation exists and is the account's. Someone else's
+        conversation reads exactly like a missing one, so ids reveal nothing."""
+        if account is None:
+            return
+        if self.store.owner(conversation_id) != account.id:
+            raise NotFound(f"conversation {conversation_id} does not exist")
+
+    def check_exchange(self, exchange_id: int, account: Account | None) -> None:
+        if account is None:
+            return
+        if self.store.exchange_owner(exchange_id) != account.id:
+            raise NotFound(f"exchange {exchange_id} does not exist")
+
+    # conversations
+    def conversations(self, account: Account | None = None):
+        return self.store.conversations(self.user_id(account))
+
+    def conversation(self, conversation_id: int, account: Account | None = None):
+        self.check_conversation(conversation_id, account)
+        return self.store.conversation(conversation_id)
+
+    def turns(self, conversation_id: int, account: Account | None = None) -> list[Turn]:
+        self.check_conversation(conversation_id, account)
         return self.store.turns(conversation_id)
 
-    def rename(self, conversation_id: int, title: str):
-        title = " ".join(title.split())
+    def rename(self, conversation_id: int, title: str, account: Account | None = None):
+        self.check_conversation(conversation_id, account)
+        title = " ".join(str(title or "").split())
         if not title:
             raise ChatRefused("A title cannot be empty.")
         return self.store.rename_conversation(conversation_id, title[:200])
 
-    def delete(self, conversation_id: int) -> dict[str, int]:
+    def delete(self, conversation_id: int, account: Account | None = None) -> dict[str, int]:
         """Delete a conversation; its exchanges leave the training pool and the index too."""
+        self.check_conversation(conversation_id, account)
         self.stop(conversation_id)
         ids = self.store.exchange_ids(conversation_id)
         counts = self.store.delete_conversation(conversation_id)
@@ -129,8 +162,16 @@ class ChatService:
                 log.exception("could not remove deleted exchanges from the vector index")
         return counts
 
-    def rate(self, exchange_id: int, value: int, reasons=(), comment: str | None = None):
-        rating = self.store.rate(exchange_id, self.user.id, value, reasons, comment)
+    def rate(
+        self,
+        exchange_id: int,
+        value: int,
+        reasons=(),
+        comment: str | None = None,
+        account: Account | None = None,
+    ):
+        self.check_exchange(exchange_id, account)
+        rating = self.store.rate(exchange_id, self.user_id(account), value, reasons, comment)
         self.curate(exchange_id)
         for hook in self.on_rated:
             try:
@@ -139,8 +180,9 @@ class ChatService:
                 log.exception("after rating exchange %s", exchange_id)
         return rating
 
-    def correct(self, exchange_id: int, content: str):
+    def correct(self, exchange_id: int, content: str, account: Account | None = None):
         """Store a better answer written by the user, beside the model's."""
+        self.check_exchange(exchange_id, account)
         if not isinstance(content, str) or not content.strip():
             raise ChatRefused("Write the better answer first: a correction cannot be empty.")
         if len(content) > self.settings.max_message_chars:
@@ -149,7 +191,7 @@ class ChatService:
                 f"{self.settings.max_message_chars:,}."
             )
         try:
-            correction = self.store.correct(exchange_id, self.user.id, content)
+            correction = self.store.correct(exchange_id, self.user_id(account), content)
         except ValueError as exc:
             raise ChatRefused(f"That answer cannot be corrected: {exc}.") from exc
         self.curate(exchange_id)
@@ -166,7 +208,11 @@ class ChatService:
         except Exception:
             log.exception("could not update the training pool for exchange %s", exchange_id)
 
-    def examples_for(self, message: str, conversation_id: int | None) -> list[Example]:
+    def examples_for(
+        self, message: str, conversation_id: int | None, account: Account | None = None
+    ) -> list[Example]:
+        """Past exchanges like the message: the user's own, and other users' only when a
+        human approved them (masked), unless `retrieval_share_approved` is off."""
         if self.curator is None or not self.settings.retrieval:
             return []
         try:
@@ -175,18 +221,20 @@ class ChatService:
                 self.settings.retrieval_examples,
                 self.settings.retrieval_min_similarity,
                 exclude_conversation=conversation_id,
+                user_id=self.user_id(account),
             )
         except Exception:  # retrieval is a help, never a reason to refuse a message
             log.exception("retrieval failed; answering without examples")
             return []
         return found
 
-    def passages_for(self, message: str) -> list[Hit]:
-        """Knowledge passages like the message (best first), above the similarity threshold."""
+    def passages_for(self, message: str, account: Account | None = None) -> list[Hit]:
+        """Knowledge passages like the message (best first), above the similarity threshold,
+        from the asking user's own documents."""
         if self.library is None or not self.settings.knowledge:
             return []
         try:
-            return self.library.search(message, user_id=self.user.id)
+            return self.library.search(message, user_id=self.user_id(account))
         except Exception:  # grounding is a help, never a reason to refuse a message
             log.exception("knowledge search failed; answering without documents")
             return []
@@ -219,24 +267,30 @@ class ChatService:
         return PromptBuilder(self.model, self.settings).build(history, message, examples, passages)
 
     # generating
-    def send(self, conversation_id: int | None, message: str) -> Iterator[Reply]:
+    def send(
+        self, conversation_id: int | None, message: str, account: Account | None = None
+    ) -> Iterator[Reply]:
         """Store `message` in the conversation (a new one if None) and stream the answer."""
         self.validate(message)
+        if conversation_id:
+            self.check_conversation(conversation_id, account)
+            self.store.conversation(conversation_id)  # raises NotFound for a bad id
+        self._limit(account)
         self._announce()
         history = self.store.turns(conversation_id) if conversation_id else []
-        if conversation_id:
-            self.store.conversation(conversation_id)  # raises NotFound for a bad id
         prompt = self.build_prompt(
             history,
             message,
-            self.examples_for(message, conversation_id),
-            self.passages_for(message),
+            self.examples_for(message, conversation_id, account),
+            self.passages_for(message, account),
         )
         try:
             if conversation_id:
                 user_msg = self.store.add_user_message(conversation_id, message)
             else:
-                user_msg = self.store.start_conversation(self.user.id, title_from(message), message)
+                user_msg = self.store.start_conversation(
+                    self.user_id(account), title_from(message), message
+                )
         except SQLAlchemyError as exc:
             raise ChatRefused(
                 f"Your message could not be saved ({_reason(exc)}), so it was not sent to the "
@@ -244,15 +298,18 @@ class ChatService:
             ) from exc
         return self._generate(user_msg.conversation_id, user_msg.id, prompt, regenerated_from=None)
 
-    def regenerate(self, conversation_id: int) -> Iterator[Reply]:
+    def regenerate(self, conversation_id: int, account: Account | None = None) -> Iterator[Reply]:
         """A new answer to the conversation's last message; the old one is kept as superseded."""
-        self._announce()
+        self.check_conversation(conversation_id, account)
         history = self.store.turns(conversation_id)
         if not history:
             raise ChatRefused("There is no answer to regenerate yet.")
+        self._limit(account)
+        self._announce()
         last = history[-1]
-        examples = self.examples_for(last.user, conversation_id)
-        prompt = self.build_prompt(history[:-1], last.user, examples, self.passages_for(last.user))
+        examples = self.examples_for(last.user, conversation_id, account)
+        passages = self.passages_for(last.user, account)
+        prompt = self.build_prompt(history[:-1], last.user, examples, passages)
         return self._generate(
             conversation_id, last.user_message_id, prompt, regenerated_from=last.exchange_id
         )
@@ -267,7 +324,20 @@ class ChatService:
         for hook in self.on_generation_start:
             hook()
 
-    def stop(self, conversation_id: int) -> bool:
+    def _limit(self, account: Account | None) -> None:
+        """ChatRefused when the account sent more than `rate_limit_messages` messages within
+        `rate_limit_window_s` (web callers only; in-process callers are not limited)."""
+        if account is None:
+            return
+        wait = self.limiter.wait(account.id)
+        if wait > 0:
+            raise ChatRefused(
+                f"You are sending messages too fast: at most {self.limiter.limit} per "
+                f"{self.limiter.window:g} s. Try again in {wait:.0f} s."
+            )
+
+    def stop(self, conversation_id: int, account: Account | None = None) -> bool:
+        self.check_conversation(conversation_id, account)
         with self._active_lock:
             cancel = self._active.get(conversation_id)
         if cancel:
@@ -395,8 +465,8 @@ class ChatService:
                 latency_ms=(time.perf_counter() - start) * 1000,
                 enqueue_grading=status in ("completed", "stopped") and bool(text.strip()),
             )
-        except Exception as exc:
-            status, error = "failed", f"the answer could not be saved: {exc}"
+        except Exception as exc:  # the store marked the exchange failed, if even that fit
+            status, error = "failed", _reason(exc)  # "the answer could not be saved (...)"
         finally:
             with self._active_lock:
                 if self._active.get(reply.conversation_id) is cancel:

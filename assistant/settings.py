@@ -19,6 +19,7 @@ from typing import Any, get_origin
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from assistant.access import AccessConfig
 from feedback.config import described
 from feedback.grading.calibration import CalibrationConfig
 from feedback.grading.grader import GraderConfig
@@ -115,6 +116,7 @@ class Settings(BaseSettings):
     retrieval_examples: int = staged(RetrievalConfig, "examples", ge=0, le=10)
     retrieval_max_tokens: int = staged(RetrievalConfig, "max_tokens", ge=0)
     retrieval_min_similarity: float = staged(RetrievalConfig, "min_similarity", ge=0.0, le=1.0)
+    retrieval_share_approved: bool = staged(RetrievalConfig, "share_approved")
 
     knowledge: bool = staged(KnowledgeConfig, "enabled")
     knowledge_passages: int = staged(KnowledgeConfig, "passages", ge=0, le=20)
@@ -150,6 +152,12 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="address the web app listens on")
     port: int = Field(7860, ge=0, le=65535, description="port the web app listens on")
+    allowed_hosts: list[str] = staged(AccessConfig, "allowed_hosts")
+    session_hours: float = staged(AccessConfig, "session_hours", gt=0)
+    rate_limit_messages: int = staged(AccessConfig, "rate_limit_messages", ge=0)
+    rate_limit_window_s: float = staged(AccessConfig, "rate_limit_window_s", gt=0)
+    login_attempts: int = staged(AccessConfig, "login_attempts", ge=1)
+    queue_max: int = staged(AccessConfig, "queue_max", ge=1)
 
     @model_validator(mode="after")
     def _one_judge(self) -> Settings:
@@ -228,6 +236,6 @@ def from_args(args: argparse.Namespace) -> tuple[Settings, set[str]]:
         if (value := getattr(args, name, None)) is not None
     }
     for name, value in given.items():
-        if get_origin(Settings.model_fields[name].annotation) is dict:
+        if get_origin(Settings.model_fields[name].annotation) in (dict, list):
             given[name] = json.loads(value)  # same JSON form as the env var
     return Settings(**given), set(given)

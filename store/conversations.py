@@ -3,11 +3,16 @@
 Each public method is one transaction, so a crash between two calls leaves whole rows only. The
 chat flow writes in a fixed order that never loses a turn: the user's message first (before the
 model runs), then an exchange in status `generating`, then the answer and the final status in one
-transaction. Nothing here knows about models or the UI.
+transaction. When that last write fails (a full disk, a locked database), a one-row update marks the
+exchange failed with the reason in plain words; should even that fail, the next start-up's
+`recover_interrupted` does. Deleting a conversation empties SQLite's write-ahead log afterwards
+(store/db.py `checkpoint`), so no copy of it stays on disk. Nothing here knows about models or the
+UI.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +20,7 @@ from sqlalchemy import delete, func, update
 from sqlmodel import select
 
 from store.base import Repository
+from store.db import checkpoint
 from store.tables import (
     Conversation,
     Correction,
@@ -46,6 +52,32 @@ class Turn:
 
 class NotFound(LookupError):
     pass
+
+
+log = logging.getLogger(__name__)
+NOT_SAVED = "the answer could not be saved"
+
+
+class AnswerNotSaved(RuntimeError):
+    """Storing an answer failed; the message says why in plain words, never with SQL in it."""
+
+
+def plain_reason(exc: BaseException, limit: int = 300) -> str:
+    """Why a database call failed, for a person: the driver's own words (first line), without
+    the SQL statement and parameters SQLAlchemy appends to them.
+
+    >>> from sqlalchemy.exc import OperationalError
+    >>> full = Exception("database or disk is full")
+    >>> plain_reason(OperationalError("INSERT INTO message (content) VALUES (?)", ("x",), full))
+    'database or disk is full'
+    >>> plain_reason(RuntimeError("(sqlite3.OperationalError) locked [SQL: UPDATE exchange]"))
+    '(sqlite3.OperationalError) locked'
+    >>> plain_reason(KeyError())
+    'KeyError'
+    """
+    text = str(getattr(exc, "orig", None) or exc).split("[SQL:", 1)[0].strip()
+    first = text.splitlines()[0].strip() if text else ""
+    return (first or type(exc).__name__)[:limit]
 
 
 # The chips a thumbs down offers; "wrong facts" marks a likely hallucination.
@@ -130,7 +162,8 @@ class ConversationStore(Repository):
             }
             s.exec(delete(Conversation).where(Conversation.id == conversation_id))
             s.commit()
-            return counts
+        checkpoint(self.engine)  # the write-ahead log still holds the rows as they were
+        return counts
 
     # the chat flow
     def start_conversation(self, user_id: int, title: str, content: str) -> Message:
@@ -213,29 +246,54 @@ class ConversationStore(Repository):
         enqueue_grading: bool = False,
     ) -> Exchange:
         """Store the answer (possibly partial) and the final status in one transaction, with
-        its grading job when asked, so no answer can be stored without being queued."""
-        with self.session() as s:
-            ex = s.get(Exchange, exchange_id)
-            if ex is None:
-                raise NotFound(f"exchange {exchange_id} does not exist")
-            msg = Message(conversation_id=ex.conversation_id, role="assistant", content=answer)
-            s.add(msg)
-            s.flush()
-            ex.assistant_message_id = msg.id
-            ex.status = status
-            ex.error = error
-            ex.finish_reason = finish_reason
-            if prompt_tokens is not None:
-                ex.prompt_tokens = prompt_tokens
-            ex.completion_tokens = completion_tokens
-            ex.first_token_ms = first_token_ms
-            ex.latency_ms = latency_ms
-            ex.finished_at = utcnow()
-            s.add(ex)
-            if enqueue_grading:
-                s.add(GradingJob(exchange_id=ex.id))
-            s.commit()
-            return ex
+        its grading job when asked, so no answer can be stored without being queued.
+
+        Any failure raises AnswerNotSaved with the reason in plain words, after marking the
+        exchange failed with it (`_mark_failed`)."""
+        try:
+            with self.session() as s:
+                ex = s.get(Exchange, exchange_id)
+                if ex is None:
+                    raise NotFound(f"exchange {exchange_id} does not exist")
+                msg = Message(conversation_id=ex.conversation_id, role="assistant", content=answer)
+                s.add(msg)
+                s.flush()
+                ex.assistant_message_id = msg.id
+                ex.status = status
+                ex.error = error
+                ex.finish_reason = finish_reason
+                if prompt_tokens is not None:
+                    ex.prompt_tokens = prompt_tokens
+                ex.completion_tokens = completion_tokens
+                ex.first_token_ms = first_token_ms
+                ex.latency_ms = latency_ms
+                ex.finished_at = utcnow()
+                s.add(ex)
+                if enqueue_grading:
+                    s.add(GradingJob(exchange_id=ex.id))
+                s.commit()
+                return ex
+        except Exception as exc:
+            reason = f"{NOT_SAVED} ({plain_reason(exc)})"
+            self._mark_failed(exchange_id, reason)
+            raise AnswerNotSaved(reason) from exc
+
+    def _mark_failed(self, exchange_id: int, reason: str) -> bool:
+        """Mark a `generating` exchange failed with `reason`: one small row update in its own
+        transaction, which still fits where the answer did not (SQLite rewrites one page or
+        two). False if even that failed: the exchange stays `generating` until the next
+        start-up's `recover_interrupted` marks it failed."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(Exchange)
+                    .where(Exchange.id == exchange_id, Exchange.status == "generating")
+                    .values(status="failed", error=reason, finished_at=utcnow())
+                )
+            return True
+        except Exception as exc:
+            log.error("exchange %s stays `generating` until restart: %s", exchange_id, exc)
+            return False
 
     def recover_interrupted(self) -> int:
         """Mark exchanges left `generating` by a process that died as failed; returns how many."""
@@ -247,6 +305,22 @@ class ConversationStore(Repository):
             )
             s.commit()
             return result.rowcount
+
+    def owner(self, conversation_id: int) -> int | None:
+        """The user id a conversation belongs to (None: there is no such conversation)."""
+        with self.session() as s:
+            conv = s.get(Conversation, conversation_id)
+            return conv.user_id if conv else None
+
+    def exchange_owner(self, exchange_id: int) -> int | None:
+        """The user id an exchange's conversation belongs to (None: no such exchange)."""
+        with self.session() as s:
+            query = (
+                select(Conversation.user_id)
+                .join(Exchange, Exchange.conversation_id == Conversation.id)
+                .where(Exchange.id == exchange_id)
+            )
+            return s.exec(query).first()
 
     def exchange(self, exchange_id: int) -> Exchange:
         with self.session() as s:

@@ -24,6 +24,35 @@ class User(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True)
     created_at: datetime = Field(default_factory=utcnow)
+    password_hash: str | None = None  # argon2id; None: no login (the loopback local user)
+    role: str = Field(default="user", sa_column_kwargs={"server_default": "user"})
+    disabled_at: datetime | None = None  # `user remove`: no login, no tokens, data kept
+
+
+class ApiToken(SQLModel, table=True):
+    """A program's credential: only a hash of the secret is kept."""
+
+    __tablename__ = "api_tokens"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    secret_hash: str = Field(unique=True, index=True)
+    name: str
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class LoginSession(SQLModel, table=True):
+    """A browser's login, kept server-side so logging out (or removing the user) ends it."""
+
+    __tablename__ = "login_sessions"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    secret_hash: str = Field(unique=True, index=True)
+    name: str  # the browser's user agent, for the list of sessions
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
 
 
 class Conversation(SQLModel, table=True):

@@ -33,10 +33,23 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def settings(home) -> Settings:
+def settings(home, database_url, chroma_url) -> Settings:
     home.mkdir(parents=True, exist_ok=True)
     # Background grading is off unless a test is about it: it would compete for the model.
-    return Settings(home=home, max_tokens=64, temperature=0.0, seed=7, grading=False)
+    # database_url and chroma_url are None (SQLite and Chroma under home) unless a module runs
+    # on the real servers (the block at the end of this file).
+    return Settings(
+        home=home,
+        max_tokens=64,
+        temperature=0.0,
+        seed=7,
+        grading=False,
+        database_url=database_url,
+        chroma_url=chroma_url,
+        # Tests send messages as fast as the machine answers; the limit itself is tested in
+        # tests/test_security.py with its default.
+        rate_limit_messages=0,
+    )
 
 
 @pytest.fixture
@@ -162,3 +175,108 @@ def promoted(store, settings, embedded_path):
         )
     registry.activate("adapter-b")
     return registry
+
+
+# --- Real servers (issue 13): PostgreSQL and a Chroma server, for the modules that ask -------
+# A module runs its tests on both databases by overriding `backend` with
+#     @pytest.fixture(params=BACKENDS)
+#     def backend(request): return request.param
+# and on both Chroma modes by overriding `vectors` with VECTORS the same way. Everything built
+# on `settings` (store, curator, create_services, a CLI subprocess through the environment)
+# then uses that database and that index. Each server starts once per session, and only when
+# a test needs it; every test gets a database and collections of its own.
+
+BACKENDS = ("sqlite", "postgresql")
+VECTORS = ("disk", "server")
+
+
+@pytest.fixture
+def backend() -> str:
+    """Which database `settings` points at: SQLite in the test's home unless a module overrides."""
+    return "sqlite"
+
+
+@pytest.fixture
+def vectors() -> str:
+    """Where the Chroma collections live: on disk in the test's home unless a module overrides."""
+    return "disk"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Debian's PostgreSQL on loopback in a temporary data directory (tests/postgres.py);
+    skipped, naming the package, where it is not installed."""
+    from tests.postgres import PostgresServer, Unavailable
+
+    try:
+        server = PostgresServer(free_port())
+    except Unavailable as missing:
+        pytest.skip(str(missing))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database_url(request, backend, home, monkeypatch) -> str | None:
+    """None for SQLite (the settings' default file), else a new empty PostgreSQL database,
+    also in the environment for the CLI subprocesses a test starts; dropped afterwards."""
+    if backend == "sqlite":
+        yield None
+        return
+    server = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    monkeypatch.setenv("AUTODIDACT_DATABASE_URL", url)
+    yield url
+    server.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory):
+    """A real Chroma server (the `chroma run` that ships with chromadb) on a free port."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from store.vectors import client
+
+    exe = Path(sys.executable).with_name("chroma")
+    exe = exe if exe.exists() else Path(shutil.which("chroma") or "chroma")
+    port = free_port()
+    path = tmp_path_factory.mktemp("chroma-server")
+    proc = subprocess.Popen(
+        [str(exe), "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            client(url=url).heartbeat()
+            break
+        except Exception:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise AssertionError("the Chroma server did not start") from None
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def chroma_url(request, vectors, home, monkeypatch) -> str | None:
+    """None for Chroma on disk, else the session's server, emptied of every collection first
+    (and in the environment for CLI subprocesses)."""
+    if vectors == "disk":
+        return None
+    url = request.getfixturevalue("chroma_server")
+    from store.vectors import client
+
+    server = client(url=url)
+    for collection in server.list_collections():
+        server.delete_collection(collection.name)
+    monkeypatch.setenv("AUTODIDACT_CHROMA_URL", url)
+    return url

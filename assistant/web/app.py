@@ -1,8 +1,11 @@
 """The web app over the wired services: `create_app` (what tests use), `launch` and `serve`.
 
 Owns start-up of the page: the services come from assistant/wiring.py, the page from
-assistant/web/page.py; `serve` adds printing the settings, launching the web server and
-closing everything when it stops. Start-up errors become one line in assistant/cli/.
+assistant/web/page.py. `launch` serves it with uvicorn behind the gate (assistant/web/gate.py):
+FastAPI on the outside with the gate as its outermost middleware, Gradio mounted inside, so no
+request reaches Gradio without the host check and an identity. `serve` adds printing the
+settings and closing everything when it stops. Start-up errors become one line in
+assistant/cli/.
 """
 
 from __future__ import annotations
@@ -10,14 +13,27 @@ from __future__ import annotations
 import faulthandler
 import signal
 import threading
+import time
 from dataclasses import dataclass
 
 import gradio as gr
+import uvicorn
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from assistant.llm.base import ChatModel
 from assistant.settings import Settings
+from assistant.web.gate import GateMiddleware, Guard
 from assistant.web.page import build_page
 from assistant.wiring import Services, create_services
+from store.accounts import AccountStore
+
+# System fonts: the default theme would fetch its fonts from Google, and an offline assistant
+# must not phone out (the Content-Security-Policy would block it anyway).
+THEME = gr.themes.Default(
+    font=["ui-sans-serif", "system-ui", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "monospace"],
+)
 
 
 @dataclass
@@ -25,7 +41,10 @@ class App:
     services: Services
     demo: gr.Blocks
 
+    guard: Guard
     url: str | None = None  # set once launched without blocking (tests, benchmarks)
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
 
     # The services' parts, as callers reach them: app.chat, app.store, ...
     settings = property(lambda self: self.services.settings)
@@ -38,45 +57,95 @@ class App:
     library = property(lambda self: self.services.library)
 
     def close(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+            self.thread.join(10)
         self.services.close()
         self.demo.close()
 
 
 def create_app(settings: Settings, model: ChatModel | None = None, embedder=None) -> App:
     services = create_services(settings, model, embedder)
-    return App(services, build_page(services.chat, services.grading))
+    guard = Guard(AccountStore(services.store.engine), services.chat.user, settings)
+    return App(services, build_page(services.chat, services.grading, guard), guard)
 
 
-def launch(app: App, block: bool = True, quiet: bool | None = None):
-    app.demo.queue(default_concurrency_limit=1)
-    return app.demo.launch(
+def refuse_unguarded(app: App) -> None:
+    """Off loopback, nobody may be let in without an account: raise a one-line reason."""
+    if not app.guard.loopback and not app.guard.accounts.has_accounts():
+        raise RuntimeError(
+            f"refusing to serve on {app.settings.host} without accounts: anyone who can reach "
+            "it would read and change everything. Add one first: autodidact user add NAME "
+            "--role admin (or serve on 127.0.0.1)."
+        )
+
+
+def server_app(app: App) -> FastAPI:
+    """The ASGI app: the gate outermost, no cross-origin reads, the page mounted under it."""
+    api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    # A CORSMiddleware of our own that allows no origin: Gradio then adds none of its own, so
+    # no response ever tells a browser another site may read it.
+    api.add_middleware(CORSMiddleware, allow_origins=[])
+    api.add_middleware(GateMiddleware, guard=app.guard)
+    app.demo.queue(default_concurrency_limit=1, max_size=app.settings.queue_max)
+    return gr.mount_gradio_app(
+        api,
+        app.demo,
+        path="",
+        auth_dependency=app.guard.username,
         server_name=app.settings.host,
         server_port=app.settings.port,
-        prevent_thread_lock=not block,
-        show_error=True,
-        quiet=not block if quiet is None else quiet,
         footer_links=["api"],
+        show_error=True,
+        max_file_size=f"{app.settings.knowledge_max_file_mb:g}mb",
+        theme=THEME,
     )
 
 
+def launch(app: App, block: bool = True, quiet: bool | None = None) -> str:
+    """Serve the app; with `block` False, return once it answers (tests, benchmarks)."""
+    refuse_unguarded(app)
+    config = uvicorn.Config(
+        server_app(app),
+        host=app.settings.host,
+        port=app.settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True, name="web-server")
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the web server could not start on port {app.settings.port}")
+        time.sleep(0.05)
+    host = app.settings.host if ":" not in app.settings.host else f"[{app.settings.host}]"
+    app.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '[::]') else host}:{config.port}/"
+    app.server, app.thread = server, thread
+    if not (not block if quiet is None else quiet):
+        print(f"Serving on {app.url}", flush=True)
+    if block:
+        thread.join()
+    return app.url
+
+
 def serve(settings: Settings, flags: set[str] = frozenset()) -> int:
-    """Print the settings, start everything and serve until stopped. A missing model or an
-    unusable home folder raises; the CLI turns that into one line (assistant/cli/__init__.py)."""
+    """Print the settings, start everything and serve until stopped. A missing model, an
+    unusable home folder or a non-loopback host without accounts raises; the CLI turns that
+    into one line (assistant/cli/__init__.py)."""
     print("Autodidact settings:\n" + settings.describe(flags), flush=True)
     app = create_app(settings)
     print(f"Model: {app.model.model_id} ({app.model.context_window} tokens of context)", flush=True)
-    # A Ctrl-C while Gradio is still starting (it checks its own server with a request) would
-    # land inside that request; it is held until the server is up, then acted on.
     # `kill -USR1 PID` prints every thread's stack: for a server that will not stop.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    interrupted = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
         launch(app, block=False, quiet=False)
-        signal.signal(signal.SIGINT, previous)
-        if not interrupted.is_set():
-            app.demo.block_thread()  # returns on Ctrl-C, having closed the server
+        mode = "no login (loopback, no accounts)" if app.guard.open_to_local() else "accounts"
+        print(f"Access: {mode}. Ctrl-C stops.", flush=True)
+        while app.thread.is_alive():
+            app.thread.join(0.5)
+    except KeyboardInterrupt:
+        pass
     finally:
-        signal.signal(signal.SIGINT, previous)
         app.close()  # the grader gives the model up mid-decode, then the engine stops
     return 0

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 import gradio as gr
 
 from assistant.chat import ChatRefused, ChatService, Reply, title_from
-from assistant.web.common import PRIVATE
+from assistant.web.common import PRIVATE, no_remote_images
+from assistant.web.gate import Guard
 from assistant.web.rating_panel import RatingPanel
-from store.conversations import NotFound, Turn
+from store.conversations import NOT_SAVED, NotFound, Turn
 from store.grading import GradingStore
 from store.knowledge import Source
 from store.tables import Grade
@@ -24,6 +25,8 @@ STATUS_NOTES = {
     "stopped": "Generation stopped. The partial answer is saved.",
     "failed": "The model failed while answering: {error}. What it wrote so far is saved.",
 }
+# A failed store, not a failed model: the answer is on screen only.
+UNSAVED_NOTE = "{error}. It stays on screen until you leave: copy it if you want to keep it."
 FEEDBACK = {1: "Like", -1: "Dislike", 0: None}
 
 
@@ -92,11 +95,11 @@ def render(
     grades, sources = grades or {}, sources or {}
     messages, ids = [], []
     for turn in turns:
-        messages.append({"role": "user", "content": turn.user})
+        messages.append({"role": "user", "content": no_remote_images(turn.user)})
         ids.append(None)
         if turn.exchange_id is not None:
             text = (
-                (turn.assistant or "")
+                no_remote_images(turn.assistant or "")
                 + sources_html(sources.get(turn.exchange_id, []))
                 + badge(grades.get(turn.exchange_id))
             )
@@ -140,8 +143,12 @@ def note_for(reply: Reply) -> str:
     if reply.examples:
         notes.append(examples_note(reply))
     if reply.status in STATUS_NOTES:
-        notes.append(STATUS_NOTES[reply.status].format(error=reply.error))
-    return "\n\n".join(f"ℹ️ {n}" for n in notes)
+        error = reply.error or ""
+        if error.startswith(NOT_SAVED):
+            notes.append(UNSAVED_NOTE.format(error=error[:1].upper() + error[1:]))
+        else:
+            notes.append(STATUS_NOTES[reply.status].format(error=reply.error))
+    return no_remote_images("\n\n".join(f"ℹ️ {n}" for n in notes))
 
 
 class Sidebar:
@@ -168,8 +175,8 @@ class Sidebar:
 class ChatTab:
     """The chat itself: built inside a `gr.Tab`, wired to the sidebar by `wire`."""
 
-    def __init__(self, chat: ChatService, grading: GradingStore):
-        self.chat, self.grading = chat, grading
+    def __init__(self, chat: ChatService, grading: GradingStore, guard: Guard):
+        self.chat, self.grading, self.guard = chat, grading, guard
         self.conversation = gr.State(None)
         self.exchange_ids = gr.State([])
         self.graded = gr.State([])
@@ -196,32 +203,42 @@ class ChatTab:
         with gr.Row():
             self.stop_btn = gr.Button("■ Stop", size="sm", elem_id="stop")
             self.regen_btn = gr.Button("↻ Regenerate", size="sm", elem_id="regenerate")
-        self.panel = RatingPanel(chat)
+        self.panel = RatingPanel(chat, guard)
 
     # rendering
+    def who(self, request: gr.Request):
+        """The caller's account; a gr.Error (shown on the page) if there is none."""
+        return self.guard.account(request, "chat")
+
     def shown(self, turns: list[Turn], grades: dict[int, Grade] | None = None):
         ids = [t.exchange_id for t in turns if t.exchange_id is not None]
         if grades is None:
             grades = self.grading.grades(ids) if ids else {}
         return render(turns, grades, self.chat.sources(ids))
 
-    def list_update(self, selected):
-        choices = [(c.title, c.id) for c in self.chat.conversations()]
+    def list_update(self, selected, account):
+        choices = [(c.title, c.id) for c in self.chat.conversations(account)]
         return gr.update(choices=choices, value=selected)
+
+    def on_load(self, request: gr.Request):
+        return self.list_update(None, self.who(request))
 
     def feedback(self, ids: list[int | None]) -> list[str | None]:
         """The thumbs the user already gave, one entry per assistant message."""
         return [FEEDBACK[self.chat.store.current_rating(i)] for i in ids if i is not None]
 
-    def stream_reply(self, stream: Iterator[Reply], before: list[Turn], message: str):
+    def stream_reply(self, stream: Iterator[Reply], before: list[Turn], message: str, account):
         """UI updates while a reply streams, for the chat outputs; `before` is the history above
         the new turn. The conversation list and title are refreshed once, at the end."""
         base, base_ids = self.shown(before)
         reply = None
         for reply in stream:
             messages = base + [
-                {"role": "user", "content": message},
-                {"role": "assistant", "content": reply.text + sources_html(reply.sources)},
+                {"role": "user", "content": no_remote_images(message)},
+                {
+                    "role": "assistant",
+                    "content": no_remote_images(reply.text) + sources_html(reply.sources),
+                },
             ]
             ids = base_ids + [None, reply.exchange_id]
             yield messages, reply.conversation_id, ids, note_for(reply), gr.skip(), gr.skip()
@@ -232,89 +249,106 @@ class ChatTab:
                 gr.skip(),
                 gr.skip(),
                 gr.skip(),
-                self.list_update(conv.id),
+                self.list_update(conv.id, account),
                 conv.title,
             )
 
     # events
-    def on_send(self, message, conversation_id):
+    def on_send(self, message, conversation_id, request: gr.Request):
+        account = self.who(request)
         try:
-            before = self.chat.turns(conversation_id) if conversation_id else []
-            stream = self.chat.send(conversation_id, message)
+            before = self.chat.turns(conversation_id, account) if conversation_id else []
+            stream = self.chat.send(conversation_id, message, account)
         except (ChatRefused, NotFound) as exc:
             gr.Warning(str(exc))
             yield gr.skip(), gr.skip(), gr.skip(), str(exc), gr.skip(), gr.skip(), gr.skip()
             return
         first = True
-        for update in self.stream_reply(stream, before, message):
+        for update in self.stream_reply(stream, before, message, account):
             # Clear the box once the message is safely stored, not before.
             yield *update, ("" if first else gr.skip())
             first = False
 
-    def on_regenerate(self, conversation_id):
+    def on_regenerate(self, conversation_id, request: gr.Request):
+        account = self.who(request)
         if not conversation_id:
             gr.Warning("There is no answer to regenerate yet.")
             return
         try:
-            turns = self.chat.turns(conversation_id)
-            stream = self.chat.regenerate(conversation_id)
+            turns = self.chat.turns(conversation_id, account)
+            stream = self.chat.regenerate(conversation_id, account)
         except (ChatRefused, NotFound) as exc:
             gr.Warning(str(exc))
             return
-        yield from self.stream_reply(stream, turns[:-1], turns[-1].user)
+        yield from self.stream_reply(stream, turns[:-1], turns[-1].user, account)
 
-    def on_open(self, conversation_id):
+    def on_open(self, conversation_id, request: gr.Request):
+        account = self.who(request)
         if conversation_id is None:
             return [], None, [], "", ""
         try:
-            conv = self.chat.store.conversation(conversation_id)
-        except NotFound:
+            conv = self.chat.conversation(int(conversation_id), account)
+        except (NotFound, TypeError, ValueError):
             gr.Warning("That conversation no longer exists.")
             return [], None, [], "", ""
-        messages, ids = self.shown(self.chat.turns(conversation_id))
+        messages, ids = self.shown(self.chat.turns(conv.id, account))
         view = gr.update(value=messages, feedback_value=self.feedback(ids))
-        return view, conversation_id, ids, "", conv.title
+        return view, conv.id, ids, "", conv.title
 
-    def on_rename(self, conversation_id, title):
+    def on_rename(self, conversation_id, title, request: gr.Request):
+        account = self.who(request)
         if not conversation_id:
             gr.Warning("Open a conversation to rename it.")
             return gr.skip()
         try:
-            self.chat.rename(conversation_id, title)
+            self.chat.rename(conversation_id, title, account)
         except (ChatRefused, NotFound) as exc:
             gr.Warning(str(exc))
             return gr.skip()
-        return self.list_update(conversation_id)
+        return self.list_update(conversation_id, account)
 
-    def on_delete(self, conversation_id):
+    def on_delete(self, conversation_id, request: gr.Request):
+        account = self.who(request)
         if not conversation_id:
             gr.Warning("Open a conversation to delete it.")
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        counts = self.chat.delete(conversation_id)
+        try:
+            counts = self.chat.delete(conversation_id, account)
+        except NotFound as exc:
+            gr.Warning(str(exc))
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         gr.Info(
             f"Deleted the conversation and its {counts['messages']} messages. "
             f"{counts['pool_entries']} exchange(s) left the training pool "
             f"({counts['training_examples']} were training examples); none of them will be "
             "in any future training set."
         )
-        return [], None, [], "", "", self.list_update(None)
+        return [], None, [], "", "", self.list_update(None, account)
 
-    def on_like(self, conversation_id, exchange_ids, data: gr.LikeData):
-        index = data.index if isinstance(data.index, int) else data.index[0]
-        exchange_id = exchange_ids[index] if 0 <= index < len(exchange_ids) else None
+    def on_like(self, conversation_id, exchange_ids, data: gr.LikeData, request: gr.Request):
+        account = self.who(request)
+        index = data.index if isinstance(data.index, int) else (data.index or [None])[0]
+        exchange_ids = exchange_ids or []
+        ok = isinstance(index, int) and 0 <= index < len(exchange_ids)
+        exchange_id = exchange_ids[index] if ok else None
         if exchange_id is None:
             gr.Warning("Only finished answers can be rated.")
             return [gr.skip()] * len(self.panel.outputs)
         value = rating_value(data.liked)
-        self.chat.rate(exchange_id, value)
+        try:
+            self.chat.rate(exchange_id, value, account=account)
+        except (NotFound, ValueError) as exc:
+            gr.Warning(str(exc))
+            return [gr.skip()] * len(self.panel.outputs)
         return self.panel.opened(exchange_id, value)
 
-    def on_tick(self, conversation_id, graded):
+    def on_tick(self, conversation_id, graded, request: gr.Request):
         """Badges appear a few seconds after an answer: re-render only when a new grade exists."""
+        account = self.who(request)
         if not conversation_id or self.chat.is_generating(conversation_id):
             return gr.skip(), gr.skip()
         try:
-            turns = self.chat.turns(conversation_id)
+            turns = self.chat.turns(conversation_id, account)
         except NotFound:
             return gr.skip(), gr.skip()
         ids = [t.exchange_id for t in turns if t.exchange_id is not None]
@@ -325,9 +359,17 @@ class ChatTab:
         messages, ids = self.shown(turns, grades)
         return gr.update(value=messages, feedback_value=self.feedback(ids)), now
 
-    def on_stop(self, conversation_id):
+    def on_new(self, request: gr.Request):
+        self.who(request)
+        return [], None, [], "", "", gr.update(value=None)
+
+    def on_stop(self, conversation_id, request: gr.Request):
+        account = self.who(request)
         if conversation_id:
-            self.chat.stop(conversation_id)
+            try:
+                self.chat.stop(conversation_id, account)
+            except NotFound:
+                pass  # nothing of theirs to stop
 
     def wire(self, side: Sidebar) -> None:
         """Every event of the chat and the sidebar; all private (not part of the API)."""
@@ -345,7 +387,7 @@ class ChatTab:
             **PRIVATE,
         )
         for trigger in (side.new_btn.click, self.chatbot.clear):
-            trigger(lambda: ([], None, [], "", "", gr.update(value=None)), None, cleared, **PRIVATE)
+            trigger(self.on_new, None, cleared, **PRIVATE)
         side.rename_btn.click(
             self.on_rename, [self.conversation, side.title], [side.conversations], **PRIVATE
         )

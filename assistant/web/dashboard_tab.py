@@ -84,12 +84,13 @@ def plots() -> list:
     return [summary, per_day, scores, flags, pool, human, diversity, agreement, calibrations]
 
 
-def build_dashboard(engine, index=None):
+def build_dashboard(engine, guard, index=None):
     """The tab's components; returns the function that refreshes them and its outputs."""
     outputs = plots()
     refresh = gr.Button("Refresh", size="sm", elem_id="dashboard-refresh")
 
-    def load(progress=gr.Progress()):  # noqa: B008 (how Gradio injects a progress bar)
+    def load(request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+        guard.account(request, "dashboard")
         progress(0, desc="Computing the dashboard")
         d = compute(engine, index)
         return (

@@ -13,6 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from assistant.web.common import PRIVATE
+from assistant.web.gate import Guard
 from feedback.knowledge.library import Library
 from feedback.knowledge.parse import SUPPORTED, human_size
 
@@ -22,8 +23,8 @@ COLUMNS = ["id", "name", "kind", "size", "passages", "added", "updated"]
 class KnowledgeTab:
     """Built inside a `gr.Tab`; `load` fills it when the tab is opened."""
 
-    def __init__(self, library: Library, user_id: int):
-        self.library, self.user_id = library, user_id
+    def __init__(self, library: Library, guard: Guard):
+        self.library, self.guard = library, guard
         gr.Markdown(
             "Answers are grounded in these documents: the passages most like each question go "
             "into the prompt, numbered, and are shown under the answer. The grader checks each "
@@ -56,8 +57,11 @@ class KnowledgeTab:
             self.on_remove, [self.choice], [self.result, *self.outputs], **PRIVATE
         )
 
-    def load(self):
-        docs = self.library.documents(self.user_id)
+    def load(self, request: gr.Request):
+        return self.listing(self.guard.account(request).id)
+
+    def listing(self, user_id: int):
+        docs = self.library.documents(user_id)
         rows = [
             [
                 d.id,
@@ -73,20 +77,22 @@ class KnowledgeTab:
         choices = [(f"{d.name} (#{d.id})", d.id) for d in docs]
         return pd.DataFrame(rows, columns=COLUMNS), gr.update(choices=choices, value=None)
 
-    def on_upload(self, files, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+    def on_upload(self, files, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        user_id = self.guard.account(request).id
         paths = [Path(f if isinstance(f, str) else f.name) for f in files or []]
         lines = []
         for path in progress.tqdm(paths, desc="Adding documents"):
-            lines.append(self.library.add_file(path, self.user_id).line())
-        return "\n".join(f"- {line}" for line in lines), *self.load(), None
+            lines.append(self.library.add_file(path, user_id).line())
+        return "\n".join(f"- {line}" for line in lines), *self.listing(user_id), None
 
-    def on_remove(self, document_id):
+    def on_remove(self, document_id, request: gr.Request):
+        user_id = self.guard.account(request).id
         if document_id is None:
             gr.Warning("Choose a document to remove.")
             return gr.skip(), gr.skip(), gr.skip()
         try:
-            doc = self.library.remove(int(document_id))
-        except LookupError as exc:
-            return f"{exc}.", *self.load()
+            doc = self.library.remove(int(document_id), user_id=user_id)
+        except (LookupError, TypeError, ValueError) as exc:
+            return f"{exc}.", *self.listing(user_id)
         note = f"Removed {doc.name} and its {doc.chunks} passages: no answer will cite it again."
-        return note, *self.load()
+        return note, *self.listing(user_id)

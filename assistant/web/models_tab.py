@@ -82,7 +82,7 @@ def trends(runs) -> pd.DataFrame:
     return pd.DataFrame(points, columns=["run", "metric", "value"])
 
 
-def build_models_tab(engine, home):
+def build_models_tab(engine, home, guard):
     registry = AdapterRegistry(home / "adapters")
     runs = RunStore(engine)
     active_md = gr.Markdown(elem_id="active-adapter")
@@ -101,7 +101,11 @@ def build_models_tab(engine, home):
         base = gr.Button("Serve the base model", elem_id="serve-base")
     status = gr.Markdown(elem_id="models-status")
 
-    def load():
+    def load(request: gr.Request):
+        guard.account(request, "models")
+        return listing()
+
+    def listing():
         all_runs = runs.runs()
         active = registry.active()
         active_id = active.adapter_id if active else None
@@ -113,21 +117,30 @@ def build_models_tab(engine, home):
             gr.update(choices=on_disk, value=active_id if active_id in on_disk else None),
         )
 
-    def switch(adapter_id):
+    def switch(adapter_id, request: gr.Request):
+        """Serve `adapter_id` (None: the base model); reviewers and admins only."""
+        guard.account(request, "switch")
+        known = {r.adapter_id for r in runs.runs() if r.adapter_id}
+        if adapter_id is not None and adapter_id not in known:  # never a path someone typed
+            return (*listing(), "Choose an adapter from the list.")
         try:
             registry.activate(adapter_id)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, ValueError) as exc:
             gr.Warning(str(exc))
-            return (*load(), gr.skip())
+            return (*listing(), gr.skip())
         said = adapter_id or "the base model"
-        return (*load(), f"Switched to {said}; the chat uses it from its next answer.")
+        return (*listing(), f"Switched to {said}; the chat uses it from its next answer.")
+
+    def serve_chosen(adapter_id, request: gr.Request):
+        if not adapter_id:
+            guard.account(request, "switch")
+            return (*listing(), "Choose an adapter first.")
+        return switch(adapter_id, request)
+
+    def serve_base(request: gr.Request):
+        return switch(None, request)
 
     outputs = [active_md, table, plot, choice]
-    serve.click(
-        lambda a: switch(a) if a else (*load(), "Choose an adapter first."),
-        [choice],
-        [*outputs, status],
-        **PRIVATE,
-    )
-    base.click(lambda: switch(None), None, [*outputs, status], **PRIVATE)
+    serve.click(serve_chosen, [choice], [*outputs, status], **PRIVATE)
+    base.click(serve_base, None, [*outputs, status], **PRIVATE)
     return load, outputs

@@ -14,34 +14,36 @@ from assistant.web.api import add_api
 from assistant.web.chat_tab import ChatTab, Sidebar
 from assistant.web.common import PRIVATE
 from assistant.web.dashboard_tab import build_dashboard
+from assistant.web.gate import Guard
 from assistant.web.knowledge_tab import KnowledgeTab
 from assistant.web.models_tab import build_models_tab
 from assistant.web.review_tab import ReviewTab
 from store.grading import GradingStore
 
 
-def build_page(chat: ChatService, grading: GradingStore) -> gr.Blocks:
+def build_page(chat: ChatService, grading: GradingStore, guard: Guard) -> gr.Blocks:
+    """The page; every event it wires checks its caller through `guard`."""
     with gr.Blocks(title="Autodidact") as demo:
         side = Sidebar()
         with gr.Tab("Chat", id="chat"):
-            tab = ChatTab(chat, grading)
+            tab = ChatTab(chat, grading, guard)
         if chat.library is not None:
             with gr.Tab("Knowledge", id="knowledge") as knowledge_tab:
-                knowledge = KnowledgeTab(chat.library, chat.user.id)
+                knowledge = KnowledgeTab(chat.library, guard)
             knowledge_tab.select(knowledge.load, None, knowledge.outputs, **PRIVATE)
         with gr.Tab("Review", id="review") as review_tab:
-            review = ReviewTab(grading, chat.settings.user, on_decision=chat.curate)
+            review = ReviewTab(grading, guard, on_decision=chat.curate)
         review_tab.select(review.load, None, [review.flagged, review.ids], **PRIVATE)
         with gr.Tab("Dashboard", id="dashboard") as dashboard_tab:
             index = chat.curator.index if chat.curator else None
-            load_dashboard, dashboard_outputs = build_dashboard(chat.store.engine, index)
+            load_dashboard, dashboard_outputs = build_dashboard(chat.store.engine, guard, index)
         dashboard_tab.select(load_dashboard, None, dashboard_outputs, **PRIVATE)
         with gr.Tab("Models", id="models") as models_tab:
             load_models, models_outputs = build_models_tab(
-                chat.store.engine, chat.settings.home_dir
+                chat.store.engine, chat.settings.home_dir, guard
             )
         models_tab.select(load_models, None, models_outputs, **PRIVATE)
         tab.wire(side)
-        demo.load(lambda: tab.list_update(None), None, [side.conversations], **PRIVATE)
-        add_api(chat)
+        demo.load(tab.on_load, None, [side.conversations], **PRIVATE)
+        add_api(chat, guard)
     return demo

@@ -15,8 +15,8 @@ from store.conversations import RATING_REASONS, NotFound
 
 
 class RatingPanel:
-    def __init__(self, chat: ChatService):
-        self.chat = chat
+    def __init__(self, chat: ChatService, guard):
+        self.chat, self.guard = chat, guard
         self.rated = gr.State(None)
         with gr.Column(visible=False, variant="panel", elem_id="rating-panel") as self.panel:
             self.title = gr.Markdown("**What was wrong with this answer?** (optional)")
@@ -71,34 +71,38 @@ class RatingPanel:
             "",
         )
 
-    def on_send(self, exchange_id, reasons, comment):
+    def on_send(self, exchange_id, reasons, comment, request: gr.Request):
+        account = self.guard.account(request)
         if exchange_id is None:
             return gr.skip()
         try:
-            self.chat.rate(int(exchange_id), -1, reasons or [], comment or None)
-        except (ValueError, NotFound) as exc:
+            self.chat.rate(int(exchange_id), -1, reasons or [], comment or None, account)
+        except (ValueError, TypeError, NotFound) as exc:
             gr.Warning(str(exc))
             return gr.skip()
         said = ", ".join(reasons) if reasons else "no reason"
         return f"Thanks: thumbs down ({said}) stored for this answer."
 
-    def on_write(self, exchange_id):
+    def on_write(self, exchange_id, request: gr.Request):
+        account = self.guard.account(request)
         if exchange_id is None:
             return gr.skip(), gr.skip()
         try:
+            self.chat.check_exchange(int(exchange_id), account)
             answer = self.chat.store.answer(int(exchange_id)) or ""
-        except NotFound:
+        except (NotFound, TypeError, ValueError):
             gr.Warning("That answer no longer exists.")
             return gr.skip(), gr.skip()
         correction = self.chat.store.correction(int(exchange_id))
         return gr.update(visible=True), (correction.content if correction else answer)
 
-    def on_save(self, exchange_id, text):
+    def on_save(self, exchange_id, text, request: gr.Request):
+        account = self.guard.account(request)
         if exchange_id is None:
             return gr.skip(), gr.skip()
         try:
-            self.chat.correct(int(exchange_id), text)
-        except (ChatRefused, NotFound) as exc:
+            self.chat.correct(int(exchange_id), text, account)
+        except (ChatRefused, NotFound, TypeError, ValueError) as exc:
             gr.Warning(str(exc))
             return gr.skip(), gr.skip()
         return (

@@ -3,13 +3,16 @@
 Owns that tab's layout and events. A reviewer confirms a flag (it is a hallucination), dismisses
 it (the answer is fine) or writes the correct answer; each decision is stored with who made it and
 when (store/grading.py). What a decision does to the training pool is feedback/pool/rules.py's job.
+Every event needs the reviewer role, checked on the server; the reviewer recorded is the account
+that made the decision, never a name typed into the page.
 """
 
 from __future__ import annotations
 
 import gradio as gr
 
-from assistant.web.common import PRIVATE
+from assistant.web.common import PRIVATE, no_remote_images
+from assistant.web.gate import Guard
 from store.grading import Flagged, GradingStore
 
 COLUMNS = [
@@ -60,16 +63,13 @@ class ReviewTab:
     """The Review tab's contents; `on_decision(exchange_id)` runs after each stored decision
     (the app re-curates the exchange's pool entry there)."""
 
-    def __init__(self, grading: GradingStore, default_reviewer: str, on_decision=None):
-        self.grading, self.default_reviewer = grading, default_reviewer
+    def __init__(self, grading: GradingStore, guard: Guard, on_decision=None):
+        self.grading, self.guard = grading, guard
         self.on_decision = on_decision
         self.ids = gr.State([])
         self.selected = gr.State(None)
         with gr.Row():
             self.refresh = gr.Button("Refresh", size="sm", elem_id="review-refresh")
-            self.reviewer = gr.Textbox(
-                value=default_reviewer, label="Reviewer", max_lines=1, elem_id="reviewer"
-            )
         self.flagged = gr.Dataframe(
             headers=COLUMNS,
             column_widths=WIDTHS,
@@ -100,18 +100,23 @@ class ReviewTab:
         for button, decision in buttons:
             button.click(
                 self.decider(decision),
-                [self.selected, self.reviewer, self.correction],
+                [self.selected, self.correction],
                 [self.flagged, self.ids, self.status],
                 **PRIVATE,
             )
 
-    def load(self):
+    def load(self, request: gr.Request):
+        self.guard.account(request, "review")
+        return self.listing()
+
+    def listing(self):
         rows = self.grading.flagged()
         return gr.update(value=table(rows)), [r.exchange_id for r in rows]
 
-    def pick(self, ids, evt: gr.SelectData):
+    def pick(self, ids, evt: gr.SelectData, request: gr.Request):
+        self.guard.account(request, "review")
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        if not ids or row >= len(ids):
+        if not ids or not isinstance(row, int) or not 0 <= row < len(ids):
             return None, "", ""
         exchange_id = ids[row]
         question, answer = self.grading.exchange_text(exchange_id)
@@ -120,27 +125,28 @@ class ReviewTab:
             f"**Exchange {exchange_id}** · score {grade.score:.2f} · {grade.reason}\n\n"
             f"**Question**\n\n{question}\n\n**Answer**\n\n{answer}"
         )
+        detail = no_remote_images(detail)
         return exchange_id, detail, answer
 
     def decider(self, decision: str):
-        def handler(exchange_id, reviewer, correction):
+        def handler(exchange_id, correction, request: gr.Request):
+            reviewer = self.guard.account(request, "review").name
             return self.decide(decision, exchange_id, reviewer, correction)
 
         return handler
 
-    def decide(self, decision: str, exchange_id, reviewer, correction):
+    def decide(self, decision: str, exchange_id, reviewer: str, correction):
         if not exchange_id:
             gr.Warning("Select a flagged exchange in the table first.")
             return gr.skip(), gr.skip(), gr.skip()
-        reviewer = " ".join((reviewer or "").split()) or self.default_reviewer
         try:
             self.grading.review(int(exchange_id), decision, reviewer, correction)
-        except (ValueError, LookupError) as exc:
+        except (ValueError, LookupError, TypeError) as exc:
             gr.Warning(str(exc))
             return gr.skip(), gr.skip(), gr.skip()
         if self.on_decision is not None:
             self.on_decision(int(exchange_id))
         gr.Info(f"Exchange {exchange_id}: {decision} stored by {reviewer}.")
-        rows, ids = self.load()
+        rows, ids = self.listing()
         said = f"Last decision: **{decision}** on exchange {exchange_id} by {reviewer}."
         return rows, ids, said

@@ -208,13 +208,14 @@ class Library:
         return Added(document.name, "reindexed", document.id, len(chunk_ids))
 
     # the rest
-    def remove(self, document_id: int) -> Document:
-        """Remove a document with all its passages, from SQL and from the index."""
+    def remove(self, document_id: int, user_id: int | None = None) -> Document:
+        """Remove a document with all its passages, from SQL and from the index; with
+        `user_id`, only that user's (another user's document reads as missing)."""
         doc = self.store.document(document_id)
-        if doc is None:
+        if doc is None or (user_id is not None and doc.user_id != user_id):
             raise LookupError(f"there is no document {document_id}")
         ids = self.store.remove(document_id)
-        self.index.remove(ids)
+        self.index.forget(ids)  # with every copy Chroma keeps of them on disk
         return doc
 
     def documents(self, user_id: int | None = None) -> list[Document]:

@@ -1,0 +1,108 @@
+"""Who may reach the server and what each role may do: the pure rules, no web framework.
+
+Owns the access settings (`AccessConfig`), which hosts and origins the server answers, the
+Content-Security-Policy, and the table of what each role may do. Enforcement is the web layer's
+(assistant/web/gate.py checks every request; each event checks its role and, through the chat
+service, that the data is the caller's). Accounts themselves are store/accounts.py's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from feedback.config import option
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+# What each role may do beyond using the chat with its own data. A role may do what the
+# roles before it in store.accounts.ROLES may.
+NEEDS = {
+    "chat": "user",  # own conversations, ratings, corrections, documents
+    "dashboard": "user",  # the figures (counts and rates; no one's text)
+    "models": "user",  # which adapter serves, and the refresh runs' figures
+    "review": "reviewer",  # the review queue: everyone's flagged answers, and decisions
+    "switch": "reviewer",  # serve another adapter, roll back, refresh
+}
+
+# Images only from the app itself (no remote fetch, so an answer cannot make the browser phone
+# out); scripts and styles inline because Gradio's page needs them; no framing by other sites.
+CSP = "; ".join(
+    (
+        "default-src 'self'",
+        "img-src 'self' data: blob:",
+        "media-src 'self' data: blob:",
+        "font-src 'self' data:",
+        "style-src 'self' 'unsafe-inline'",
+        "script-src 'self' 'unsafe-inline' 'unsafe-eval'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+    )
+)
+
+
+@dataclass
+class AccessConfig:
+    """Sharing the server; `Settings`: the same names."""
+
+    allowed_hosts: list[str] = dataclasses.field(
+        default_factory=list,
+        metadata={
+            "help": "host names the server answers besides loopback (the names people type in "
+            "the browser); a request for any other Host is refused"
+        },
+    )
+    session_hours: float = option(168.0, "how long a browser login lasts")
+    rate_limit_messages: int = option(
+        20, "most messages one account may send per rate_limit_window_s (0: no limit)"
+    )
+    rate_limit_window_s: float = option(60.0, "the window of the message rate limit, seconds")
+    login_attempts: int = option(
+        10, "failed logins allowed per name and per address within 5 minutes"
+    )
+    queue_max: int = option(64, "most requests waiting in the queue; more are refused")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server on this machine.
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "192.168.1.4")]
+    [True, True, True, False, False]
+    """
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header or an origin URL, without port or brackets, lowercased.
+
+    >>> [host_name(h) for h in ("LocalHost:7860", "[::1]:80", "http://evil.example:8080", "")]
+    ['localhost', '::1', 'evil.example', '']
+    """
+    header = (header or "").strip()
+    if "://" in header:
+        return (urlsplit(header).hostname or "").lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")].lower() if "]" in header else ""
+    return header.rsplit(":", 1)[0].lower() if header.count(":") == 1 else header.lower()
+
+
+def allowed_hosts(bind: str, extra: list[str]) -> frozenset[str]:
+    """The Host names the server answers: loopback, the address it binds (unless a wildcard),
+    and the configured names.
+
+    >>> sorted(allowed_hosts("0.0.0.0", ["chat.example.org"]))
+    ['127.0.0.1', '::1', 'chat.example.org', 'localhost']
+    """
+    names = {*LOOPBACK_NAMES, *(h.lower() for h in extra)}
+    if bind not in ("0.0.0.0", "::", ""):
+        names.add(bind.lower())
+    return frozenset(names)
