@@ -1,6 +1,7 @@
 # One command to run the app, one to run the tests. Both set up .venv first.
 #   make run              start the chat at http://127.0.0.1:7860 (ARGS="--port 8000" to pass flags)
-#   make test             lint + every test, with the real model and a real browser
+#   make test             lint + every test, with the real model, a real browser and real servers
+#                         (PostgreSQL and Chroma, started by the tests on loopback)
 #   make bench            the chat benchmark, about 2.5 minutes (README, "Benchmarks", lists the others)
 #   make lock             re-resolve requirements.lock after changing pyproject.toml's dependencies
 PY      ?= python3
@@ -18,12 +19,12 @@ export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: run test lint format bench install browser clean lock
+.PHONY: run test lint format bench install browser postgres clean lock
 
 run: install
 	$(BIN)/autodidact serve $(ARGS)
 
-test: install browser
+test: install browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -69,6 +70,13 @@ browser:
 	@test -x /usr/bin/chromium || { \
 	  echo "Installing Debian's chromium for the browser test"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
+# The store tests also run on PostgreSQL: tests/postgres.py starts Debian's server (off PATH, in
+# /usr/lib/postgresql/<version>/bin) in a temporary folder on loopback, so only the package is needed.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "Installing Debian's postgresql for the store tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
 
 clean:
 	rm -rf $(VENV)

@@ -10,6 +10,7 @@ any page exists (assistant/web/app.py adds the page on top).
 from __future__ import annotations
 
 import logging
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from feedback.grading.grader import Grader, GraderConfig
 from feedback.grading.references import ReferenceConfig, ReferenceFinder
 from feedback.grading.worker import GradingWorker
 from feedback.knowledge.library import KnowledgeConfig, Library
-from feedback.pool.curator import Curator, CuratorConfig
+from feedback.pool.curator import Curator, CuratorConfig, RetrievalConfig
 from feedback.pool.rules import PoolRules
 from feedback.refresh.rules import RefreshConfig
 from feedback.refresh.train import TrainConfig
@@ -146,6 +147,13 @@ def curator_config(settings: Settings) -> CuratorConfig:
         dedup_similarity=settings.pool_dedup_similarity,
         max_user_share=settings.pool_max_user_share,
         pii_region=settings.pii_region,
+        retrieval=RetrievalConfig(
+            enabled=settings.retrieval,
+            examples=settings.retrieval_examples,
+            max_tokens=settings.retrieval_max_tokens,
+            min_similarity=settings.retrieval_min_similarity,
+            share_approved=settings.retrieval_share_approved,
+        ),
     )
 
 
@@ -331,9 +339,23 @@ def chat_service(settings: Settings, engine, model: ChatModel | None, embedder=N
     return ChatService(ConversationStore(engine), model, settings, curator, library)
 
 
+def private_home(settings: Settings) -> Path:
+    """The home folder, created private to its owner (mode 700): every conversation is in it.
+    One that other users could read or enter is made private, with a warning saying so."""
+    home = settings.home_dir
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(home.stat().st_mode)
+    if mode & 0o077:
+        home.chmod(0o700)
+        log.warning(
+            "%s was open to other users (mode %03o); made it private to its owner (700)", home, mode
+        )
+    return home
+
+
 def create_services(settings: Settings, model: ChatModel | None = None, embedder=None) -> Services:
     """Database, model, chat service, curator and background grader, started as configured."""
-    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    private_home(settings)
     engine = open_database(settings.effective_database_url)
     store = ConversationStore(engine)
     store.recover_interrupted()

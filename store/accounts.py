@@ -230,7 +230,7 @@ class AccountStore(Repository):
             if user is None or user.disabled_at is not None:
                 return None
             if row.last_used_at is None or now - _naive(row.last_used_at) > timedelta(minutes=5):
-                row.last_used_at = now
+                row.last_used_at = utcnow()
                 s.add(row)
                 s.commit()
             return as_account(user)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
-from sqlalchemy import Engine, Integer, case, func
+from sqlalchemy import Engine, case, func
 from sqlmodel import Session, select
 
 from store.tables import Calibration, Exchange, Grade, PoolEntry, Rating
@@ -119,7 +119,9 @@ def _latest_grades():
 
 def _score_histogram(s: Session) -> pd.DataFrame:
     """Answers per tenth of the combined score, every bin present (0.0 is 0.0-0.1)."""
-    bins = func.min(func.cast(Grade.score * 10, Integer), 9)
+    # A CASE ladder, not min(CAST(score * 10 AS INTEGER), 9): two-argument min() is SQLite's
+    # alone, and PostgreSQL's CAST rounds where SQLite's truncates (0.35 would land in 0.4).
+    bins = case(*((Grade.score < (b + 1) / 10, b) for b in range(9)), else_=9)
     hist = pd.DataFrame(
         s.exec(select(bins.label("b"), func.count()).where(_latest_grades()).group_by("b")).all(),
         columns=["bin", "answers"],

@@ -51,10 +51,15 @@ class GradingStore(Repository):
     def claim(self) -> GradingJob | None:
         """The newest pending job, marked running (newest first: the chat on screen gets its badge)."""
         with self.session() as s:
+            # On PostgreSQL, app processes sharing the database never claim the same job: the
+            # row stays locked until the commit, and the others skip it (SQLite, one writer at
+            # a time, renders no FOR UPDATE).
             job = s.exec(
                 select(GradingJob)
                 .where(GradingJob.status == "pending")
                 .order_by(GradingJob.id.desc())
+                .limit(1)
+                .with_for_update(skip_locked=True)
             ).first()
             if job is None:
                 return None

@@ -15,6 +15,7 @@ from sqlalchemy import delete, func
 from sqlmodel import select
 
 from store.base import Repository, chunks
+from store.db import checkpoint
 from store.tables import Document, DocumentChunk, ExchangeSource, utcnow
 
 
@@ -133,7 +134,8 @@ class KnowledgeStore(Repository):
             self._drop(s, ids)
             s.exec(delete(Document).where(Document.id == document_id))
             s.commit()
-            return ids
+        checkpoint(self.engine)  # the write-ahead log still holds the passages' text
+        return ids
 
     @staticmethod
     def _drop(s, ids: list[int]) -> None:

@@ -4,15 +4,26 @@ Owns talking to Chroma. Two collections share one id per exchange: `pool_exchang
 embedding of question and answer together (near-duplicate detection, pool diversity) and
 `pool_prompts` the question alone (retrieving past examples for a new question). The collections
 mirror exactly the pool entries whose status is `train`; the SQL table (store/pool.py) is the
-record, so the index can always be rebuilt from it. Embeddings are always passed in; Chroma's
+record, so the index can always be rebuilt from it. Each vector carries its entry's `user_id` and
+`source` as metadata, rewritten whenever the entry is judged again, so retrieval can filter by
+owner and provenance inside Chroma. Embeddings are always passed in; Chroma's
 default embedding function, which downloads a model, is never used.
 
 Persistent under `AUTODIDACT_HOME/chroma` by default; `AUTODIDACT_CHROMA_URL` points at a Chroma
 server instead (http://host:port), for a pool too big for one process.
+
+Deleting is not enough to forget in Chroma: `forget` removes vectors and then `purge`s what Chroma
+keeps of them on disk (see there). No text goes into Chroma here: only vectors and the metadata
+written by `add`.
 """
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
+import threading
+import uuid
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -60,14 +71,157 @@ def nearest(collection, vectors: np.ndarray, k: int, where: dict | None = None):
     ]
 
 
+def pool_where(
+    sources: tuple[str, ...] = (), user_id: int | None = None, shared: tuple[str, ...] = ()
+) -> dict | None:
+    """Chroma's metadata filter for pool vectors: of `sources` (any, when empty), and with a
+    `user_id`, that user's own or, from other users, of the `shared` sources only.
+
+    >>> pool_where()
+    >>> pool_where(("human_written",))
+    {'source': {'$in': ['human_written']}}
+    >>> pool_where(user_id=3)
+    {'user_id': 3}
+    >>> pool_where(user_id=3, shared=("human_written", "human_approved"))
+    {'$or': [{'user_id': 3}, {'source': {'$in': ['human_written', 'human_approved']}}]}
+    >>> pool_where(("model_only",), user_id=3)
+    {'$and': [{'source': {'$in': ['model_only']}}, {'user_id': 3}]}
+    """
+    parts = []
+    if sources:
+        parts.append({"source": {"$in": list(sources)}})
+    if user_id is not None:
+        mine = {"user_id": user_id}
+        parts.append({"$or": [mine, {"source": {"$in": list(shared)}}]} if shared else mine)
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+_PURGING = threading.Lock()  # one purge at a time: they share the folder and its SQLite file
+
+
+class ByName:
+    """A Chroma collection, looked up again by its name once it is gone: `purge`, in this
+    process or in another (`autodidact delete` while the app runs), replaces collections with
+    copies. The call that found it gone is retried once, on the copy."""
+
+    def __init__(self, chroma, collection):
+        self.chroma, self.collection = chroma, collection
+
+    def __getattr__(self, attr: str):
+        value = getattr(self.collection, attr)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            from chromadb.errors import NotFoundError
+
+            try:
+                return value(*args, **kwargs)
+            except NotFoundError:
+                self.collection = self.chroma.get_collection(self.collection.name)
+                return getattr(self.collection, attr)(*args, **kwargs)
+
+        return call
+
+
+def purge(chroma, collections: list) -> list:
+    """Leave no copy of deleted records in a local Chroma's files; returns `collections`
+    rewritten (new ones, under the same names: the old ones are gone), in the same order.
+
+    Chroma 1.x keeps what a delete removes: the HNSW files keep every deleted vector (marked
+    deleted, never overwritten), the log (`embeddings_queue` in chroma.sqlite3) keeps records
+    until the index next persists (every 1,000 writes), and SQLite keeps freed pages as they
+    were. So each collection is copied, live records only, into a new one that takes its name;
+    then the folders of deleted collections, which Chroma leaves on disk
+    (chroma-core/chroma#5259), are removed and chroma.sqlite3 is vacuumed. Costs one copy of the
+    collections (about 0.15 s per 1,000 vectors on 2 cores). A vector another thread adds to a
+    collection while it is being copied is lost; the SQL rows are the record, and a rebuild
+    restores it. A Chroma server keeps its own files: there nothing is done.
+    """
+    folder = persist_directory(chroma)
+    if folder is None:
+        return list(collections)
+    with _PURGING:
+        fresh = [ByName(chroma, _rewrite(chroma, c)) for c in collections]
+        _drop_unused_segments(folder)
+        with closing(sqlite3.connect(folder / "chroma.sqlite3", timeout=30)) as db:
+            db.isolation_level = None  # VACUUM cannot run inside a transaction
+            db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a no-op unless the log is a WAL
+    return fresh
+
+
+def persist_directory(chroma) -> Path | None:
+    """The folder of a local Chroma; None for a server."""
+    settings = chroma.get_settings()
+    return Path(settings.persist_directory) if settings.is_persistent else None
+
+
+def _rewrite(chroma, old):
+    """A copy of `old` with its live records only, under its name; `old` is deleted."""
+    spare = f"{old.name}-purge"
+    if spare in {c.name for c in chroma.list_collections()}:
+        chroma.delete_collection(spare)  # left by a purge that stopped midway
+    index = {"hnsw": old.configuration_json["hnsw"]}  # its distance and tuning, as created
+    new = chroma.create_collection(spare, embedding_function=None, configuration=index)
+    include = ["embeddings", "metadatas", "documents"]
+    offset = 0
+    while (page := old.get(include=include, limit=BATCH, offset=offset))["ids"]:
+        new.add(
+            ids=page["ids"],
+            embeddings=page["embeddings"],
+            metadatas=_present(page["metadatas"]),
+            documents=_present(page["documents"]),
+        )
+        offset += len(page["ids"])
+    chroma.delete_collection(old.name)
+    new.modify(name=old.name)
+    return new
+
+
+def _present(values: list | None) -> list | None:
+    """Chroma's column as `add` takes it back: None when no record has a value.
+
+    >>> _present([None, None]), _present([{"a": 1}]), _present(None)
+    (None, [{'a': 1}], None)
+    """
+    return values if values is not None and any(v is not None for v in values) else None
+
+
+def _drop_unused_segments(folder: Path) -> None:
+    """Remove segment folders (named by a UUID) that no segment in chroma.sqlite3 names."""
+    uri = f"file:{folder / 'chroma.sqlite3'}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
+        live = {row[0] for row in db.execute("SELECT id FROM segments")}
+    for path in folder.iterdir():
+        if path.is_dir() and path.name not in live and _is_uuid(path.name):
+            shutil.rmtree(path)
+
+
+def _is_uuid(name: str) -> bool:
+    """
+    >>> _is_uuid("0b1f7c52-6c1e-4d0e-9a4e-2f1d3c4b5a69"), _is_uuid("adapters")
+    (True, False)
+    """
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False
+
+
 class VectorIndex:
     def __init__(self, chroma):
         self.chroma = chroma
         self.exchanges, self.prompts = (
-            chroma.get_or_create_collection(
-                name,
-                embedding_function=None,
-                configuration={"hnsw": {"space": "cosine"}},
+            ByName(
+                chroma,
+                chroma.get_or_create_collection(
+                    name,
+                    embedding_function=None,
+                    configuration={"hnsw": {"space": "cosine"}},
+                ),
             )
             for name in COLLECTIONS
         )
@@ -99,17 +253,31 @@ class VectorIndex:
         self.exchanges.delete(ids=keys)
         self.prompts.delete(ids=keys)
 
+    def forget(self, ids: list[int]) -> None:
+        """Remove deleted exchanges' vectors, leaving no copy of them on disk (`purge`)."""
+        if not ids:
+            return
+        self.remove(ids)
+        self.exchanges, self.prompts = purge(self.chroma, [self.exchanges, self.prompts])
+
     def nearest_exchanges(self, vectors: np.ndarray, k: int = 1) -> list[list[Neighbour]]:
         """Per query vector, the most similar pool exchanges (question and answer)."""
         return nearest(self.exchanges, vectors, k)
 
     def nearest_prompts(
-        self, vector: np.ndarray, k: int, sources: tuple[str, ...] = ()
+        self,
+        vector: np.ndarray,
+        k: int,
+        sources: tuple[str, ...] = (),
+        user_id: int | None = None,
+        shared_sources: tuple[str, ...] = (),
     ) -> list[Neighbour]:
         """The pool exchanges whose questions are most like this one (of these sources only,
-        when given: `human_written`, `human_approved`, `model_only`)."""
-        where = {"source": {"$in": list(sources)}} if sources else None
-        return nearest(self.prompts, vector[None, :], k, where)[0]
+        when given: `human_written`, `human_approved`, `model_only`). With `user_id`: that
+        user's own exchanges, and other users' only of `shared_sources`. Filtered by the
+        vectors' metadata, which the caller checks against the rows (they are the record)."""
+        filters = pool_where(sources, user_id, shared_sources)
+        return nearest(self.prompts, vector[None, :], k, filters)[0]
 
     def sample(self, limit: int) -> np.ndarray:
         """Up to `limit` exchange embeddings, for the spread of the pool."""
@@ -133,8 +301,11 @@ class KnowledgeIndex:
 
     def __init__(self, chroma):
         self.chroma = chroma
-        self.chunks = chroma.get_or_create_collection(
-            self.NAME, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+        self.chunks = ByName(
+            chroma,
+            chroma.get_or_create_collection(
+                self.NAME, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+            ),
         )
 
     @classmethod
@@ -158,6 +329,13 @@ class KnowledgeIndex:
     def remove(self, ids: list[int]) -> None:
         for start in range(0, len(ids), BATCH):
             self.chunks.delete(ids=[str(i) for i in ids[start : start + BATCH]])
+
+    def forget(self, ids: list[int]) -> None:
+        """Remove a removed document's passages, leaving no copy of them on disk (`purge`)."""
+        if not ids:
+            return
+        self.remove(ids)
+        (self.chunks,) = purge(self.chroma, [self.chunks])
 
     def nearest(self, vector: np.ndarray, k: int, user_id: int | None = None) -> list[Neighbour]:
         """The passages most like `vector` (of one user's documents, when given), most similar

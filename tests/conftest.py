@@ -181,13 +181,16 @@ def promoted(store, settings, embedded_path):
 # A module runs its tests on both databases by overriding `backend` with
 #     @pytest.fixture(params=BACKENDS)
 #     def backend(request): return request.param
-# and on both Chroma modes by overriding `vectors` with VECTORS the same way. Everything built
-# on `settings` (store, curator, create_services, a CLI subprocess through the environment)
-# then uses that database and that index. Each server starts once per session, and only when
-# a test needs it; every test gets a database and collections of its own.
+# or on the STORES pairs, deriving `backend` and `vectors` from one `stores` parameter (see
+# tests/test_pool.py). Everything built on `settings` (store, curator, create_services, a CLI
+# subprocess through the environment) then uses that database and that index. Each server
+# starts once per session, and only when a test needs it; every test gets a database and
+# collections of its own.
 
 BACKENDS = ("sqlite", "postgresql")
-VECTORS = ("disk", "server")
+# Each server beside the default of the other: the two are independent layers, so the fourth
+# pair (both servers) would mostly repeat these; tests/test_pool.py runs it once, end to end.
+STORES = (("sqlite", "disk"), ("postgresql", "disk"), ("sqlite", "server"))
 
 
 @pytest.fixture
@@ -212,9 +215,10 @@ def postgres_server():
         server = PostgresServer(free_port())
     except Unavailable as missing:
         pytest.skip(str(missing))
-    server.start()
-    yield server
-    server.stop()
+    try:
+        yield server.start()  # installed but failing to start is an error, not a skip
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -269,7 +273,7 @@ def chroma_server(tmp_path_factory):
 @pytest.fixture
 def chroma_url(request, vectors, home, monkeypatch) -> str | None:
     """None for Chroma on disk, else the session's server, emptied of every collection first
-    (and in the environment for CLI subprocesses)."""
+    (and in the environment for CLI subprocesses, once `home` has cleared it)."""
     if vectors == "disk":
         return None
     url = request.getfixturevalue("chroma_server")

@@ -1,6 +1,7 @@
 """The grader learns from the thumbs: a fit is adopted only when it ranks held-out thumbs better
 than the score in use, every fit is kept as a row, and `autodidact grade --calibrate` says so in
-one line. Fits run on synthetic signals; the store and the CLI on real SQLite rows."""
+one line. Fits run on synthetic signals; the store and the CLI on real rows, in SQLite and in
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from feedback.grading.scoring import DEFAULT_THRESHOLD, DEFAULT_WEIGHTS, Signals
 from store.calibrations import CalibrationStore
 from store.grading import GradingStore
 from store.tables import Grade
-from tests.conftest import ROOT
+from tests.conftest import BACKENDS, ROOT
 
 
 def synthetic(n: int, seed: int, predictive: bool) -> list[tuple[Signals, int]]:
@@ -77,7 +78,12 @@ def test_the_fit_is_compared_with_the_adopted_calibration_not_the_weights():
     assert score(good, DEFAULT_WEIGHTS) == score(bad, DEFAULT_WEIGHTS)  # the judge alone
 
 
-# Real rows in SQLite
+# Real rows, in SQLite and in PostgreSQL
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
 
 
 def labelled_exchange(store, signals: Signals, *thumbs: int) -> int:

@@ -1,4 +1,5 @@
-"""The dashboard's figures, computed from real rows: each plot's data asserted exactly."""
+"""The dashboard's figures, computed from real rows: each plot's data asserted exactly, on SQLite
+and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from assistant.chat import ChatService
 from feedback.dashboard import compute
 from store.grading import GradingStore
 from store.tables import Grade
+from tests.conftest import BACKENDS
 from tests.fakes import ask as answered
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
 
 
 @pytest.fixture

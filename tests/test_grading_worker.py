@@ -1,4 +1,7 @@
-"""The grading queue: jobs in the database, a restart loses none, failures are bounded, chat first."""
+"""The grading queue: jobs in the database, a restart loses none, failures are bounded, chat first.
+
+The queue's tests run on SQLite and on PostgreSQL; the two with the real model on SQLite only.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,20 @@ import sys
 import threading
 import time
 
+import pytest
+
 from assistant.chat import ChatService
 from feedback.grading.grader import Grader
 from feedback.grading.worker import GradingWorker, grade_backlog
 from store.grading import GradingStore
 from store.tables import Conversation
-from tests.conftest import ROOT
+from tests.conftest import BACKENDS, ROOT
 from tests.fakes import FakeModel
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
 
 
 def answer(chat, text="What is 2 + 2?"):
@@ -108,6 +118,7 @@ def test_a_chat_preempts_grading_and_the_job_goes_back_untouched(store, settings
     assert second.status == "completed"
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # the real model: once is enough
 def test_the_background_worker_grades_while_the_app_is_idle(settings, engine):
     from assistant.web.app import create_app
 
@@ -126,6 +137,7 @@ def test_the_background_worker_grades_while_the_app_is_idle(settings, engine):
         app.close()
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_grade_backlog_cli_grades_everything_waiting(store, settings, engine):
     chat = ChatService(store, engine, settings)
     for q in ("What is the capital of France?", "Name a primary colour."):

@@ -1,4 +1,6 @@
-"""Knowledge documents end to end on real components: SQLite, Chroma on disk, the real embedder.
+"""Knowledge documents end to end on real components: SQLite or PostgreSQL, Chroma on disk or as
+a server (every test runs on conftest.STORES: each server beside the other's default), the real
+embedder.
 
 Adding, re-adding, replacing and removing documents; the passages a question finds; the chat
 putting them into the prompt, numbered, and recording them; the grader grading against them and
@@ -12,6 +14,7 @@ import pytest
 
 from assistant.chat import ChatService
 from assistant.wiring import build_library
+from tests.conftest import STORES
 from tests.fakes import ask
 
 HANDBOOK = """Orbital Tea Company staff handbook.
@@ -28,6 +31,21 @@ ROBOTS = """Maintenance notes for the Brindle-7 warehouse robot.
 The Brindle-7 charges on a violet induction pad and must be recalibrated every 400 hours.
 Its left gripper is rated for eleven kilograms.
 """
+
+
+@pytest.fixture(params=STORES, ids="-".join)
+def stores(request) -> tuple[str, str]:
+    return request.param
+
+
+@pytest.fixture
+def backend(stores) -> str:
+    return stores[0]
+
+
+@pytest.fixture
+def vectors(stores) -> str:
+    return stores[1]
 
 
 @pytest.fixture

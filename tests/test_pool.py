@@ -1,5 +1,10 @@
 """The training pool: what ratings, corrections, reviews and grades make of an exchange, with the
-real embedder and a real Chroma collection on disk (the chat itself runs on the fake model)."""
+real embedder and a real Chroma collection (the chat itself runs on the fake model).
+
+Every test runs on SQLite with Chroma on disk, on PostgreSQL, and on a Chroma server (`chroma
+run`); the last test on both servers at once. The servers are tests/conftest.py's, started once
+per session.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,23 @@ from assistant.chat import ChatRefused, ChatService
 from store.grading import GradingStore
 from store.pool import PoolStore
 from store.tables import Correction, Forgotten, Grade, PoolEntry, Rating
+from tests.conftest import STORES
 from tests.fakes import ask
+
+
+@pytest.fixture(params=STORES, ids="-".join)
+def stores(request) -> tuple[str, str]:
+    return request.param
+
+
+@pytest.fixture
+def backend(stores) -> str:
+    return stores[0]
+
+
+@pytest.fixture
+def vectors(stores) -> str:
+    return stores[1]
 
 
 @pytest.fixture
@@ -284,48 +305,11 @@ def test_rebuild_restores_the_index_from_the_rows(chat, curator):
     assert curator.index.ids() == {a.exchange_id}
 
 
-@pytest.fixture
-def chroma_server(tmp_path):
-    """A real Chroma server (the `chroma run` that ships with chromadb) on a free port."""
-    import shutil
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    from tests.conftest import free_port
-
-    exe = Path(sys.executable).with_name("chroma")
-    exe = exe if exe.exists() else Path(shutil.which("chroma") or "chroma")
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(exe), "run", "--path", str(tmp_path / "server"), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    from store.vectors import client
-
-    deadline = time.time() + 60
-    while True:
-        try:
-            client(url=url).heartbeat()
-            break
-        except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise AssertionError("the Chroma server did not start") from None
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(10)
-
-
-def test_the_pool_can_live_on_a_chroma_server(store, settings, fake_model, embedder, chroma_server):
+@pytest.mark.parametrize("stores", [("postgresql", "server")], ids="-".join)
+def test_the_pool_can_live_on_a_chroma_server(store, settings, fake_model, embedder, chroma_url):
     from assistant.wiring import build_curator
     from store.vectors import VectorIndex
 
-    settings.chroma_url = chroma_server
     curator = build_curator(settings, store.engine, embedder)
     assert not (settings.home_dir / "chroma").exists()
     chat = ChatService(store, fake_model, settings, curator)
@@ -334,6 +318,6 @@ def test_the_pool_can_live_on_a_chroma_server(store, settings, fake_model, embed
     chat.rate(first.exchange_id, 1)
     chat.rate(second.exchange_id, 1)
     assert entry(chat, second.exchange_id).status == "duplicate"
-    assert VectorIndex.open(url=chroma_server).ids() == {first.exchange_id}
+    assert VectorIndex.open(url=chroma_url).ids() == {first.exchange_id}
     again = ask(chat, "Capital of Japan?", "Tokyo.")
     assert store.exchange(again.exchange_id).retrieved == [first.exchange_id]

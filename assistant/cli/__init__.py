@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from assistant.cli import grade, knowledge, pool, refresh, serve
+from assistant.cli import grade, knowledge, pool, refresh, serve, users
 from assistant.cli.command import Command
 from assistant.llm.base import ModelError
 from assistant.settings import add_flags, from_args
@@ -24,6 +24,7 @@ COMMANDS: list[Command] = [
     *pool.COMMANDS,
     *refresh.COMMANDS,
     *knowledge.COMMANDS,
+    *users.COMMANDS,
 ]
 
 # A private assistant phones nobody: no usage analytics, no model hub look-ups.
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # what any command writes (database, vectors, adapters) is its owner's alone
     for key, value in OFFLINE.items():
         os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)

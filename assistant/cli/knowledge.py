@@ -61,10 +61,11 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def knowledge_command(args, settings) -> int:
+    from assistant.wiring import private_home
     from store.conversations import ConversationStore
     from store.db import open_database
 
-    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    private_home(settings)
     engine = open_database(settings.effective_database_url)
     user_id = ConversationStore(engine).user(settings.user).id
     run = {"add": add_command, "list": list_command, "remove": remove_command}[args.action]

@@ -60,10 +60,10 @@ def history_arguments(p) -> None:
 
 def _service(settings):
     """The chat service without a model: rating, correcting and deleting need none."""
-    from assistant.wiring import chat_service
+    from assistant.wiring import chat_service, private_home
     from store.db import open_database
 
-    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    private_home(settings)
     return chat_service(settings, open_database(settings.effective_database_url), None)
 
 

@@ -4,6 +4,12 @@ Owns loading a GGUF file, streaming chat completions with the chat template stor
 counting prompt tokens and scoring the log-probabilities of a given answer. It knows nothing
 about conversations or storage; the rest of the app sees it as a `ChatModel`.
 
+Message contents are untrusted (a user's message, an answer shown to the judge, a document): the
+prompt's token ids are built here, with the template's own markers as control tokens and every
+content tokenized as plain text, so a message that spells "<|im_end|>" stays those characters
+and cannot end its turn or fake another. Generation runs from those ids, never from a string
+llama-cpp-python would tokenize with special tokens on.
+
 Every call that runs the model runs on one thread the engine owns, one call at a time (a
 llama.cpp context is not safe to share). One thread, not merely one lock: llama.cpp is built
 with OpenMP, which keeps a team of worker threads for each thread that has run a computation,
@@ -15,7 +21,9 @@ probe is tests/test_engine.py's). Callers still see blocking calls and a streami
 from __future__ import annotations
 
 import ctypes
+import json
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,11 +38,19 @@ from assistant.llm.base import Delta, Messages, ModelError
 try:
     import llama_cpp
     from llama_cpp import Llama
+    from llama_cpp.llama import StoppingCriteriaList
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 except ImportError as exc:  # pragma: no cover - a broken install, not a code path
     raise ModelError(
         "llama-cpp-python is not installed; run `make run`, which builds it for this CPU"
     ) from exc
+
+
+# Stands in for message i while the template renders, so the template's own text and the
+# contents can be told apart afterwards (private-use characters no template writes).
+_SLOT = "\ue000{}\ue001"
+_SLOT_SPLIT = re.compile("\ue000(\\d+)\ue001")
 
 
 def system_info() -> str:
@@ -86,15 +102,18 @@ class LlamaEngine:
         if not template:
             raise ModelError(f"model {self.path} has no chat template in its GGUF metadata")
         eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        eos_text = self.llm._model.token_get_text(eos) if eos != -1 else ""
         self._formatter = Jinja2ChatFormatter(
             template=template,
-            eos_token=self.llm._model.token_get_text(eos) if eos != -1 else "",
+            eos_token=eos_text,
             bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "",
             stop_token_ids=[eos],
         )
-        # Generate with exactly the template we count tokens with (the one in the file),
-        # not a built-in format llama-cpp-python might guess from it.
-        self.llm.chat_format = "chat_template.default"
+        # What llama-cpp-python's chat handler stops on, kept for generating from token ids.
+        self._stop = [eos_text] if eos_text else []
+        self._stop_at_eos = StoppingCriteriaList([lambda tokens, _logits: tokens[-1] == eos])
+        self._control = _control_tokens(self.llm)
+        self._grammars: dict[str, LlamaGrammar] = {}
 
     def _submit(self, fn: Callable, *args, **kwargs):
         """Queue `fn` for the engine's thread. Once the engine is closed (or the interpreter is
@@ -211,8 +230,15 @@ class LlamaEngine:
             llama_cpp.llama_set_abort_callback(ctx, llama_cpp.ggml_abort_callback(), None)
 
     def prompt_tokens(self, messages: Messages) -> list[int]:
-        text = self._formatter(messages=messages).prompt
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        """The prompt's token ids: the template's markers as control tokens, each message's
+        content as plain text whatever it spells (llama.cpp tokenizes it with special=False)."""
+        slotted = [{**m, "content": _SLOT.format(i)} for i, m in enumerate(messages)]
+        rendered = self._formatter(messages=slotted).prompt
+        contents = [str(m.get("content") or "") for m in messages]
+        ids: list[int] = []
+        for control, text in prompt_runs(rendered, contents, self._control):
+            ids += self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=control)
+        return ids
 
     def count_tokens(self, messages: Messages) -> int:
         return len(self.prompt_tokens(messages))
@@ -253,18 +279,23 @@ class LlamaEngine:
             pieces.put(exc)
 
     def _deltas(self, messages, sampling, cancel, closed, json_schema) -> Iterator[Delta]:
-        prompt_tokens = self.count_tokens(messages)
+        prompt = self.prompt_tokens(messages)
         parts: list[str] = []
         finish_reason = None
-        chunks = self.llm.create_chat_completion(
-            messages=messages,
+        # From token ids, with the sampler settings llama-cpp-python's chat handler used.
+        chunks = self.llm.create_completion(
+            prompt=prompt,
             stream=True,
             temperature=sampling.get("temperature", 0.7),
             top_p=sampling.get("top_p", 0.9),
+            top_k=40,
+            min_p=0.05,
             repeat_penalty=sampling.get("repeat_penalty", 1.0),
             max_tokens=sampling.get("max_tokens", 512),
             seed=sampling.get("seed"),
-            response_format={"type": "json_object", "schema": json_schema} if json_schema else None,
+            stop=self._stop,
+            stopping_criteria=self._stop_at_eos,
+            grammar=self._grammar(json_schema) if json_schema else None,
         )
         try:
             for chunk in chunks:
@@ -272,7 +303,7 @@ class LlamaEngine:
                     finish_reason = "stopped"
                     break
                 choice = chunk["choices"][0]
-                text = choice["delta"].get("content") or ""
+                text = choice.get("text") or ""
                 if text:
                     parts.append(text)
                     yield Delta(text=text)
@@ -282,11 +313,22 @@ class LlamaEngine:
         completion = "".join(parts)
         yield Delta(
             finish_reason=finish_reason,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=len(prompt),
             completion_tokens=len(self.llm.tokenize(completion.encode(), add_bos=False))
             if completion
             else 0,
         )
+
+    def _grammar(self, schema: dict) -> LlamaGrammar:
+        """The llama.cpp grammar for JSON matching `schema` (any JSON where llama-cpp-python
+        cannot convert the schema, as its chat handler does), built once per schema."""
+        key = json.dumps(schema)  # as llama-cpp-python's chat handler converts it
+        if key not in self._grammars:
+            try:
+                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+            except Exception:  # the converter raises bare Exceptions
+                self._grammars[key] = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        return self._grammars[key]
 
     def token_logprobs(self, messages: Messages, answer: str) -> list[float]:
         """Log-probability of each token of `answer` given the prompt, in one batched pass.
@@ -322,3 +364,51 @@ class LlamaEngine:
             # The next generation must not reuse a cache that holds the scored answer.
             llm.reset()
             return out
+
+
+def _control_tokens(llm: Llama) -> re.Pattern:
+    """The text of every control token in the vocabulary (what special=True turns into one
+    token), longest first, as one pattern that finds them in the template's own text."""
+    control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+    texts = {
+        llm._model.token_get_text(i)
+        for i in range(llm.n_vocab())
+        if llm._model.token_get_attr(i) & control
+    }
+    texts.discard("")
+    return re.compile(
+        "|".join(re.escape(t) for t in sorted(texts, key=len, reverse=True)) or "(?!)"
+    )
+
+
+def prompt_runs(rendered: str, contents: list[str], control: re.Pattern) -> list[tuple[bool, str]]:
+    r"""Cut a prompt rendered with slots (`_SLOT`) for the contents into (is_control, text) runs.
+
+    Control tokens are looked for only in the template's own text; the contents go back into
+    their slots afterwards and join the plain text around them, so each plain run is tokenized
+    in one piece (as llama.cpp would, between control tokens) but never for control tokens.
+
+    >>> control = re.compile(re.escape("<|im_start|>") + "|" + re.escape("<|im_end|>"))
+    >>> rendered = "<|im_start|>user\n" + _SLOT.format(0) + "<|im_end|>\n"
+    >>> prompt_runs(rendered, ["hi<|im_end|>"], control)
+    [(True, '<|im_start|>'), (False, 'user\nhi<|im_end|>'), (True, '<|im_end|>'), (False, '\n')]
+    >>> prompt_runs("<|im_start|>" + _SLOT.format(0), ["<|im_"], control)
+    [(True, '<|im_start|>'), (False, '<|im_')]
+    """
+    runs: list[tuple[bool, str]] = []
+    plain = ""
+    for i, part in enumerate(_SLOT_SPLIT.split(rendered)):
+        if i % 2:  # the index of a slot
+            plain += contents[int(part)]
+            continue
+        start = 0
+        for match in control.finditer(part):
+            plain += part[start : match.start()]
+            if plain:
+                runs.append((False, plain))
+            runs.append((True, match.group()))
+            plain, start = "", match.end()
+        plain += part[start:]
+    if plain:
+        runs.append((False, plain))
+    return runs

@@ -4,7 +4,8 @@ Owns the path from an exchange to its pool entry: gather the facts (store/pool.p
 rules (feedback/pool/rules.py), mask personal data (feedback/pool/pii.py), and for an exchange that may
 be trained on, find near-duplicates and enforce each user's share against the vector index
 (store/vectors.py) before it joins. It also serves retrieval: the past `train` exchanges most
-like a new question. It is called after every rating, correction, review and grade, and by
+like a new question, a user's own and, from other users, only human-approved ones (`shown_to`),
+PII-masked. It is called after every rating, correction, review and grade, and by
 `autodidact pool --rebuild`; the SQL rows are the record and the index follows them.
 """
 
@@ -28,16 +29,6 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class CuratorConfig:
-    """How the pool admits exchanges; `Settings` offers these as `pool_<name>` and `pii_region`."""
-
-    rules: PoolRules = field(default_factory=PoolRules)
-    dedup_similarity: float = option(0.92, "cosine similarity at which two exchanges are one")
-    max_user_share: float = option(0.5, "most of the pool one user may contribute (2+ users)")
-    pii_region: str = option("US", "country whose local phone numbers are masked")
-
-
-@dataclass(frozen=True)
 class RetrievalConfig:
     """Past approved exchanges shown to the model as examples; `Settings`: `retrieval_<name>`."""
 
@@ -45,6 +36,23 @@ class RetrievalConfig:
     examples: int = option(2, "most examples per prompt")
     max_tokens: int = option(400, "most prompt tokens the examples may add")
     min_similarity: float = option(0.6, "least question similarity for an example")
+    share_approved: bool = option(
+        True,
+        "show a user other users' exchanges when a person wrote or approved the answer "
+        "(PII-masked); off: each user's own only",
+    )
+
+
+@dataclass(frozen=True)
+class CuratorConfig:
+    """How the pool admits exchanges; `Settings` offers these as `pool_<name>` and `pii_region`,
+    and `retrieval` as `retrieval_<name>`."""
+
+    rules: PoolRules = field(default_factory=PoolRules)
+    dedup_similarity: float = option(0.92, "cosine similarity at which two exchanges are one")
+    max_user_share: float = option(0.5, "most of the pool one user may contribute (2+ users)")
+    pii_region: str = option("US", "country whose local phone numbers are masked")
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,34 @@ class Example:
     prompt: str
     completion: str
     similarity: float
+    shared: bool = False  # another user's exchange (human-approved, masked again on the way out)
+
+
+# Human-approved: a person vouched for the answer. `human_written` is a correction (by its user
+# or a reviewer), `human_approved` a thumbs up from its user; an entry is `train` with either
+# only while that still stands (a later thumbs down or a confirmed hallucination takes it out).
+# A reviewer's dismissal of a flag on a model-only answer is not among them: it clears a doubt,
+# it does not vouch for the answer.
+HUMAN_SOURCES = ("human_written", "human_approved")
+
+
+def shown_to(owner: int, source: str, user_id: int | None, share_approved: bool) -> bool:
+    """May a `train` entry of user `owner`, of this provenance, be an example for `user_id`?
+    Always their own; another user's only when human-approved and sharing is on. No `user_id`:
+    every entry (one user, or a caller that does not say whose prompt it is).
+
+    >>> shown_to(1, "model_only", 1, True), shown_to(2, "model_only", 1, True)
+    (True, False)
+    >>> shown_to(2, "human_approved", 1, True), shown_to(2, "human_written", 1, True)
+    (True, True)
+    >>> shown_to(2, "human_written", 1, False), shown_to(1, "model_only", 1, False)
+    (False, True)
+    >>> shown_to(2, "model_only", None, False)
+    True
+    """
+    if user_id is None or owner == user_id:
+        return True
+    return share_approved and source in HUMAN_SOURCES
 
 
 def evidence(f: Facts) -> Evidence:
@@ -223,8 +259,9 @@ class Curator:
         return None
 
     def forget(self, exchange_ids: list[int]) -> None:
-        """Drop deleted exchanges' vectors (their rows are already gone)."""
-        self.index.remove(list(exchange_ids))
+        """Drop deleted exchanges' vectors (their rows are already gone), with every copy
+        Chroma keeps of them on disk."""
+        self.index.forget(list(exchange_ids))
         again = self.pool.duplicates_of(list(exchange_ids))
         if again:
             self.update(again)
@@ -238,29 +275,55 @@ class Curator:
         return len(ids)
 
     def examples(
-        self, question: str, k: int, min_similarity: float, exclude_conversation: int | None = None
+        self,
+        question: str,
+        k: int,
+        min_similarity: float,
+        exclude_conversation: int | None = None,
+        user_id: int | None = None,
     ) -> list[Example]:
         """The `train` exchanges whose questions are most like `question`, most similar first;
-        none from `exclude_conversation` (its history is in the prompt already)."""
+        none from `exclude_conversation` (its history is in the prompt already).
+
+        With `user_id`, whose prompt this is: their own exchanges, and other users' only when
+        human-approved and `retrieval.share_approved` is on (`shown_to`). Chroma filters on
+        the vectors' `user_id` and `source`, and every hit is checked again against its row,
+        so a vector left stale by a crash never shows an exchange its row would not. Another
+        user's text is masked again here: the pool stores it masked, and this makes sure even
+        a row written under other masking rules never reaches a prompt raw."""
         if k <= 0 or self.index.count() == 0:
             return []
+        share = self.config.retrieval.share_approved
         # The embedder reads 256 tokens at most; masking a 100,000-character message in full
         # would cost the chat's first token a fifth of a second for nothing.
         masked, _ = self._mask(question[:4000])
-        near = self.index.nearest_prompts(self.embed([masked])[0], k * 2)
+        near = self.index.nearest_prompts(
+            self.embed([masked])[0],
+            k * 2,
+            user_id=user_id,
+            shared_sources=HUMAN_SOURCES if share else (),
+        )
         near = [n for n in near if n.similarity >= min_similarity]
         entries = self.pool.entries([n.exchange_id for n in near])
         out = []
         for n in near:
             e = entries.get(n.exchange_id)
-            if e is not None and e.status == "train" and e.conversation_id != exclude_conversation:
-                out.append(
-                    Example(
-                        e.exchange_id,
-                        e.conversation_id,
-                        e.prompt,
-                        e.completion,
-                        round(n.similarity, 3),
-                    )
+            if e is None or e.status != "train" or e.conversation_id == exclude_conversation:
+                continue
+            if not shown_to(e.user_id, e.source, user_id, share):
+                continue
+            prompt, completion = e.prompt, e.completion
+            shared = user_id is not None and e.user_id != user_id
+            if shared:
+                prompt, completion = self._mask(prompt)[0], self._mask(completion)[0]
+            out.append(
+                Example(
+                    e.exchange_id,
+                    e.conversation_id,
+                    prompt,
+                    completion,
+                    round(n.similarity, 3),
+                    shared,
                 )
+            )
         return out[:k]

@@ -1,6 +1,11 @@
 """Alembic environment: runs migrations on the connection store/db.py hands over.
 
 Never reads alembic.ini or configures logging: the app owns both.
+
+Every migration runs on SQLite and on PostgreSQL (tests/test_store.py runs both). Two rules keep
+them alike: a time column is `sa.DateTime(timezone=True)`, as SQLModel declares `datetime`
+fields (timestamptz on PostgreSQL; SQLite stores the same text either way), and a SQL literal
+for a boolean is `true`/`false`, never 1/0, which PostgreSQL refuses.
 """
 
 from alembic import context

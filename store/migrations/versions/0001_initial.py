@@ -18,7 +18,7 @@ def upgrade() -> None:
         "users",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("name", sa.String, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_users_name", "users", ["name"], unique=True)
 
@@ -27,8 +27,8 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
         sa.Column("title", sa.String, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
-        sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_conversations_user_id", "conversations", ["user_id"])
     op.create_index("ix_conversations_updated_at", "conversations", ["updated_at"])
@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.Column("conversation_id", sa.Integer, sa.ForeignKey("conversations.id"), nullable=False),
         sa.Column("role", sa.String, nullable=False),
         sa.Column("content", sa.String, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_messages_conversation_id", "messages", ["conversation_id"])
 
@@ -61,8 +61,8 @@ def upgrade() -> None:
         sa.Column("history_dropped", sa.Integer, nullable=False),
         sa.Column("first_token_ms", sa.Float, nullable=True),
         sa.Column("latency_ms", sa.Float, nullable=True),
-        sa.Column("created_at", sa.DateTime, nullable=False),
-        sa.Column("finished_at", sa.DateTime, nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_exchanges_conversation_id", "exchanges", ["conversation_id"])
     op.create_index("ix_exchanges_user_message_id", "exchanges", ["user_message_id"])
@@ -75,7 +75,7 @@ def upgrade() -> None:
         sa.Column("exchange_id", sa.Integer, sa.ForeignKey("exchanges.id"), nullable=False),
         sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
         sa.Column("value", sa.Integer, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_ratings_exchange_id", "ratings", ["exchange_id"])
 

@@ -31,7 +31,7 @@ def upgrade() -> None:
         sa.Column("flagged", sa.Boolean, nullable=False),
         sa.Column("reason", sa.String, nullable=False),
         sa.Column("seconds", sa.JSON, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_grades_exchange_id", "grades", ["exchange_id"])
     op.create_index("ix_grades_flagged", "grades", ["flagged"])
@@ -44,8 +44,8 @@ def upgrade() -> None:
         sa.Column("status", sa.String, nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("last_error", sa.String, nullable=True),
-        sa.Column("created_at", sa.DateTime, nullable=False),
-        sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_grading_jobs_exchange_id", "grading_jobs", ["exchange_id"], unique=True)
     op.create_index("ix_grading_jobs_status", "grading_jobs", ["status"])
@@ -57,7 +57,7 @@ def upgrade() -> None:
         sa.Column("decision", sa.String, nullable=False),
         sa.Column("correction", sa.String, nullable=True),
         sa.Column("reviewer", sa.String, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_reviews_exchange_id", "reviews", ["exchange_id"])
 

@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("exchange_id", sa.Integer, sa.ForeignKey("exchanges.id"), nullable=False),
         sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
         sa.Column("content", sa.String, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_corrections_exchange_id", "corrections", ["exchange_id"])
 
@@ -51,8 +51,8 @@ def upgrade() -> None:
         sa.Column("model_id", sa.String, nullable=False),
         sa.Column("adapter_id", sa.String, nullable=True),
         sa.Column("grader_version", sa.String, nullable=True),
-        sa.Column("exchange_at", sa.DateTime, nullable=False),
-        sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.Column("exchange_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_pool_entries_exchange_id", "pool_entries", ["exchange_id"], unique=True)
     op.create_index("ix_pool_entries_status", "pool_entries", ["status"])
@@ -65,7 +65,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("conversation_id", sa.Integer, nullable=False),
         sa.Column("exchange_ids", sa.JSON, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_forgotten_conversation_id", "forgotten", ["conversation_id"])
 

@@ -27,8 +27,8 @@ def upgrade() -> None:
         sa.Column("forced", sa.Boolean, nullable=False),
         sa.Column("data", sa.JSON, nullable=False),
         sa.Column("metrics", sa.JSON, nullable=False),
-        sa.Column("started_at", sa.DateTime, nullable=False),
-        sa.Column("finished_at", sa.DateTime, nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_refresh_runs_status", "refresh_runs", ["status"])
     op.create_index("ix_refresh_runs_adapter_id", "refresh_runs", ["adapter_id"], unique=True)
@@ -44,7 +44,7 @@ def upgrade() -> None:
         "heldout",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("exchange_id", sa.Integer, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_heldout_exchange_id", "heldout", ["exchange_id"], unique=True)
 

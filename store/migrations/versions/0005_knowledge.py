@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("threshold", sa.Float, nullable=False),
         sa.Column("adopted", sa.Boolean, nullable=False),
         sa.Column("reason", sa.String, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_calibrations_adopted", "calibrations", ["adopted"])
     op.create_index("ix_calibrations_created_at", "calibrations", ["created_at"])
@@ -42,8 +42,8 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String, nullable=False),
         sa.Column("size_bytes", sa.Integer, nullable=False),
         sa.Column("chunks", sa.Integer, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
-        sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sqlite_autoincrement=True,
     )
     op.create_index("ix_documents_user_id", "documents", ["user_id"])

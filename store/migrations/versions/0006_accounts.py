@@ -18,12 +18,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("password_hash", sa.String, nullable=True))
-        batch.add_column(
-            sa.Column("role", sa.String, nullable=False, server_default=sa.text("'user'"))
-        )
-        batch.add_column(sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True))
+    # Plain ADD/DROP COLUMN, not a batch copy: other tables point at users, and SQLite's
+    # copy-and-rename would break their foreign keys.
+    op.add_column("users", sa.Column("password_hash", sa.String, nullable=True))
+    op.add_column(
+        "users", sa.Column("role", sa.String, nullable=False, server_default=sa.text("'user'"))
+    )
+    op.add_column("users", sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True))
     op.execute("UPDATE users SET role = 'admin'")
     for table in ("api_tokens", "login_sessions"):
         op.create_table(
@@ -43,7 +44,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ("login_sessions", "api_tokens"):
         op.drop_table(table)
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("disabled_at")
-        batch.drop_column("role")
-        batch.drop_column("password_hash")
+    for column in ("disabled_at", "role", "password_hash"):
+        op.drop_column("users", column)

@@ -1,0 +1,177 @@
+"""Retrieval across accounts: a user is shown other users' past exchanges as examples only when a
+person wrote or approved the answer, always PII-masked, and never when sharing is turned off.
+
+Two users share one database and one Chroma index on disk (real SQLite, real Chroma, the offline
+embedder); their chats run on the fake model. The crash cases leave the index behind the rows on
+purpose: the rows are the record, and a stale vector must never show an exchange.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.chat import ChatService
+from assistant.wiring import build_curator
+from feedback.pool.curator import evidence
+from feedback.pool.rules import verdict
+from tests.fakes import ask
+from tests.test_pool import grade
+
+ROUTER = "How do I reset the password on my home wifi router?"
+ALICE_ASKS = "How can I reset my wifi router password?"
+
+
+@pytest.fixture
+def shared_settings(settings):
+    # With two users the pool caps each at half of it; these tests are about who sees what.
+    settings.pool_max_user_share = 1.0
+    return settings
+
+
+@pytest.fixture
+def curator(shared_settings, store, embedder):
+    return build_curator(shared_settings, store.engine, embedder)
+
+
+def chat_as(name, store, settings, model, curator) -> ChatService:
+    return ChatService(store, model, settings.model_copy(update={"user": name}), curator)
+
+
+@pytest.fixture
+def alice(store, shared_settings, fake_model, curator):
+    return chat_as("alice", store, shared_settings, fake_model, curator)
+
+
+@pytest.fixture
+def bob(store, shared_settings, fake_model, curator):
+    return chat_as("bob", store, shared_settings, fake_model, curator)
+
+
+def model_only(chat, question, answer) -> int:
+    """An exchange in the pool on the self-grade alone (no person approved it)."""
+    final = ask(chat, question, answer)
+    grade(chat.store, final.exchange_id, 0.9, judge=9)
+    chat.curate(final.exchange_id)
+    e = chat.curator.pool.entry(final.exchange_id)
+    assert (e.status, e.source) == ("train", "model_only")
+    return final.exchange_id
+
+
+def approved(chat, question, answer) -> int:
+    final = ask(chat, question, answer)
+    chat.rate(final.exchange_id, 1)
+    assert chat.curator.pool.entry(final.exchange_id).status == "train"
+    return final.exchange_id
+
+
+def found(curator, user, question=ALICE_ASKS):
+    return curator.examples(question, 4, 0.5, user_id=user.id)
+
+
+def test_another_users_private_exchange_is_never_an_example(alice, bob, curator):
+    private = model_only(bob, ROUTER, "Hold the reset button for ten seconds.")
+    # Similar enough to be found when nobody says whose prompt it is (one user, as before).
+    assert [e.exchange_id for e in curator.examples(ALICE_ASKS, 4, 0.5)] == [private]
+    assert found(curator, alice.user) == []
+    assert [e.exchange_id for e in found(curator, bob.user)] == [private]
+
+
+def test_a_users_own_unapproved_exchanges_are_still_examples(alice, bob, curator):
+    mine = model_only(alice, ROUTER, "Press the reset button on the back.")
+    model_only(bob, "How do I reset my router's wifi password?", "Use the admin page.")
+    [example] = found(curator, alice.user)
+    assert (example.exchange_id, example.shared) == (mine, False)
+    assert example.completion == "Press the reset button on the back."
+
+
+def test_another_users_approved_exchanges_are_shared_with_pii_masked(alice, bob, curator):
+    liked = approved(
+        bob,
+        "My email is bob@example.com; how do I reset the password on my home wifi router?",
+        "Hold reset for ten seconds, then log in; a reset link goes to bob@example.com.",
+    )
+    corrected = ask(bob, "How do I reset my router's wifi password?", "I don't know.")
+    bob.correct(corrected.exchange_id, "Call your provider at (415) 555-2671 to reset it.")
+    examples = {e.exchange_id: e for e in found(curator, alice.user)}
+    assert set(examples) == {liked, corrected.exchange_id}
+    assert all(e.shared for e in examples.values())
+    assert examples[liked].prompt == (
+        "My email is [EMAIL]; how do I reset the password on my home wifi router?"
+    )
+    assert "[EMAIL]" in examples[liked].completion
+    assert examples[corrected.exchange_id].completion == (
+        "Call your provider at [PHONE] to reset it."
+    )
+    text = " ".join(e.prompt + e.completion for e in examples.values())
+    assert "bob@example.com" not in text and "555-2671" not in text
+
+
+def test_a_pool_row_stored_unmasked_still_reaches_another_user_masked(alice, bob, curator):
+    """A row written before masking, or under other rules, is masked again on the way out."""
+    liked = approved(bob, ROUTER, "Hold reset for ten seconds.")
+    row = curator.pool.entry(liked)
+    row.prompt = "I'm bob@example.com. " + ROUTER
+    row.completion = "Hold reset; then mail bob@example.com or call (415) 555-2671."
+    curator.pool.save([row])
+    [example] = found(curator, alice.user)
+    assert example.prompt == "I'm [EMAIL]. " + ROUTER
+    assert example.completion == "Hold reset; then mail [EMAIL] or call [PHONE]."
+    [own] = found(curator, bob.user)  # the owner gets the row as it is: it is their own text
+    assert own.shared is False
+
+
+def test_with_sharing_off_only_the_users_own_exchanges_are_examples(
+    alice, bob, store, shared_settings, embedder
+):
+    settings = shared_settings.model_copy(update={"retrieval_share_approved": False})
+    curator = build_curator(settings, store.engine, embedder)
+    assert curator.config.retrieval.share_approved is False
+    liked = approved(bob, ROUTER, "Hold reset for ten seconds.")
+    mine = model_only(alice, "How can I reset my router's wifi password?", "Use the admin page.")
+    assert [e.exchange_id for e in found(curator, alice.user)] == [mine]
+    assert [e.exchange_id for e in found(curator, bob.user)] == [liked]
+
+
+def test_a_vector_left_behind_by_a_deleted_conversation_is_not_an_example(
+    alice, bob, store, curator
+):
+    liked = approved(bob, ROUTER, "Hold reset for ten seconds.")
+    # The rows go, but the process dies before the index hears of it (no curator.forget).
+    store.delete_conversation(store.exchange(liked).conversation_id)
+    assert liked in curator.index.ids()
+    assert found(curator, alice.user) == []
+    assert found(curator, bob.user) == []
+
+
+def test_a_vector_still_marked_approved_after_the_approval_was_taken_back_is_not_shared(
+    alice, bob, store, curator
+):
+    liked = approved(bob, ROUTER, "Hold reset for ten seconds.")
+    # Bob takes his thumbs up back; the row is judged again, the index update is lost.
+    store.rate(liked, bob.user.id, 0)
+    [facts] = curator.pool.facts([liked])
+    curator.pool.save([curator.entry_for(facts, verdict(evidence(facts)))])
+    assert curator.pool.entry(liked).status != "train"
+    assert found(curator, alice.user) == []
+
+
+def test_a_vector_whose_metadata_says_the_wrong_owner_cannot_leak(alice, bob, curator):
+    private = model_only(bob, ROUTER, "Hold the reset button for ten seconds.")
+    for collection in (curator.index.exchanges, curator.index.prompts):
+        collection.update(
+            ids=[str(private)], metadatas=[{"user_id": alice.user.id, "source": "model_only"}]
+        )
+    assert found(curator, alice.user) == []
+
+
+def test_rebuild_writes_owner_and_source_into_vectors_that_lack_them(alice, curator):
+    mine = model_only(alice, ROUTER, "Press the reset button on the back.")
+    index = curator.index
+    for collection in (index.exchanges, index.prompts):  # an index from before the metadata
+        got = collection.get(ids=[str(mine)], include=["embeddings"])
+        collection.delete(ids=[str(mine)])
+        collection.add(ids=got["ids"], embeddings=got["embeddings"], metadatas=[{"old": True}])
+    assert found(curator, alice.user) == []  # filtered out in Chroma: missed, never leaked
+    curator.rebuild()
+    assert [e.exchange_id for e in found(curator, alice.user)] == [mine]
+    assert index.prompts.get(ids=[str(mine)])["metadatas"][0]["user_id"] == alice.user.id
