@@ -249,9 +249,11 @@ def build_references(settings: Settings, engine, curator: Curator) -> ReferenceF
     config = ReferenceConfig(
         corrections=settings.reference_corrections,
         min_similarity=settings.reference_min_similarity,
+        shared=settings.retrieval_share_approved,
     )
+    owner = ConversationStore(engine).exchange_owner
     return ReferenceFinder(
-        curator.pool, curator.index, KnowledgeStore(engine), curator.embed, config
+        curator.pool, curator.index, KnowledgeStore(engine), curator.embed, config, owner
     )
 
 

@@ -175,3 +175,23 @@ def test_rebuild_writes_owner_and_source_into_vectors_that_lack_them(alice, cura
     curator.rebuild()
     assert [e.exchange_id for e in found(curator, alice.user)] == [mine]
     assert index.prompts.get(ids=[str(mine)])["metadatas"][0]["user_id"] == alice.user.id
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_another_users_correction_grades_an_answer_only_when_sharing_is_on(
+    share, alice, bob, curator, shared_settings, store
+):
+    from assistant.wiring import build_references
+
+    shared_settings.retrieval_share_approved = share
+    references = build_references(shared_settings, store.engine, curator)
+    theirs = ask(bob, ROUTER, "Unplug it.")
+    bob.correct(theirs.exchange_id, "Hold the reset button for ten seconds, then log in.")
+    mine = ask(alice, ALICE_ASKS, "Unplug it.")
+    found = references.for_exchange(mine.exchange_id, ALICE_ASKS)
+    assert [r.exchange_id for r in found] == ([theirs.exchange_id] if share else [])
+    # Bob's own answers are always graded against his own correction.
+    again = ask(bob, ALICE_ASKS, "Unplug it.")
+    assert [r.exchange_id for r in references.for_exchange(again.exchange_id, ALICE_ASKS)] == [
+        theirs.exchange_id
+    ]

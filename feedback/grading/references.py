@@ -38,6 +38,11 @@ class ReferenceConfig:
     )
     most: int = option(2, "most corrections or approvals used for one answer")
     max_chars: int = option(3000, "longest reference text the grader reads, in characters")
+    shared: bool = option(
+        True,
+        "grade against other users' corrections and approvals too (PII-masked); off: only "
+        "the answer's own user's (Settings: retrieval_share_approved)",
+    )
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,9 @@ class ReferenceFinder:
         knowledge: KnowledgeStore | None = None,
         embed: Callable[[list[str]], np.ndarray] | None = None,
         config: ReferenceConfig = ReferenceConfig(),
+        owner: Callable[[int], int | None] | None = None,
     ):
+        self.owner = owner  # exchange id -> its user's id; None: one user, no filtering
         self.pool = pool
         self.index = index
         self.knowledge = knowledge
@@ -127,7 +134,8 @@ class ReferenceFinder:
 
     def for_exchange(self, exchange_id: int, question: str) -> list[Reference]:
         """Corrections and approvals of similar questions first, then the exchange's passages."""
-        refs = self.human(question, exclude=exchange_id)
+        user_id = self.owner(exchange_id) if self.owner else None
+        refs = self.human(question, exclude=exchange_id, user_id=user_id)
         if self.knowledge is not None:
             docs = from_sources(
                 self.knowledge.sources([exchange_id])[exchange_id], self.config.max_chars
@@ -136,11 +144,14 @@ class ReferenceFinder:
                 refs.append(docs)
         return refs
 
-    def human(self, question: str, exclude: int | None = None) -> list[Reference]:
+    def human(
+        self, question: str, exclude: int | None = None, user_id: int | None = None
+    ) -> list[Reference]:
         """Human-written or human-approved answers to questions like this one, most similar
         first (the pool's index holds the `train` entries' questions). `exclude`: the exchange
         being graded, whose own thumbs up or correction must not grade it (that would feed the
-        thumbs into the signals the calibration fits to them)."""
+        thumbs into the signals the calibration fits to them). `user_id`: whose answer is
+        graded; their own references, and other users' only when `config.shared`."""
         cfg = self.config
         if not cfg.corrections or self.index is None or self.embed is None or self.pool is None:
             return []
@@ -149,7 +160,13 @@ class ReferenceFinder:
         vector = self.embed([question[:4000]])[0]
         near = [
             n
-            for n in self.index.nearest_prompts(vector, cfg.most * 4, sources=HUMAN_SOURCES)
+            for n in self.index.nearest_prompts(
+                vector,
+                cfg.most * 4,
+                sources=HUMAN_SOURCES,
+                user_id=user_id,
+                shared_sources=HUMAN_SOURCES if cfg.shared else (),
+            )
             if n.similarity >= cfg.min_similarity and n.exchange_id != exclude
         ]
         entries = self.pool.entries([n.exchange_id for n in near])
@@ -158,6 +175,8 @@ class ReferenceFinder:
             e = entries.get(n.exchange_id)
             if e is None or e.status != "train" or e.source not in HUMAN_SOURCES:
                 continue
+            if user_id is not None and e.user_id != user_id and not cfg.shared:
+                continue  # the database decides, whatever a stale vector says
             kind = "correction" if e.source == "human_written" else "approved"
             out.append(
                 Reference(
