@@ -112,7 +112,10 @@ def payload(cfg, dep, victim: int, params: list[str]) -> list:
     return values
 
 
-EVENT_DATA = {"like": {"index": 1, "value": "x", "liked": False}, "select": {"index": [0, 0], "value": "x"}}
+EVENT_DATA = {
+    "like": {"index": 1, "value": "x", "liked": False},
+    "select": {"index": [0, 0], "value": "x"},
+}
 
 
 def attack(app, cfg, who: str, victim_ids: list[int]) -> dict[int, list]:

@@ -36,7 +36,9 @@ HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer the browser sends `Origin: null` on the
+    # login form, which the origin check must refuse (sandboxed frames send it too).
+    "referrer-policy": "same-origin",
     "cross-origin-opener-policy": "same-origin",
 }
 

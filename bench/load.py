@@ -1,0 +1,537 @@
+"""Load: many accounts chatting at once through the real server, with background grading on.
+
+What it measures, and how:
+  - The app as `autodidact serve` runs it, in this process: `create_app` over a temporary home
+    (the embedded model, SQLite, Chroma), served by uvicorn behind the gate with `launch`, the
+    grader running. Rate limits and the queue size are the defaults unless a flag changes them.
+  - `--accounts` accounts (role user), each with an API token, each driven by its own thread
+    through gradio_client (`Authorization: Bearer ...`), all released at once. Each sends
+    `--turns` messages to /chat, one after the other, a new conversation every
+    `--per-conversation` turns. Every message carries its sender's secret (`SECRET<hex>-<turn>`,
+    a random tag per account) so anything of theirs that reaches someone else can be found.
+  - Per turn, from the client: latency (submit to the final result), queue wait (submit to the
+    server's "process_starts", i.e. the job left Gradio's queue and the chat began) and first
+    output (submit to the first streamed answer text). The two last come from the timestamps
+    gradio_client puts on each status update as it reads them; it reads its message stream
+    every 50 ms, so they are exact to about 50 ms. Also, from the database, the server's own
+    time per answer (`exchanges.latency_ms`: model start to the answer stored).
+  - Nothing lost: every message the server answered must be stored as a completed exchange in
+    a conversation of its sender, with the answer the client received. Refused messages (rate
+    limit, queue full, ...) are counted with their reason, not as lost.
+  - Nothing leaked (target 0): an exchange carrying one account's secret in another account's
+    conversation is misplaced; every account then calls /conversations and /history on every
+    conversation id that exists, others' included, over raw HTTP (tests/raw_gradio.py), and
+    any secret of another account in what comes back (data, errors, logs) is a leak, as is any
+    history of another's conversation returned at all. The answers each account received must
+    hold no other account's secret either (the model could only have it through retrieval).
+  - Grading: jobs done while the chats ran, and after waiting up to `--settle` seconds for the
+    backlog (the checks run after that wait, so whatever grading and curation did is in).
+
+    .venv/bin/python bench/load.py [--accounts 16] [--turns 10] [--max-tokens 64]
+                                   [--per-conversation 5] [--settle 60] [--no-grading]
+                                   [--rate-limit-messages N] [--queue-max N] [--out FILE]
+    .venv/bin/python bench/load.py --accounts 2 --turns 2 --max-tokens 16 --out /tmp/load.json
+
+Prints a table and writes bench/results/load-<timestamp>.json (or `--out`), with the commit
+and the command line. The full run takes the machine: run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+for _key, _value in (
+    ("HF_HUB_OFFLINE", "1"),
+    ("GRADIO_ANALYTICS_ENABLED", "False"),
+    ("ANONYMIZED_TELEMETRY", "False"),
+):
+    os.environ.setdefault(_key, _value)
+
+PASSWORD = "load bench password"
+# Subjects for the messages, so answers differ and retrieval has something to match on.
+TOPICS = [
+    "my garden",
+    "a trip to Lisbon",
+    "learning the cello",
+    "my bicycle",
+    "baking bread",
+    "a chess opening",
+    "my cat",
+    "the tax return",
+]
+
+
+@dataclass
+class Account:
+    name: str
+    id: int
+    token: str
+    tag: str  # in every message this account sends; nobody else may ever see it
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class TurnResult:
+    account: str
+    turn: int
+    message: str
+    conversation: str = ""
+    answer: str = ""
+    ok: bool = False
+    reason: str = ""  # why it was refused or failed
+    latency_s: float | None = None  # submit to the final result
+    queue_wait_s: float | None = None  # submit to process_starts
+    first_output_s: float | None = None  # submit to the first answer text
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # the load
+    parser.add_argument("--accounts", type=int, default=16, help="accounts chatting at once")
+    parser.add_argument("--turns", type=int, default=10, help="messages each account sends")
+    parser.add_argument(
+        "--per-conversation", type=int, default=5, help="turns before a new conversation"
+    )
+    # the app
+    parser.add_argument("--max-tokens", type=int, default=64, help="longest answer, in tokens")
+    parser.add_argument(
+        "--grading",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="background grading (--no-grading: off, to see what it costs)",
+    )
+    parser.add_argument(
+        "--rate-limit-messages", type=int, default=None, help="per account (default: the app's)"
+    )
+    parser.add_argument("--queue-max", type=int, default=None, help="default: the app's")
+    # after the chats
+    parser.add_argument(
+        "--settle", type=float, default=60.0, help="seconds to wait for the grading backlog"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="result file (JSON)")
+    return parser.parse_args()
+
+
+def start_app(args) -> tuple[object, Path]:
+    """The real app on a free loopback port, over a new temporary home."""
+    from assistant.settings import Settings
+    from assistant.web.app import create_app, launch
+    from bench.chat_throughput import free_port
+
+    home = Path(tempfile.mkdtemp(prefix="autodidact-load-"))
+    overrides = {
+        name: value
+        for name, value in (
+            ("rate_limit_messages", args.rate_limit_messages),
+            ("queue_max", args.queue_max),
+        )
+        if value is not None
+    }
+    settings = Settings(
+        home=home,
+        port=free_port(),
+        grading=args.grading,
+        max_tokens=args.max_tokens,
+        **overrides,
+    )
+    app = create_app(settings)
+    launch(app, block=False, quiet=True)
+    return app, home
+
+
+def make_accounts(app, n: int) -> list[Account]:
+    from store.accounts import AccountStore
+
+    store = AccountStore(app.store.engine)
+    accounts = []
+    for i in range(n):
+        name = f"load{i:02d}"
+        account = store.add(name, PASSWORD, "user")
+        tag = f"SECRET{secrets.token_hex(4).upper()}"
+        accounts.append(Account(name, account.id, store.create_token(name, "bench"), tag))
+    return accounts
+
+
+def message_for(account: Account, turn: int) -> str:
+    topic = TOPICS[(account.id + turn) % len(TOPICS)]
+    return f"Keep this code private: {account.tag}-{turn}. Tell me one short thing about {topic}."
+
+
+def refusal(exc: BaseException) -> str:
+    """Why a turn got no answer, in a few words a table can show."""
+    text = str(exc)
+    if "too fast" in text:
+        return "rate limit"
+    if "queue is full" in text.lower():
+        return "queue full"
+    return f"{type(exc).__name__}: {text[:120]}"
+
+
+def status_times(job) -> tuple[datetime | None, datetime | None]:
+    """When gradio_client read the job's process_starts and its first streamed output. The
+    updates are the ones `Job.__aiter__` yields; the job is done, so none is still coming."""
+    started = first = None
+    updates = job.communicator.updates
+    while not updates.empty():
+        update = updates.get_nowait()
+        code = getattr(getattr(update, "code", None), "value", None)
+        if code == "PROCESSING" and started is None:
+            started = update.time
+        if code == "ITERATING" and first is None:
+            first = update.time  # read with the first output
+    return started, first or None
+
+
+def send_turn(client, result: TurnResult, timeout: float = 600) -> TurnResult:
+    """One message through /chat; fills in the answer, the timings or the refusal."""
+    submitted, start = datetime.now(), time.perf_counter()
+    job = client.submit(result.message, result.conversation, api_name="/chat")
+    try:
+        answer, conversation = job.result(timeout=timeout)
+        result.ok, result.answer, result.conversation = True, answer, str(conversation)
+    except Exception as exc:  # refused or failed: the reason is the figure
+        result.reason = refusal(exc)
+    result.latency_s = time.perf_counter() - start
+    started, first = status_times(job)
+    if started is not None:
+        result.queue_wait_s = (started - submitted).total_seconds()
+    if first is not None and result.ok:
+        result.first_output_s = (first - submitted).total_seconds()
+    return result
+
+
+def run_account(url: str, account: Account, args, ready: threading.Barrier, advance) -> list:
+    """One account's turns, one after the other, from the moment every account is ready."""
+    from gradio_client import Client
+
+    client = Client(url, headers=account.headers, verbose=False)
+    ready.wait(timeout=600)
+    results, conversation = [], ""
+    try:
+        for turn in range(args.turns):
+            if turn % args.per_conversation == 0:
+                conversation = ""
+            result = TurnResult(account.name, turn, message_for(account, turn), conversation)
+            send_turn(client, result)
+            if result.ok:
+                conversation = result.conversation
+            results.append(result)
+            advance()
+    finally:
+        client.close()  # its heartbeat stream would hold the server's shutdown up
+    return results
+
+
+def chat_phase(app, accounts: list[Account], args) -> tuple[list[TurnResult], float]:
+    """Every account's thread at once, with a progress bar; the results and the wall time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    ready = threading.Barrier(len(accounts) + 1)
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns) as progress, ThreadPoolExecutor(len(accounts)) as pool:
+        task = progress.add_task("turns", total=len(accounts) * args.turns)
+
+        def advance():
+            progress.advance(task)
+
+        futures = [
+            pool.submit(run_account, app.url, account, args, ready, advance) for account in accounts
+        ]
+        ready.wait(timeout=600)  # every client connected: the clock starts when they all may send
+        start = time.perf_counter()
+        results = [r for future in futures for r in future.result()]
+        wall = time.perf_counter() - start
+    return results, wall
+
+
+def settle(app, seconds: float) -> float:
+    """Wait until no grading job is pending or running, at most `seconds`; the time waited."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        counts = app.grading.counts()
+        if not counts.get("pending") and not counts.get("running"):
+            break
+        time.sleep(1.0)
+    return time.perf_counter() - start
+
+
+STORED = """
+SELECT e.id, e.status, e.latency_ms, c.id, c.user_id, u.content, a.content
+FROM exchanges e
+JOIN conversations c ON c.id = e.conversation_id
+JOIN messages u ON u.id = e.user_message_id
+LEFT JOIN messages a ON a.id = e.assistant_message_id
+"""
+
+
+def stored_exchanges(app) -> list[dict]:
+    from sqlalchemy import text
+
+    keys = ("exchange_id", "status", "latency_ms", "conversation_id", "owner", "user", "answer")
+    with app.store.engine.connect() as db:
+        return [dict(zip(keys, row, strict=True)) for row in db.execute(text(STORED))]
+
+
+def check_stored(accounts: list[Account], results: list[TurnResult], rows: list[dict]) -> dict:
+    """Sent against stored, per account: lost, answers that differ, misplaced exchanges."""
+    by_name = {a.name: a for a in accounts}
+    owners = {a.tag: a.id for a in accounts}
+    misplaced = [
+        r["exchange_id"]
+        for r in rows
+        for tag, owner in owners.items()
+        if tag in r["user"] and r["owner"] != owner
+    ]
+    lost, differing, refused_but_stored = [], [], []
+    for result in results:
+        owner = by_name[result.account].id
+        mine = [r for r in rows if r["user"] == result.message and r["owner"] == owner]
+        done = [r for r in mine if r["status"] == "completed"]
+        if result.ok and not done:
+            lost.append(f"{result.account} turn {result.turn}")
+        elif result.ok and all(r["answer"] != result.answer for r in done):
+            differing.append(f"{result.account} turn {result.turn}")
+        if not result.ok and mine:
+            refused_but_stored.append(f"{result.account} turn {result.turn}")
+    return {
+        "stored": sum(r["status"] == "completed" for r in rows),
+        "stored_by_status": count_by([r["status"] for r in rows]),
+        "lost": lost,
+        "answer_differs_from_stored": differing,
+        "refused_but_stored": refused_but_stored,
+        "misplaced": misplaced,
+    }
+
+
+def count_by(values) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+def foreign_tags(account: Account, accounts: list[Account], text: str) -> list[str]:
+    return [a.tag for a in accounts if a is not account and a.tag in text]
+
+
+def api_events(app, account: Account) -> dict[str, int]:
+    """The fn index of each public API endpoint, from the served config."""
+    import httpx
+
+    config = httpx.get(app.url + "config", headers=account.headers, timeout=60).json()
+    return {d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
+
+
+def probe_account(app, account, accounts, conversations: dict[int, int], events) -> dict:
+    """/conversations, then /history of every conversation id, as `account` over raw HTTP.
+    Its own histories must come back holding its own secret: the check that the search for
+    secrets sees what the server returns."""
+    from tests.raw_gradio import join
+
+    found = {"calls": 1, "leaks": [], "foreign_reads": [], "own_unseen": [], "list_wrong": 0}
+    listed = join(app.url, events["conversations"], [], headers=account.headers)
+    found["leaks"] += [
+        ("/conversations", t) for t in foreign_tags(account, accounts, listed.text())
+    ]
+    mine = {cid for cid, owner in conversations.items() if owner == account.id}
+    ids = {c["id"] for out in listed.outputs[-1:] for c in (out[0] if out else [])}
+    found["list_wrong"] = int(not listed.success or ids != mine)
+    for cid, owner in sorted(conversations.items()):
+        outcome = join(app.url, events["history"], [str(cid)], headers=account.headers)
+        found["calls"] += 1
+        leaked = foreign_tags(account, accounts, outcome.text())
+        found["leaks"] += [(f"/history {cid}", t) for t in leaked]
+        if owner != account.id and outcome.success:
+            found["foreign_reads"].append(cid)
+        if owner == account.id and not (outcome.success and account.tag in outcome.text()):
+            found["own_unseen"].append(cid)
+    return found
+
+
+def probe_leaks(app, accounts: list[Account], log: Path) -> dict:
+    """Every account probes every conversation at once; the totals over all accounts. The
+    server prints a traceback for each refused read (hundreds, all expected): into `log`."""
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import redirect_stderr
+
+    from sqlalchemy import text
+
+    with app.store.engine.connect() as db:
+        conversations = dict(db.execute(text("SELECT id, user_id FROM conversations")).all())
+    events = api_events(app, accounts[0])
+    with (
+        log.open("w") as errors,
+        redirect_stderr(errors),
+        ThreadPoolExecutor(len(accounts)) as pool,
+    ):
+        found = list(
+            pool.map(lambda a: probe_account(app, a, accounts, conversations, events), accounts)
+        )
+    return {
+        "conversations": len(conversations),
+        "calls": sum(f["calls"] for f in found),
+        "leaks": [leak for f in found for leak in f["leaks"]],
+        "foreign_reads": sum(len(f["foreign_reads"]) for f in found),
+        "own_unseen": sum(len(f["own_unseen"]) for f in found),
+        "conversation_lists_wrong": sum(f["list_wrong"] for f in found),
+        "server_stderr": str(log),
+    }
+
+
+def percentiles(values: list[float | None]) -> dict[str, float | None]:
+    import numpy as np
+
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"p50": None, "p95": None, "max": None}
+    return {
+        "p50": round(float(np.percentile(values, 50)), 3),
+        "p95": round(float(np.percentile(values, 95)), 3),
+        "max": round(float(max(values)), 3),
+    }
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def measure(args) -> dict:
+    """Start the app, run the chats, wait for grading, check storage and leaks."""
+    app, home = start_app(args)
+    try:
+        accounts = make_accounts(app, args.accounts)
+        print(f"app at {app.url}, home {home}; {len(accounts)} accounts ready", flush=True)
+        results, wall = chat_phase(app, accounts, args)
+        graded_during = app.grading.counts()
+        print(f"chats done in {wall:.1f} s; grading jobs {graded_during}", flush=True)
+        waited = settle(app, args.settle) if args.grading else 0.0
+        graded_after = app.grading.counts()
+        rows = stored_exchanges(app)
+        stored = check_stored(accounts, results, rows)
+        probe = probe_leaks(app, accounts, home / "probe-stderr.log")
+    finally:
+        app.close()
+    by_name = {a.name: a for a in accounts}
+    answer_leaks = [
+        (r.account, r.turn, tag)
+        for r in results
+        for tag in foreign_tags(by_name[r.account], accounts, r.answer)
+    ]
+    ours = [r["latency_ms"] / 1000 for r in rows if r["latency_ms"] is not None]
+    return {
+        "commit": commit(),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "when": datetime.now().isoformat(timespec="seconds"),
+        "home": str(home),
+        "settings": {**vars(args), "out": str(args.out) if args.out else None},
+        "rate_limit_messages": app.settings.rate_limit_messages,
+        "rate_limit_window_s": app.settings.rate_limit_window_s,
+        "queue_max": app.settings.queue_max,
+        "sent": len(results),
+        "answered": sum(r.ok for r in results),
+        "refused": count_by([r.reason for r in results if not r.ok]),
+        **stored,
+        "leaks_api": probe,
+        "leaks_answers": answer_leaks,
+        "latency_s": percentiles([r.latency_s for r in results if r.ok]),
+        "queue_wait_s": percentiles([r.queue_wait_s for r in results]),
+        "first_output_s": percentiles([r.first_output_s for r in results]),
+        "server_answer_s": percentiles(ours),
+        "wall_s": round(wall, 1),
+        "grading_end_of_chats": graded_during,
+        "grading_after_settle": graded_after,
+        "settle_waited_s": round(waited, 1),
+        "turns": [asdict(r) for r in results],
+    }
+
+
+def show(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def spread(p: dict) -> str:
+        if p["p50"] is None:
+            return "-"
+        return f"{p['p50']:.2f} / {p['p95']:.2f} / {p['max']:.2f}"
+
+    probe, s = r["leaks_api"], r["settings"]
+    leaks = len(probe["leaks"]) + len(r["leaks_answers"]) + len(r["misplaced"])
+    table = Table(
+        title=f"load: {s['accounts']} accounts x {s['turns']} turns, commit {r['commit']}"
+    )
+    for column in ("figure", "value", "target"):
+        table.add_column(column)
+    rows = [
+        ("sent / answered", f"{r['sent']} / {r['answered']}", ""),
+        ("refused or failed", ", ".join(f"{k}: {v}" for k, v in r["refused"].items()) or "0", ""),
+        ("stored (completed)", f"{r['stored']}  {r['stored_by_status']}", "= answered"),
+        ("lost", str(len(r["lost"])), "0"),
+        ("answer differs from stored", str(len(r["answer_differs_from_stored"])), "0"),
+        ("misplaced exchanges", str(len(r["misplaced"])), "0"),
+        (
+            "leaks via API",
+            f"{len(probe['leaks'])} in {probe['calls']} calls over "
+            f"{probe['conversations']} conversations",
+            "0",
+        ),
+        ("others' histories returned", str(probe["foreign_reads"]), "0"),
+        (
+            "own lists wrong / own secret unseen",
+            f"{probe['conversation_lists_wrong']} / {probe['own_unseen']}",
+            "0 / 0",
+        ),
+        ("leaks in answers", str(len(r["leaks_answers"])), "0"),
+        ("all leaks", str(leaks), "0"),
+        ("latency s p50/p95/max", spread(r["latency_s"]), "submit to result"),
+        ("queue wait s p50/p95/max", spread(r["queue_wait_s"]), "submit to process_starts"),
+        ("first output s p50/p95/max", spread(r["first_output_s"]), "submit to first text"),
+        ("server answer s p50/p95/max", spread(r["server_answer_s"]), "model start to stored"),
+        ("wall time s", f"{r['wall_s']:.1f}", ""),
+        ("grading jobs, end of chats", str(r["grading_end_of_chats"]), ""),
+        ("grading jobs, after settle", f"{r['grading_after_settle']}", f"{r['settle_waited_s']} s"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    Console(width=120).print(table)
+    print(f"command: {r['command']}")
+
+
+def main() -> int:
+    args = arguments()
+    result = measure(args)
+    show(result)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or ROOT / "bench" / "results" / f"load-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=str))
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
