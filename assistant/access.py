@@ -67,6 +67,10 @@ class AccessConfig:
     queue_max: int = option(64, "most requests waiting in the queue; more are refused")
 
 
+class Unguarded(RuntimeError):
+    """Serving beyond this machine with nobody able to log in: refused at start-up."""
+
+
 def is_loopback(host: str) -> bool:
     """Whether binding `host` keeps the server on this machine.
 

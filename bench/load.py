@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -435,6 +436,9 @@ def measure(args) -> dict:
         stored = check_stored(accounts, results, rows)
         probe = probe_leaks(app, accounts, home / "probe-stderr.log")
     finally:
+        # gradio_client's heartbeat streams outlive `Client.close()`; uvicorn cancels them at
+        # shutdown and logs a traceback for each, which says nothing about the run.
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
         app.close()
     by_name = {a.name: a for a in accounts}
     answer_leaks = [
@@ -480,6 +484,8 @@ def show(r: dict) -> None:
         return f"{p['p50']:.2f} / {p['p95']:.2f} / {p['max']:.2f}"
 
     probe, s = r["leaks_api"], r["settings"]
+    grading = "grading on" if s["grading"] else "grading off: jobs only queued"
+    settled = f"waited {r['settle_waited_s']} s (at most {s['settle']:g})"
     leaks = len(probe["leaks"]) + len(r["leaks_answers"]) + len(r["misplaced"])
     table = Table(
         title=f"load: {s['accounts']} accounts x {s['turns']} turns, commit {r['commit']}"
@@ -512,8 +518,8 @@ def show(r: dict) -> None:
         ("first output s p50/p95/max", spread(r["first_output_s"]), "submit to first text"),
         ("server answer s p50/p95/max", spread(r["server_answer_s"]), "model start to stored"),
         ("wall time s", f"{r['wall_s']:.1f}", ""),
-        ("grading jobs, end of chats", str(r["grading_end_of_chats"]), ""),
-        ("grading jobs, after settle", f"{r['grading_after_settle']}", f"{r['settle_waited_s']} s"),
+        ("grading jobs, end of chats", str(r["grading_end_of_chats"]), grading),
+        ("grading jobs, after settle", str(r["grading_after_settle"]), settled),
     ]
     for row in rows:
         table.add_row(*row)

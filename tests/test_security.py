@@ -8,6 +8,9 @@ and Chroma under a temporary home, served by uvicorn behind the gate.
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
+from pathlib import Path
 
 import gradio as gr
 import httpx
@@ -15,9 +18,11 @@ import pytest
 from sqlmodel import select
 
 from store.accounts import AccountStore
+from store.db import open_database
 from store.tables import Correction, Rating, Review
 from tests.raw_gradio import join
 
+ROOT = Path(__file__).resolve().parent.parent
 MARKER = "QUOKKA-7781"  # in Ana's private conversation; must never reach anyone else
 PASSWORD = "correct horse battery"
 ROLES = {"ana": "user", "bob": "user", "rita": "reviewer", "adam": "admin"}
@@ -319,3 +324,35 @@ def test_allowed_hosts_lets_a_real_name_in(settings, engine, embedder):
         assert other.status_code == 421
     finally:
         app.close()
+
+
+def autodidact(*args, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "assistant.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+def test_the_user_command_manages_accounts_and_serve_off_loopback_needs_one(tmp_path):
+    home = ["--home", str(tmp_path / "h")]
+    refused = autodidact("serve", "--host", "0.0.0.0", "--port", "0", *home)
+    assert refused.returncode == 1
+    assert "refusing to serve on 0.0.0.0 without accounts" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    add = ("user", "add", "ana", "--role", "reviewer", "--password-stdin", *home)
+    added = autodidact(*add, stdin=f"{PASSWORD}\n")
+    assert added.returncode == 0 and "Added ana (reviewer)" in added.stdout
+    token = autodidact("user", "token", "ana", *home)
+    assert token.returncode == 0 and token.stdout.startswith("adt_")
+    listed = autodidact("user", "list", *home).stdout
+    assert "ana" in listed and "reviewer" in listed and "password" in listed
+    bad = autodidact("user", "add", "../etc", "--password-stdin", *home, stdin="x" * 9)
+    assert bad.returncode == 1 and "a user name is" in bad.stderr
+    assert autodidact("user", "remove", "ana", *home).returncode == 0
+    accounts = AccountStore(open_database(f"sqlite:///{tmp_path / 'h' / 'autodidact.db'}"))
+    assert accounts.holder(token.stdout.strip()) is None
+    assert not accounts.has_accounts()

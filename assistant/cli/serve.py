@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from assistant.access import Unguarded
 from assistant.cli.command import Command
 
 
@@ -11,4 +12,4 @@ def serve(args, settings) -> int:
     return start(settings, args.given)
 
 
-COMMANDS = [Command("serve", "start the chat web app", serve)]
+COMMANDS = [Command("serve", "start the chat web app", serve, errors=(Unguarded,))]

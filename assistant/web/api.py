@@ -40,6 +40,8 @@ class Api:
         for reply in stream:
             if reply.text or reply.done:
                 yield reply.text, str(reply.conversation_id)
+            if reply.status == "failed" and reply.error.startswith("the answer could not"):
+                raise gr.Error(f"{reply.error}; it was: {reply.text[:2000]}")
             if reply.status == "failed":
                 raise gr.Error(f"the model failed: {reply.error}")
 

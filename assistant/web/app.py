@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from assistant.access import Unguarded
 from assistant.llm.base import ChatModel
 from assistant.settings import Settings
 from assistant.web.gate import GateMiddleware, Guard
@@ -73,7 +74,7 @@ def create_app(settings: Settings, model: ChatModel | None = None, embedder=None
 def refuse_unguarded(app: App) -> None:
     """Off loopback, nobody may be let in without an account: raise a one-line reason."""
     if not app.guard.loopback and not app.guard.accounts.has_accounts():
-        raise RuntimeError(
+        raise Unguarded(
             f"refusing to serve on {app.settings.host} without accounts: anyone who can reach "
             "it would read and change everything. Add one first: autodidact user add NAME "
             "--role admin (or serve on 127.0.0.1)."
