@@ -3,7 +3,7 @@
 What it measures, and how:
   - The app as `autodidact serve` runs it, in this process: `create_app` over a temporary home
     (the embedded model, SQLite, Chroma), served by uvicorn behind the gate with `launch`, the
-    grader running. Rate limits and the queue size are the defaults unless a flag changes them.
+    grader running (unless --no-grading). Rate limits and the queue size are the defaults unless a flag changes them.
   - `--accounts` accounts (role user), each with an API token, each driven by its own thread
     through gradio_client (`Authorization: Bearer ...`), all released at once. Each sends
     `--turns` messages to /chat, one after the other, a new conversation every
@@ -197,7 +197,7 @@ def status_times(job) -> tuple[datetime | None, datetime | None]:
             started = update.time
         if code == "ITERATING" and first is None:
             first = update.time  # read with the first output
-    return started, first or None
+    return started, first
 
 
 def send_turn(client, result: TurnResult, timeout: float = 600) -> TurnResult:
@@ -236,7 +236,7 @@ def run_account(url: str, account: Account, args, ready: threading.Barrier, adva
             results.append(result)
             advance()
     finally:
-        client.close()  # its heartbeat stream would hold the server's shutdown up
+        client.close()  # stops its heartbeat thread
     return results
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -356,3 +357,23 @@ def test_the_user_command_manages_accounts_and_serve_off_loopback_needs_one(tmp_
     accounts = AccountStore(open_database(f"sqlite:///{tmp_path / 'h' / 'autodidact.db'}"))
     assert accounts.holder(token.stdout.strip()) is None
     assert not accounts.has_accounts()
+
+
+def test_requests_beyond_the_queue_maximum_are_refused_with_a_clear_message(shared):
+    """One answer generating and `queue_max` waiting: the next join gets a 503 saying so."""
+    import threading
+
+    shared.settings.max_tokens = 200
+    shared.demo._queue.max_size = 2  # what queue_max sets at launch
+    chat = next(d["id"] for d in events(config(shared)) if d.get("api_name") == "chat")
+    outcomes, threads = [], []
+    for i in range(6):
+        args = (shared.url, chat, [f"Write a long poem number {i}.", ""], shared.tokens["ana"])
+        threads.append(threading.Thread(target=lambda a=args: outcomes.append(join(*a))))
+        threads[-1].start()
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join(300)
+    full = [o for o in outcomes if o.status == 503]
+    assert full and all("Queue is full" in o.error for o in full)
+    assert sum(o.success for o in outcomes) >= 2
