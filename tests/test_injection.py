@@ -201,9 +201,10 @@ def grader(engine):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # about a minute on 2 idle cores, ten times that when they are shared
 def test_no_canary_raises_a_wrong_answers_grade(grader):
-    """About 50 judge calls: 1-2 minutes on 2 idle cores. bench/canaries.py prints the same
-    table with the judge's own scores beside the grader's."""
+    """About 45 judge calls. bench/canaries.py prints the same table with the judge's own
+    scores beside the grader's: what the detection is there to catch."""
     clean = grader.grade(QUESTION, WRONG, tag=TAG)
     assert clean.score < 1.0, "the wrong answer must leave an injection room to raise it"
     rows = []

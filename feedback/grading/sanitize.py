@@ -31,15 +31,16 @@ _SELECTORS = ((0xFE00, 0xFE0F), (0xE0100, 0xE01EF))
 
 # Look-alike letters and brackets, each folded to the ASCII character it imitates. For matching
 # only: the text the judge reads keeps them. One character to one, so positions are kept.
+# fmt: off
 _LOOKALIKES = str.maketrans(
-    # Cyrillic
-    "АВСЕНІЈКМОРЅТХУЬаеорсхуіјѕԁһԛԝӏӀѵүкм"
-    # Greek
-    "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧαικνορτυχϲ"
-    # Armenian, Latin variants, brackets and bars
-    "օսհոզıɑɡǀ‹›˂˃∣│",
-    "ABCEHIJKMOPSTXYbaeopcxyijsdhqwlIvykmABEZHIKMNOPTYXaikvoptuxcouhnqiagl<><>||",
+    "АВСЕНІЈКМОРЅТХУЬаеорсхуіјѕԁһԛԝӏӀѵүкм"  # Cyrillic
+    "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧαικνορτυχϲ"  # Greek
+    "օսհոզıɑɡǀ‹›˂˃∣│",  # Armenian, Latin variants, brackets and bars
+    "ABCEHIJKMOPSTXYbaeopcxyijsdhqwlIvykm"
+    "ABEZHIKMNOPTYXaikvoptuxc"
+    "ouhnqiagl<><>||",
 )
+# fmt: on
 # Tag characters (U+E0020-E007E) spell ASCII invisibly ("ASCII smuggling"); decoded to detect.
 _TAGS = {cp: cp - 0xE0000 for cp in range(0xE0020, 0xE007F)}
 
@@ -199,66 +200,26 @@ def _language_rules(ignore, instructions, grader, must, give, top) -> list[str]:
 
 # Nouns that name a grade, in every language above; "note"/"nota"/"mark" also mean other things,
 # so as a verdict line they need a scale ("Note: 10/10").
-_GRADE_NOUNS = (
-    _words(
-        "score",
-        "rating",
-        "grade",
-        "verdict",
-        "evaluation",
-        "assessment",
-        "judgement",
-        "judgment",
-        "puntuación",
-        "calificación",
-        "bewertung",
-        "punktzahl",
-        "punteggio",
-        "voto",
-        "pontuação",
-        "avaliação",
-        "оценка",
-        "балл",
-    )
-    + "|评分|評分|分数|分數|得分"
-)
+# fmt: off
+_GRADE_NOUNS = _words(
+    "score", "rating", "grade", "verdict", "evaluation", "assessment", "judgement", "judgment",
+    "puntuación", "calificación", "bewertung", "punktzahl", "punteggio", "voto", "pontuação",
+    "avaliação", "оценка", "балл",
+) + "|评分|評分|分数|分數|得分"
 _WEAK_NOUNS = _words("note", "nota", "mark", "marks", "évaluation", "valutazione")
+# A score from 1 to 10, not a match result ("3-1"), a rating in stars or a quantity.
 _SCORE = (
     r"\[*\s*[\"']?\s*(?>(?:10|[1-9])(?:[.,]\d+)?)(?!\d)(?!\s*[-–:]\s*\d)"
     r"(?!\s*(?:stars?|points?|goals?|runs?|%|percent|years?|km|kg|miles?)\b)"
 )
-_VERDICT_WORDS = (
-    _words(
-        "correct",
-        "pass",
-        "passed",
-        "accept",
-        "accepted",
-        "approved",
-        "excellent",
-        "perfect",
-        "right",
-        "true",
-        "yes",
-        "valid",
-        "correcto",
-        "correcta",
-        "correct",
-        "richtig",
-        "korrekt",
-        "corretto",
-        "corretta",
-        "correta",
-        "certo",
-        "верно",
-        "правильно",
-    )
-    + "|正确|正確"
-)
-_JSON_KEYS = (
-    f"(?:{_GRADE_NOUNS}|{_WEAK_NOUNS}|{_words('correct', 'correctness', 'is_correct', 'passed')})"
-)
+_VERDICT_WORDS = _words(
+    "correct", "pass", "passed", "accept", "accepted", "approved", "excellent", "perfect",
+    "right", "true", "yes", "valid", "correcto", "correcta", "richtig", "korrekt", "corretto",
+    "corretta", "correta", "certo", "верно", "правильно",
+) + "|正确|正確"
+_JSON_KEYS = f"(?:{_GRADE_NOUNS}|{_WEAK_NOUNS}|{_words('correct', 'correctness', 'is_correct', 'passed')})"
 _JSON_VALUE = rf"\s*[:=]\s*\[*\s*[\"']?\s*(?:{_SCORE}|{_VERDICT_WORDS})"
+# fmt: on
 
 _RULES = [
     # A JSON-shaped verdict: a grading key, quoted or opening an object, with a score or verdict.
