@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -97,6 +98,68 @@ def host_name(header: str) -> str:
     if header.startswith("["):
         return header[1 : header.find("]")].lower() if "]" in header else ""
     return header.rsplit(":", 1)[0].lower() if header.count(":") == 1 else header.lower()
+
+
+# Gradio serves `/gradio_api/file=<URL>` by fetching the URL, and an HTML page fetched that way
+# would run on our origin; `proxy=` fetches too. Nothing in the app needs either.
+_FETCHING_ROUTES = re.compile(r"^/(?:gradio_api/)?(?:proxy=|file=\s*[a-z][a-z0-9+.-]*:)", re.I)
+FORWARDING = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip", "via")
+
+
+def fetches_elsewhere(path: str) -> bool:
+    """Whether a request path would make the server fetch from another host.
+
+    >>> [fetches_elsewhere(p) for p in ("/gradio_api/file=https://e.vil/a.png",
+    ...     "/gradio_api/file=HTTP://x", "/file= http://x", "/gradio_api/proxy=x",
+    ...     "/gradio_api/file=/tmp/gradio/ab/c.txt", "/gradio_api/info")]
+    [True, True, True, True, False, False]
+    """
+    return bool(_FETCHING_ROUTES.match(path))
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """Whether a browser's Origin is this server as addressed by the Host header: same name,
+    and the same port where the Host names one.
+
+    >>> same_origin("http://localhost:7860", "localhost:7860")
+    True
+    >>> same_origin("http://localhost:3000", "localhost:7860"), same_origin("null", "localhost")
+    (False, False)
+    >>> same_origin("https://chat.example.org", "chat.example.org")
+    True
+    """
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    if parts.hostname.lower() != host_name(host):
+        return False
+    port = host.rsplit(":", 1)[1] if ":" in host and not host.endswith("]") else None
+    if port is None:
+        return True
+    try:
+        theirs = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    return str(theirs) == port
+
+
+def cross_site_write(headers, method: str, path: str) -> bool:
+    """A request another site's page made (the browser says so in Sec-Fetch-Site), other than
+    following a link to the page itself or the login page.
+
+    >>> cross_site_write({"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}, "GET", "/")
+    False
+    >>> cross_site_write({"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}, "GET",
+    ...     "/gradio_api/file=x")
+    True
+    >>> cross_site_write({"sec-fetch-site": "same-origin"}, "POST", "/gradio_api/queue/join")
+    False
+    """
+    site = headers.get("sec-fetch-site", "")
+    if site not in ("cross-site", "same-site"):
+        return False
+    link = method == "GET" and headers.get("sec-fetch-mode") == "navigate"
+    return not (link and path in ("/", "/login"))
 
 
 def allowed_hosts(bind: str, extra: list[str]) -> frozenset[str]:

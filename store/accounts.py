@@ -22,7 +22,8 @@ from store.base import Repository
 from store.tables import ApiToken, LoginSession, User, utcnow
 
 ROLES = ("user", "reviewer", "admin")  # each may do what the ones before it may
-TOKEN_PREFIX = "adt_"
+TOKEN_PREFIX = "adt_"  # API tokens
+SESSION_PREFIX = "ads_"  # browser sessions
 MIN_PASSWORD = 8
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 _HASHER = PasswordHasher()
@@ -98,6 +99,11 @@ class AccountStore(Repository):
             user = s.exec(select(User).where(User.name == name)).first()
             if user is not None and user.password_hash and user.disabled_at is None:
                 raise AccountError(f"user {name!r} exists already")
+            if user is not None and user.disabled_at is not None:
+                raise AccountError(
+                    f"user {name!r} was removed; its conversations are still theirs, so the "
+                    "name is not given to anyone else"
+                )
             user = user or User(name=name)
             user.password_hash = _HASHER.hash(password)
             user.role, user.disabled_at = role, None
@@ -111,6 +117,8 @@ class AccountStore(Repository):
             user = self._active(s, name)
             user.password_hash = _HASHER.hash(password)
             s.add(user)
+            for row in s.exec(select(LoginSession).where(LoginSession.user_id == user.id)):
+                s.delete(row)  # a new password logs every browser out
             s.commit()
 
     def set_role(self, name: str, role: str) -> Account:
@@ -195,7 +203,7 @@ class AccountStore(Repository):
             return len(rows)
 
     def create_session(self, account: Account, agent: str, hours: float) -> str:
-        secret = secrets.token_urlsafe(32)
+        secret = SESSION_PREFIX + secrets.token_urlsafe(32)
         expires = utcnow() + timedelta(hours=hours)
         with self.session() as s:
             s.add(
@@ -220,6 +228,8 @@ class AccountStore(Repository):
 
     def holder(self, secret: str) -> Account | None:
         """Whose token or session `secret` is, if it is live."""
+        if not secret.startswith((TOKEN_PREFIX, SESSION_PREFIX)):
+            return None
         table = ApiToken if secret.startswith(TOKEN_PREFIX) else LoginSession
         now = _naive(utcnow())
         with self.session() as s:

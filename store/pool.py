@@ -173,6 +173,21 @@ class PoolStore(Repository):
                     out[entry.exchange_id] = entry
         return out
 
+    def vouched(self, exchange_ids: list[int]) -> set[int]:
+        """The exchanges a reviewer vouched for: their newest review dismissed the flag (the
+        answer is fine) or wrote the correct answer. Only these are shared between users; a
+        user's own thumbs up or correction approves an answer for themselves, not for others."""
+        newest: dict[int, Review] = {}
+        with self.session() as s:
+            for ids in chunks(sorted(set(exchange_ids))):
+                for review in s.exec(select(Review).where(Review.exchange_id.in_(ids))):
+                    if (
+                        review.exchange_id not in newest
+                        or review.id > newest[review.exchange_id].id
+                    ):
+                        newest[review.exchange_id] = review
+        return {i for i, r in newest.items() if r.decision in ("dismiss", "correct")}
+
     def entry(self, exchange_id: int) -> PoolEntry | None:
         return self.entries([exchange_id]).get(exchange_id)
 

@@ -57,11 +57,21 @@ def model_only(chat, question, answer) -> int:
     return final.exchange_id
 
 
-def approved(chat, question, answer) -> int:
+def approved(chat, question, answer, vouched: bool = True) -> int:
+    """The owner's thumbs up and, unless `vouched` is False, a reviewer's word that the answer
+    is fine: only then is it shared with other users."""
     final = ask(chat, question, answer)
     chat.rate(final.exchange_id, 1)
     assert chat.curator.pool.entry(final.exchange_id).status == "train"
+    if vouched:
+        vouch(chat, final.exchange_id)
     return final.exchange_id
+
+
+def vouch(chat, exchange_id) -> None:
+    from store.grading import GradingStore
+
+    GradingStore(chat.store.engine).review(exchange_id, "dismiss", "rita")
 
 
 def found(curator, user, question=ALICE_ASKS):
@@ -92,6 +102,9 @@ def test_another_users_approved_exchanges_are_shared_with_pii_masked(alice, bob,
     )
     corrected = ask(bob, "How do I reset my router's wifi password?", "I don't know.")
     bob.correct(corrected.exchange_id, "Call your provider at (415) 555-2671 to reset it.")
+    # Bob's own correction approves it for Bob; other users see it once a reviewer vouches.
+    assert {e.exchange_id for e in found(curator, alice.user)} == {liked}
+    vouch(bob, corrected.exchange_id)
     examples = {e.exchange_id: e for e in found(curator, alice.user)}
     assert set(examples) == {liked, corrected.exchange_id}
     assert all(e.shared for e in examples.values())
@@ -188,6 +201,8 @@ def test_another_users_correction_grades_an_answer_only_when_sharing_is_on(
     theirs = ask(bob, ROUTER, "Unplug it.")
     bob.correct(theirs.exchange_id, "Hold the reset button for ten seconds, then log in.")
     mine = ask(alice, ALICE_ASKS, "Unplug it.")
+    assert references.for_exchange(mine.exchange_id, ALICE_ASKS) == []  # nobody vouched yet
+    vouch(bob, theirs.exchange_id)
     found = references.for_exchange(mine.exchange_id, ALICE_ASKS)
     assert [r.exchange_id for r in found] == ([theirs.exchange_id] if share else [])
     # Bob's own answers are always graded against his own correction.
@@ -195,3 +210,12 @@ def test_another_users_correction_grades_an_answer_only_when_sharing_is_on(
     assert [r.exchange_id for r in references.for_exchange(again.exchange_id, ALICE_ASKS)] == [
         theirs.exchange_id
     ]
+
+
+def test_an_owners_own_thumbs_up_shares_nothing_until_a_reviewer_vouches(alice, bob, curator):
+    """The probe: Ana likes an answer that repeats her locker code; Bob must not see it."""
+    liked = approved(bob, "My locker code is QUOKKA-7781, how do I reset my router?", "Ok.", False)
+    assert found(curator, alice.user) == []
+    assert [e.exchange_id for e in found(curator, bob.user)] == [liked]
+    vouch(bob, liked)
+    assert [e.exchange_id for e in found(curator, alice.user)] == [liked]

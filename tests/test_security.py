@@ -11,6 +11,7 @@ import inspect
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
@@ -242,7 +243,7 @@ def test_foreign_hosts_and_origins_are_refused_and_nothing_is_reflected(shared):
     )
     assert preflight.status_code == 403
     assert "access-control-allow-origin" not in preflight.headers
-    same = httpx.get(shared.url + "config", headers={**token, "Origin": f"http://localhost:{port}"})
+    same = httpx.get(shared.url + "config", headers={**token, "Origin": f"http://127.0.0.1:{port}"})
     assert same.status_code == 200
     assert "access-control-allow-origin" not in same.headers
     csp = same.headers["content-security-policy"]
@@ -377,3 +378,45 @@ def test_requests_beyond_the_queue_maximum_are_refused_with_a_clear_message(shar
     full = [o for o in outcomes if o.status == 503]
     assert full and all("Queue is full" in o.error for o in full)
     assert sum(o.success for o in outcomes) >= 2
+
+
+def test_the_server_never_fetches_a_url_for_a_caller(shared):
+    """Gradio's `file=<URL>` would fetch the URL and serve it on our origin (a page there could
+    run script as the caller): refused, as is `proxy=`."""
+    with tracker_server() as (remote, hits):
+        for path in (
+            f"gradio_api/file={remote}/a.png",
+            f"file={remote}/a.png",
+            "gradio_api/proxy=x",
+        ):
+            answer = httpx.get(shared.url + path, headers=shared.tokens["ana"])
+            assert answer.status_code == 404, path
+        assert hits == []
+
+
+def test_requests_made_by_other_sites_pages_are_refused(shared):
+    token, port = shared.tokens["ana"], shared.settings.port
+    other_port = httpx.get(
+        shared.url + "config", headers={**token, "Origin": f"http://localhost:{port + 1}"}
+    )
+    assert other_port.status_code == 403
+    for site in ("cross-site", "same-site"):
+        fetch = {**token, "Sec-Fetch-Site": site, "Sec-Fetch-Mode": "no-cors"}
+        assert httpx.post(shared.url + "gradio_api/queue/join", headers=fetch).status_code == 403
+    link = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "accept": "text/html"}
+    assert httpx.get(shared.url, headers=link).status_code == 303  # a link to the app: login
+
+
+def test_without_accounts_only_direct_loopback_requests_are_the_local_user(running_app):
+    assert httpx.get(running_app.url + "config").status_code == 200
+    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP", "Via"):
+        proxied = httpx.get(running_app.url + "config", headers={header: "203.0.113.9"})
+        assert proxied.status_code == 401, header
+
+
+@contextmanager
+def tracker_server():
+    from tests.test_browser import tracker
+
+    with tracker() as found:
+        yield found

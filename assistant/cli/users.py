@@ -75,7 +75,7 @@ def user_command(args, settings) -> int:
         print(f"Added {account.name} ({account.role}).")
     elif args.action == "password":
         accounts.set_password(args.name, read_password(args.password_stdin))
-        print(f"Changed the password of {args.name}; its browser logins stay until they end.")
+        print(f"Changed the password of {args.name}; its browsers must log in again.")
     elif args.action == "role":
         account = accounts.set_role(args.name, args.role)
         print(f"{account.name} is now a {account.role}.")

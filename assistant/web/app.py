@@ -11,6 +11,7 @@ assistant/cli/.
 from __future__ import annotations
 
 import faulthandler
+import os
 import signal
 import threading
 import time
@@ -67,6 +68,9 @@ class App:
 
 def create_app(settings: Settings, model: ChatModel | None = None, embedder=None) -> App:
     services = create_services(settings, model, embedder)
+    # Uploads land in the private home, not a shared /tmp; each file is removed once the
+    # knowledge library has read it. Gradio reads this when the page is built.
+    os.environ["GRADIO_TEMP_DIR"] = str(settings.home_dir / "uploads")
     guard = Guard(AccountStore(services.store.engine), services.chat.user, settings)
     return App(services, build_page(services.chat, services.grading, guard), guard)
 
@@ -100,6 +104,12 @@ def server_app(app: App) -> FastAPI:
         show_error=True,
         max_file_size=f"{app.settings.knowledge_max_file_mb:g}mb",
         theme=THEME,
+        # Nothing that serves beyond the page: no run history (it can reach a hub), no
+        # monitoring page, no MCP server, no Node server.
+        run_history=False,
+        enable_monitoring=False,
+        mcp_server=False,
+        ssr_mode=False,
     )
 
 
@@ -112,6 +122,7 @@ def launch(app: App, block: bool = True, quiet: bool | None = None) -> str:
         port=app.settings.port,
         log_level="warning",
         timeout_graceful_shutdown=2,
+        proxy_headers=False,  # the client address is the socket's: no header can fake loopback
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True, name="web-server")

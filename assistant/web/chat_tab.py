@@ -121,17 +121,25 @@ def rating_value(liked) -> int:
     return 0
 
 
+def _title(e) -> str:
+    return f"#{e.exchange_id} “{title_from(e.prompt, 60)}”"
+
+
 def examples_note(reply: Reply) -> str:
     """Which past exchanges the answer drew on, for the notice under the chat.
 
     >>> from feedback.pool.curator import Example
     >>> examples_note(Reply(1, 2, examples=(Example(7, 3, "What is 2+2?", "4", 0.91),)))
     'Drew on 1 past answer from the training pool: #7 “What is 2+2?” (similarity 0.91)'
+    >>> examples_note(Reply(1, 2, examples=(Example(7, 3, "Secret?", "4", 0.9, shared=True),)))
+    'Drew on 1 past answer from the training pool: a reviewed answer from another user (similarity 0.90)'
     """
     if not reply.examples:
         return ""
     shown = "; ".join(
-        f"#{e.exchange_id} “{title_from(e.prompt, 60)}” (similarity {e.similarity:.2f})"
+        # another user's exchange: neither its id nor its question is theirs to see
+        f"{'a reviewed answer from another user' if e.shared else _title(e)}"
+        f" (similarity {e.similarity:.2f})"
         for e in reply.examples
     )
     n = len(reply.examples)

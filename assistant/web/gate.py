@@ -14,16 +14,28 @@ assistant/access.py's and the accounts store/accounts.py's.
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
 import time
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs
 
+import anyio
 import gradio as gr
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-from assistant.access import CSP, NEEDS, allowed_hosts, host_name, is_loopback
+from assistant.access import (
+    CSP,
+    FORWARDING,
+    NEEDS,
+    allowed_hosts,
+    cross_site_write,
+    fetches_elsewhere,
+    host_name,
+    is_loopback,
+    same_origin,
+)
 from assistant.limits import RateLimiter
 from assistant.settings import Settings
 from store.accounts import TOKEN_PREFIX, Account, AccountStore
@@ -41,6 +53,25 @@ HEADERS = {
     "referrer-policy": "same-origin",
     "cross-origin-opener-policy": "same-origin",
 }
+
+
+LOGINS = anyio.CapacityLimiter(2)  # password checks at once; more wait their turn
+
+
+def network(client: str) -> str:
+    """Whom a failed login is counted against: the address, or its /64 for IPv6 (one machine
+    commonly holds a whole /64).
+
+    >>> network("192.0.2.7"), network("2001:db8::1"), network("2001:db8::2"), network("?")
+    ('192.0.2.7', '2001:db8::/64', '2001:db8::/64', '?')
+    """
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{client}/64", strict=False))
+    return client
 
 
 class Guard:
@@ -62,8 +93,10 @@ class Guard:
             self._mode = (time.monotonic(), has)
         return self.loopback and not has
 
-    def identify(self, headers: Headers) -> Account | None:
-        """The caller: a token header, else the session cookie, else the local user if open."""
+    def identify(self, headers: Headers, client: str = "127.0.0.1") -> Account | None:
+        """The caller: a token header, else the session cookie, else the local user if open
+        and the request comes straight from this machine (not through a proxy, which would
+        let the whole network in as the local user)."""
         secret = headers.get("x-autodidact-token", "")
         auth = headers.get("authorization", "")
         if not secret and auth[:7].lower() == "bearer ":
@@ -79,7 +112,8 @@ class Guard:
             found = self.accounts.holder(secret)
             if found is not None:
                 return found
-        return self.local if self.open_to_local() else None
+        direct = is_loopback(client) and not any(h in headers for h in FORWARDING)
+        return self.local if direct and self.open_to_local() else None
 
     def username(self, request) -> str | None:
         """Gradio's `auth_dependency`: the account name, or None (Gradio answers 401)."""
@@ -106,7 +140,10 @@ class Guard:
     def login(self, name: str, password: str, client: str) -> Account | None | float:
         """The account, None for a wrong name or password, or seconds to wait when this name or
         address failed too often."""
-        keys = (("name", name.lower()), ("address", client))
+        address = network(client)
+        # Per address, and per name from that address: a stranger cannot lock an account out
+        # by failing its logins from elsewhere.
+        keys = (("address", address), ("name", name.lower(), address))
         wait = max(self.failures.retry_after(k) for k in keys)
         if wait > 0:
             return wait
@@ -130,7 +167,7 @@ class GateMiddleware:
         refusal = self.refusal(scope, headers)
         if refusal is not None:
             return await self.respond(refusal, scope, receive, send)
-        account = self.guard.identify(headers)
+        account = self.guard.identify(headers, (scope.get("client") or ("", 0))[0])
         scope.setdefault("state", {})["account"] = account
         path = scope.get("path", "/")
         if path.rstrip("/") in ("/login", "/logout") and scope["type"] == "http":
@@ -141,6 +178,9 @@ class GateMiddleware:
         return await self.app(scope, receive, self.with_headers(send))
 
     def refusal(self, scope, headers: Headers) -> Response | None:
+        path = scope.get("path", "/")
+        if fetches_elsewhere(path):
+            return PlainTextResponse("This server fetches nothing from other hosts.", 404)
         host = host_name(headers.get("host", ""))
         if host not in self.guard.hosts:
             return PlainTextResponse(
@@ -149,7 +189,8 @@ class GateMiddleware:
                 status_code=421,
             )
         origin = headers.get("origin")
-        if origin and host_name(origin) not in self.guard.hosts:
+        foreign = origin is not None and not same_origin(origin, headers.get("host", ""))
+        if foreign or cross_site_write(headers, scope.get("method", "GET"), path):
             return PlainTextResponse("Requests from other sites are refused.", status_code=403)
         return None
 
@@ -182,7 +223,10 @@ class GateMiddleware:
         form = await read_form(receive)
         name, password = form.get("username", ""), form.get("password", "")
         client = (scope.get("client") or ("?", 0))[0]
-        result = self.guard.login(name[:200], password[:1024], client)
+        # Argon2 takes tens of milliseconds: off the event loop, so logins stall no stream.
+        result = await anyio.to_thread.run_sync(
+            self.guard.login, name[:200], password[:1024], client, limiter=LOGINS
+        )
         if isinstance(result, float):
             return HTMLResponse(
                 login_html(f"Too many failed logins. Try again in {result:.0f} s."), 429
@@ -230,7 +274,10 @@ async def read_form(receive, limit: int = 16_384) -> dict[str, str]:
         body += message.get("body", b"")
         if len(body) > limit or not message.get("more_body"):
             break
-    fields = parse_qs(body[:limit].decode("utf-8", "replace"), max_num_fields=10)
+    try:
+        fields = parse_qs(body[:limit].decode("utf-8", "replace"), max_num_fields=10)
+    except ValueError:  # more fields than a login form has
+        return {}
     return {key: values[0] for key, values in fields.items()}
 
 

@@ -83,6 +83,7 @@ class KnowledgeTab:
         lines = []
         for path in progress.tqdm(paths, desc="Adding documents"):
             lines.append(self.library.add_file(path, user_id).line())
+            path.unlink(missing_ok=True)  # the library keeps the text; the upload can go
         return "\n".join(f"- {line}" for line in lines), *self.listing(user_id), None
 
     def on_remove(self, document_id, request: gr.Request):

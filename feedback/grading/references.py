@@ -175,8 +175,11 @@ class ReferenceFinder:
             e = entries.get(n.exchange_id)
             if e is None or e.status != "train" or e.source not in HUMAN_SOURCES:
                 continue
-            if user_id is not None and e.user_id != user_id and not cfg.shared:
-                continue  # the database decides, whatever a stale vector says
+            if user_id is not None and e.user_id != user_id:
+                # the database decides, whatever a stale vector says: another user's answer only
+                # with sharing on and a reviewer's word for it
+                if not cfg.shared or e.exchange_id not in self.pool.vouched([e.exchange_id]):
+                    continue
             kind = "correction" if e.source == "human_written" else "approved"
             out.append(
                 Reference(

@@ -305,6 +305,8 @@ class Curator:
         )
         near = [n for n in near if n.similarity >= min_similarity]
         entries = self.pool.entries([n.exchange_id for n in near])
+        theirs = [e.exchange_id for e in entries.values() if user_id and e.user_id != user_id]
+        vouched = self.pool.vouched(theirs) if theirs else set()
         out = []
         for n in near:
             e = entries.get(n.exchange_id)
@@ -312,6 +314,8 @@ class Curator:
                 continue
             if not shown_to(e.user_id, e.source, user_id, share):
                 continue
+            if user_id is not None and e.user_id != user_id and e.exchange_id not in vouched:
+                continue  # another user's own approval shares nothing: a reviewer must vouch
             prompt, completion = e.prompt, e.completion
             shared = user_id is not None and e.user_id != user_id
             if shared:
