@@ -416,7 +416,7 @@ def test_without_accounts_only_direct_loopback_requests_are_the_local_user(runni
 
 @contextmanager
 def tracker_server():
-    from tests.test_browser import tracker
+    from tests.test_browser_access import tracker
 
     with tracker() as found:
         yield found
