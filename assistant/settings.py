@@ -142,10 +142,13 @@ class Settings(BaseSettings):
     refresh_max_steps: int = staged(TrainConfig, "max_steps", ge=1)
     refresh_max_seconds: float = staged(TrainConfig, "max_seconds", gt=0)
     refresh_max_memory_mb: int = staged(TrainConfig, "max_memory_mb", ge=256)
+    refresh_epochs: float = staged(TrainConfig, "epochs", gt=0)
+    refresh_learning_rate: float = staged(TrainConfig, "learning_rate", gt=0)
+    refresh_rank: int = staged(TrainConfig, "rank", ge=1)
     refresh_eval_prompts: int = staged(RefreshConfig, "eval_prompts", ge=1)
     refresh_loss_tolerance: float = staged(RefreshConfig, "loss_tolerance", ge=0.0)
-    refresh_win_rate_floor: float = staged(RefreshConfig, "win_rate_floor", ge=0.0, le=1.0)
-    refresh_flag_tolerance: float = staged(RefreshConfig, "flag_tolerance", ge=0.0, le=1.0)
+    refresh_taught_tolerance: float = staged(RefreshConfig, "taught_tolerance", ge=0.0)
+    refresh_gate_alpha: float = staged(RefreshConfig, "gate_alpha", gt=0.0, lt=1.0)
     refresh_answer_diversity_tolerance: float = staged(
         RefreshConfig, "answer_diversity_tolerance", ge=0.0, le=1.0
     )

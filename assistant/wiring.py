@@ -169,13 +169,17 @@ def refresh_config(settings: Settings) -> RefreshConfig:
         model_answers_per_question=settings.refresh_model_answers_per_question,
         eval_prompts=settings.refresh_eval_prompts,
         loss_tolerance=settings.refresh_loss_tolerance,
-        win_rate_floor=settings.refresh_win_rate_floor,
-        flag_tolerance=settings.refresh_flag_tolerance,
+        taught_tolerance=settings.refresh_taught_tolerance,
+        gate_alpha=settings.refresh_gate_alpha,
         answer_diversity_tolerance=settings.refresh_answer_diversity_tolerance,
         train=TrainConfig(
             max_steps=settings.refresh_max_steps,
             max_seconds=settings.refresh_max_seconds,
             max_memory_mb=settings.refresh_max_memory_mb,
+            epochs=settings.refresh_epochs,
+            learning_rate=settings.refresh_learning_rate,
+            rank=settings.refresh_rank,
+            alpha=2.0 * settings.refresh_rank,
         ),
     )
 
@@ -258,7 +262,8 @@ def build_references(settings: Settings, engine, curator: Curator) -> ReferenceF
 
 
 def build_refresher(settings: Settings, progress=None, embedder=None):
-    """One refresh on the local model the settings name, judged by the settings' grader."""
+    """One refresh on the local model the settings name; the settings' judge (else the base
+    model) compares the candidate's answers with the current model's."""
     from assistant.llm.embedder import Embedder
     from feedback.refresh.pipeline import Refresher
 
@@ -268,7 +273,7 @@ def build_refresher(settings: Settings, progress=None, embedder=None):
         settings.home_dir,
         path,
         llama,
-        build_grader(settings, llama),
+        load_judge(settings),
         refresh_config(settings),
         system_prompt=settings.system_prompt,
         progress=progress,

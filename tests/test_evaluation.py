@@ -29,13 +29,10 @@ def noisy_adapter(path, embedded_path):
 def test_with_an_adapter_active_the_base_model_answers_for_its_own_figures(
     settings, engine, embedder, embedded_path, tmp_path
 ):
-    from assistant.wiring import build_grader
-
     current, candidate = tmp_path / "current.gguf", tmp_path / "candidate.gguf"
     noisy_adapter(current, embedded_path)
     zero_adapter(candidate, embedded_path)  # answers exactly as the base model does
-    grader = build_grader(settings, engine)
-    cand, cur, base = compare(engine, grader, PROMPTS, candidate, current, "cur", embed=embedder)
+    cand, cur, base = compare(engine, None, PROMPTS, candidate, current, "cur", embed=embedder)
     diversity = ("answer_distinct_2", "answer_spread")
     assert sorted(base) == sorted(diversity)
     assert base == {k: cand[k] for k in diversity}
@@ -46,12 +43,9 @@ def test_with_an_adapter_active_the_base_model_answers_for_its_own_figures(
 def test_with_no_adapter_active_the_current_figures_are_the_base_ones(
     settings, engine, embedder, embedded_path, tmp_path
 ):
-    from assistant.wiring import build_grader
-
     candidate = tmp_path / "candidate.gguf"
     noisy_adapter(candidate, embedded_path)
-    grader = build_grader(settings, engine)
-    cand, cur, base = compare(engine, grader, PROMPTS, candidate, None, None, embed=embedder)
+    cand, cur, base = compare(engine, None, PROMPTS, candidate, None, None, embed=embedder)
     assert base == {
         "answer_distinct_2": cur["answer_distinct_2"],
         "answer_spread": cur["answer_spread"],

@@ -70,16 +70,15 @@ def taught(store, settings, fake_model, curator):
 
 def refresher(settings, store, engine, **overrides):
     from assistant.llm.embedder import Embedder
-    from assistant.wiring import build_grader
     from feedback.refresh.pipeline import Refresher
 
     config = RefreshConfig(
         min_new=10,
         eval_prompts=2,
         heldout_share=0.1,
-        win_rate_floor=0.0,
-        flag_tolerance=1.0,
+        gate_alpha=1e-9,
         loss_tolerance=10.0,
+        taught_tolerance=10.0,
         answer_diversity_tolerance=1.0,
         min_pairs=4,
         train=TrainConfig(max_steps=12, epochs=12, learning_rate=2e-3, batch_size=4, dpo_steps=3),
@@ -90,7 +89,7 @@ def refresher(settings, store, engine, **overrides):
         settings.home_dir,
         engine.path,
         engine,
-        build_grader(settings, engine),
+        None,  # the base model judges
         config,
         system_prompt=settings.system_prompt,
         embedder=Embedder(threads=1),
@@ -184,9 +183,9 @@ def test_a_candidate_that_collapses_onto_one_phrase_is_rejected_and_kept_on_disk
         store,
         engine,
         eval_prompts=8,
-        win_rate_floor=RefreshConfig.win_rate_floor,
-        flag_tolerance=RefreshConfig.flag_tolerance,
+        gate_alpha=RefreshConfig.gate_alpha,
         loss_tolerance=RefreshConfig.loss_tolerance,
+        taught_tolerance=RefreshConfig.taught_tolerance,
         answer_diversity_tolerance=RefreshConfig.answer_diversity_tolerance,
         min_pairs=1000,
     ).run()
@@ -200,3 +199,45 @@ def test_a_candidate_that_collapses_onto_one_phrase_is_rejected_and_kept_on_disk
     assert registry.active() is None  # nothing was promoted
     assert registry.file(run.adapter_id).stat().st_size > 0  # the candidate is kept
     assert "dpo" not in run.metrics["train"]  # too few pairs for this run's setting
+
+
+def rotated_answers(records: list[dict]) -> list[dict]:
+    """Every question paired with the next record's answer: a deliberately broken mix."""
+    answers = [r["messages"][-1] for r in records]
+    answers = answers[1:] + answers[:1]
+    return [{"messages": r["messages"][:-1] + [a]} for r, a in zip(records, answers, strict=True)]
+
+
+def test_a_candidate_trained_on_shuffled_answers_forgets_the_corrections_and_is_rejected(
+    taught, settings, store, engine
+):
+    """After a promoted refresh, a candidate trained on the same pool with every answer moved
+    to another question: the corrections users taught count as the regression set, its loss
+    on them rises, and the default gates reject it; the promoted adapter keeps serving."""
+    import dataclasses
+
+    first = refresher(settings, store, engine, min_pairs=1000).run()
+    assert first.status == "promoted", first.reason
+    broken = refresher(
+        settings,
+        store,
+        engine,
+        min_pairs=1000,
+        loss_tolerance=RefreshConfig.loss_tolerance,
+        taught_tolerance=RefreshConfig.taught_tolerance,
+        gate_alpha=RefreshConfig.gate_alpha,
+    )
+    guard = broken._guard
+    broken._guard = lambda *a: dataclasses.replace(
+        mix := guard(*a), records=rotated_answers(mix.records)
+    )
+    run = broken.run(force=True)
+    assert run.status == "rejected", (run.status, run.reason, run.metrics.get("evaluate"))
+    evaluate = run.metrics["evaluate"]
+    assert evaluate["taught"] > 0
+    assert "it forgot taught corrections" in run.reason, run.reason
+    cand, cur = evaluate["candidate"], evaluate["current"]
+    assert cand["taught_loss"] > cur["taught_loss"] * (1 + RefreshConfig.taught_tolerance)
+    assert cand["pairwise"]["prompts"] == evaluate["prompts"]
+    registry = AdapterRegistry(settings.home_dir / "adapters")
+    assert registry.active().adapter_id == first.adapter_id

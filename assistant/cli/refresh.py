@@ -69,9 +69,15 @@ def summary(run) -> str:
         c, p = m["evaluate"]["candidate"], m["evaluate"]["current"]
         lines.append(
             f"  candidate vs current: held-out loss {c['heldout_loss']} vs {p['heldout_loss']}; "
-            f"win rate {c['win_rate']:.2f}; flag rate {c['flag_rate']:.2f} vs {p['flag_rate']:.2f}; "
+            f"taught-answer loss {c.get('taught_loss')} vs {p.get('taught_loss')}; "
             f"answer distinct-2 {c['answer_distinct_2']} vs {p['answer_distinct_2']}"
         )
+        if pw := c.get("pairwise"):
+            lines.append(
+                f"  judged pairwise by {m['evaluate'].get('judge')}: better on {pw['wins']}, "
+                f"worse on {pw['losses']}, tied on {pw['ties']} of {pw['prompts']} prompts "
+                f"(sign test p = {pw['p_worse']} that it is worse)"
+            )
         if b := m["evaluate"].get("base"):
             spread = f", spread {b['answer_spread']}" if "answer_spread" in b else ""
             lines.append(f"  base model: answer distinct-2 {b['answer_distinct_2']}{spread}")

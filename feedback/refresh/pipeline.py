@@ -4,7 +4,8 @@ Owns the order of the steps, the run's row (each step is written before it start
 that keeps two refreshes from running at once, and where the candidate's files go. The rules
 (what counts as too few examples, a diversity drop, a regression) live in feedback/refresh/rules.py;
 the torch work in feedback/refresh/train.py, the GGUF file in feedback/refresh/gguf_export.py
-and the comparison of answers in feedback/refresh/evaluation.py. Each step is one method.
+and the comparison of answers in feedback/refresh/evaluation.py (judged pairwise by a fixed
+judge: the settings' judge model or server, else the base model). Each step is one method.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from feedback.pool.records import preference_pairs, sft_record
-from feedback.refresh.evaluation import REGRESSION_PROMPTS, compare
+from feedback.refresh.evaluation import compare, gate_prompts
 from feedback.refresh.rules import (
     Mix,
     Progress,
@@ -64,7 +65,7 @@ class Refresher:
         home: Path,
         model_path: Path,
         llama,  # a LlamaEngine on the same GGUF, for the export check and the evaluation
-        grader,
+        judge,  # the fixed pairwise judge (a ChatModel); None: the base model on `llama`
         config: RefreshConfig,
         system_prompt: str | None = None,
         progress: Progress | None = None,
@@ -76,7 +77,7 @@ class Refresher:
         self.registry = AdapterRegistry(home / "adapters")
         self.model_path = model_path
         self.llama = llama
-        self.grader = grader
+        self.judge = judge
         self.config = config
         self.system = system_prompt
         self.progress = progress or (lambda step, done, message: None)
@@ -237,46 +238,67 @@ class Refresher:
         probes = [r["messages"] for r in records[:8]]
         return next_token_agreement(trained.model, trained.tokenizer, self.llama, adapter, probes)
 
-    def _current_loss(self, trained: Trained, records: list[dict]) -> float:
-        """Held-out loss of the adapter being served (or of the base model, with none)."""
+    def _current_losses(self, trained: Trained, record_sets: list[list[dict]]) -> list[float]:
+        """Losses of the adapter being served (or of the base model, with none) on each set."""
         from feedback.refresh.train import completion_loss, load_adapter, load_base
 
         active = self.registry.active()
         peft_dir = self.registry.folder(active.adapter_id) / "peft" if active else None
         if peft_dir is not None and peft_dir.exists():
             base, _ = load_base(self.model_path, self.home / "cache" / "base")
-            return completion_loss(load_adapter(base, peft_dir), trained.tokenizer, records)
+            model = load_adapter(base, peft_dir)
+            return [completion_loss(model, trained.tokenizer, r) for r in record_sets]
         with trained.model.disable_adapter():
-            return completion_loss(trained.model, trained.tokenizer, records)
+            return [completion_loss(trained.model, trained.tokenizer, r) for r in record_sets]
+
+    def _taught(self, heldout: set[int]) -> list:
+        """Corrections users wrote that earlier promoted adapters trained on: what a candidate
+        must not forget. At most 64, spread over the whole history."""
+        forgotten = self.pool.forgotten_ids()
+        ids = sorted(self.runs.trained_ids() - heldout - forgotten)
+        taught = [
+            e
+            for e in self.pool.entries(ids).values()
+            if e.source == "human_written" and e.status == "train"
+        ]
+        return taught[:: max(1, len(taught) // 64)][:64]
 
     def _evaluate(self, trained: Trained, held_records, held, adapter) -> dict:
-        """Step 6: held-out loss, then both models' answers to the same prompts."""
+        """Step 6: held-out and taught-answer losses, then both models' answers to the same
+        prompts, judged pairwise."""
         from feedback.refresh.train import completion_loss
 
         c = self.config
         records = held_records[:64]
-        cand_loss = completion_loss(trained.model, trained.tokenizer, records)
-        cur_loss = self._current_loss(trained, records)
+        taught = self._taught({e.exchange_id for e in held})
+        taught_records = [sft_record(e, self.system) for e in taught]
+        cand_loss, cand_taught = (
+            completion_loss(trained.model, trained.tokenizer, r) for r in (records, taught_records)
+        )
+        cur_loss, cur_taught = self._current_losses(trained, [records, taught_records])
         active = self.registry.active()
-        prompts = [e.prompt for e in held][: c.eval_prompts // 2] + REGRESSION_PROMPTS
-        prompts = prompts[: c.eval_prompts]
-        done = [0]
+        prompts, references = gate_prompts(
+            [e.prompt for e in held], [(e.prompt, e.completion) for e in taught], c.eval_prompts
+        )
+        done, total = [0], 3 * len(prompts)
 
         def tick():
             done[0] += 1
-            self.progress("evaluate", done[0] / (2 * len(prompts)), f"{done[0]} answers")
+            self.progress("evaluate", done[0] / total, f"{done[0]} of {total} answers and verdicts")
 
         cand, cur, base = compare(
             self.llama,
-            self.grader,
+            self.judge,
             prompts,
             adapter,
             active.path if active else None,
             active.adapter_id if active else None,
+            references,
             tick,
             self.embedder,
         )
         cand["heldout_loss"], cur["heldout_loss"] = cand_loss, cur_loss
+        cand["taught_loss"], cur["taught_loss"] = cand_taught, cur_taught
         for figures in (cand, cur):
             figures.pop("answers")
         return {
@@ -285,6 +307,10 @@ class Refresher:
             "base": base,
             "prompts": len(prompts),
             "heldout": len(records),
+            "taught": len(taught_records),
+            "judge": self.judge.model_id
+            if self.judge
+            else f"the base model ({self.llama.model_id})",
         }
 
 

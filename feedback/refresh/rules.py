@@ -21,9 +21,12 @@ atomic rename (store/adapters.py).
   4. export    the adapter as GGUF (feedback/refresh/gguf_export.py).
   5. verify    llama.cpp with the adapter must predict the same next token as PyTorch with it
                at `min_agreement` of probe positions, or the run fails.
-  6. evaluate  candidate against the current model, and its answers' diversity against the
-               base model's too (feedback/refresh/evaluation.py).
-  7. promote   only if nothing regressed beyond tolerances; else the candidate stays on disk,
+  6. evaluate  held-out loss and loss on the answers users taught, candidate against the current
+               model; both answer the same prompts and one fixed judge (never the candidate)
+               compares each pair in both orders; answers' diversity against the base model's
+               too (feedback/refresh/evaluation.py, feedback/refresh/pairwise.py).
+  7. promote   unless a loss rose past its tolerance, the judge found it significantly worse
+               (sign test), or diversity fell; else the candidate stays on disk,
                marked rejected, with the reasons.
 """
 
@@ -74,12 +77,18 @@ class RefreshConfig:
     )
     # The promotion gates: a candidate that regresses past any of these stays on disk, rejected.
     loss_tolerance: float = option(0.02, "most relative rise in held-out loss")
-    win_rate_floor: float = option(0.45, "least judge-rated win rate against the current model")
-    flag_tolerance: float = option(0.05, "most absolute rise in the hallucination flag rate")
+    taught_tolerance: float = option(
+        0.1, "most relative rise in loss on the answers users taught (corrections trained before)"
+    )
+    gate_alpha: float = option(
+        0.05, "sign-test level at which the judge's pairwise verdicts reject a worse candidate"
+    )
     answer_diversity_tolerance: float = option(
         0.1, "most relative drop in sampled answers' diversity (vs current and base)"
     )
-    eval_prompts: int = option(16, "prompts the candidate and the current model both answer")
+    eval_prompts: int = option(
+        64, "prompts the candidate and the current model both answer, judged pairwise"
+    )
     seed: int = option(0, "seed of the mix's sampling")
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -133,46 +142,82 @@ def diversity_drop(current: float, previous: float | None) -> float:
 def regressions(
     candidate: dict, current: dict, c: RefreshConfig, base: dict | None = None
 ) -> list[str]:
-    """Why the candidate must not be promoted (empty: promote). Sampled answers' diversity
-    (distinct-2, and embedding spread where measured) is held to the current model's and to
-    the base model's (`base`): against the current one alone, a drift of a few percent per
-    refresh would pass every gate and still add up to collapse.
+    """Why the candidate must not be promoted (empty: promote), in plain words.
 
-    >>> cur = {"heldout_loss": 2.0, "flag_rate": 0.2, "answer_distinct_2": 0.5}
-    >>> regressions({"heldout_loss": 1.9, "win_rate": 0.6, "flag_rate": 0.2, "answer_distinct_2": 0.5}, cur, RefreshConfig())
+    - held-out loss on human answers rose more than `loss_tolerance`;
+    - loss on the answers users taught (corrections earlier adapters trained on) rose more
+      than `taught_tolerance`: it forgot what it was taught;
+    - one fixed judge, comparing both models' answers pairwise in both orders, preferred the
+      current model's significantly often (one-sided sign test, p < `gate_alpha`); noise
+      alone never rejects;
+    - sampled answers' diversity (distinct-2, and embedding spread where measured) fell past
+      `answer_diversity_tolerance` from the current model's or the base model's (`base`):
+      against the current one alone, a drift of a few percent per refresh would pass every
+      gate and still add up to collapse.
+
+    >>> cur = {"heldout_loss": 2.0, "taught_loss": 1.0, "answer_distinct_2": 0.5}
+    >>> fine = {"wins": 10, "losses": 14, "ties": 40, "prompts": 64, "p_worse": 0.27}
+    >>> regressions({"heldout_loss": 1.9, "taught_loss": 1.05, "pairwise": fine, "answer_distinct_2": 0.5}, cur, RefreshConfig())
     []
-    >>> regressions({"heldout_loss": 2.2, "win_rate": 0.3, "flag_rate": 0.4, "answer_distinct_2": 0.2}, cur, RefreshConfig())
-    ['held-out loss rose from 2.000 to 2.200 (more than 2%)', 'judge-rated win rate 0.30 is below 0.45', 'flag rate rose from 0.20 to 0.40 (more than 0.05)', "sampled answers' distinct-2 fell from 0.500 to 0.200 (more than 10%)"]
-    >>> regressions({"heldout_loss": float("nan"), "win_rate": 0.6, "flag_rate": 0.2, "answer_distinct_2": 0.5}, cur, RefreshConfig())
-    ['held-out loss is nan: training diverged']
-    >>> nan = {**cur, "heldout_loss": float("nan")}  # no held-out split yet
-    >>> regressions({**nan, "win_rate": 0.6}, nan, RefreshConfig())
+    >>> worse = {"wins": 3, "losses": 20, "ties": 41, "prompts": 64, "p_worse": 0.0002}
+    >>> for r in regressions({"heldout_loss": 2.2, "taught_loss": 1.5, "pairwise": worse, "answer_distinct_2": 0.2}, cur, RefreshConfig()): print(r)
+    held-out loss on human answers rose from 2.000 to 2.200 (more than 2%)
+    it forgot taught corrections: loss on the answers users wrote rose from 1.000 to 1.500 (more than 10%)
+    the judge preferred the current model's answers: worse on 20 prompts, better on 3, tied on 41 of 64 (sign test p = 0.0002, below 0.05)
+    sampled answers' distinct-2 fell from 0.500 to 0.200 (more than 10%)
+    >>> regressions({"heldout_loss": float("nan"), "answer_distinct_2": 0.5}, cur, RefreshConfig())
+    ['held-out loss is nan: training diverged', 'taught loss is nan: training diverged']
+    >>> nan = {"heldout_loss": float("nan"), "answer_distinct_2": 0.5}  # no held-out split yet
+    >>> regressions(nan, nan, RefreshConfig())
     []
 
     Each step 5% down, so the current model does not object; the base model does:
 
-    >>> drifted = {"heldout_loss": 2.0, "flag_rate": 0.2, "answer_distinct_2": 0.5, "answer_spread": 0.5}
-    >>> cand = {**drifted, "win_rate": 0.5, "answer_distinct_2": 0.475, "answer_spread": 0.475}
+    >>> drifted = {"heldout_loss": 2.0, "answer_distinct_2": 0.5, "answer_spread": 0.5}
+    >>> cand = {**drifted, "answer_distinct_2": 0.475, "answer_spread": 0.475}
     >>> regressions(cand, drifted, RefreshConfig(), base={"answer_distinct_2": 0.6, "answer_spread": 0.5})
     ["sampled answers' distinct-2 is 0.475, more than 10% below the base model's 0.600"]
     """
+    out = loss_regressions(candidate, current, c)
+    p = candidate.get("pairwise")
+    if p and p["p_worse"] < c.gate_alpha:
+        out.append(
+            f"the judge preferred the current model's answers: worse on {p['losses']} "
+            f"prompts, better on {p['wins']}, tied on {p['ties']} of {p['prompts']} "
+            f"(sign test p = {p['p_worse']}, below {c.gate_alpha})"
+        )
+    return out + diversity_regressions(candidate, current, c, base)
+
+
+def loss_regressions(candidate: dict, current: dict, c: RefreshConfig) -> list[str]:
+    """The loss gates: held-out human answers, and the answers users taught."""
     out = []
-    if not math.isfinite(current["heldout_loss"]):
-        pass  # no held-out data yet (both are NaN): nothing to compare
-    elif not math.isfinite(candidate["heldout_loss"]):  # NaN compares false with everything
-        out.append(f"held-out loss is {candidate['heldout_loss']}: training diverged")
-    elif candidate["heldout_loss"] > current["heldout_loss"] * (1 + c.loss_tolerance):
-        out.append(
-            f"held-out loss rose from {current['heldout_loss']:.3f} to "
-            f"{candidate['heldout_loss']:.3f} (more than {c.loss_tolerance:.0%})"
-        )
-    if candidate["win_rate"] < c.win_rate_floor:
-        out.append(f"judge-rated win rate {candidate['win_rate']:.2f} is below {c.win_rate_floor}")
-    if candidate["flag_rate"] > current["flag_rate"] + c.flag_tolerance:
-        out.append(
-            f"flag rate rose from {current['flag_rate']:.2f} to {candidate['flag_rate']:.2f} "
-            f"(more than {c.flag_tolerance})"
-        )
+    gates = (
+        ("heldout_loss", c.loss_tolerance, "held-out loss on human answers rose"),
+        (
+            "taught_loss",
+            c.taught_tolerance,
+            "it forgot taught corrections: loss on the answers users wrote rose",
+        ),
+    )
+    for key, tolerance, what in gates:
+        was, now = current.get(key, math.nan), candidate.get(key, math.nan)
+        if not math.isfinite(was):
+            continue  # nothing to compare yet (no held-out split, nothing taught before)
+        if not math.isfinite(now):  # NaN compares false with everything
+            out.append(
+                f"{key.replace('_', ' ').replace('heldout', 'held-out')} is {now}: training diverged"
+            )
+        elif now > was * (1 + tolerance):
+            out.append(f"{what} from {was:.3f} to {now:.3f} (more than {tolerance:.0%})")
+    return out
+
+
+def diversity_regressions(
+    candidate: dict, current: dict, c: RefreshConfig, base: dict | None
+) -> list[str]:
+    """Sampled answers' diversity against the current model's, then the base model's."""
+    out = []
     tol = c.answer_diversity_tolerance
     for key, name in (("answer_distinct_2", "distinct-2"), ("answer_spread", "embedding spread")):
         now = candidate.get(key)
