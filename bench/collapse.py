@@ -8,8 +8,14 @@ Five generations with the embedded model, run twice from the same base:
   TruthfulQA's best answers to other questions) make at least half of each mix, model-only
   examples capped to keep that share and to repeat no answer past the cap; a mix less diverse
   than the last promoted one's is refused. Each candidate then meets the promotion gate
-  (feedback/refresh/evaluation.py's compare, feedback/refresh/rules.py's regressions, default tolerances) on
-  its own questions; a rejected candidate is dropped and the served model stays.
+  (feedback/refresh/evaluation.py's compare, feedback/refresh/rules.py's regressions, default
+  tolerances) on its own 64 questions: the base model judges the candidate's and the served
+  model's answers pairwise in both orders (sign test), the relatedness of answers to questions
+  is compared the same way, the held-out loss is on the gate questions' human answers and, once
+  the served model has trained on the anchor answers, the loss on them is the "taught" gate. A
+  rejected candidate is dropped and the served model stays. Each guarded generation also trains
+  a deliberately broken candidate from the same mix, every answer moved to the next question,
+  which the gate must reject (`--no-broken` skips it).
 - replace: each generation trains only on the previous generation's self-graded answers, with no
   human data and no gate, the setting in which model collapse is reported.
 
@@ -24,6 +30,7 @@ The verdict lines compare the last generation's distinct-2 and spread with gener
 to bench/results/collapse-seed<N>.json.
 
     .venv/bin/python bench/collapse.py [--generations 5] [--seed 0] [--modes guarded replace]
+    .venv/bin/python bench/collapse.py --modes guarded --seed 1    # the gate runs in the README
 """
 
 from __future__ import annotations
@@ -189,14 +196,17 @@ class Loop:
 
     def gate(self, model, tokenizer, candidate: Path, served: Path | None, served_model) -> dict:
         """The refresh's promotion step on the gate's questions: the same comparison
-        (feedback/refresh/evaluation.py) and the same rules with their default tolerances."""
+        (feedback/refresh/evaluation.py: the base model judges both orders of every pair) and
+        the same rules with their default tolerances. The held-out loss is on the gate's
+        human answers; the taught-answer loss on the anchor answers, once the served model
+        has trained on them (the product's corrections learnt before)."""
         from feedback.refresh.evaluation import compare
         from feedback.refresh.rules import RefreshConfig, regressions
         from feedback.refresh.train import completion_loss
 
         cand, cur, base = compare(
             self.llama,
-            self.grader,
+            None,
             self.gate_questions,
             candidate,
             served,
@@ -209,14 +219,31 @@ class Loop:
                 cur["heldout_loss"] = completion_loss(model, tokenizer, self.gate_records)
         else:
             cur["heldout_loss"] = completion_loss(served_model, tokenizer, self.gate_records)
+            cand["taught_loss"] = completion_loss(model, tokenizer, self.anchor)
+            cur["taught_loss"] = completion_loss(served_model, tokenizer, self.anchor)
         reasons = regressions(cand, cur, RefreshConfig(seed=self.args.seed), base)
-        keep = ("heldout_loss", "win_rate", "flag_rate", "answer_distinct_2", "answer_spread")
+        keep = ("heldout_loss", "taught_loss", "answer_distinct_2", "answer_spread")
+        pairwise = {k: v for k, v in cand["pairwise"].items() if k != "outcomes"}
         return {
             "reasons": reasons,
             "candidate": {k: cand[k] for k in keep if k in cand},
             "current": {k: cur[k] for k in keep if k in cur},
             "base": base,
+            "pairwise": pairwise,
+            "relevance": cand.get("relevance"),
         }
+
+    def broken(self, records: list[dict], g: int, served: Path | None, served_model) -> dict:
+        """A deliberately broken candidate from the same mix, every answer moved to the next
+        question; the gate must reject it."""
+        rotated = [r["messages"][-1] for r in records]
+        rotated = rotated[1:] + rotated[:1]
+        shuffled = [
+            {"messages": r["messages"][:-1] + [a]} for r, a in zip(records, rotated, strict=True)
+        ]
+        model, tokenizer, adapter, info = self.train(shuffled, f"broken-{g}")
+        verdict = self.gate(model, tokenizer, adapter, served, served_model)
+        return {"rejected": bool(verdict["reasons"]), "train_loss": info["loss"], **verdict}
 
     def run(self, mode: str, generation0: dict, answers0: list) -> list[dict]:
         from feedback.refresh.rules import RefreshConfig, build_mix
@@ -264,6 +291,8 @@ class Loop:
                 "train_loss": info["loss"],
             }
             figures = self.figures(adapter, model, tokenizer)
+            if mode == "guarded" and self.args.broken:
+                row["broken"] = self.broken(records, g, served, served_model)
             if mode == "guarded":
                 row["gate"] = self.gate(model, tokenizer, adapter, served, served_model)
                 if row["gate"]["reasons"]:
@@ -293,11 +322,17 @@ def main() -> int:
     parser.add_argument("--anchor", type=int, default=32, help="human-written anchor examples")
     parser.add_argument("--eval", type=int, default=24, help="questions for answer diversity")
     parser.add_argument("--heldout", type=int, default=48, help="human answers for held-out loss")
-    parser.add_argument("--gate", type=int, default=16, help="questions for the promotion gate")
+    parser.add_argument("--gate", type=int, default=64, help="questions for the promotion gate")
     parser.add_argument("--steps", type=int, default=16, help="training steps per generation")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--modes", nargs="+", default=["guarded", "replace"])
+    parser.add_argument(
+        "--no-broken",
+        dest="broken",
+        action="store_false",
+        help="skip the shuffled-answer candidate each guarded generation meets the gate with",
+    )
     parser.add_argument("--out", type=Path, help="default: bench/results/collapse-seed<N>.json")
     args = parser.parse_args()
     args.out = args.out or ROOT / "bench" / "results" / f"collapse-seed{args.seed}.json"
@@ -336,6 +371,14 @@ def main() -> int:
         print(
             f"{r['mode']:>8} | {r['generation']:>3} | {r['distinct_2']:>10} | {r['spread']:>6} | "
             f"{r['heldout_loss']:>13} | {mix}{note}"
+        )
+    guarded = [r for r in rows if r["mode"] == "guarded" and r["generation"] > 0]
+    if guarded:
+        promoted = sum("gate" in r and not r.get("rejected") for r in guarded)
+        broken = [r["broken"]["rejected"] for r in guarded if "broken" in r]
+        print(
+            f"guarded: {promoted} of {len(guarded)} candidates promoted; shuffled-answer "
+            f"candidates rejected {sum(broken)} of {len(broken)}"
         )
     for mode in args.modes:
         last = [r for r in rows if r["mode"] == mode][-1]

@@ -5,7 +5,7 @@ Trainer + PEFT loop on the same data, in the same process.
 For each size a fresh home is filled with synthetic exchanges (bench/pool.py's generator: real
 HaluEval and TruthfulQA questions and answers, a third rated up, some corrected), the real curator
 builds the pool, and a real refresh runs with the default settings on the embedded model: train,
-GGUF export, llama.cpp export check, judge-rated evaluation, promotion. A sampler thread records
+GGUF export, llama.cpp export check, the pairwise evaluation, promotion. A sampler thread records
 the process's resident memory every 50 ms and keeps the peak per step. The dequantized base model
 is cached before the first size (its one-off cost is printed apart), as it is after a user's
 first refresh.
@@ -15,7 +15,12 @@ order plain, ours, ours, plain after a warm-up of each, and divides the real (un
 each trainer counted (`include_num_input_tokens_seen="non_padding"`) by its own `train_runtime`
 (ratio > 1: ours is faster).
 
-    .venv/bin/python bench/refresh.py [--sizes 100 1000] [--speed-records 64]
+The DPO comparison trains the same preference pairs (from the 1,000-exchange pool's
+corrections) for the same steps from a fresh SFT adapter, with the reference model's
+log-probabilities computed once up front (`dpo_precompute_ref`, the default) and at every
+step, in the order every-step, once, once, every-step, and reports each's wall time.
+
+    .venv/bin/python bench/refresh.py [--sizes 100 1000] [--speed-records 64] [--skip-dpo]
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ class StepMemory:
 
 def refresh_at(n: int, llama, embedder, base_cache: Path) -> dict:
     from assistant.settings import Settings
-    from assistant.wiring import build_curator, build_grader, refresh_config
+    from assistant.wiring import build_curator, refresh_config
     from bench.pool import synthesize
     from feedback.refresh.pipeline import Refresher
     from feedback.refresh.rules import STEPS
@@ -90,7 +95,7 @@ def refresh_at(n: int, llama, embedder, base_cache: Path) -> dict:
         home,
         llama.path,
         llama,
-        build_grader(settings, llama),
+        None,  # the base model judges, as with the default settings
         refresh_config(settings),
         system_prompt=settings.system_prompt,
         progress=memory.progress,
@@ -208,6 +213,39 @@ def speed(base_cache_dir: Path, records: list[dict], steps: int, batch: int = 4)
     }
 
 
+def dpo_once(base_cache_dir: Path, records, pairs, precompute: bool) -> float:
+    """Wall seconds of `train_dpo` on `pairs`, from a 2-step SFT adapter on `records`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from feedback.refresh.train import TrainConfig, train_dpo, train_lora
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_cache_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_cache_dir), dtype=torch.float32)
+    out = Path(tempfile.mkdtemp(prefix="dpo-"))
+    config = TrainConfig(max_steps=2, dpo_precompute_ref=precompute)
+    model = train_lora(model, tokenizer, records, out, config)["model"]
+    t = time.perf_counter()
+    train_dpo(model, tokenizer, pairs, out, config, seconds=3600)
+    return round(time.perf_counter() - t, 2)
+
+
+def dpo_speed(base_cache_dir: Path, records: list[dict], pairs: list[dict]) -> dict:
+    dpo_once(base_cache_dir, records, pairs[:4], True)  # warm-up
+    runs = {True: [], False: []}
+    for precompute in (False, True, True, False):
+        runs[precompute].append(dpo_once(base_cache_dir, records, pairs, precompute))
+        print(f"  precompute={precompute}: {runs[precompute][-1]} s", flush=True)
+    every, once = sum(runs[False]) / 2, sum(runs[True]) / 2
+    return {
+        "pairs": len(pairs),
+        "steps": 20,
+        "every step s": round(every, 2),
+        "precomputed s": round(once, 2),
+        "ratio": round(every / once, 3),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[100, 1000])
@@ -219,6 +257,7 @@ def main() -> int:
         "same tokens (our sampler groups by length, and a partial epoch would see others)",
     )
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-dpo", action="store_true")
     args = parser.parse_args()
 
     from assistant.llm.embedder import Embedder
@@ -254,9 +293,14 @@ def main() -> int:
             f"DPO {r['dpo'] and {k: r['dpo'][k] for k in ('pairs', 'steps', 'seconds')}}; "
             f"export check {r['verify']}; {r['reason'] or ''}"
         )
-    if not args.skip_speed:
+    if not (args.skip_speed and args.skip_dpo):
         home = Path(tempfile.mkdtemp(prefix="speed-"))
-        records = speed_records(home, embedder)[: args.speed_records]
+        records, pairs = speed_records(home, embedder)
+    if not args.skip_dpo:
+        print(f"\nDPO, {len(pairs)} pairs, reference log-probs every step vs once:", flush=True)
+        print(json.dumps(dpo_speed(base_cache / base_key(path), records[:16], pairs)))
+    if not args.skip_speed:
+        records = records[: args.speed_records]
         steps = -(-len(records) // 4)
         print(f"\ntraining speed, one epoch of {len(records)} records:", flush=True)
         figures = speed(base_cache / base_key(path), records, steps)
@@ -264,12 +308,13 @@ def main() -> int:
     return 0
 
 
-def speed_records(home: Path, embedder) -> list[dict]:
-    """The SFT records a refresh of 1,000 synthetic exchanges would train on."""
+def speed_records(home: Path, embedder) -> tuple[list[dict], list[dict]]:
+    """The SFT records and the preference pairs a refresh of 1,000 synthetic exchanges would
+    train on."""
     from assistant.settings import Settings
     from assistant.wiring import build_curator
     from bench.pool import synthesize
-    from feedback.pool.records import records
+    from feedback.pool.records import preference_pairs, records
     from store.db import open_database
 
     settings = Settings(home=home)
@@ -277,7 +322,9 @@ def speed_records(home: Path, embedder) -> list[dict]:
     synthesize(db, 1000, seed=1)
     curator = build_curator(settings, db, embedder)
     curator.update(curator.pool.answered_exchange_ids())
-    return [r for r, _ in records(curator.pool, "sft", settings.system_prompt)]
+    sft = [r for r, _ in records(curator.pool, "sft", settings.system_prompt)]
+    pairs = [r for r, _, _ in preference_pairs(curator.pool, settings.system_prompt)]
+    return sft, pairs
 
 
 if __name__ == "__main__":

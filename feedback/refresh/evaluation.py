@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from feedback.pool.diversity import distinct_n, embedding_spread
-from feedback.refresh.pairwise import judge_pairs
+from feedback.refresh.pairwise import judge_pairs, relevance_pairs
 
 # Asked of every candidate, whatever the pool holds: general skills a refresh must not lose.
 REGRESSION_PROMPTS = [
@@ -173,7 +173,8 @@ def compare(
 ) -> tuple[dict, dict, dict]:
     """(candidate, current, base) figures on the same prompts. `judge` (None: the base model
     on `engine`) compares each pair of answers in both orders; its figures (`pairwise.
-    sign_test`'s and `win_rate`) go with the candidate's. The base's diversity is the current's
+    sign_test`'s and `win_rate`) go with the candidate's, and so does the paired relevance of
+    answers to their questions when `embed` is given. The base's diversity is the current's
     when no adapter is active, else measured."""
     cur = answer_figures(engine, prompts, current, current_id or "base", tick, embed)
     cand = answer_figures(engine, prompts, candidate, "candidate", tick, embed)
@@ -182,6 +183,8 @@ def compare(
         judge or engine, prompts, cand["answers"], cur["answers"], references, tick
     )
     cand["win_rate"] = cand["pairwise"]["win_rate"]
+    if embed is not None:
+        cand["relevance"] = relevance_pairs(embed, prompts, cand["answers"], cur["answers"])
     diversity = ("answer_distinct_2", "answer_spread")
     base = (
         {k: cur[k] for k in diversity if k in cur}

@@ -13,6 +13,12 @@ always prefers the first answer (small models do) gives a tie, not a win. Identi
 a tie without asking. A prompt is a win for the candidate when its points over both orders
 exceed one half, a loss when below; the sign test drops ties and asks whether losses outnumber
 wins by more than chance would.
+
+The judge's verdicts are only as good as the judge: the embedded 135M model picks the first
+answer whatever it says (`first_choice` near 1), so every pair ties. A second, judge-free paired
+figure is kept beside it: how related each answer is to its question (cosine similarity of their
+embeddings, `relevance_pairs`), so a candidate whose answers drift off the questions is caught
+with any judge.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+import numpy as np
 from langchain_core.messages.utils import convert_to_openai_messages
 from langchain_core.prompts import ChatPromptTemplate
 from pydantic import BaseModel, ValidationError
@@ -164,4 +171,33 @@ def judge_pairs(
     figures = sign_test(outcomes)
     figures["first_choice"] = round(firsts / decided, 4) if decided else None
     figures["outcomes"] = outcomes
+    return figures
+
+
+def relevance_outcomes(question: np.ndarray, cand: np.ndarray, cur: np.ndarray, margin: float):
+    """Per prompt, from unit vectors (one row per prompt): 1 when the candidate's answer is
+    closer to the question than the current one's by more than `margin`, 0 when farther by
+    more, else 0.5.
+
+    >>> q = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    >>> a = np.array([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]])
+    >>> b = np.array([[0.0, 1.0], [1.0, 0.0], [0.78, 0.62]])
+    >>> relevance_outcomes(q, a, b, 0.05)
+    [1.0, 0.0, 0.5]
+    """
+    gain = (question * cand).sum(axis=1) - (question * cur).sum(axis=1)
+    return [1.0 if g > margin else 0.0 if g < -margin else 0.5 for g in gain.tolist()]
+
+
+def relevance_pairs(
+    embed, prompts: list[str], candidate: list[str], current: list[str], margin: float = 0.05
+) -> dict:
+    """`sign_test`'s figures on `relevance_outcomes`, with each model's mean relevance; `embed`
+    maps texts to unit vectors."""
+    n = len(prompts)
+    vectors = np.asarray(embed([*prompts, *candidate, *current]))
+    question, cand, cur = vectors[:n], vectors[n : 2 * n], vectors[2 * n :]
+    figures = sign_test(relevance_outcomes(question, cand, cur, margin))
+    figures["candidate_mean"] = round(float((question * cand).sum(axis=1).mean()), 4)
+    figures["current_mean"] = round(float((question * cur).sum(axis=1).mean()), 4)
     return figures

@@ -150,6 +150,8 @@ def regressions(
     - one fixed judge, comparing both models' answers pairwise in both orders, preferred the
       current model's significantly often (one-sided sign test, p < `gate_alpha`); noise
       alone never rejects;
+    - the same paired test on how related each answer is to its question (embeddings): a
+      candidate whose answers drift off the questions is caught whatever the judge can tell;
     - sampled answers' diversity (distinct-2, and embedding spread where measured) fell past
       `answer_diversity_tolerance` from the current model's or the base model's (`base`):
       against the current one alone, a drift of a few percent per refresh would pass every
@@ -165,6 +167,9 @@ def regressions(
     it forgot taught corrections: loss on the answers users wrote rose from 1.000 to 1.500 (more than 10%)
     the judge preferred the current model's answers: worse on 20 prompts, better on 3, tied on 41 of 64 (sign test p = 0.0002, below 0.05)
     sampled answers' distinct-2 fell from 0.500 to 0.200 (more than 10%)
+    >>> off = {"wins": 2, "losses": 30, "ties": 32, "prompts": 64, "p_worse": 0.0, "candidate_mean": 0.21, "current_mean": 0.55}
+    >>> regressions({"heldout_loss": 1.9, "taught_loss": 1.0, "relevance": off, "answer_distinct_2": 0.5}, cur, RefreshConfig())
+    ["its answers drifted off the questions: less related to the question than the current model's on 30 prompts, more on 2 (mean similarity 0.21 against 0.55; sign test p = 0.0, below 0.05)"]
     >>> regressions({"heldout_loss": float("nan"), "answer_distinct_2": 0.5}, cur, RefreshConfig())
     ['held-out loss is nan: training diverged', 'taught loss is nan: training diverged']
     >>> nan = {"heldout_loss": float("nan"), "answer_distinct_2": 0.5}  # no held-out split yet
@@ -185,6 +190,14 @@ def regressions(
             f"the judge preferred the current model's answers: worse on {p['losses']} "
             f"prompts, better on {p['wins']}, tied on {p['ties']} of {p['prompts']} "
             f"(sign test p = {p['p_worse']}, below {c.gate_alpha})"
+        )
+    r = candidate.get("relevance")
+    if r and r["p_worse"] < c.gate_alpha:
+        out.append(
+            f"its answers drifted off the questions: less related to the question than the "
+            f"current model's on {r['losses']} prompts, more on {r['wins']} (mean similarity "
+            f"{r['candidate_mean']:.2f} against {r['current_mean']:.2f}; sign test p = "
+            f"{r['p_worse']}, below {c.gate_alpha})"
         )
     return out + diversity_regressions(candidate, current, c, base)
 

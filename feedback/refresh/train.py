@@ -46,6 +46,9 @@ class TrainConfig:
     max_length: int = option(512, "tokens per example")
     dpo_steps: int = option(20, "preference steps after SFT, when there are enough pairs")
     dpo_beta: float = option(0.1, "how far DPO may move from the SFT adapter it starts from")
+    dpo_precompute_ref: bool = option(
+        True, "compute the reference's log-probabilities once before DPO, not at every step"
+    )
     seed: int = option(0, "training seed")
     targets: list[str] = field(
         default_factory=lambda: list(TARGETS), metadata={"help": "modules LoRA adapts"}
@@ -278,6 +281,10 @@ def train_dpo(
         per_device_train_batch_size=min(config.batch_size, len(pairs)),
         learning_rate=config.learning_rate / 4,  # preference steps are sharper than SFT's
         beta=config.dpo_beta,
+        # The reference (the SFT adapter, frozen as "ref") scores each pair once, up front,
+        # instead of a second forward pass at every step.
+        precompute_ref_log_probs=config.dpo_precompute_ref,
+        precompute_ref_batch_size=min(8, len(pairs)),
         **common_args(config),
     )
     trainer = DPOTrainer(
