@@ -25,7 +25,8 @@ NEEDS = {
     "dashboard": "user",  # the figures (counts and rates; no one's text)
     "models": "user",  # which adapter serves, and the refresh runs' figures
     "review": "reviewer",  # the review queue: everyone's flagged answers, and decisions
-    "switch": "reviewer",  # serve another adapter, roll back, refresh
+    "switch": "reviewer",  # serve another adapter, roll back
+    "refresh": "reviewer",  # start a refresh from the Models tab, or cancel it
 }
 
 # Images only from the app itself (no remote fetch, so an answer cannot make the browser phone

@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from assistant.access import AccessConfig
+from assistant.refresh_job import RefreshJobConfig
 from feedback.config import described
 from feedback.grading.calibration import CalibrationConfig
 from feedback.grading.grader import GraderConfig
@@ -152,6 +153,8 @@ class Settings(BaseSettings):
     refresh_answer_diversity_tolerance: float = staged(
         RefreshConfig, "answer_diversity_tolerance", ge=0.0, le=1.0
     )
+    refresh_nice: int = staged(RefreshJobConfig, "nice", ge=0, le=19)
+    refresh_threads: int = staged(RefreshJobConfig, "threads", ge=1)
 
     host: str = Field("127.0.0.1", description="address the web app listens on")
     port: int = Field(7860, ge=0, le=65535, description="port the web app listens on")

@@ -28,11 +28,18 @@ every 50 ms), so the app's own share of the first-token gap is app - raw - floor
     .venv/bin/python bench/chat_throughput.py [--rounds 3] [--max-tokens 128] [--threads 2]
                                               [--pool 1000] [--pause 2.0] [--documents 0]
     .venv/bin/python bench/chat_throughput.py --documents 1000    # the run "with documents"
+    .venv/bin/python bench/chat_throughput.py --during-refresh [--refresh-nice 10]
+                                              [--refresh-threads 1]   # the chat beside a refresh
 
 About 2.5 minutes with the defaults on 2 cores (10 s to seed the pool; --documents 1000 adds
 about a minute to fill the knowledge base). Writes bench/results/chat_throughput.json, with
 --documents chat_throughput-documents.json, and for other variants (--no-grading, --pool 0)
 chat_throughput-variant.json.
+
+`--during-refresh` measures something else in one run: the app idle, then the app while a
+refresh started the way the Models tab starts it trains on the same home, and the ratios
+during/idle (bench/during_refresh.py; no raw phase). It writes
+chat_throughput-during-refresh.json (with -niceN-threadsT when the refresh's are overridden).
 """
 
 from __future__ import annotations
@@ -292,6 +299,19 @@ def arguments() -> argparse.Namespace:
         "--documents", type=int, default=0, help="passages in the app's knowledge base"
     )
     parser.add_argument(
+        "--during-refresh",
+        action="store_true",
+        help="the app idle, then while a refresh (as the Models tab starts it) trains beside it",
+    )
+    parser.add_argument(
+        "--refresh-nice", type=int, help="the refresh's nice (default: the refresh_nice setting)"
+    )
+    parser.add_argument(
+        "--refresh-threads",
+        type=int,
+        help="the refresh's threads (default: the refresh_threads setting)",
+    )
+    parser.add_argument(
         "--grading",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -405,6 +425,14 @@ def show(r: dict) -> None:
 
 def main() -> int:
     args = arguments()
+    if args.during_refresh:
+        from bench import during_refresh
+
+        result = during_refresh.measure_during_refresh(args)
+        during_refresh.show(result)
+        (ROOT / "bench" / "results").mkdir(exist_ok=True)
+        print(f"saved {during_refresh.save(result, ROOT / 'bench' / 'results', args)}")
+        return 0
     result = measure(args)
     show(result)
     out = ROOT / "bench" / "results"

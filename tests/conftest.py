@@ -164,11 +164,12 @@ def promoted(store, settings, embedded_path):
                 "evaluate": {
                     "candidate": {
                         "heldout_loss": 2.0 / n,
+                        "taught_loss": 1.0,
                         "win_rate": 0.5,
-                        "flag_rate": 0.1,
+                        "pairwise": {"wins": 0, "losses": 0, "ties": 64, "p_worse": 1.0},
                         "answer_distinct_2": 0.6,
                     },
-                    "current": {"heldout_loss": 2.1, "flag_rate": 0.2, "answer_distinct_2": 0.6},
+                    "current": {"heldout_loss": 2.1, "taught_loss": 1.0, "answer_distinct_2": 0.6},
                     "base": {"answer_distinct_2": 0.7},
                 },
             },

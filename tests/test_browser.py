@@ -353,6 +353,25 @@ def test_models_tab_lists_adapters_and_switches_what_the_chat_serves(page, runni
     assert store.exchange(second.exchange_id).adapter_id is None
 
 
+def test_a_refresh_started_in_the_models_tab_runs_beside_the_chat_and_says_how_it_ended(
+    page, running_app
+):
+    """The refresh runs in its own process (here it refuses: the pool is empty) while the chat
+    answers; the tab polls its progress and then shows the outcome with the reason."""
+    page.get_by_role("tab", name="Models").click()
+    page.locator("#refresh-now").click()
+    progress = page.locator("#refresh-progress")
+    wait_for(lambda: "by local" in progress.inner_text())
+    page.get_by_role("tab", name="Chat").click()
+    send(page, "Say hello.")
+    wait_for(lambda: (t := running_app.store.turns(1)) and t[0].status == "completed")
+    page.get_by_role("tab", name="Models").click()
+    wait_for(lambda: "Refused" in progress.inner_text(), timeout=180)
+    assert "nothing was trained" in progress.inner_text()
+    assert "only 0 new training example(s)" in progress.locator("li").first.inner_text()
+    wait_for(lambda: "refused" in page.locator("#runs").inner_text())
+
+
 HANDBOOK = """Orbital Tea Company staff handbook.
 
 The Orbital Tea Company was founded in 1987 by Marisol Quenby in the harbour town of Vellacourt.

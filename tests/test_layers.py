@@ -34,11 +34,12 @@ ALLOWED = {
     "feedback.knowledge": ("assistant.llm", "store", "feedback.config", "feedback.knowledge"),
     "assistant.access": ("feedback.config",),
     "assistant.limits": (),
-    "assistant.settings": ("feedback", "assistant.access"),
+    "assistant.refresh_job": ("feedback", "store"),
+    "assistant.settings": ("feedback", "assistant.access", "assistant.refresh_job"),
     "assistant.prompt": ("assistant.llm", "assistant.settings", "store", "feedback"),
     "assistant.chat": ("assistant.llm", "assistant.settings", "assistant.prompt", "assistant.limits", "store", "feedback"),
     "assistant.wiring": ("assistant.llm", "assistant.settings", "assistant.chat", "assistant.prompt", "store", "feedback"),
-    "assistant.web": ("assistant.llm", "assistant.settings", "assistant.access", "assistant.limits", "assistant.chat", "assistant.prompt", "assistant.wiring", "assistant.web", "store", "feedback"),
+    "assistant.web": ("assistant.llm", "assistant.settings", "assistant.access", "assistant.limits", "assistant.refresh_job", "assistant.chat", "assistant.prompt", "assistant.wiring", "assistant.web", "store", "feedback"),
     "assistant.cli": ("assistant", "store", "feedback"),
 }  # fmt: skip
 

@@ -4,6 +4,7 @@ does; plus the real embedded model as the judge."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -29,7 +30,7 @@ class ScriptedJudge:
         text = messages[-1]["content"]
         a = re.search(r"<<ANSWER A-\w+>>\n(.*?)\n<</ANSWER A", text, re.S).group(1)
         b = re.search(r"<<ANSWER B-\w+>>\n(.*?)\n<</ANSWER B", text, re.S).group(1)
-        yield Delta(text='{"better": "%s"}' % self.choose(a, b))
+        yield Delta(text=json.dumps({"better": self.choose(a, b)}))
 
 
 def gate(figures: dict) -> list[str]:

@@ -210,7 +210,8 @@ def test_review_and_adapter_events_refuse_users_and_record_the_account(shared):
         for target, _ in dep["targets"]
         if target in review or (target in models and comps[target]["type"] == "button")
     ]
-    assert len(guarded) >= 6  # open/refresh/pick/confirm/dismiss/correct, serve adapter/base
+    # open/refresh/pick/confirm/dismiss/correct; serve adapter/base; refresh now/cancel
+    assert len(guarded) >= 8
     conv, exchange = ana_with_a_secret(shared)
     outcomes = attack(shared, cfg, "bob", [exchange])
     for fn in guarded:
@@ -221,11 +222,32 @@ def test_review_and_adapter_events_refuse_users_and_record_the_account(shared):
     assert sum("Only a reviewer" in o.error for fn in guarded for o in outcomes[fn]) >= 10
     assert not (shared.settings.home_dir / "adapters" / "active.json").exists()
     assert shared.store.count(Review) == 0
+    assert not (shared.settings.home_dir / "refresh-job.log").exists()  # no refresh started
     # A reviewer gets through, and the decision is recorded as the account, not a typed name.
     rita = attack(shared, cfg, "rita", [exchange])
     for fn in guarded:
         assert not any("Only a reviewer" in o.error for o in rita[fn]), fn
     assert (shared.settings.home_dir / "adapters" / "active.json").exists()  # serve base
+
+
+def test_only_reviewers_start_or_cancel_a_refresh_from_the_page(shared):
+    cfg = config(shared)
+    ids = {c["props"].get("elem_id"): c["id"] for c in cfg["components"] if "props" in c}
+
+    def clicked(elem_id):
+        return next(d["id"] for d in events(cfg) if [ids[elem_id], "click"] in d["targets"])
+
+    start, cancel = clicked("refresh-now"), clicked("refresh-cancel")
+    for fn, data in ((start, [True]), (cancel, [])):
+        refused = join(shared.url, fn, data, headers=shared.tokens["ana"])
+        assert not refused.success
+        assert "Only a reviewer or an admin may use refresh; you are a user." in refused.error
+    assert not (shared.settings.home_dir / "refresh-job.log").exists()  # nothing started
+    started = join(shared.url, start, [False], headers=shared.tokens["rita"])
+    assert started.success and "Refresh started by rita" in started.text()
+    assert "Only a reviewer" in join(shared.url, cancel, [], headers=shared.tokens["ana"]).error
+    stopped = join(shared.url, cancel, [], headers=shared.tokens["adam"])
+    assert stopped.success and "Cancelled by adam" in stopped.text()
 
 
 def test_foreign_hosts_and_origins_are_refused_and_nothing_is_reflected(shared):

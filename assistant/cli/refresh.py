@@ -17,6 +17,12 @@ def refresh_arguments(p) -> None:
     p.add_argument("--dry-run", action="store_true", help="select and check the data, no training")
     p.add_argument("--force", action="store_true", help="train even with few new examples")
     p.add_argument("--every", metavar="INTERVAL", help="repeat forever, e.g. 24h, 90m (no cron)")
+    p.add_argument(
+        "--progress-file",
+        metavar="PATH",
+        help="also write each step's progress, and the outcome, to this JSON file (replaced "
+        "atomically; the app's Models tab polls it)",
+    )
 
 
 def rollback_arguments(p) -> None:
@@ -85,30 +91,41 @@ def summary(run) -> str:
 
 
 class StepBars:
-    """One rich progress bar per pipeline step."""
+    """One rich progress bar per pipeline step; with a progress file, written there too."""
 
-    def __init__(self, bar):
-        self.bar, self.tasks = bar, {}
+    def __init__(self, bar, file=None):
+        self.bar, self.tasks, self.file = bar, {}, file
 
     def __call__(self, step: str, done: float, message: str) -> None:
         if step not in self.tasks:
             self.tasks[step] = self.bar.add_task(step, total=1.0)
         self.bar.update(self.tasks[step], completed=done, description=f"{step}: {message}")
+        if self.file is not None:
+            self.file(step, done, message)
 
 
 def refresh(args, settings) -> int:
     from rich.progress import Progress
 
+    from assistant.llm.embedder import Embedder
+    from assistant.refresh_job import ProgressFile
     from assistant.wiring import build_refresher
 
     every = interval_seconds(args.every) if args.every else None
     while True:
+        file = ProgressFile(args.progress_file) if args.progress_file else None
         with Progress() as bar:
-            refresher = build_refresher(settings, StepBars(bar))
+            # The embedder on the settings' threads too: a refresh started from the app runs
+            # with `threads` capped (assistant/refresh_job.py), and ONNX Runtime would take
+            # every core otherwise.
+            embedder = Embedder(threads=settings.threads)
+            refresher = build_refresher(settings, StepBars(bar, file), embedder=embedder)
             try:
                 result = refresher.run(dry_run=args.dry_run, force=args.force)
             finally:
                 refresher.llama.close()  # `--every` builds a fresh engine for each run
+        if file is not None:
+            file.finish(result)
         print(summary(result), flush=True)
         if every is None:
             return 0 if result.status in ("promoted", "dry_run", "refused", "rejected") else 1

@@ -139,6 +139,7 @@ class Refresher:
         run = self.runs.update(run.id, metrics=metrics)
         reasons = regressions(e["candidate"], e["current"], self.config, e["base"])
         if reasons:
+            metrics["reasons"] = reasons  # one entry per failed gate, for the Models tab
             return self.runs.finish(run.id, "rejected", "; ".join(reasons), metrics=metrics)
         run = self._step(run, "promote")
         (folder / "run.json").write_text(json.dumps({"run": run.id, "metrics": metrics}, indent=1))
