@@ -326,6 +326,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=16, help="training steps per generation")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
     parser.add_argument("--modes", nargs="+", default=["guarded", "replace"])
     parser.add_argument(
         "--no-broken",
@@ -346,7 +347,7 @@ def main() -> int:
 
     settings = Settings(home=Path(tempfile.mkdtemp(prefix="collapse-home-")))
     path = embedded_model_path()
-    llama = LlamaEngine(path, context_window=2048, threads=2)
+    llama = LlamaEngine(path, context_window=2048, threads=args.threads)
     base_cache = Path(tempfile.mkdtemp(prefix="base-cache-"))
     loop = Loop(
         llama, build_grader(settings, llama), Embedder(threads=1), settings, base_cache, args

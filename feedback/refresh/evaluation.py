@@ -115,7 +115,7 @@ def gate_prompts(
 
 
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 64}
-GREEDY = {"temperature": 0.0, "max_tokens": 96, "repeat_penalty": 1.1, "seed": 0}
+GREEDY = {"temperature": 0.0, "max_tokens": 64, "repeat_penalty": 1.1, "seed": 0}
 DIVERSITY_PROMPTS = 32  # sampled answers per model for the diversity figures
 
 
