@@ -30,6 +30,7 @@ from store.tables import (
     Forgotten,
     Grade,
     GradingJob,
+    Heldout,
     Message,
     PoolEntry,
     Rating,
@@ -144,7 +145,15 @@ class ConversationStore(Repository):
                 .where(PoolEntry.exchange_id.in_(exchange_ids))
                 .group_by(PoolEntry.status)
             ).all()
-            for table in (Grade, GradingJob, Review, Correction, PoolEntry, ExchangeSource):
+            for table in (
+                Grade,
+                GradingJob,
+                Review,
+                Correction,
+                PoolEntry,
+                ExchangeSource,
+                Heldout,
+            ):
                 s.exec(delete(table).where(table.exchange_id.in_(exchange_ids)))
             counts = {
                 "pool_entries": sum(n for _, n in pool),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func
 from sqlmodel import Session, select
@@ -30,6 +30,11 @@ from store.tables import (
 )
 
 CONTEXT_TURNS = 3  # earlier turns kept with an exchange in the pool
+
+
+def aware(t: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; they are stored in UTC."""
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -285,8 +290,23 @@ class PoolStore(Repository):
         return pairs
 
     def forgotten_ids(self) -> set[int]:
+        """Ids of deleted exchanges. SQLite gives a deleted row's id to the next row when it
+        was the highest, so an id that now belongs to an exchange made after the deletion is
+        that new exchange's, not forgotten: without this, a correction written right after
+        deleting the newest conversation would silently never be trained on."""
         with self.session() as s:
-            return {i for row in s.exec(select(Forgotten.exchange_ids)) for i in row}
+            deleted: dict[int, datetime] = {}
+            for ids, at in s.exec(select(Forgotten.exchange_ids, Forgotten.created_at)):
+                for i in ids:
+                    deleted[i] = max(at, deleted.get(i, at))
+            reused = set()
+            for ids in chunks(sorted(deleted)):
+                for i, made in s.exec(
+                    select(Exchange.id, Exchange.created_at).where(Exchange.id.in_(ids))
+                ):
+                    if aware(made) >= aware(deleted[i]):
+                        reused.add(i)
+            return set(deleted) - reused
 
     def newest_exchange_at(self) -> datetime | None:
         with self.session() as s:

@@ -247,6 +247,23 @@ def test_deleting_a_conversation_removes_it_from_the_pool_and_the_index(chat, st
     assert (tomb.conversation_id, tomb.exchange_ids) == (final.conversation_id, [final.exchange_id])
 
 
+def test_a_correction_after_deleting_the_newest_conversation_is_still_trained_on(chat, store):
+    """SQLite gives the deleted newest exchange's id to the next one: that new exchange is not
+    forgotten, and its correction reaches the training records."""
+    from feedback.pool.records import records
+
+    gone = ask(chat, "What is the capital of Italy?", "Rome.")
+    chat.delete(gone.conversation_id)
+    final = ask(chat, "Who wrote Emma?", "Charles Dickens.")
+    chat.correct(final.exchange_id, "Jane Austen wrote Emma.")
+    if final.exchange_id == gone.exchange_id:
+        assert gone.exchange_id not in chat.curator.pool.forgotten_ids()
+    else:  # PostgreSQL's sequences never hand an id out twice
+        assert chat.curator.pool.forgotten_ids() == {gone.exchange_id}
+    trained = [r["messages"][-1]["content"] for r, _ in records(chat.curator.pool, "sft")]
+    assert trained == ["Jane Austen wrote Emma."]
+
+
 def test_retrieval_puts_approved_past_exchanges_in_the_prompt(chat, store):
     past = ask(chat, "How many legs does a spider have?", "A spider has eight legs.")
     chat.rate(past.exchange_id, 1)
