@@ -98,7 +98,11 @@ def pool_where(
     return parts[0] if len(parts) == 1 else {"$and": parts}
 
 
-_PURGING = threading.Lock()  # one purge at a time: they share the folder and its SQLite file
+# Held by a purge for all of its work, and by every call on a collection: a purge rewrites the
+# collections, removes segment folders and vacuums chroma.sqlite3, and a write or query from
+# another thread in the middle of that (the grader's pool update while a user deletes a
+# conversation) left "database disk image is malformed" behind (found by bench/learning.py).
+_PURGING = threading.RLock()
 
 
 class ByName:
@@ -117,11 +121,12 @@ class ByName:
         def call(*args, **kwargs):
             from chromadb.errors import NotFoundError
 
-            try:
-                return value(*args, **kwargs)
-            except NotFoundError:
-                self.collection = self.chroma.get_collection(self.collection.name)
-                return getattr(self.collection, attr)(*args, **kwargs)
+            with _PURGING:
+                try:
+                    return value(*args, **kwargs)
+                except NotFoundError:
+                    self.collection = self.chroma.get_collection(self.collection.name)
+                    return getattr(self.collection, attr)(*args, **kwargs)
 
         return call
 

@@ -260,6 +260,48 @@ def test_an_index_opened_before_a_purge_elsewhere_finds_the_new_collection(tmp_p
     assert serving.ids() == {1, 2}
 
 
+def test_deleting_while_another_thread_writes_and_searches_keeps_chroma_intact(tmp_path):
+    """A user deletes conversations while the grader adds pool vectors and looks up
+    references: before the purge and collection calls shared a lock, this left "database disk
+    image is malformed" in chroma.sqlite3 and every later call failed."""
+    import threading
+
+    from store.vectors import VectorIndex
+
+    rng = np.random.default_rng(0)
+
+    def unit(n):
+        v = rng.standard_normal((n, 384)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    index = VectorIndex.open(tmp_path / "chroma")
+    index.add(list(range(1, 21)), unit(20), unit(20), [{"user_id": 1, "source": "x"}] * 20)
+    stop, errors, added = threading.Event(), [], []
+
+    def grader():
+        i = 1000
+        while not stop.is_set():
+            try:
+                index.add([i], unit(1), unit(1), [{"user_id": 1, "source": "model_only"}])
+                index.nearest_prompts(unit(1)[0], 2)
+                added.append(i)
+            except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                errors.append(f"{type(exc).__name__}: {exc}")
+            i += 1
+
+    worker = threading.Thread(target=grader)
+    worker.start()
+    try:
+        for i in range(1, 11):
+            index.forget([i])
+    finally:
+        stop.set()
+        worker.join()
+    assert errors == []
+    assert index.ids() == set(range(11, 21)) | set(added)
+    assert VectorIndex.open(tmp_path / "chroma").ids() == set(range(11, 21)) | set(added)
+
+
 # the home folder
 
 

@@ -1,0 +1,500 @@
+"""Learning: does the assistant learn invented facts from a user's corrections, through its API?
+
+How (issue 14): the app as `autodidact serve` runs it, in this process (`create_app` + `launch`,
+as bench/load.py does) over a new home, grading on, one account with an API token driven through
+gradio_client's /chat, /history and /correct; the app's sampling with a fixed `--seed`, answers of
+at most `--max-tokens`, no rate limit. Every question goes to a new conversation. The data is
+bench/data/learning_facts.jsonl: a paraphrase is recalled when every keyword of its fact is in the
+answer as a whole word, any case (a plural ending allowed; "any": one keyword is).
+  0. Before teaching: every fact's 3 paraphrases (the floor) and the unrelated questions (the
+     flag rate, and each question's baseline answer for the leakage check).
+  1. Teach set A (`--set-a`, 2/3 of the facts): ask the fact's question, /correct the answer
+     with the fact's answer. Retrieval on: A's paraphrases (retrieval recall).
+  2. Stop the app; `autodidact refresh` in a subprocess on the home, with the `--refresh-*`
+     flags (again with `--force` if too few new examples). A candidate the gate rejects is
+     activated by the bench (store/adapters.py, `--promote-anyway`, on by default) so that its
+     weights are measured; the output says which adapter was measured and how. Start the app
+     with retrieval off, so only the weights answer: A's paraphrases, the unrelated questions.
+  3. Retrieval on, the refresh-1 weights serving: teach set B (the rest), B's paraphrases; a
+     second refresh; retrieval off: A's and B's paraphrases, the unrelated questions.
+A refresh holds 10% of new pool entries out of training for good, so "trained" recall counts
+only the facts whose correction is in the measured run's mix (table trained_on).
+Quality: (a) held-out loss, the mean NLL per token of `--loss-rows` TruthfulQA human best answers
+(tests/data/truthfulqa/dev.jsonl, never trained on), base vs each measured adapter's PEFT weights
+(feedback/refresh/train.py); (b) the app's own flag rate on the unrelated answers, read once the
+grading settled; (c) leakage: unrelated answers holding a taught fact's name or keyword
+(learning_checks.names_of) that the same question's baseline answer did not.
+Probe conversations are deleted once read, as a user can (otherwise the model's own answers to
+the very paraphrases would be retrieved and trained on), each one at once and only while the
+grader is idle, then one conversation is kept (`Session.delete`, `Session.sentinel` say why);
+`--keep-probes` keeps them all.
+
+    .venv/bin/python bench/learning.py [--facts 48] [--unrelated 24] [--set-a 32]
+        [--max-tokens 96] [--seed 0] [--threads N] [--loss-rows 100] [--refresh-epochs 10]
+        [--refresh-learning-rate 1e-3] [--refresh-max-steps 120] [--refresh-rank N]
+        [--refresh-eval-prompts 16] [--no-promote-anyway] [--keep-probes] [--out FILE]
+    .venv/bin/python bench/learning.py --facts 3 --unrelated 3 --refresh-max-steps 4 \
+        --refresh-eval-prompts 4 --loss-rows 20 --threads 1 --out /tmp/learning.json  # smoke
+
+Prints a table and writes bench/results/learning.json (or `--out`): the commit, the command,
+the settings, each refresh's record, the time per kind of work and every answer. The full run
+takes the machine (run it alone); estimated at about 35 minutes on the 2-core development
+machine from the smoke runs' unit times: about 650 answers at ~0.9 s, 560 deletes at ~0.3 s,
+130 grades at ~3 s, two refreshes of 80-110 steps at ~1.5-2 s plus DPO and a 16-prompt gate
+(~5-6 min each). The smoke run above took 4.7 minutes on a busy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from learning_checks import (  # noqa: E402 (a sibling script, found through the path above)
+    leaked,
+    loss_records,
+    names_of,
+    read_rows,
+    recall,
+    show,
+    split,
+    table_row,
+)
+
+for _key, _value in (
+    ("HF_HUB_OFFLINE", "1"),
+    ("GRADIO_ANALYTICS_ENABLED", "False"),
+    ("ANONYMIZED_TELEMETRY", "False"),
+):
+    os.environ.setdefault(_key, _value)
+
+PASSWORD = "learning bench password"
+SENTINEL = "Thank you, that is all for now."
+TRUTHFULQA = ROOT / "tests" / "data" / "truthfulqa" / "dev.jsonl"
+REFRESH_FLAGS = ("refresh_epochs", "refresh_learning_rate", "refresh_max_steps", "refresh_rank",
+                 "refresh_eval_prompts")  # fmt: skip
+
+
+def arguments() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--facts", type=int, default=48, help="facts used (the first N)")
+    p.add_argument("--unrelated", type=int, default=24, help="unrelated questions (first N)")
+    p.add_argument("--set-a", type=int, default=None, help="facts taught first (default 2/3)")
+    p.add_argument("--max-tokens", type=int, default=96, help="longest answer, in tokens")
+    p.add_argument("--seed", type=int, default=0, help="the app's sampling seed (-1: random)")
+    p.add_argument("--threads", type=int, default=None, help="app and refresh (default: all)")
+    p.add_argument("--settle", type=float, default=600.0, help="most seconds to wait for grades")
+    p.add_argument("--loss-rows", type=int, default=100, help="TruthfulQA answers for the loss")
+    # Passed through to `autodidact refresh`; the product's defaults (2 epochs, lr 2e-4, 60
+    # steps) barely move a 135M model on a few dozen facts.
+    p.add_argument("--refresh-epochs", type=float, default=10.0)
+    p.add_argument("--refresh-learning-rate", type=float, default=1e-3)
+    p.add_argument("--refresh-max-steps", type=int, default=120)
+    p.add_argument("--refresh-rank", type=int, default=None, help="default: the product's")
+    # The gate's pairwise judging of 64 prompts (the product's default) takes most of a refresh.
+    p.add_argument("--refresh-eval-prompts", type=int, default=16)
+    p.add_argument(
+        "--promote-anyway",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve a candidate the gate rejected, to measure its weights",
+    )
+    p.add_argument("--keep-probes", action="store_true", help="do not delete probe conversations")
+    p.add_argument("--home", type=Path, default=None, help="default: a new temporary folder")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning.json")
+    args = p.parse_args()
+    args.facts = min(args.facts, 48)
+    if args.set_a is None:
+        args.set_a = max(1, round(args.facts * 2 / 3))
+    if not 0 < args.set_a < args.facts:
+        p.error("--set-a must leave at least one fact for set B")
+    return args
+
+
+class Session:
+    """The app over one home, one account and its gradio_client; restarted between phases."""
+
+    def __init__(self, home: Path, args):
+        self.home, self.args = home, args
+        self.app = self.client = self.account = self.token = None
+        self.timings: dict[str, list] = {}  # what: [times, seconds], for the runtime estimate
+        self.sentinels: list[dict] = []
+
+    @contextmanager
+    def timed(self, what: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = self.timings.setdefault(what, [0, 0.0])
+            spent[0], spent[1] = spent[0] + 1, round(spent[1] + time.perf_counter() - start, 1)
+
+    def start(self, retrieval: bool) -> None:
+        from gradio_client import Client
+
+        from assistant.settings import Settings
+        from assistant.web.app import create_app, launch
+        from bench.chat_throughput import free_port
+        from store.accounts import AccountStore
+
+        settings = Settings(
+            home=self.home,
+            port=free_port(),
+            max_tokens=self.args.max_tokens,
+            seed=self.args.seed,
+            retrieval=retrieval,
+            rate_limit_messages=0,
+            **({"threads": self.args.threads} if self.args.threads else {}),
+        )
+        with self.timed("start app"):
+            self.app = create_app(settings)
+            launch(self.app, block=False, quiet=True)
+        accounts = AccountStore(self.app.store.engine)
+        if self.account is None:
+            self.account = accounts.add("learner", PASSWORD, "user")
+            self.token = accounts.create_token("learner", "bench")
+        headers = {"Authorization": f"Bearer {self.token}"}
+        self.client = Client(self.app.url, headers=headers, verbose=False)
+
+    def stop(self) -> None:
+        self.client.close()
+        # gradio_client's heartbeat streams outlive `Client.close()` (see bench/load.py).
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+        self.app.close()
+        self.app = None
+
+    def ask(self, question: str) -> dict:
+        """One question in a new conversation: the answer, its exchange and how it was made."""
+        from sqlalchemy import text
+
+        row = {"question": question, "answer": "", "error": None}
+        query = text("SELECT adapter_id, retrieved, finish_reason FROM exchanges WHERE id = :i")
+        try:
+            with self.timed("ask"):
+                answer, conversation = self.client.predict(question, "", api_name="/chat")
+                turns = self.client.predict(str(conversation), api_name="/history")
+            row.update(answer=answer, conversation=int(conversation))
+            row["exchange_id"] = turns[-1]["exchange_id"]
+            with self.app.store.engine.connect() as db:
+                adapter, retrieved, finish = db.execute(query, {"i": row["exchange_id"]}).one()
+            retrieved = json.loads(retrieved) if isinstance(retrieved, str) else retrieved
+            row.update(adapter_id=adapter, retrieved=retrieved, finish_reason=finish)
+        except Exception as exc:  # a failed question is a figure, not the end of the run
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        return row
+
+    def correct(self, exchange_id: int, answer: str) -> dict:
+        return self.client.predict(exchange_id, answer, api_name="/correct")
+
+    def settle(self) -> None:
+        """Wait until no grading job is pending or running, at most `--settle` s."""
+        start = time.perf_counter()
+        with self.timed("settle"):
+            while time.perf_counter() - start < self.args.settle:
+                counts = self.app.grading.counts()
+                if not counts.get("pending") and not counts.get("running"):
+                    time.sleep(2.0)  # the last grade's pool update follows its job's end
+                    break
+                time.sleep(1.0)
+
+    def grade(self, rows: list[dict]) -> None:
+        grades = self.app.grading.grades([r["exchange_id"] for r in rows if r.get("exchange_id")])
+        for r in rows:
+            if (g := grades.get(r.get("exchange_id"))) is not None:
+                r.update(flagged=bool(g.flagged), score=round(g.score, 3), judge=g.judge_score)
+
+    def delete(self, rows: list[dict]) -> None:
+        """Delete the probes' conversations (out of the pool, retrieval and training), once
+        the grader is between jobs: a delete rewrites the Chroma collections, and one that
+        overlaps the grader's reads or writes of them corrupts Chroma's SQLite file."""
+        if self.args.keep_probes:
+            return
+        with self.timed("delete"):
+            while self.app.grading.counts().get("running"):
+                time.sleep(2.0)  # then the pool update that follows a grade is done too
+            for r in rows:
+                if r.get("conversation"):
+                    self.app.chat.delete(r["conversation"], self.account)
+
+    def sentinel(self) -> None:
+        """A conversation that is kept, so the next one's ids are new: SQLite hands the
+        highest id to the next row again once its row is deleted, and the refresh (and the
+        export) skip every exchange id on record as deleted, so a correction that got a
+        deleted probe's id would never be trained on."""
+        if not self.args.keep_probes:
+            self.sentinels.append({"kind": "sentinel", **self.ask(SENTINEL)})
+
+
+def progress_bar():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns)
+
+
+def paraphrases(session: Session, facts: list[dict], phase: str, bar) -> list[dict]:
+    """Each paraphrase in a new conversation, deleted as soon as it is read (before the
+    grader, idle after the settle, takes it up), then one kept conversation."""
+    rows = []
+    session.settle()
+    task = bar.add_task(f"{phase}: paraphrases", total=3 * len(facts))
+    for fact in facts:
+        for i, question in enumerate(fact["paraphrases"]):
+            row = {"phase": phase, "kind": "paraphrase", "fact": fact["id"], "paraphrase": i}
+            row.update(session.ask(question))
+            session.delete([row])
+            row["recall_all"] = recall(fact["keywords"], row["answer"], "all")
+            row["recall_any"] = recall(fact["keywords"], row["answer"], "any")
+            rows.append(row)
+            bar.advance(task)
+    session.sentinel()
+    return rows
+
+
+def unrelated_questions(
+    session: Session, questions: list[dict], phase: str, bar, taught: list[dict], baseline: dict
+) -> list[dict]:
+    """The unrelated questions, graded by the app (read once grading settled), checked for
+    taught names, then deleted."""
+    rows = []
+    task = bar.add_task(f"{phase}: unrelated", total=len(questions))
+    names = {n for fact in taught for n in names_of(fact)}
+    for q in questions:
+        row = {"phase": phase, "kind": "unrelated", "id": q["id"], **session.ask(q["question"])}
+        row["leaked"] = leaked(names, row["answer"], baseline.get(q["id"], ""))
+        rows.append(row)
+        bar.advance(task)
+    session.sentinel()
+    session.settle()
+    session.grade(rows)
+    session.delete(rows)
+    return rows
+
+
+def teach(session: Session, facts: list[dict], phase: str, bar) -> dict[str, dict]:
+    """Ask each fact's question, then correct the answer with the fact's: {fact id: row}."""
+    taught = {}
+    task = bar.add_task(f"{phase}: teach", total=len(facts))
+    for fact in facts:
+        row = {"phase": phase, "kind": "teach", "fact": fact["id"], **session.ask(fact["question"])}
+        if row.get("exchange_id"):
+            try:
+                row["correction"] = session.correct(row["exchange_id"], fact["answer"])
+            except Exception as exc:
+                row["error"] = f"correct: {type(exc).__name__}: {str(exc)[:300]}"
+        taught[fact["id"]] = row
+        bar.advance(task)
+    return taught
+
+
+def refresh(home: Path, args, n: int) -> dict:
+    """One `autodidact refresh` on the home (again with --force if too few new examples)."""
+    from sqlalchemy import text
+
+    from store.db import open_database
+    from store.runs import RunStore
+
+    flags = ["--home", str(home), "--max-tokens", str(args.max_tokens), "--seed", str(args.seed)]
+    env = dict(os.environ)
+    if args.threads:  # llama.cpp's, and torch's (OpenMP) and the BLAS libraries'
+        flags += ["--threads", str(args.threads)]
+        env.update({v: str(args.threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    for name in REFRESH_FLAGS:
+        if (value := getattr(args, name)) is not None:
+            flags += ["--" + name.replace("_", "-"), str(value)]
+    attempts = []
+    for force in (False, True):
+        command = [sys.executable, "-m", "assistant.cli", "refresh", *flags]
+        command += ["--force"] if force else []
+        log = home / f"refresh-{n}{'-forced' if force else ''}.log"
+        start = time.perf_counter()
+        with log.open("w") as out:
+            rc = subprocess.run(
+                command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env
+            ).returncode
+        engine = open_database(f"sqlite:///{home / 'autodidact.db'}")
+        runs = RunStore(engine)
+        run = runs.runs()[-1]
+        with engine.connect() as db:
+            query = text("SELECT exchange_id FROM trained_on WHERE run_id = :r")
+            mix = [i for (i,) in db.execute(query, {"r": run.id})]
+        fields = ("adapter_id", "status", "step", "reason", "data", "metrics")
+        attempts.append(
+            {
+                "command": shlex.join(["autodidact", *command[3:]]),
+                "rc": rc,
+                "seconds": round(time.perf_counter() - start, 1),
+                "log": str(log),
+                "run_id": run.id,
+                **{name: getattr(run, name) for name in fields},
+                "mix": mix,
+                "heldout": sorted(runs.heldout_ids()),
+            }
+        )
+        engine.dispose()
+        if not (run.status == "refused" and "new training example" in (run.reason or "")):
+            break
+    return {**attempts[-1], "attempts": attempts}
+
+
+def serve_weights(home: Path, run: dict, args) -> tuple[str | None, str]:
+    """The adapter the next phase measures and how it came to be served."""
+    from store.adapters import AdapterRegistry
+
+    registry = AdapterRegistry(home / "adapters")
+    if run["status"] == "promoted":
+        return run["adapter_id"], "promoted by the refresh"
+    if run["status"] == "rejected" and args.promote_anyway:
+        registry.activate(run["adapter_id"])
+        return run["adapter_id"], "rejected by the gate; activated by the bench to measure it"
+    active = registry.active()
+    current = active.adapter_id if active else None
+    return current, f"refresh {run['status']}; still serving {current or 'the base model'}"
+
+
+def held_out_loss(home: Path, adapter_id: str | None, rows: int) -> float:
+    """Mean NLL per answer token of TruthfulQA's human best answers, base or with an adapter."""
+    import torch
+
+    from assistant.llm.weights import resolve_gguf
+    from assistant.settings import Settings
+    from feedback.refresh.train import completion_loss, load_adapter, load_base
+
+    lines = TRUTHFULQA.read_text(encoding="utf-8").splitlines()[:rows]
+    records = loss_records([json.loads(line) for line in lines], Settings().system_prompt)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 9x faster than 2 here whenever anything else wants a core
+    try:
+        model, tokenizer = load_base(resolve_gguf(None), home / "cache" / "base")
+        if adapter_id is not None:
+            model = load_adapter(model, home / "adapters" / adapter_id / "peft")
+        return completion_loss(model, tokenizer, records)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def measure(args) -> dict:
+    facts, unrelated = read_rows()
+    facts, unrelated = facts[: args.facts], unrelated[: args.unrelated]
+    set_a, set_b = split(facts, args.set_a)
+    for f in facts:
+        f["set"] = "A" if f in set_a else "B"
+    home = args.home or Path(tempfile.mkdtemp(prefix="autodidact-learning-"))
+    session, rows, table, runs, served = Session(home, args), [], [], [], {}
+    started = time.perf_counter()
+    print(f"home {home}; set A {len(set_a)} facts, set B {len(set_b)}", flush=True)
+    losses = {}
+
+    def loss_of(adapter):
+        if adapter not in losses:
+            with session.timed("held-out loss"):
+                losses[adapter] = held_out_loss(home, adapter, args.loss_rows)
+        return losses[adapter]
+
+    loss_of(None)
+    error = None
+    try:
+        with progress_bar() as bar:
+            session.start(retrieval=True)
+            floor = paraphrases(session, facts, "before", bar)
+            before = unrelated_questions(session, unrelated, "before", bar, [], {})
+            baseline = {r["id"]: r["answer"] for r in before}
+            rows += floor + before
+            for part in (set_a, set_b):
+                table.append(table_row("0 before", floor, part, None, "on", losses[None], before))
+            taught = teach(session, set_a, "teach A", bar)
+            retrieved = paraphrases(session, set_a, "A retrieval", bar)
+            rows += [*taught.values(), *retrieved]
+            table.append(table_row("1 taught A", retrieved, set_a, None, "on", losses[None]))
+            session.stop()
+            for n, sets in ((1, [set_a]), (2, [set_a, set_b])):
+                if n == 2:  # set B is taught with retrieval on, the refresh-1 weights serving
+                    session.start(retrieval=True)
+                    taught_b = teach(session, set_b, "teach B", bar)
+                    taught.update(taught_b)
+                    retrieved = paraphrases(session, set_b, "B retrieval", bar)
+                    rows += [*taught_b.values(), *retrieved]
+                    weights = served[1]["adapter"]
+                    loss = loss_of(weights)
+                    table.append(table_row("3 taught B", retrieved, set_b, weights, "on", loss))
+                    session.stop()
+                bar.console.print(f"refresh {n} (the app stopped) ...")
+                with session.timed("refresh"):
+                    runs.append(run := refresh(home, args, n))
+                weights, how = serve_weights(home, run, args)
+                served[n] = {"adapter": weights, "how": how, "status": run["status"]}
+                bar.console.print(
+                    f"refresh {n}: {run['status']}; weights measured: {weights}, {how}"
+                )
+                mix = next((set(r["mix"]) for r in runs if r["adapter_id"] == weights), set())
+                trained = {f for f, r in taught.items() if r.get("exchange_id") in mix}
+                session.start(retrieval=False)
+                phase = f"refresh {n} weights"
+                probe = paraphrases(session, [f for s in sets for f in s], phase, bar)
+                taught_facts = [f for f in facts if f["id"] in taught]
+                unrel = unrelated_questions(session, unrelated, phase, bar, taught_facts, baseline)
+                rows += probe + unrel
+                session.stop()
+                loss = loss_of(weights)
+                for part in sets:
+                    label = f"{2 * n} after refresh {n}"
+                    table.append(
+                        table_row(label, probe, part, weights, "off", loss, unrel, trained)
+                    )
+    except Exception:  # keep what was measured, with the traceback
+        error = traceback.format_exc()
+        print(error, file=sys.stderr)
+        if session.app is not None:
+            session.stop()
+    return {
+        "commit": commit(),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "when": datetime.now().isoformat(timespec="seconds"),
+        "home": str(home),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "wall_s": round(time.perf_counter() - started, 1),
+        "sets": {"A": [f["id"] for f in set_a], "B": [f["id"] for f in set_b]},
+        "served": served,
+        "heldout_loss": {str(k or "base"): v for k, v in losses.items()},
+        "timings": {k: {"times": n, "seconds": t} for k, (n, t) in session.timings.items()},
+        "table": table,
+        "refreshes": runs,
+        "answers": rows + session.sentinels,
+        "error": error,
+    }
+
+
+def main() -> int:
+    args = arguments()
+    result = measure(args)
+    show(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, default=str))
+    print(f"written: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
