@@ -34,7 +34,9 @@ def test_models_tab_rows_and_trends(promoted, store):
     runs = RunStore(store.engine).runs()
     assert row(runs[1], "adapter-b")[:4] == [2, "adapter-b (active)", "promoted", "select"]
     assert row(runs[1], "adapter-b")[7] == "1.0 / 2.1"
-    assert row(runs[1], "adapter-b")[10] == "0.6 / 0.6 / 0.7"
+    assert row(runs[1], "adapter-b")[8] == "1.0 / 1.0"  # taught loss
+    assert row(runs[1], "adapter-b")[9] == "0 / 0 / 64 (p 1.0)"  # the judge's verdicts
+    assert row(runs[1], "adapter-b")[11] == "0.6 / 0.6 / 0.7"
     t = trends(runs)
     assert t[t.metric == "heldout_loss"]["value"].tolist() == [2.0, 1.0]
 
