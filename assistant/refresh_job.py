@@ -229,7 +229,10 @@ class RefreshLauncher:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: a cancel reaches all of it
+                # Its own process group, so a cancel reaches all of it, but in the app's
+                # session: a new session is a new autogroup, which Linux's scheduler gives an
+                # even share of the CPU whatever its nice value, and the chat crawled beside it.
+                process_group=0,
             )
         finally:
             os.close(log)
@@ -359,8 +362,10 @@ _LAUNCHERS: weakref.WeakSet[RefreshLauncher] = weakref.WeakSet()
 
 @atexit.register
 def _stop_all() -> None:
-    """A refresh started from the app belongs to it: when the app's process ends, so does the
-    refresh (marked cancelled), rather than training on unseen with no page to show it."""
+    """A refresh started from the app belongs to it: when the app's process exits, so does the
+    refresh (marked cancelled), rather than training on unseen with no page to show it. A
+    process killed outright runs no exit handler: its refresh goes on in its own session and
+    ends as it would from a shell (promoted, rejected or refused), on record like any other."""
     for launcher in list(_LAUNCHERS):
         try:
             launcher.stop()

@@ -35,6 +35,7 @@ from store.tables import (
     PoolEntry,
     Rating,
     Review,
+    TrainedOn,
     User,
     utcnow,
 )
@@ -153,6 +154,7 @@ class ConversationStore(Repository):
                 PoolEntry,
                 ExchangeSource,
                 Heldout,
+                TrainedOn,  # else an id SQLite hands out again would count as trained before
             ):
                 s.exec(delete(table).where(table.exchange_id.in_(exchange_ids)))
             counts = {

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from assistant.llm.base import Delta
-from feedback.refresh.pairwise import judge_pairs, pair_messages
+from feedback.refresh.pairwise import judge_pairs, outcome, pair_messages
 from feedback.refresh.rules import RefreshConfig, regressions
 
 PROMPTS = [f"Question number {i}?" for i in range(64)]
@@ -94,13 +94,32 @@ def test_an_answer_that_tries_to_close_its_block_stays_inside_it():
     assert text.count("<<ANSWER B-") == 1 and text.count("<</ANSWER A-") == 1
 
 
+class RecordingJudge:
+    """The real engine as the judge, with every verdict it streamed on record."""
+
+    def __init__(self, engine):
+        self.engine, self.verdicts = engine, []
+
+    def stream(self, messages, sampling, cancel=None, json_schema=None):
+        text = "".join(
+            d.text for d in self.engine.stream(messages, sampling, json_schema=json_schema)
+        )
+        self.verdicts.append(json.loads(text)["better"])  # the grammar forces the schema
+        yield Delta(text=text)
+
+
 @pytest.mark.slow
 def test_the_embedded_model_judges_both_orders_and_its_position_bias_is_on_record(engine):
     engine.set_adapter(None)
+    judge = RecordingJudge(engine)
     prompts = ["What is the capital of France?", "What is 12 times 7?"]
     figures = judge_pairs(
-        engine, prompts, ["Paris is the capital.", "84."], ["zxq blorp", "I like turtles."]
+        judge, prompts, ["Paris is the capital.", "84."], ["zxq blorp", "I like turtles."]
     )
-    assert figures["wins"] + figures["losses"] + figures["ties"] == 2
-    assert figures["first_choice"] is None or 0.0 <= figures["first_choice"] <= 1.0
-    assert len(figures["outcomes"]) == 2
+    assert len(judge.verdicts) == 4  # two prompts, each in both orders
+    assert all(v in ("A", "B", "tie") for v in judge.verdicts)
+    decided = [v for v in judge.verdicts if v != "tie"]
+    expected = round(decided.count("A") / len(decided), 4) if decided else None
+    assert figures["first_choice"] == expected
+    pairs = [judge.verdicts[0:2], judge.verdicts[2:4]]
+    assert figures["outcomes"] == [outcome(a, b) for a, b in pairs]

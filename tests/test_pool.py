@@ -264,6 +264,22 @@ def test_a_correction_after_deleting_the_newest_conversation_is_still_trained_on
     assert trained == ["Jane Austen wrote Emma."]
 
 
+def test_a_deleted_exchange_takes_its_training_record_with_it(chat, store):
+    """Had its `trained_on` row stayed, a new exchange that got the freed id (SQLite) would
+    count as trained by a promoted adapter, so it would never be held out for evaluation."""
+    from store.runs import RunStore
+
+    runs = RunStore(store.engine)
+    gone = ask(chat, "What is the capital of Italy?", "Rome.")
+    run = runs.start(adapter_id="a1", base_model="m", status="promoted")
+    runs.record_mix(run.id, [gone.exchange_id])
+    assert runs.trained_ids() == {gone.exchange_id}
+    chat.delete(gone.conversation_id)
+    assert runs.trained_ids() == set()
+    ask(chat, "Who wrote Emma?", "Jane Austen.")
+    assert runs.trained_ids() == set()
+
+
 def test_retrieval_puts_approved_past_exchanges_in_the_prompt(chat, store):
     past = ask(chat, "How many legs does a spider have?", "A spider has eight legs.")
     chat.rate(past.exchange_id, 1)

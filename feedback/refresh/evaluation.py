@@ -97,13 +97,15 @@ def gate_prompts(
     >>> prompts, refs = gate_prompts(["h1", "h2", "h3"], [("t1", "a1"), ("t2", "a2")], 4)
     >>> prompts, refs
     (['h1', 'h2', 't1', 'What is the capital of France?'], ['', '', 'a1', ''])
+    >>> gate_prompts([], [("t1", "a1"), ("t2", "a2"), ("t3", "a3")], 4)[0]
+    ['t1', 't2', 't3', 'What is the capital of France?']
     >>> len(gate_prompts([], [], 64)[0]), len(gate_prompts(["x"] * 100, [], 64)[0])
     (64, 64)
     """
     chosen: dict[str, str] = {}
     for prompt in held[: n // 2]:
         chosen.setdefault(prompt, "")
-    room = max(n // 4, n - len(chosen) - len(REGRESSION_PROMPTS))
+    room = n // 4 + max(0, n // 2 - len(chosen))  # a quarter, plus what held-out left
     for prompt, reference in taught[:room]:
         chosen.setdefault(prompt, reference)
     for prompt in REGRESSION_PROMPTS:

@@ -117,20 +117,21 @@ def sign_test(outcomes: list[float]) -> dict:
     >>> sign_test([1.0, 0.75, 0.5, 0.0])
     {'prompts': 4, 'wins': 2, 'losses': 1, 'ties': 1, 'win_rate': 0.5625, 'p_worse': 0.875, 'p_better': 0.5}
     >>> sign_test([0.0] * 9 + [1.0])["p_worse"]
-    0.0107
+    0.01074
     >>> sign_test([0.5] * 64)["p_worse"]
     1.0
+    >>> sign_test([0.0] * 40)["p_worse"] > 0  # a tiny p stays below a tiny alpha, never 0
+    True
     """
     wins = sum(o > 0.5 for o in outcomes)
     losses = sum(o < 0.5 for o in outcomes)
     decided = wins + losses
 
     def p(k: int) -> float:
-        return (
-            round(float(binomtest(k, decided, 0.5, alternative="greater").pvalue), 4)
-            if decided
-            else 1.0
-        )
+        if not decided:
+            return 1.0
+        # Four significant digits, never rounded to 0: the gate compares it with an alpha.
+        return float(f"{binomtest(k, decided, 0.5, alternative='greater').pvalue:.4g}")
 
     return {
         "prompts": len(outcomes),
