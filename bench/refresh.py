@@ -20,7 +20,8 @@ corrections) for the same steps from a fresh SFT adapter, with the reference mod
 log-probabilities computed once up front (`dpo_precompute_ref`, the default) and at every
 step, in the order every-step, once, once, every-step, and reports each's wall time.
 
-    .venv/bin/python bench/refresh.py [--sizes 100 1000] [--speed-records 64] [--skip-dpo]
+    .venv/bin/python bench/refresh.py [--sizes 100 1000] [--speed-records 64] [--skip-speed]
+        [--skip-dpo] [--dpo-steps 20] [--dpo-repeats 2]
 """
 
 from __future__ import annotations
@@ -213,8 +214,9 @@ def speed(base_cache_dir: Path, records: list[dict], steps: int, batch: int = 4)
     }
 
 
-def dpo_once(base_cache_dir: Path, records, pairs, precompute: bool) -> float:
-    """Wall seconds of `train_dpo` on `pairs`, from a 2-step SFT adapter on `records`."""
+def dpo_once(base_cache_dir: Path, records, pairs, precompute: bool, steps: int = 20) -> float:
+    """Wall seconds of `steps` steps of `train_dpo` on `pairs`, from a 2-step SFT adapter on
+    `records`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -223,23 +225,25 @@ def dpo_once(base_cache_dir: Path, records, pairs, precompute: bool) -> float:
     tokenizer = AutoTokenizer.from_pretrained(str(base_cache_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_cache_dir), dtype=torch.float32)
     out = Path(tempfile.mkdtemp(prefix="dpo-"))
-    config = TrainConfig(max_steps=2, dpo_precompute_ref=precompute)
+    config = TrainConfig(max_steps=2, dpo_precompute_ref=precompute, dpo_steps=steps)
     model = train_lora(model, tokenizer, records, out, config)["model"]
     t = time.perf_counter()
     train_dpo(model, tokenizer, pairs, out, config, seconds=3600)
     return round(time.perf_counter() - t, 2)
 
 
-def dpo_speed(base_cache_dir: Path, records: list[dict], pairs: list[dict]) -> dict:
-    dpo_once(base_cache_dir, records, pairs[:4], True)  # warm-up
+def dpo_speed(
+    base_cache_dir: Path, records: list[dict], pairs: list[dict], steps: int, repeats: int = 2
+) -> dict:
+    dpo_once(base_cache_dir, records, pairs[:4], True, steps=2)  # warm-up
     runs = {True: [], False: []}
-    for precompute in (False, True, True, False):
-        runs[precompute].append(dpo_once(base_cache_dir, records, pairs, precompute))
+    for precompute in (False, True, True, False)[: 2 * repeats]:
+        runs[precompute].append(dpo_once(base_cache_dir, records, pairs, precompute, steps))
         print(f"  precompute={precompute}: {runs[precompute][-1]} s", flush=True)
-    every, once = sum(runs[False]) / 2, sum(runs[True]) / 2
+    every, once = sum(runs[False]) / repeats, sum(runs[True]) / repeats
     return {
         "pairs": len(pairs),
-        "steps": 20,
+        "steps": steps,
         "every step s": round(every, 2),
         "precomputed s": round(once, 2),
         "ratio": round(every / once, 3),
@@ -258,6 +262,10 @@ def main() -> int:
     )
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-dpo", action="store_true")
+    parser.add_argument("--dpo-steps", type=int, default=20, help="DPO steps per timed run")
+    parser.add_argument(
+        "--dpo-repeats", type=int, choices=(1, 2), default=2, help="1: every-step, once; 2: ABBA"
+    )
     args = parser.parse_args()
 
     from assistant.llm.embedder import Embedder
@@ -297,8 +305,22 @@ def main() -> int:
         home = Path(tempfile.mkdtemp(prefix="speed-"))
         records, pairs = speed_records(home, embedder)
     if not args.skip_dpo:
-        print(f"\nDPO, {len(pairs)} pairs, reference log-probs every step vs once:", flush=True)
-        print(json.dumps(dpo_speed(base_cache / base_key(path), records[:16], pairs)))
+        print(
+            f"\nDPO, {len(pairs)} pairs, {args.dpo_steps} steps, the reference's log-probs every "
+            "step vs once:",
+            flush=True,
+        )
+        print(
+            json.dumps(
+                dpo_speed(
+                    base_cache / base_key(path),
+                    records[:16],
+                    pairs,
+                    args.dpo_steps,
+                    args.dpo_repeats,
+                )
+            )
+        )
     if not args.skip_speed:
         records = records[: args.speed_records]
         steps = -(-len(records) // 4)
