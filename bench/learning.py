@@ -403,7 +403,7 @@ def measure(args) -> dict:
         f["set"] = "A" if f in set_a else "B"
     home = args.home or Path(tempfile.mkdtemp(prefix="autodidact-learning-"))
     session, rows, table, runs, served = Session(home, args), [], [], [], {}
-    started = time.perf_counter()
+    started, code = time.perf_counter(), commit()  # the code that runs, not HEAD at the end
     print(f"home {home}; set A {len(set_a)} facts, set B {len(set_b)}", flush=True)
     losses = {}
 
@@ -469,7 +469,7 @@ def measure(args) -> dict:
         if session.app is not None:
             session.stop()
     return {
-        "commit": commit(),
+        "commit": code,
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "when": datetime.now().isoformat(timespec="seconds"),
         "home": str(home),
