@@ -67,6 +67,32 @@ class AccessConfig:
         10, "failed logins allowed per name and per address within 5 minutes"
     )
     queue_max: int = option(64, "most requests waiting in the queue; more are refused")
+    queue_per_account: int = option(
+        2, "most messages one account may have waiting for or getting an answer; more are refused"
+    )
+    queue_events_per_account: int = option(
+        16, "most requests of any kind one account may have in the queue; more are refused"
+    )
+    upload_ttl_s: float = option(
+        900.0, "uploaded files not added within this many seconds are deleted"
+    )
+    upload_files_per_account: int = option(
+        20, "most uploaded files one account may have waiting to be added"
+    )
+    upload_mb_per_account: float = option(
+        200.0, "most megabytes one account may have uploaded and waiting to be added"
+    )
+    upload_total_mb: float = option(
+        2048.0, "most megabytes of uploads waiting on the server, all accounts together"
+    )
+    trusted_proxies: list[str] = dataclasses.field(
+        default_factory=list,
+        metadata={
+            "help": "addresses of the TLS proxy in front of the server (e.g. 127.0.0.1); "
+            "their X-Forwarded-For and X-Forwarded-Proto are believed, so the real client "
+            "address is limited and the login cookie is marked Secure"
+        },
+    )
 
 
 class Unguarded(RuntimeError):

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     knowledge_chunk_chars: int = staged(KnowledgeConfig, "chunk_chars", ge=100, le=20_000)
     knowledge_chunk_overlap: int = staged(KnowledgeConfig, "chunk_overlap", ge=0)
     knowledge_max_file_mb: float = staged(KnowledgeConfig, "max_file_mb", gt=0)
+    knowledge_isolated: bool = staged(KnowledgeConfig, "isolated")
+    knowledge_parse_memory_mb: int = staged(KnowledgeConfig, "parse_memory_mb", ge=128)
+    knowledge_parse_timeout_s: float = staged(KnowledgeConfig, "parse_timeout_s", gt=0)
     reference_corrections: bool = staged(ReferenceConfig, "corrections")
     reference_min_similarity: float = staged(ReferenceConfig, "min_similarity", ge=0.0, le=1.0)
 
@@ -164,6 +167,13 @@ class Settings(BaseSettings):
     rate_limit_window_s: float = staged(AccessConfig, "rate_limit_window_s", gt=0)
     login_attempts: int = staged(AccessConfig, "login_attempts", ge=1)
     queue_max: int = staged(AccessConfig, "queue_max", ge=1)
+    queue_per_account: int = staged(AccessConfig, "queue_per_account", ge=1)
+    queue_events_per_account: int = staged(AccessConfig, "queue_events_per_account", ge=1)
+    upload_ttl_s: float = staged(AccessConfig, "upload_ttl_s", gt=0)
+    upload_files_per_account: int = staged(AccessConfig, "upload_files_per_account", ge=1)
+    upload_mb_per_account: float = staged(AccessConfig, "upload_mb_per_account", gt=0)
+    upload_total_mb: float = staged(AccessConfig, "upload_total_mb", gt=0)
+    trusted_proxies: list[str] = staged(AccessConfig, "trusted_proxies")
 
     @model_validator(mode="after")
     def _one_judge(self) -> Settings:

@@ -229,6 +229,9 @@ def knowledge_config(settings: Settings) -> KnowledgeConfig:
         chunk_chars=settings.knowledge_chunk_chars,
         chunk_overlap=settings.knowledge_chunk_overlap,
         max_file_mb=settings.knowledge_max_file_mb,
+        isolated=settings.knowledge_isolated,
+        parse_memory_mb=settings.knowledge_parse_memory_mb,
+        parse_timeout_s=settings.knowledge_parse_timeout_s,
     )
 
 

@@ -291,3 +291,27 @@ def chroma_url(request, vectors, home, monkeypatch) -> str | None:
         server.delete_collection(collection.name)
     monkeypatch.setenv("AUTODIDACT_CHROMA_URL", url)
     return url
+
+
+PASSWORD = "correct horse battery"
+ROLES = {"ana": "user", "bob": "user", "rita": "reviewer", "adam": "admin"}
+
+
+@pytest.fixture
+def shared(settings, engine, embedder):
+    """The app with four accounts, each with an API token, served on loopback."""
+    from assistant.web.app import create_app, launch
+    from store.accounts import AccountStore
+
+    settings.port = free_port()
+    settings.max_tokens = 8
+    app = create_app(settings, model=engine, embedder=embedder)
+    accounts = AccountStore(app.store.engine)
+    tokens = {}
+    for name, role in ROLES.items():
+        accounts.add(name, PASSWORD, role)
+        tokens[name] = {"Authorization": f"Bearer {accounts.create_token(name)}"}
+    launch(app, block=False)
+    app.tokens = tokens
+    yield app
+    app.close()

@@ -22,32 +22,11 @@ from sqlmodel import select
 from store.accounts import AccountStore
 from store.db import open_database
 from store.tables import Correction, Rating, Review
+from tests.conftest import PASSWORD
 from tests.raw_gradio import join
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "QUOKKA-7781"  # in Ana's private conversation; must never reach anyone else
-PASSWORD = "correct horse battery"
-ROLES = {"ana": "user", "bob": "user", "rita": "reviewer", "adam": "admin"}
-
-
-@pytest.fixture
-def shared(settings, engine, embedder):
-    """The app with four accounts, each with an API token, served on loopback."""
-    from assistant.web.app import create_app, launch
-    from tests.conftest import free_port
-
-    settings.port = free_port()
-    settings.max_tokens = 8
-    app = create_app(settings, model=engine, embedder=embedder)
-    accounts = AccountStore(app.store.engine)
-    tokens = {}
-    for name, role in ROLES.items():
-        accounts.add(name, PASSWORD, role)
-        tokens[name] = {"Authorization": f"Bearer {accounts.create_token(name)}"}
-    launch(app, block=False)
-    app.tokens = tokens
-    yield app
-    app.close()
 
 
 def config(app, who="adam") -> dict:
@@ -273,7 +252,7 @@ def test_foreign_hosts_and_origins_are_refused_and_nothing_is_reflected(shared):
 
 
 def test_login_page_sessions_logout_and_failed_login_limit(shared):
-    shared.guard.failures.limit = 3
+    shared.guard.failures.free = 2
     with httpx.Client(base_url=shared.url) as browser:
         assert "<form" in browser.get("/login").text
         wrong = browser.post("/login", data={"username": "ana", "password": "nope"})
@@ -285,7 +264,7 @@ def test_login_page_sessions_logout_and_failed_login_limit(shared):
         browser.get("/logout")
         assert browser.get("/config").status_code == 401
     with httpx.Client(base_url=shared.url) as guesser:
-        for _ in range(2):
+        for _ in range(5):
             guesser.post("/login", data={"username": "bob", "password": "guess"})
         blocked = guesser.post("/login", data={"username": "bob", "password": PASSWORD})
         assert blocked.status_code == 429 and "Too many failed logins" in blocked.text
@@ -388,6 +367,7 @@ def test_requests_beyond_the_queue_maximum_are_refused_with_a_clear_message(shar
 
     shared.settings.max_tokens = 200
     shared.demo._queue.max_size = 2  # what queue_max sets at launch
+    shared.door.per_account = 10  # one account fills the queue here (tests/test_routes.py: not)
     chat = next(d["id"] for d in events(config(shared)) if d.get("api_name") == "chat")
     outcomes, threads = [], []
     for i in range(6):

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import gradio as gr
 
 from assistant.chat import ChatRefused, ChatService
+from assistant.web.common import MODEL
 from assistant.web.gate import Guard
 from store.conversations import NotFound
 
@@ -108,7 +109,7 @@ class Api:
 def add_api(chat: ChatService, guard: Guard) -> None:
     """The stable HTTP API, for gradio_client and any HTTP caller."""
     api = Api(chat, guard)
-    gr.api(api.chat_endpoint, api_name="chat")
+    gr.api(api.chat_endpoint, api_name="chat", **MODEL)
     gr.api(api.history_endpoint, api_name="history")
     gr.api(api.conversations_endpoint, api_name="conversations")
     gr.api(api.rate_endpoint, api_name="rate")

@@ -25,8 +25,10 @@ from starlette.middleware.cors import CORSMiddleware
 from assistant.access import Unguarded
 from assistant.llm.base import ChatModel
 from assistant.settings import Settings
+from assistant.web.door import Door, DoorMiddleware
 from assistant.web.gate import GateMiddleware, Guard
 from assistant.web.page import build_page
+from assistant.web.uploads import Sweeper, Uploads
 from assistant.wiring import Services, create_services
 from store.accounts import AccountStore
 
@@ -44,9 +46,13 @@ class App:
     demo: gr.Blocks
 
     guard: Guard
+    uploads: Uploads
     url: str | None = None  # set once launched without blocking (tests, benchmarks)
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
+    sweeper: Sweeper | None = None
+    door: Door | None = None  # set by server_app
+    asgi: FastAPI | None = None
 
     # The services' parts, as callers reach them: app.chat, app.store, ...
     settings = property(lambda self: self.services.settings)
@@ -62,6 +68,8 @@ class App:
         if self.server is not None:
             self.server.should_exit = True
             self.thread.join(10)
+        if self.sweeper is not None:
+            self.sweeper.stopped.set()
         self.services.close()
         self.demo.close()
 
@@ -69,10 +77,20 @@ class App:
 def create_app(settings: Settings, model: ChatModel | None = None, embedder=None) -> App:
     services = create_services(settings, model, embedder)
     # Uploads land in the private home, not a shared /tmp; each file is removed once the
-    # knowledge library has read it. Gradio reads this when the page is built.
-    os.environ["GRADIO_TEMP_DIR"] = str(settings.home_dir / "uploads")
+    # knowledge library has read it, or after upload_ttl_s. Gradio reads this when the page
+    # is built.
+    folder = settings.home_dir / "uploads"
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    uploads = Uploads(
+        folder,
+        ttl_s=settings.upload_ttl_s,
+        per_account_files=settings.upload_files_per_account,
+        per_account_mb=settings.upload_mb_per_account,
+        total_mb=settings.upload_total_mb,
+    )
     guard = Guard(AccountStore(services.store.engine), services.chat.user, settings)
-    return App(services, build_page(services.chat, services.grading, guard), guard)
+    page = build_page(services.chat, services.grading, guard, uploads)
+    return App(services, page, guard, uploads)
 
 
 def refuse_unguarded(app: App) -> None:
@@ -91,9 +109,17 @@ def server_app(app: App) -> FastAPI:
     # A CORSMiddleware of our own that allows no origin: Gradio then adds none of its own, so
     # no response ever tells a browser another site may read it.
     api.add_middleware(CORSMiddleware, allow_origins=[])
-    api.add_middleware(GateMiddleware, guard=app.guard)
     app.demo.queue(default_concurrency_limit=1, max_size=app.settings.queue_max)
-    return gr.mount_gradio_app(
+    door = Door(
+        app.demo,
+        app.uploads,
+        app.chat.limiter,
+        app.settings.queue_per_account,
+        app.settings.queue_events_per_account,
+    )
+    api.add_middleware(DoorMiddleware, door=door, username=app.guard.event_username)
+    api.add_middleware(GateMiddleware, guard=app.guard)
+    mounted = gr.mount_gradio_app(
         api,
         app.demo,
         path="",
@@ -111,6 +137,9 @@ def server_app(app: App) -> FastAPI:
         mcp_server=False,
         ssr_mode=False,
     )
+    door.install_fair_queue()
+    app.door, app.asgi = door, mounted
+    return mounted
 
 
 def launch(app: App, block: bool = True, quiet: bool | None = None) -> str:
@@ -122,11 +151,17 @@ def launch(app: App, block: bool = True, quiet: bool | None = None) -> str:
         port=app.settings.port,
         log_level="warning",
         timeout_graceful_shutdown=2,
-        proxy_headers=False,  # the client address is the socket's: no header can fake loopback
+        # The client address is the socket's, so no header can fake loopback; only the proxies
+        # named in trusted_proxies may say who the client is and that it came over https.
+        proxy_headers=bool(app.settings.trusted_proxies),
+        forwarded_allow_ips=",".join(app.settings.trusted_proxies) or None,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True, name="web-server")
     thread.start()
+    app.uploads.sweep()  # what an earlier run left
+    app.sweeper = Sweeper(app.uploads, min(60.0, app.settings.upload_ttl_s / 4))
+    app.sweeper.start()
     while not server.started:
         if not thread.is_alive():
             raise RuntimeError(f"the web server could not start on port {app.settings.port}")

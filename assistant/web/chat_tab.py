@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import gradio as gr
 
 from assistant.chat import ChatRefused, ChatService, Reply, title_from
-from assistant.web.common import PRIVATE, no_remote_images
+from assistant.web.common import MODEL, PRIVATE, no_remote_images
 from assistant.web.gate import Guard
 from assistant.web.rating_panel import RatingPanel
 from store.conversations import NOT_SAVED, NotFound, Turn
@@ -385,8 +385,14 @@ class ChatTab:
         outputs = [self.chatbot, *state, self.notice, side.conversations, side.title]
         cleared = [self.chatbot, *state, self.notice, side.title, side.conversations]
         for trigger in (self.box.submit, self.send_btn.click):
-            trigger(self.on_send, [self.box, self.conversation], [*outputs, self.box], **PRIVATE)
-        self.regen_btn.click(self.on_regenerate, [self.conversation], outputs, **PRIVATE)
+            trigger(
+                self.on_send,
+                [self.box, self.conversation],
+                [*outputs, self.box],
+                **PRIVATE,
+                **MODEL,
+            )
+        self.regen_btn.click(self.on_regenerate, [self.conversation], outputs, **PRIVATE, **MODEL)
         self.stop_btn.click(self.on_stop, [self.conversation], None, queue=False, **PRIVATE)
         side.conversations.input(
             self.on_open,

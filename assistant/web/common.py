@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 
 PRIVATE = {"api_visibility": "private"}
+# Every event that runs the model shares one queue slot; the door (assistant/web/door.py) limits
+# how many of these one account may have waiting.
+MODEL = {"concurrency_id": "model"}
 
 # Tags that make a browser fetch or embed something; shown as text instead.
 _FETCHING_TAGS = re.compile(

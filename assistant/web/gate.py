@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from assistant.access import (
     CSP,
     FORWARDING,
+    LOOPBACK_NAMES,
     NEEDS,
     allowed_hosts,
     cross_site_write,
@@ -36,7 +37,7 @@ from assistant.access import (
     is_loopback,
     same_origin,
 )
-from assistant.limits import RateLimiter
+from assistant.limits import Backoff, RateLimiter
 from assistant.settings import Settings
 from store.accounts import TOKEN_PREFIX, Account, AccountStore
 from store.tables import User
@@ -82,7 +83,11 @@ class Guard:
         self.local = Account(local_user.id, local_user.name, "admin")
         self.loopback = is_loopback(settings.host)
         self.hosts = allowed_hosts(settings.host, settings.allowed_hosts)
-        self.failures = RateLimiter(settings.login_attempts, 300)
+        # Per account, from anywhere: backoff, so a stranger slows one account's logins but
+        # never locks it for long. Per address: ten times looser (a proxy or a NAT puts many
+        # people behind one address), against trying many names.
+        self.failures = Backoff(settings.login_attempts, cap=300, forget_s=900)
+        self.address_failures = RateLimiter(settings.login_attempts * 10, 300)
         self._mode: tuple[float, bool] = (0.0, False)
 
     def open_to_local(self) -> bool:
@@ -93,10 +98,15 @@ class Guard:
             self._mode = (time.monotonic(), has)
         return self.loopback and not has
 
-    def identify(self, headers: Headers, client: str = "127.0.0.1") -> Account | None:
+    def identify(
+        self, headers: Headers, client: str = "127.0.0.1", http_version: str = "1.1"
+    ) -> Account | None:
         """The caller: a token header, else the session cookie, else the local user if open
         and the request comes straight from this machine (not through a proxy, which would
-        let the whole network in as the local user)."""
+        let the whole network in as the local user). A proxy is seen by its forwarding
+        headers, by a Host that is not a loopback name, or by HTTP/1.0, which nginx's plain
+        `proxy_pass` speaks and no browser does; a proxy that hides all three is not seen,
+        which is why the docs say: behind any proxy, create accounts first."""
         secret = headers.get("x-autodidact-token", "")
         auth = headers.get("authorization", "")
         if not secret and auth[:7].lower() == "bearer ":
@@ -112,7 +122,12 @@ class Guard:
             found = self.accounts.holder(secret)
             if found is not None:
                 return found
-        direct = is_loopback(client) and not any(h in headers for h in FORWARDING)
+        direct = (
+            is_loopback(client)
+            and not any(h in headers for h in FORWARDING)
+            and host_name(headers.get("host", "")) in LOOPBACK_NAMES
+            and http_version not in ("1.0", "0.9")
+        )
         return self.local if direct and self.open_to_local() else None
 
     def username(self, request) -> str | None:
@@ -121,6 +136,11 @@ class Guard:
         if account is None:
             return None
         return LOCAL if account == self.local and self.open_to_local() else account.name
+
+    def event_username(self, scope) -> str:
+        """The name Gradio's queue files the identified caller's events under."""
+        account = scope.get("state", {}).get("account")
+        return LOCAL if account == self.local else account.name
 
     def account(self, request: gr.Request | None, area: str = "chat") -> Account:
         """The caller of an event, checked for `area`'s role (assistant/access.py NEEDS);
@@ -138,19 +158,18 @@ class Guard:
         return account
 
     def login(self, name: str, password: str, client: str) -> Account | None | float:
-        """The account, None for a wrong name or password, or seconds to wait when this name or
-        address failed too often."""
-        address = network(client)
-        # Per address, and per name from that address: a stranger cannot lock an account out
-        # by failing its logins from elsewhere.
-        keys = (("address", address), ("name", name.lower(), address))
-        wait = max(self.failures.retry_after(k) for k in keys)
+        """The account, None for a wrong name or password, or seconds to wait when this name
+        failed too often lately (backing off), or this address far too often."""
+        address, key = network(client), name.strip().lower()
+        wait = max(self.failures.retry_after(key), self.address_failures.retry_after(address))
         if wait > 0:
             return wait
         account = self.accounts.verify(name, password)
         if account is None:
-            for key in keys:
-                self.failures.wait(key)
+            self.failures.failed(key)
+            self.address_failures.wait(address)
+        else:
+            self.failures.clear(key)
         return account
 
 
@@ -167,7 +186,8 @@ class GateMiddleware:
         refusal = self.refusal(scope, headers)
         if refusal is not None:
             return await self.respond(refusal, scope, receive, send)
-        account = self.guard.identify(headers, (scope.get("client") or ("", 0))[0])
+        client = (scope.get("client") or ("", 0))[0]
+        account = self.guard.identify(headers, client, scope.get("http_version", "1.1"))
         scope.setdefault("state", {})["account"] = account
         path = scope.get("path", "/")
         if path.rstrip("/") in ("/login", "/logout") and scope["type"] == "http":

@@ -14,6 +14,7 @@ import pandas as pd
 
 from assistant.web.common import PRIVATE
 from assistant.web.gate import Guard
+from assistant.web.uploads import Uploads
 from feedback.knowledge.library import Library
 from feedback.knowledge.parse import SUPPORTED, human_size
 
@@ -23,8 +24,8 @@ COLUMNS = ["id", "name", "kind", "size", "passages", "added", "updated"]
 class KnowledgeTab:
     """Built inside a `gr.Tab`; `load` fills it when the tab is opened."""
 
-    def __init__(self, library: Library, guard: Guard):
-        self.library, self.guard = library, guard
+    def __init__(self, library: Library, guard: Guard, uploads: Uploads | None = None):
+        self.library, self.guard, self.uploads = library, guard, uploads
         gr.Markdown(
             "Answers are grounded in these documents: the passages most like each question go "
             "into the prompt, numbered, and are shown under the answer. The grader checks each "
@@ -81,9 +82,13 @@ class KnowledgeTab:
         user_id = self.guard.account(request).id
         paths = [Path(f if isinstance(f, str) else f.name) for f in files or []]
         lines = []
-        for path in progress.tqdm(paths, desc="Adding documents"):
-            lines.append(self.library.add_file(path, user_id).line())
-            path.unlink(missing_ok=True)  # the library keeps the text; the upload can go
+        try:
+            for path in progress.tqdm(paths, desc="Adding documents"):
+                lines.append(self.library.add_file(path, user_id).line())
+                path.unlink(missing_ok=True)  # the library keeps the text; the upload can go
+        finally:
+            if self.uploads is not None:
+                self.uploads.release(user_id)  # the uploads this event used, whatever happened
         return "\n".join(f"- {line}" for line in lines), *self.listing(user_id), None
 
     def on_remove(self, document_id, request: gr.Request):

@@ -18,10 +18,13 @@ from assistant.web.gate import Guard
 from assistant.web.knowledge_tab import KnowledgeTab
 from assistant.web.models_tab import build_models_tab
 from assistant.web.review_tab import ReviewTab
+from assistant.web.uploads import Uploads
 from store.grading import GradingStore
 
 
-def build_page(chat: ChatService, grading: GradingStore, guard: Guard) -> gr.Blocks:
+def build_page(
+    chat: ChatService, grading: GradingStore, guard: Guard, uploads: Uploads | None = None
+) -> gr.Blocks:
     """The page; every event it wires checks its caller through `guard`."""
     with gr.Blocks(title="Autodidact") as demo:
         side = Sidebar()
@@ -29,7 +32,7 @@ def build_page(chat: ChatService, grading: GradingStore, guard: Guard) -> gr.Blo
             tab = ChatTab(chat, grading, guard)
         if chat.library is not None:
             with gr.Tab("Knowledge", id="knowledge") as knowledge_tab:
-                knowledge = KnowledgeTab(chat.library, guard)
+                knowledge = KnowledgeTab(chat.library, guard, uploads)
             knowledge_tab.select(knowledge.load, None, knowledge.outputs, **PRIVATE)
         with gr.Tab("Review", id="review") as review_tab:
             review = ReviewTab(grading, guard, on_decision=chat.curate)

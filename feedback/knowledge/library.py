@@ -25,9 +25,10 @@ from feedback.knowledge.parse import (
     Parsed,
     find_files,
     parse_bytes,
-    parse_file,
+    read_file,
     split,
 )
+from feedback.knowledge.sandbox import parse_isolated
 from store.knowledge import KnowledgeStore
 from store.tables import Document
 from store.vectors import KnowledgeIndex
@@ -46,6 +47,11 @@ class KnowledgeConfig:
     chunk_chars: int = option(800, "passage length when a document is split, in characters")
     chunk_overlap: int = option(120, "characters two neighbouring passages share")
     max_file_mb: float = option(20.0, "largest file accepted, in MB")
+    isolated: bool = option(
+        True, "read each file in a child process with the memory and time limits below"
+    )
+    parse_memory_mb: int = option(1024, "most memory reading one file may take, in MB")
+    parse_timeout_s: float = option(60.0, "most seconds reading one file may take")
 
 
 @dataclass(frozen=True)
@@ -106,18 +112,29 @@ class Library:
 
     # adding
     def add_file(self, path: Path, user_id: int) -> Added:
+        name = Path(path).name
         return self._guarded(
-            Path(path).name, lambda: parse_file(Path(path), self.max_bytes), user_id
+            name, lambda: self.parse(name, read_file(path, self.max_bytes)), user_id
         )
 
     def add_bytes(self, name: str, data: bytes, user_id: int) -> Added:
-        return self._guarded(name, lambda: parse_bytes(name, data, self.max_bytes), user_id)
+        return self._guarded(name, lambda: self.parse(name, data), user_id)
+
+    def parse(self, name: str, data: bytes) -> Parsed:
+        """The file's text; by default read in a child process (feedback/knowledge/sandbox.py),
+        so a bad file costs a refusal, never the server's memory."""
+        if not self.config.isolated:
+            return parse_bytes(name, data, self.max_bytes)
+        memory, timeout = self.config.parse_memory_mb, self.config.parse_timeout_s
+        return parse_isolated(name, data, self.max_bytes, memory, timeout)
 
     def _guarded(self, name: str, parse: Callable[[], Parsed], user_id: int) -> Added:
-        """One file: its result, or `refused` with one line why; never an exception."""
+        """One file: its result, or `refused` with one line why; never an exception. Parsing
+        holds no lock: one person's slow file does not hold up another's."""
         try:
+            parsed = parse()
             with self._lock:  # one file at a time: two adds of one name would race
-                return self._add(parse(), user_id)
+                return self._add(parsed, user_id)
         except DocumentError as exc:
             return Added(name, "refused", message=str(exc))
         except Exception as exc:  # the embedder, the database, the index: say so, add nothing

@@ -36,6 +36,10 @@ MAX_NAME = 200
 # A .docx is a zip: refuse one that unpacks to more than this many times the size limit
 # before python-docx holds it all in memory (Word's XML compresses about 10:1, images not at all).
 MAX_UNZIP_RATIO = 50
+# Its XML parts are what python-docx parses into a tree of about ten times their size: a 188 KB
+# file of empty paragraphs unpacked to 100 MB of XML and took 3 GB. No real document's text
+# needs more than this (about 5,000 pages).
+MAX_DOCX_XML = 32 * MB
 # A decoded text with more than this share of control or replacement characters is binary.
 MAX_JUNK_SHARE = 0.1
 
@@ -177,8 +181,8 @@ def parse_bytes(name: str, data: bytes, max_bytes: int) -> Parsed:
     return Parsed(name=shown, kind=kind, sha256=digest, size_bytes=len(data), pages=pages)
 
 
-def parse_file(path: Path, max_bytes: int) -> Parsed:
-    """Parse a file on disk; its size is checked before a byte of it is read."""
+def read_file(path: Path, max_bytes: int) -> bytes:
+    """A file's bytes, its size checked before a byte of it is read."""
     path = Path(path)
     shown = display_name(path.name)
     kind_of(shown)
@@ -188,11 +192,15 @@ def parse_file(path: Path, max_bytes: int) -> Parsed:
             raise DocumentError(f"{shown}: not a regular file")
         _check_size(shown, info.st_size, max_bytes)
         with path.open("rb") as f:
-            data = f.read(max_bytes + 1)  # the file may have grown since stat
+            return f.read(max_bytes + 1)  # the file may have grown since stat
     except OSError as exc:
         why = (exc.strerror or str(exc)).lower()
         raise DocumentError(f"{shown}: could not read the file ({why})") from None
-    return parse_bytes(path.name, data, max_bytes)
+
+
+def parse_file(path: Path, max_bytes: int) -> Parsed:
+    """Parse a file on disk; its size is checked before a byte of it is read."""
+    return parse_bytes(Path(path).name, read_file(path, max_bytes), max_bytes)
 
 
 def clean_text(text: str) -> str:
@@ -361,9 +369,10 @@ def _read_docx(name: str, data: bytes, max_bytes: int) -> list[tuple[int | None,
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
+            xml = sum(i.file_size for i in archive.infolist() if i.filename.endswith(".xml"))
     except (zipfile.BadZipFile, OSError, ValueError):
         raise damaged from None
-    if unpacked > MAX_UNZIP_RATIO * max_bytes:
+    if unpacked > MAX_UNZIP_RATIO * max_bytes or xml > MAX_DOCX_XML:
         raise DocumentError(
             f"{name}: the .docx unpacks to {megabytes(unpacked)}, too much to read safely; "
             "save it again as .docx or split it"

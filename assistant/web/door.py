@@ -1,0 +1,321 @@
+"""The door behind the gate: which routes exist, whose session a request speaks for, which
+files it may name, and whether its event may join the queue.
+
+Owns four checks that Gradio leaves to the app when it is mounted (assistant/web/gate.py has
+already said who the caller is, and put the account in `scope["state"]`):
+- **Routes.** Only the routes the page and the documented API use are open (`OPEN`); every other
+  route Gradio or FastAPI adds answers 404 (tests/test_routes.py enumerates them from the app).
+- **Sessions.** A Gradio session hash (and an upload id) belongs to the first account that used
+  it; another account naming it is refused, on every route that takes one.
+- **Files.** An upload is recorded for its account (assistant/web/uploads.py); an event may name
+  only the caller's own unused uploads, and `/gradio_api/file=` serves only the caller's own.
+- **The queue.** An account may have `queue_per_account` model requests waiting or running, and
+  `queue_events_per_account` events of any kind; a model request is refused at the door while the
+  account is over its message rate. Waiting events are served fairly: each account's next event
+  before anyone's second (`fair_order`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections import Counter, OrderedDict
+from urllib.parse import parse_qs
+
+from starlette.datastructures import Headers
+from starlette.responses import Response
+
+from assistant.web.common import MODEL as MODEL_EVENTS
+from assistant.web.uploads import Uploads, file_refs
+
+MODEL = MODEL_EVENTS["concurrency_id"]
+
+OPEN = [
+    ("GET", r"/(login|logout)?/?"),
+    ("POST", r"/login/?"),
+    ("GET", r"/config/?|/gradio_api/info/?|/(gradio_api/)?theme\.css|/robots\.txt|/favicon\.ico"),
+    ("GET", r"/(assets|static|svelte)/.*"),
+    ("GET", r"/gradio_api/(startup-events|queue/data|upload_progress|heartbeat/[^/]+)"),
+    ("GET", r"/gradio_api/file=.*"),
+    ("POST", r"/gradio_api/(queue/join|cancel|upload)"),
+]
+_OPEN = [(method, re.compile(pattern)) for method, pattern in OPEN]
+BODY_LIMIT = 4 * 1024 * 1024  # a queue join carries one message; more is not ours
+
+
+def is_open(method: str, path: str) -> bool:
+    """Whether a route is one the app uses (HEAD as GET).
+
+    >>> [is_open(m, p) for m, p in [("GET", "/"), ("GET", "/config"), ("POST", "/gradio_api/upload"),
+    ...     ("GET", "/gradio_api/deep_link"), ("POST", "/gradio_api/call/chat"),
+    ...     ("POST", "/gradio_api/run/predict"), ("GET", "/gradio_api/queue/status"),
+    ...     ("HEAD", "/gradio_api/file=/x"), ("GET", "/monitoring"), ("POST", "/config")]]
+    [True, True, True, False, False, False, False, True, False, False]
+    """
+    method = "GET" if method == "HEAD" else method
+    return any(m == method and p.fullmatch(path) for m, p in _OPEN)
+
+
+def fair_order(waiting: list, running: Counter, owner=lambda e: e.username) -> list:
+    """Waiting events in fair order: by how many events their account has ahead of them
+    (running or waiting), then by arrival. One account's burst never pushes another's first
+    event back more than one place per account.
+
+    >>> from types import SimpleNamespace as E
+    >>> q = [E(username=u) for u in ["ana", "ana", "ana", "bob", "cy", "bob"]]
+    >>> [e.username for e in fair_order(q, Counter({"ana": 1}))]
+    ['bob', 'cy', 'ana', 'bob', 'ana', 'ana']
+    """
+    seen: Counter = Counter(running)
+    keyed = []
+    for arrival, event in enumerate(waiting):
+        who = owner(event)
+        keyed.append((seen[who], arrival, event))
+        seen[who] += 1
+    return [event for _, _, event in sorted(keyed, key=lambda k: k[:2])]
+
+
+class Sessions:
+    """Session hashes and upload ids, each bound to the first account that used it (bounded:
+    the oldest are forgotten first)."""
+
+    def __init__(self, limit: int = 100_000):
+        self.limit = limit
+        self._owner: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def bind(self, key: str, account_id: int) -> bool:
+        """True when `key` is the account's (now or from before), False when another's."""
+        with self._lock:
+            owner = self._owner.setdefault(key, account_id)
+            self._owner.move_to_end(key)
+            while len(self._owner) > self.limit:
+                self._owner.popitem(last=False)
+        return owner == account_id
+
+
+class Door:
+    """The checks, with what they need: the queue, the uploads, the chat's rate limiter."""
+
+    def __init__(self, demo, uploads: Uploads, limiter, per_account: int, events_per_account):
+        self.demo, self.uploads, self.limiter = demo, uploads, limiter
+        self.per_account, self.events_per_account = per_account, events_per_account
+        self.sessions = Sessions()
+        self._joining: dict[str, asyncio.Lock] = {}
+
+    def joining(self, username: str) -> asyncio.Lock:
+        return self._joining.setdefault(username, asyncio.Lock())
+
+    # the queue
+    def install_fair_queue(self) -> None:
+        """Make Gradio's queue pick the fairest event: `get_events` runs under the queue's
+        delete lock, so reordering there races with nothing."""
+        queue = self.demo._queue
+        original = queue.get_events
+
+        def get_events():
+            running = Counter(
+                e.username for job in queue.active_jobs if job for e in job if e is not None
+            )
+            for event_queue in queue.event_queue_per_concurrency_id.values():
+                if len(event_queue.queue) > 1:
+                    event_queue.queue[:] = fair_order(event_queue.queue, running)
+            return original()
+
+        queue.get_events = get_events
+
+    def held(self, username: str) -> tuple[int, int]:
+        """(model events, events) the account has waiting or running."""
+        queue, model, total = self.demo._queue, 0, 0
+        jobs = [e for job in queue.active_jobs if job for e in job if e is not None]
+        for event_queue in queue.event_queue_per_concurrency_id.values():
+            jobs += list(event_queue.queue)
+        for event in jobs:
+            if event.username == username:
+                total += 1
+                model += event.concurrency_id == MODEL
+        return model, total
+
+    def admit(self, account, username: str, fn_index) -> Response | None:
+        fn = self.demo.fns.get(fn_index) if isinstance(fn_index, int) else None
+        if fn is None:
+            return None  # Gradio answers an unknown event itself
+        model, total = self.held(username)
+        if total >= self.events_per_account:
+            return refuse(429, f"You have {total} requests waiting; wait for them to finish.", 5)
+        if fn.concurrency_id != MODEL:
+            return None
+        if model >= self.per_account:
+            return refuse(
+                429,
+                f"You have {model} messages waiting for an answer; send the next when one is "
+                "answered.",
+                5,
+            )
+        wait = self.limiter.retry_after(account.id)
+        if wait > 0:
+            return refuse(
+                429,
+                f"You are sending messages too fast: at most {self.limiter.limit} per "
+                f"{self.limiter.window:g} s. Try again in {wait:.0f} s.",
+                wait,
+            )
+        return None
+
+
+def refuse(status: int, detail: str, retry_after: float | None = None) -> Response:
+    headers = {"retry-after": str(max(int(retry_after + 0.999), 1))} if retry_after else None
+    return Response(
+        json.dumps({"detail": detail, "error": detail}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+class DoorMiddleware:
+    """Pure ASGI, inside the gate: refuses, or passes the request on (its body replayed)."""
+
+    def __init__(self, app, door: Door, username):
+        self.app, self.door, self.username = app, door, username
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        method, path = scope.get("method", "GET"), scope.get("path", "/")
+        if scope["type"] == "websocket" or not is_open(method, path):
+            return await self.refused(refuse(404, "Not found."), scope, receive, send)
+        account = scope.get("state", {}).get("account")
+        if account is None:  # the gate let it through: a public asset or the login page
+            return await self.app(scope, receive, send)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        for key in [*query.get("session_hash", []), *query.get("upload_id", [])]:
+            if not self.door.sessions.bind(key, account.id):
+                return await self.refused(forbidden(), scope, receive, send)
+        if path.startswith("/gradio_api/heartbeat/"):
+            if not self.door.sessions.bind(path.rsplit("/", 1)[1], account.id):
+                return await self.refused(forbidden(), scope, receive, send)
+        if path.startswith("/gradio_api/file="):
+            # scope["path"] is already percent-decoded, as Gradio's route reads it
+            if not self.door.uploads.may_read(account.id, path[len("/gradio_api/file=") :]):
+                return await self.refused(refuse(404, "Not found."), scope, receive, send)
+        if path == "/gradio_api/upload":
+            return await self.upload(scope, receive, send, account)
+        if method == "POST" and path in ("/gradio_api/queue/join", "/gradio_api/cancel"):
+            return await self.event(scope, receive, send, account, path)
+        return await self.app(scope, receive, send)
+
+    async def event(self, scope, receive, send, account, path: str):
+        body = await read_body(receive, BODY_LIMIT)
+        if body is None:
+            return await self.refused(
+                refuse(413, "The request is too large."), scope, receive, send
+            )
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            return await self.refused(refuse(400, "Send a JSON object."), scope, receive, send)
+        session = payload.get("session_hash")
+        if isinstance(session, str) and not self.door.sessions.bind(session, account.id):
+            return await self.refused(forbidden(), scope, receive, send)
+        if not path.endswith("/join"):
+            return await self.app(scope, replay(body, receive), send)
+        refs = file_refs(payload.get("data"))
+        why = self.door.uploads.claim(account.id, refs) if refs else None
+        if why is not None:
+            return await self.refused(refuse(403, why), scope, receive, send)
+        username = self.username(scope)
+        # One join of an account at a time, from the count to the queue's push (a few ms):
+        # twenty joins at once would otherwise all be counted before any was queued.
+        async with self.door.joining(username):
+            refusal = self.door.admit(account, username, payload.get("fn_index"))
+            if refusal is not None:
+                return await self.refused(refusal, scope, receive, send)
+            return await self.app(scope, replay(body, receive), send)
+
+    async def upload(self, scope, receive, send, account):
+        length = Headers(scope=scope).get("content-length", "")
+        if not length.isdigit():
+            return await self.refused(
+                refuse(411, "Send the upload with a Content-Length."), scope, receive, send
+            )
+        why = self.door.uploads.admit(account.id, int(length))
+        if why is not None:
+            return await self.refused(refuse(429, why, 60), scope, receive, send)
+        status, chunks = [0], []
+
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, capped(receive, int(length)), capture)
+        if status[0] == 200:
+            try:
+                paths = json.loads(b"".join(chunks))
+            except ValueError:
+                paths = []
+            if isinstance(paths, list):
+                self.door.uploads.add(account.id, [p for p in paths if isinstance(p, str)])
+
+    async def refused(self, response: Response, scope, receive, send):
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        await response(scope, receive, send)
+
+
+def forbidden() -> Response:
+    return refuse(403, "This session belongs to another account.")
+
+
+async def read_body(receive, limit: int) -> bytes | None:
+    """The whole request body, or None past `limit` bytes."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return body
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None
+        if not message.get("more_body"):
+            return body
+
+
+def replay(body: bytes, receive):
+    """A `receive` that gives the app the body already read, then waits as the real one."""
+    sent = False
+
+    async def receiving():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return receiving
+
+
+def capped(receive, limit: int):
+    """A `receive` that ends the request (as a disconnect) once more than `limit` bytes came:
+    a Content-Length that lies buys nothing."""
+    seen = 0
+
+    async def receiving():
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            return {"type": "http.disconnect"}
+        return message
+
+    return receiving
+
+
+__all__ = ["MODEL", "OPEN", "Door", "DoorMiddleware", "fair_order", "is_open"]
