@@ -2,7 +2,8 @@
 #   make run              start the chat at http://127.0.0.1:7860 (ARGS="--port 8000" to pass flags)
 #   make test             lint + every test, with the real model, a real browser and real servers
 #                         (PostgreSQL and Chroma, started by the tests on loopback)
-#   make bench            the chat benchmark, about 2.5 minutes (README, "Benchmarks", lists the others)
+#   make docs             build the documentation site into site/ (strictly, as make test does)
+#   make bench            the chat benchmark, about 2.5 minutes (docs/benchmarks.md lists the others)
 #   make lock             re-resolve requirements.lock after changing pyproject.toml's dependencies
 PY      ?= python3
 VENV    := .venv
@@ -19,7 +20,7 @@ export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: run test lint format bench install browser postgres clean lock
+.PHONY: run test lint format bench install browser postgres clean lock docs
 
 run: install
 	$(BIN)/autodidact serve $(ARGS)
@@ -27,7 +28,12 @@ run: install
 test: install browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) docs
 	$(BIN)/pytest
+
+# A broken link, a page missing from the navigation or an undocumented setting fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 lint:
 	$(BIN)/ruff check --fix .

@@ -30,7 +30,7 @@ The verdict lines compare the last generation's distinct-2 and spread with gener
 to bench/results/collapse-seed<N>.json.
 
     .venv/bin/python bench/collapse.py [--generations 5] [--seed 0] [--modes guarded replace]
-    .venv/bin/python bench/collapse.py --modes guarded --seed 1    # the gate runs in the README
+    .venv/bin/python bench/collapse.py --modes guarded --seed 1    # the gate runs in docs/benchmarks.md
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def settings_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True)
+    actions = parser.add_subparsers(dest="action", required=True, help="what to do")
     add = actions.add_parser(
         "add",
         help="add files and folders (searched recursively)",
@@ -51,7 +51,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
         "replaced or unchanged; 1 when any was refused (the others are still added). Ctrl-C "
         "finishes the file under way and stops (exit code 130); the same command again resumes.",
     )
-    add.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    add.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
     listing = actions.add_parser("list", help="the documents: id, name, kind, size, passages")
     listing.add_argument("--json", action="store_true", help="print JSON, for programs")
     remove = actions.add_parser("remove", help="remove a document with all its passages")

@@ -18,7 +18,7 @@ def rate_arguments(p) -> None:
     from store.conversations import RATING_REASONS
 
     p.add_argument("exchange", type=int, help="exchange id (see `autodidact history`)")
-    p.add_argument("value", choices=sorted(VALUES))
+    p.add_argument("value", choices=sorted(VALUES), help="the rating")
     p.add_argument(
         "--reason",
         action="append",
@@ -30,19 +30,25 @@ def rate_arguments(p) -> None:
 
 
 def correct_arguments(p) -> None:
-    p.add_argument("exchange", type=int)
+    p.add_argument("exchange", type=int, help="exchange id (see `autodidact history`)")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--text", help="the better answer")
     group.add_argument("--file", type=Path, help="read the better answer from a file")
 
 
 def delete_arguments(p) -> None:
-    p.add_argument("conversation", type=int)
+    p.add_argument("conversation", type=int, help="conversation id (see `autodidact history`)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
 
 def export_arguments(p) -> None:
-    p.add_argument("--format", dest="fmt", choices=("sft", "dpo", "kto"), required=True)
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=("sft", "dpo", "kto"),
+        required=True,
+        help="TRL's format: sft (messages), dpo (preference pairs) or kto (thumbs)",
+    )
     p.add_argument("--out", type=Path, required=True, help="the .jsonl file to write")
 
 
@@ -55,7 +61,9 @@ def pool_arguments(p) -> None:
 
 
 def history_arguments(p) -> None:
-    p.add_argument("conversation", type=int, nargs="?")
+    p.add_argument(
+        "conversation", type=int, nargs="?", help="one conversation's turns; none: the list"
+    )
 
 
 def _service(settings):

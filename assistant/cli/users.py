@@ -18,20 +18,20 @@ from store.accounts import ROLES, AccountError
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True)
+    actions = parser.add_subparsers(dest="action", required=True, help="what to do")
     add = actions.add_parser(
         "add",
         help="add an account (asks for its password)",
         description="Add an account. A user that exists without a password (the local user "
         "from before accounts) keeps its conversations and gets this password.",
     )
-    add.add_argument("name")
+    add.add_argument("name", help="the account's name")
     add.add_argument("--role", choices=ROLES, default="user", help="what the account may do")
     password = actions.add_parser("password", help="set an account's password")
-    password.add_argument("name")
+    password.add_argument("name", help="the account's name")
     role = actions.add_parser("role", help="change an account's role")
-    role.add_argument("name")
-    role.add_argument("role", choices=ROLES)
+    role.add_argument("name", help="the account's name")
+    role.add_argument("role", choices=ROLES, help="its new role")
     for action in (add, password):
         action.add_argument(
             "--password-stdin",
@@ -42,12 +42,12 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     remove = actions.add_parser(
         "remove", help="end an account: no logins or tokens; its conversations stay"
     )
-    remove.add_argument("name")
+    remove.add_argument("name", help="the account's name")
     token = actions.add_parser(
         "token",
         help="print a new API token for programs (send it as 'Authorization: Bearer TOKEN')",
     )
-    token.add_argument("name")
+    token.add_argument("name", help="the account's name")
     token.add_argument("--label", default="api", help="what the token is for, for the list")
     token.add_argument("--revoke", action="store_true", help="revoke the account's tokens")
     for action in (add, password, role, listing, remove, token):

@@ -109,7 +109,8 @@ def server_app(app: App) -> FastAPI:
     # A CORSMiddleware of our own that allows no origin: Gradio then adds none of its own, so
     # no response ever tells a browser another site may read it.
     api.add_middleware(CORSMiddleware, allow_origins=[])
-    app.demo.queue(default_concurrency_limit=1, max_size=app.settings.queue_max)
+    # api_open=False: a queued event called straight on /run is refused (it would skip the queue)
+    app.demo.queue(default_concurrency_limit=1, max_size=app.settings.queue_max, api_open=False)
     door = Door(
         app.demo,
         app.uploads,

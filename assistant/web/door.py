@@ -32,16 +32,30 @@ from assistant.web.uploads import Uploads, file_refs
 
 MODEL = MODEL_EVENTS["concurrency_id"]
 
+# Every route that is open: (method, path pattern, what the app uses it for). Everything else
+# the mounted app has answers 404; docs/routes.md is generated from this table.
 OPEN = [
-    ("GET", r"/(login|logout)?/?"),
-    ("POST", r"/login/?"),
-    ("GET", r"/config/?|/gradio_api/info/?|/(gradio_api/)?theme\.css|/robots\.txt|/favicon\.ico"),
-    ("GET", r"/(assets|static|svelte)/.*"),
-    ("GET", r"/gradio_api/(startup-events|queue/data|upload_progress|heartbeat/[^/]+)"),
-    ("GET", r"/gradio_api/file=.*"),
-    ("POST", r"/gradio_api/(queue/join|cancel|upload)"),
+    ("GET", r"/(login|logout)?/?", "the page; the login form; logging out"),
+    ("POST", r"/login/?", "logging in (the gate answers it; Gradio's own login is never reached)"),
+    ("GET", r"/config/?", "the page's layout and events (the page and gradio_client read it)"),
+    ("GET", r"/gradio_api/info/?", "the API's description (the API page, gradio_client)"),
+    ("GET", r"/(gradio_api/)?theme\.css|/robots\.txt|/favicon\.ico", "the page's style and icons"),
+    ("GET", r"/(assets|static|svelte)/.*", "the page's scripts, styles and fonts"),
+    ("GET", r"/gradio_api/startup-events", "the page starts its load events"),
+    ("GET", r"/gradio_api/queue/data", "an event's stream (session bound to its account)"),
+    ("GET", r"/gradio_api/heartbeat/[^/]+", "the page is still open (session bound)"),
+    ("GET", r"/gradio_api/upload_progress", "an upload's progress (upload id bound)"),
+    ("GET", r"/gradio_api/file=.*", "the caller's own uploads, nothing else"),
+    ("POST", r"/gradio_api/queue/join", "running an event (files, session and queue checked)"),
+    ("POST", r"/gradio_api/cancel", "stopping an event (session bound)"),
+    (
+        "POST",
+        r"/gradio_api/run/[^/]+",
+        "the page's unqueued events, e.g. Stop (session bound; queued events are refused)",
+    ),
+    ("POST", r"/gradio_api/upload", "uploading documents (owned, bounded, swept)"),
 ]
-_OPEN = [(method, re.compile(pattern)) for method, pattern in OPEN]
+_OPEN = [(method, re.compile(pattern)) for method, pattern, _ in OPEN]
 BODY_LIMIT = 4 * 1024 * 1024  # a queue join carries one message; more is not ours
 
 
@@ -50,7 +64,7 @@ def is_open(method: str, path: str) -> bool:
 
     >>> [is_open(m, p) for m, p in [("GET", "/"), ("GET", "/config"), ("POST", "/gradio_api/upload"),
     ...     ("GET", "/gradio_api/deep_link"), ("POST", "/gradio_api/call/chat"),
-    ...     ("POST", "/gradio_api/run/predict"), ("GET", "/gradio_api/queue/status"),
+    ...     ("GET", "/gradio_api/run/predict"), ("GET", "/gradio_api/queue/status"),
     ...     ("HEAD", "/gradio_api/file=/x"), ("GET", "/monitoring"), ("POST", "/config")]]
     [True, True, True, False, False, False, False, True, False, False]
     """
@@ -125,6 +139,18 @@ class Door:
             return original()
 
         queue.get_events = get_events
+
+    def unqueued(self, api_name: str, fn_index) -> bool:
+        """Whether a direct call names an event that runs outside the queue (Stop). A queued
+        event called directly would skip the queue, its limits and its order."""
+        fns = self.demo.fns
+        if api_name == "predict":
+            fn = fns.get(fn_index) if isinstance(fn_index, int) else None
+        else:
+            fn = next((f for f in fns.values() if f.api_name == api_name), None)
+            if fn is not None and isinstance(fn_index, int) and fns.get(fn_index) is not fn:
+                fn = None  # Gradio could pick either; refuse the ambiguity
+        return fn is not None and not fn.queue
 
     def held(self, username: str) -> tuple[int, int]:
         """(model events, events) the account has waiting or running."""
@@ -203,7 +229,9 @@ class DoorMiddleware:
                 return await self.refused(refuse(404, "Not found."), scope, receive, send)
         if path == "/gradio_api/upload":
             return await self.upload(scope, receive, send, account)
-        if method == "POST" and path in ("/gradio_api/queue/join", "/gradio_api/cancel"):
+        if method == "POST" and path.startswith(
+            ("/gradio_api/queue/join", "/gradio_api/cancel", "/gradio_api/run/")
+        ):
             return await self.event(scope, receive, send, account, path)
         return await self.app(scope, receive, send)
 
@@ -222,12 +250,15 @@ class DoorMiddleware:
         session = payload.get("session_hash")
         if isinstance(session, str) and not self.door.sessions.bind(session, account.id):
             return await self.refused(forbidden(), scope, receive, send)
-        if not path.endswith("/join"):
-            return await self.app(scope, replay(body, receive), send)
         refs = file_refs(payload.get("data"))
         why = self.door.uploads.claim(account.id, refs) if refs else None
         if why is not None:
             return await self.refused(refuse(403, why), scope, receive, send)
+        if path.startswith("/gradio_api/run/"):
+            if not self.door.unqueued(path.rsplit("/", 1)[1], payload.get("fn_index")):
+                return await self.refused(refuse(404, "Join the queue."), scope, receive, send)
+        if not path.endswith("/join"):
+            return await self.app(scope, replay(body, receive), send)
         username = self.username(scope)
         # One join of an account at a time, from the count to the queue's push (a few ms):
         # twenty joins at once would otherwise all be counted before any was queued.

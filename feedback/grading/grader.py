@@ -57,7 +57,7 @@ class GraderConfig:
     )
     threshold: float = option(DEFAULT_THRESHOLD, "combined score below which an answer is flagged")
     consistency_samples: int = option(
-        0, "resampled answers for self-consistency (0: off, see README)"
+        0, "resampled answers for self-consistency (0: off, see docs/grading.md)"
     )
     consistency_temperature: float = option(1.0, "temperature of the resampled answers")
     max_tokens: int = option(128, "longest answer the grader generates when resampling")

@@ -2,7 +2,7 @@
 
 Owns the normalisation of each signal to 0-1 (1 = looks right), the weighted combination and the
 flag rule. The weights and threshold are settings (`AUTODIDACT_GRADE_WEIGHTS`,
-`AUTODIDACT_FLAG_THRESHOLD`); their defaults and how they were chosen are in the README.
+`AUTODIDACT_FLAG_THRESHOLD`); their defaults and how they were chosen are in docs/grading.md and docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 SIGNALS = ("judge", "mean_logprob", "min_logprob", "consistency", "grounding", "agreement")
 
-# Chosen from bench/grader_quality.py with the embedded 135M model (README, "Benchmarks"): its judge
+# Chosen from bench/grader_quality.py with the embedded 135M model (docs/benchmarks.md): its judge
 # is at chance on facts and its log-probabilities are inverted or at chance, while evidence
 # separates well: agreement with a reference (a correction, an approval, the passages an answer
 # was given) best, grounding against it next. So evidence dominates when there is some, and the

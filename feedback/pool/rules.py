@@ -89,7 +89,7 @@ def agreeing_signals(e: Evidence, rules: PoolRules) -> tuple[str, ...]:
     """The signals, besides the combined self-grade, that independently say "looks right".
 
     Log-probabilities are not among them: with the embedded model they are at chance or
-    inverted (README, grading benchmark). A reviewer's dismissal of a flag counts: a person
+    inverted (docs/benchmarks.md, grading benchmark). A reviewer's dismissal of a flag counts: a person
     looked and saw no hallucination.
 
     >>> agreeing_signals(Evidence(judge=9, consistency=0.5, grounding=0.4), PoolRules())
