@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from assistant.access import AccessConfig
+from assistant.llm.base import CONTEXT_WINDOW, Sampling
 from assistant.refresh_job import RefreshJobConfig
 from feedback.config import described
 from feedback.grading.calibration import CalibrationConfig
@@ -60,15 +61,15 @@ class Settings(BaseSettings):
     openai_model: str = Field("default", description="model name to request from that server")
     openai_api_key: str = Field("not-needed", description="API key for that server")
 
-    context_window: int = Field(4096, ge=256, description="tokens of context (prompt + answer)")
+    context_window: int = Field(
+        CONTEXT_WINDOW, ge=256, description="tokens of context (prompt + answer)"
+    )
     threads: int = Field(max(1, os.cpu_count() or 1), ge=1, description="CPU threads for llama.cpp")
-    # SmolLM2's model card recommends a low temperature; a mild repeat penalty stops the loops
-    # a 135M model falls into.
-    temperature: float = Field(0.2, ge=0.0, le=2.0, description="sampling temperature")
-    top_p: float = Field(0.9, gt=0.0, le=1.0, description="nucleus sampling mass")
-    repeat_penalty: float = Field(1.1, ge=1.0, le=2.0, description="penalty on repeated tokens")
-    max_tokens: int = Field(512, ge=1, description="longest answer, in tokens")
-    seed: int = Field(-1, description="sampling seed; -1 for a random one per answer")
+    temperature: float = staged(Sampling, "temperature", ge=0.0, le=2.0)
+    top_p: float = staged(Sampling, "top_p", gt=0.0, le=1.0)
+    repeat_penalty: float = staged(Sampling, "repeat_penalty", ge=1.0, le=2.0)
+    max_tokens: int = staged(Sampling, "max_tokens", ge=1)
+    seed: int = staged(Sampling, "seed")
     system_prompt: str = Field(
         "You are a helpful assistant.", description="system message sent with every conversation"
     )

@@ -66,7 +66,7 @@ def grader_config(settings: Settings) -> GraderConfig:
         weights=settings.grade_weights,
         threshold=settings.flag_threshold,
         consistency_samples=settings.consistency_samples,
-        max_tokens=min(settings.max_tokens, 256),
+        max_tokens=min(settings.max_tokens, GraderConfig.max_tokens),
         system_prompt=settings.system_prompt,
         max_attempts=settings.grading_max_attempts,
         judge_history_chars=settings.judge_history_chars,
@@ -179,7 +179,6 @@ def refresh_config(settings: Settings) -> RefreshConfig:
             epochs=settings.refresh_epochs,
             learning_rate=settings.refresh_learning_rate,
             rank=settings.refresh_rank,
-            alpha=2.0 * settings.refresh_rank,
         ),
     )
 

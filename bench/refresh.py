@@ -141,7 +141,7 @@ def plain_trainer(base_cache_dir: Path, records: list[dict], steps: int, batch: 
     model = AutoModelForCausalLM.from_pretrained(str(base_cache_dir), dtype=torch.float32)
     model = get_peft_model(
         model,
-        LoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=0.0, target_modules=TARGETS),
+        LoraConfig(r=c.rank, lora_alpha=c.lora_alpha, lora_dropout=0.0, target_modules=TARGETS),
     )
 
     def encode(r):

@@ -35,7 +35,7 @@ ALLOWED = {
     "assistant.access": ("feedback.config",),
     "assistant.limits": (),
     "assistant.refresh_job": ("feedback", "store"),
-    "assistant.settings": ("feedback", "assistant.access", "assistant.refresh_job"),
+    "assistant.settings": ("feedback", "assistant.access", "assistant.refresh_job", "assistant.llm.base"),
     "assistant.prompt": ("assistant.llm", "assistant.settings", "store", "feedback"),
     "assistant.chat": ("assistant.llm", "assistant.settings", "assistant.prompt", "assistant.limits", "store", "feedback"),
     "assistant.wiring": ("assistant.llm", "assistant.settings", "assistant.chat", "assistant.prompt", "store", "feedback"),

@@ -12,11 +12,40 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 Messages = list[dict[str, str]]
+
+CONTEXT_WINDOW = 4096  # tokens of context, prompt and answer, unless a setting says otherwise
+
+
+def _knob(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How answers are sampled, written once: `Settings` takes these defaults and help texts,
+    and every backend falls back to them for a value a caller leaves out. SmolLM2's model
+    card recommends a low temperature; a mild repeat penalty stops the loops a 135M model
+    falls into."""
+
+    temperature: float = _knob(0.2, "sampling temperature")
+    top_p: float = _knob(0.9, "nucleus sampling mass")
+    repeat_penalty: float = _knob(1.1, "penalty on repeated tokens")
+    max_tokens: int = _knob(512, "longest answer, in tokens")
+    seed: int = _knob(-1, "sampling seed; -1 for a random one per answer")
+
+    @staticmethod
+    def value(sampling: dict[str, Any], name: str):
+        """`sampling[name]`, or this dataclass's default for it.
+
+        >>> Sampling.value({}, "temperature"), Sampling.value({"top_p": 0.5}, "top_p")
+        (0.2, 0.5)
+        """
+        return sampling.get(name, getattr(DEFAULT_SAMPLING, name))
 
 
 class ModelError(RuntimeError):
@@ -72,3 +101,6 @@ class ChatModel(Protocol):
     def next_tokens(self, tokens: list[int]) -> list[int]:
         """The greedy next token after each prefix of `tokens` (teacher forcing): the probe the
         export check compares with PyTorch. Raises ModelError where unsupported."""
+
+
+DEFAULT_SAMPLING = Sampling()

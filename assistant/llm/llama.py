@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant.llm.base import Delta, Messages, ModelError
+from assistant.llm.base import CONTEXT_WINDOW, Delta, Messages, ModelError, Sampling
 
 try:
     import llama_cpp
@@ -64,7 +64,7 @@ class LlamaEngine:
     def __init__(
         self,
         path: Path,
-        context_window: int = 4096,
+        context_window: int = CONTEXT_WINDOW,
         threads: int | None = None,
         lora_path: Path | None = None,
     ):
@@ -286,12 +286,12 @@ class LlamaEngine:
         chunks = self.llm.create_completion(
             prompt=prompt,
             stream=True,
-            temperature=sampling.get("temperature", 0.7),
-            top_p=sampling.get("top_p", 0.9),
+            temperature=Sampling.value(sampling, "temperature"),
+            top_p=Sampling.value(sampling, "top_p"),
             top_k=40,
             min_p=0.05,
-            repeat_penalty=sampling.get("repeat_penalty", 1.0),
-            max_tokens=sampling.get("max_tokens", 512),
+            repeat_penalty=Sampling.value(sampling, "repeat_penalty"),
+            max_tokens=Sampling.value(sampling, "max_tokens"),
             seed=sampling.get("seed"),
             stop=self._stop,
             stopping_criteria=self._stop_at_eos,

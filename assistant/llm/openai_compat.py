@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import openai
 
-from assistant.llm.base import Delta, Messages, ModelError
+from assistant.llm.base import CONTEXT_WINDOW, Delta, Messages, ModelError, Sampling
 
 # Chat templates add a few tokens of markup per message; servers do not say how many.
 PER_MESSAGE_OVERHEAD = 8
@@ -31,7 +31,7 @@ class OpenAIChatModel:
         base_url: str,
         model: str = "default",
         api_key: str = "not-needed",
-        context_window: int = 4096,
+        context_window: int = CONTEXT_WINDOW,
         timeout: float = 600.0,
     ):
         self.base_url = base_url.rstrip("/")
@@ -96,12 +96,12 @@ class OpenAIChatModel:
             model=self.model,
             messages=messages,
             stream=True,
-            temperature=sampling.get("temperature", 0.7),
-            top_p=sampling.get("top_p", 0.9),
-            max_tokens=sampling.get("max_tokens", 512),
+            temperature=Sampling.value(sampling, "temperature"),
+            top_p=Sampling.value(sampling, "top_p"),
+            max_tokens=Sampling.value(sampling, "max_tokens"),
             seed=sampling.get("seed"),
             # Not an OpenAI parameter; llama.cpp's and vLLM's servers read it from the body.
-            extra_body={"repeat_penalty": sampling.get("repeat_penalty", 1.0)},
+            extra_body={"repeat_penalty": Sampling.value(sampling, "repeat_penalty")},
         )
         try:
             response = self._create(request, json_schema)

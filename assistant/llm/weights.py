@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib import metadata
 from pathlib import Path
 
-from assistant.llm.base import ModelError
+from assistant.llm.base import CONTEXT_WINDOW, ModelError
 
 
 def embedded_model_path() -> Path:
@@ -51,7 +51,7 @@ def resolve_gguf(path: Path | None) -> Path:
     return check_gguf(path) if path else embedded_model_path()
 
 
-def open_gguf(path: Path | None, context_window: int = 4096, threads: int | None = None):
+def open_gguf(path: Path | None, context_window: int = CONTEXT_WINDOW, threads: int | None = None):
     """A llama.cpp engine on `resolve_gguf(path)`: the only place an engine is built."""
     from assistant.llm.llama import LlamaEngine
 

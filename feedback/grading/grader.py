@@ -60,7 +60,7 @@ class GraderConfig:
         0, "resampled answers for self-consistency (0: off, see docs/grading.md)"
     )
     consistency_temperature: float = option(1.0, "temperature of the resampled answers")
-    max_tokens: int = option(128, "longest answer the grader generates when resampling")
+    max_tokens: int = option(256, "longest answer the grader generates when resampling")
     system_prompt: str = option(
         "You are a helpful assistant.", "system message of resampled answers"
     )

@@ -33,7 +33,7 @@ class TrainConfig:
     `refresh_max_steps`, `refresh_max_seconds` and `refresh_max_memory_mb`."""
 
     rank: int = option(8, "LoRA rank")
-    alpha: float = option(16.0, "LoRA alpha")
+    alpha: float | None = option(None, "LoRA alpha; unset: twice the rank")
     dropout: float = option(0.0, "LoRA dropout")
     learning_rate: float = option(2e-4, "SFT learning rate (DPO uses a quarter of it)")
     batch_size: int = option(4, "examples per training step")
@@ -43,6 +43,15 @@ class TrainConfig:
     )
     max_seconds: float = option(1800.0, "most seconds of training")
     max_memory_mb: int = option(8192, "most memory for training (resident MiB of the process)")
+
+    @property
+    def lora_alpha(self) -> float:
+        """
+        >>> TrainConfig(rank=8).lora_alpha, TrainConfig(rank=8, alpha=4.0).lora_alpha
+        (16.0, 4.0)
+        """
+        return float(self.alpha) if self.alpha is not None else 2.0 * self.rank
+
     max_length: int = option(512, "tokens per example")
     dpo_steps: int = option(20, "preference steps after SFT, when there are enough pairs")
     dpo_beta: float = option(0.1, "how far DPO may move from the SFT adapter it starts from")
@@ -222,7 +231,7 @@ def train_lora(
         processing_class=tokenizer,
         peft_config=LoraConfig(
             r=config.rank,
-            lora_alpha=config.alpha,
+            lora_alpha=config.lora_alpha,
             lora_dropout=config.dropout,
             target_modules=config.targets,
             task_type="CAUSAL_LM",
