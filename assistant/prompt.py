@@ -17,6 +17,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
 from assistant.llm.base import ChatModel, Messages
 from assistant.settings import Settings
+from feedback.pool.memory import taught_block
 from store.conversations import Turn
 from store.knowledge import Source
 
@@ -109,19 +110,26 @@ class PromptBuilder:
             system = f"{system}\n\n{passages_block(sources)}"
             alone = self._render(system, [], [], message)
             needed = self.model.count_tokens(alone)
-        shown: list[BaseMessage] = []
-        used: list[Example] = []
         room = min(self.settings.retrieval_max_tokens, budget - needed)
+        taught, system, spent = self._fit_taught(system, examples, room)
+        if taught:
+            needed = self.model.count_tokens(self._render(system, [], [], message))
+            room -= spent
+        shown: list[BaseMessage] = []
+        used: list[Example] = list(taught)
         for example in examples:
+            if example in taught:
+                continue
             pair = [HumanMessage(example.prompt), AIMessage(example.completion)]
             if self._history_tokens(shown + pair) > room:
                 break
             shown += pair
             used.append(example)
-        if used:
+        alone = self._render(system, [], [], message)
+        if shown:
             needed = self.model.count_tokens(self._render(system, shown, [], message))
         if not past:
-            messages = self._render(system, shown, [], message) if used else alone
+            messages = self._render(system, shown, [], message) if shown else alone
             return Prompt(messages, needed, 0, tuple(used), tuple(sources))
         kept = trim_messages(
             past,
@@ -135,6 +143,28 @@ class PromptBuilder:
         dropped = len(past) - len(kept)
         tokens = self.model.count_tokens(messages)
         return Prompt(messages, tokens, dropped, tuple(used), tuple(sources))
+
+    def _fit_taught(
+        self, system: str, examples: list[Example], room: int
+    ) -> tuple[list[Example], str, int]:
+        """What people taught, as a block in the system message where a small model cannot
+        miss it (`retrieval_taught_in` "system"), newest first, within `room` tokens: the
+        examples placed, the system message with the block, the tokens it took."""
+        if self.settings.retrieval_taught_in != "system" or room <= 0:
+            return [], system, 0
+        taught = [e for e in examples if e.taught]
+        taught.sort(key=lambda e: e.taught_at.timestamp() if e.taught_at else 0.0, reverse=True)
+        base = self.model.count_tokens([{"role": "system", "content": system}])
+        placed, text, spent = [], system, 0
+        for example in taught:
+            items = [(e.taught_at, e.prompt, e.completion) for e in [*placed, example]]
+            candidate = f"{system}\n\n{taught_block(items)}"
+            cost = self.model.count_tokens([{"role": "system", "content": candidate}]) - base
+            if cost > room:
+                break
+            placed.append(example)
+            text, spent = candidate, cost
+        return placed, text, spent
 
     def _fit_passages(self, system: str, passages: list[Hit], room: int) -> list[Source]:
         """The best passages whose block fits in `knowledge_max_tokens` (and `room`)."""

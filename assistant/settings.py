@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any, get_origin
+from typing import Any, Literal, get_origin
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     pool_train_threshold: float = staged(PoolRules, "train_threshold", ge=0.0, le=1.0)
     pool_min_agreement: int = staged(PoolRules, "min_agreement", ge=1)
     pool_dedup_similarity: float = staged(CuratorConfig, "dedup_similarity", gt=0.0, le=1.0)
+    pool_supersede_similarity: float = staged(CuratorConfig, "supersede_similarity", gt=0.0, le=1.0)
     pool_max_user_share: float = staged(CuratorConfig, "max_user_share", gt=0.0, le=1.0)
     pii_region: str = staged(CuratorConfig, "pii_region")
     chroma_url: str | None = Field(
@@ -119,6 +120,8 @@ class Settings(BaseSettings):
     retrieval_max_tokens: int = staged(RetrievalConfig, "max_tokens", ge=0)
     retrieval_min_similarity: float = staged(RetrievalConfig, "min_similarity", ge=0.0, le=1.0)
     retrieval_share_approved: bool = staged(RetrievalConfig, "share_approved")
+    retrieval_min_keywords: float = staged(RetrievalConfig, "min_keywords", ge=0.0)
+    retrieval_taught_in: Literal["system", "turns"] = staged(RetrievalConfig, "taught_in")
 
     knowledge: bool = staged(KnowledgeConfig, "enabled")
     knowledge_passages: int = staged(KnowledgeConfig, "passages", ge=0, le=20)

@@ -145,6 +145,7 @@ def curator_config(settings: Settings) -> CuratorConfig:
             min_agreement=settings.pool_min_agreement,
         ),
         dedup_similarity=settings.pool_dedup_similarity,
+        supersede_similarity=settings.pool_supersede_similarity,
         max_user_share=settings.pool_max_user_share,
         pii_region=settings.pii_region,
         retrieval=RetrievalConfig(
@@ -152,6 +153,8 @@ def curator_config(settings: Settings) -> CuratorConfig:
             examples=settings.retrieval_examples,
             max_tokens=settings.retrieval_max_tokens,
             min_similarity=settings.retrieval_min_similarity,
+            min_keywords=settings.retrieval_min_keywords,
+            taught_in=settings.retrieval_taught_in,
             share_approved=settings.retrieval_share_approved,
         ),
     )

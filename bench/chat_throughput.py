@@ -5,7 +5,7 @@ that never overlap, so each path has the machine to itself:
   raw  - Llama.create_chat_completion(stream=True) in this process, with no server running;
          measured before and after the app (their mean is the baseline, their gap the drift);
   app  - `autodidact serve` in a child process as users run it: background grading on, and a
-         training pool of `--pool` exchanges (default 1,000; synthetic, from ../shared/data,
+         training pool of `--pool` exchanges (default 1,000; synthetic, from tests/data,
          curated by the real curator), so retrieval (PII masking, embedding the question, the
          Chroma query) is inside the first-token time. Called through gradio_client's /chat
          stream (HTTP, queue, chat service, prompt building, SQLite writes included). Between

@@ -47,7 +47,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "truthfulqa" / "dev.jsonl"
+DATA = ROOT / "tests" / "data" / "truthfulqa" / "dev.jsonl"
 
 
 def splits(n_prompts: int, n_anchor: int, n_eval: int, n_heldout: int, n_gate: int, seed: int = 0):

@@ -31,6 +31,12 @@ What it measures, and how:
                                    [--per-conversation 5] [--settle 60] [--no-grading]
                                    [--rate-limit-messages N] [--queue-max N] [--out FILE]
     .venv/bin/python bench/load.py --accounts 2 --turns 2 --max-tokens 16 --out /tmp/load.json
+    .venv/bin/python bench/load.py --accounts 15 --flood 40   # one more account floods the chat
+
+With `--flood N`, one more account keeps N joins to the chat event in flight over raw HTTP for the
+whole chat phase (each refused join is tried again at once), and the figures of the others are
+read beside their own run without the flood, made first in the same command: the target is the
+others' p95 queue wait within 1.5x of that baseline.
 
 Prints a table and writes bench/results/load-<timestamp>.json (or `--out`), with the commit
 and the command line. The full run takes the machine: run it alone.
@@ -108,6 +114,12 @@ def arguments() -> argparse.Namespace:
         "--rate-limit-messages", type=int, default=None, help="per account (default: the app's)"
     )
     parser.add_argument("--queue-max", type=int, default=None, help="default: the app's")
+    parser.add_argument(
+        "--flood",
+        type=int,
+        default=0,
+        help="joins one more account keeps in flight; the run without it goes first",
+    )
     # after the chats
     parser.add_argument(
         "--settle", type=float, default=60.0, help="seconds to wait for the grading backlog"
@@ -143,13 +155,13 @@ def start_app(args) -> tuple[object, Path]:
     return app, home
 
 
-def make_accounts(app, n: int) -> list[Account]:
+def make_accounts(app, n: int, prefix: str = "load") -> list[Account]:
     from store.accounts import AccountStore
 
     store = AccountStore(app.store.engine)
     accounts = []
     for i in range(n):
-        name = f"load{i:02d}"
+        name = f"{prefix}{i:02d}"
         account = store.add(name, PASSWORD, "user")
         tag = f"SECRET{secrets.token_hex(4).upper()}"
         accounts.append(Account(name, account.id, store.create_token(name, "bench"), tag))
@@ -284,13 +296,43 @@ def commit() -> str:
         return "unknown"
 
 
+def flood(app, account: Account, threads: int, stop: threading.Event) -> dict:
+    """`threads` joins to the chat event kept in flight by one account until `stop`."""
+    import httpx
+
+    from tests.raw_gradio import join
+
+    config = httpx.get(app.url + "config", headers=account.headers).json()
+    chat = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "chat")
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def loop(n: int) -> None:
+        while not stop.is_set():
+            outcome = join(app.url, chat, [f"Flood {n}: write a long poem.", ""], account.headers)
+            key = "answered" if outcome.success else f"refused {outcome.status}"
+            with lock:
+                counts[key] = counts.get(key, 0) + 1
+            if not outcome.success:
+                stop.wait(0.05)
+
+    workers = [threading.Thread(target=loop, args=(n,), daemon=True) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    return counts
+
+
 def measure(args) -> dict:
     """Start the app, run the chats, wait for grading, check storage and leaks."""
     app, home = start_app(args)
+    stop = threading.Event()
     try:
         accounts = make_accounts(app, args.accounts)
         print(f"app at {app.url}, home {home}; {len(accounts)} accounts ready", flush=True)
+        flooder = make_accounts(app, 1, prefix="flooder")[0] if args.flood else None
+        flooded = flood(app, flooder, args.flood, stop) if flooder else {}
         results, wall = chat_phase(app, accounts, args)
+        stop.set()
         graded_during = app.grading.counts()
         print(f"chats done in {wall:.1f} s; grading jobs {graded_during}", flush=True)
         waited = settle(app, args.settle) if args.grading else 0.0
@@ -330,6 +372,7 @@ def measure(args) -> dict:
         "first_output_s": percentiles([r.first_output_s for r in results]),
         "server_answer_s": percentiles(ours),
         "wall_s": round(wall, 1),
+        "flood": flooded,
         "grading_end_of_chats": graded_during,
         "grading_after_settle": graded_after,
         "settle_waited_s": round(waited, 1),
@@ -392,7 +435,16 @@ def show(r: dict) -> None:
 
 def main() -> int:
     args = arguments()
-    result = measure(args)
+    if args.flood:
+        baseline = measure(argparse.Namespace(**{**vars(args), "flood": 0}))
+        show(baseline)
+        result = measure(args)
+        result["baseline"] = {k: v for k, v in baseline.items() if k != "turns"}
+        ratio = result["queue_wait_s"]["p95"] / max(baseline["queue_wait_s"]["p95"], 1e-9)
+        result["p95_wait_ratio_flood_to_baseline"] = round(ratio, 3)
+        print(f"others' p95 queue wait with the flood / without: {ratio:.2f} (target <= 1.5)")
+    else:
+        result = measure(args)
     show(result)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or ROOT / "bench" / "results" / f"load-{stamp}.json"

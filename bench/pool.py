@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "tests" / "data"  # in the repository, with their licences: any clone runs it
 FILLER = (
     "In short, it depends on the context. Many sources agree on this point. Note that details "
     "vary by region and era. This is a commonly asked question. Experts have written about it at "

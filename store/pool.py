@@ -228,6 +228,43 @@ class PoolStore(Repository):
             )
             return dict(rows.all())
 
+    def corrected_at(self, exchange_ids: list[int]) -> dict[int, datetime]:
+        """When each exchange's newest correction was written (exchanges without one: absent)."""
+        out: dict[int, datetime] = {}
+        with self.session() as s:
+            for ids in chunks(sorted(set(exchange_ids))):
+                rows = s.exec(
+                    select(Correction.exchange_id, func.max(Correction.created_at))
+                    .where(Correction.exchange_id.in_(ids))
+                    .group_by(Correction.exchange_id)
+                )
+                out.update({i: aware(at) for i, at in rows.all()})
+        return out
+
+    def taught_version(self, sources: tuple[str, ...]) -> tuple:
+        """What changes whenever a `train` entry of these sources comes, goes or changes: the
+        memory's keyword index is rebuilt when it does (one indexed query)."""
+        with self.session() as s:
+            return tuple(
+                s.exec(
+                    select(
+                        func.count(),
+                        func.max(PoolEntry.updated_at),
+                        func.coalesce(func.sum(PoolEntry.exchange_id), 0),
+                    ).where(PoolEntry.status == "train", PoolEntry.source.in_(sources))
+                ).one()
+            )
+
+    def taught_texts(self, sources: tuple[str, ...]) -> list[tuple[int, str]]:
+        """(exchange id, question and answer) of every `train` entry of these sources."""
+        with self.session() as s:
+            rows = s.exec(
+                select(PoolEntry.exchange_id, PoolEntry.prompt, PoolEntry.completion).where(
+                    PoolEntry.status == "train", PoolEntry.source.in_(sources)
+                )
+            )
+            return [(i, f"{p}\n{c}") for i, p, c in rows.all()]
+
     def duplicates_of(self, exchange_ids: list[int]) -> list[int]:
         with self.session() as s:
             return list(

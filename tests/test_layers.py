@@ -49,6 +49,7 @@ OWNERS = {
     "openai": ("assistant.llm.openai_compat",),
     "onnxruntime": ("assistant.llm.embedder",),
     "chromadb": ("store.vectors",),
+    "bm25s": ("feedback.pool.keywords",),
     "torch": ("feedback.refresh.train",),
     "transformers": ("feedback.refresh.train",),
     "trl": ("feedback.refresh.train",),

@@ -364,8 +364,9 @@ def test_a_stranger_failing_logins_slows_one_account_and_locks_out_no_one_else(s
     with httpx.Client(base_url=shared.url) as colleague:  # same address, another account
         ok = colleague.post("/login", data={"username": "ana", "password": PASSWORD})
         assert ok.status_code == 303
-    wait = shared.guard.failures.retry_after("adam")
+    wait = shared.guard.failures.retry_after(("adam", "127.0.0.1"))
     assert 0 < wait <= 8  # backoff, not a five-minute lock
+    assert shared.guard.name_failures.retry_after("adam") == 0  # adam elsewhere: not held back
 
 
 def test_behind_a_trusted_proxy_the_cookie_is_secure_and_the_client_is_the_real_one(
@@ -409,3 +410,72 @@ def test_without_accounts_a_proxy_that_adds_no_header_is_still_not_the_local_use
     # a proxy that passes the browser's Host on: a name other than loopback
     running_app.guard.hosts = running_app.guard.hosts | {"chat.example.org"}
     assert raw_get(running_app.url, "chat.example.org") == 401
+
+
+def test_an_event_named_any_way_but_by_its_number_is_refused(shared):
+    """Gradio reads "3" or 3.0 as event 3; the door would not count it: refused."""
+    chat = next(d["id"] for d in events(config(shared)) if d.get("api_name") == "chat")
+    for fn_index in (str(chat), float(chat), f" {chat}", None):
+        body = {"data": ["x", ""], "fn_index": fn_index, "session_hash": "s-fn"}
+        answer = call(shared, "ana", "POST", "/gradio_api/queue/join", json=body)
+        assert answer.status_code == 400, fn_index
+    deep = b"[" * 100_000 + b"]" * 100_000
+    nested = httpx.post(
+        shared.url + "gradio_api/queue/join", content=deep, headers=shared.tokens["ana"]
+    )
+    assert nested.status_code == 400
+    long = {"data": ["x", ""], "fn_index": chat, "session_hash": "s" * 5000}
+    assert call(shared, "ana", "POST", "/gradio_api/queue/join", json=long).status_code == 403
+
+
+def test_parallel_or_cut_off_uploads_cannot_outrun_the_bounds(shared):
+    uploads = shared.uploads
+    uploads.per_account_bytes = 1024 * 1024
+    results = []
+
+    def send(i):
+        results.append(upload(shared, "ana", f"p{i}.txt", bytes([65 + i]) * 400_000).status_code)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results.count(200) <= 2 and results.count(429) >= 4
+    assert uploads.pending(ana_id(shared))[1] <= 1024 * 1024
+    # an upload cut off half-way keeps its reservation until it is swept
+    import socket
+    from urllib.parse import urlsplit
+
+    bob = AccountStore(shared.store.engine).account("bob").id
+    parts = urlsplit(shared.url)
+    with socket.create_connection((parts.hostname, parts.port)) as s:
+        head = (
+            "POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: {shared.tokens['bob']['Authorization']}\r\n"
+            "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 900000\r\n\r\n"
+            '--x\r\nContent-Disposition: form-data; name="files"; filename="a.txt"\r\n\r\n'
+        )
+        s.sendall(head.encode() + b"a" * 300_000)
+        time.sleep(0.5)
+    time.sleep(0.5)
+    assert uploads.pending(bob)[1] >= 900_000
+
+
+def test_a_user_cannot_cancel_another_sessions_event(shared):
+    chat = next(d["id"] for d in events(config(shared)) if d.get("api_name") == "chat")
+    shared.settings.max_tokens = 200
+    body = {
+        "data": ["Write a long poem about rivers.", ""],
+        "fn_index": chat,
+        "session_hash": "ana-c",
+    }
+    joined = call(shared, "ana", "POST", "/gradio_api/queue/join", json=body)
+    event_id = httpx.post(
+        shared.url + "gradio_api/queue/join",
+        json={**body, "session_hash": "ana-c2"},
+        headers=shared.tokens["ana"],
+    ).json()["event_id"]
+    assert joined.status_code == 200
+    cancel = {"session_hash": "bob-c", "fn_index": chat, "event_id": event_id}
+    assert call(shared, "bob", "POST", "/gradio_api/cancel", json=cancel).status_code == 403

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import uvicorn
@@ -79,7 +80,8 @@ def create_app(settings: Settings, model: ChatModel | None = None, embedder=None
     # Uploads land in the private home, not a shared /tmp; each file is removed once the
     # knowledge library has read it, or after upload_ttl_s. Gradio reads this when the page
     # is built.
-    folder = settings.home_dir / "uploads"
+    # Its real path: uploads are named as Gradio writes them, and only exact paths are accepted.
+    folder = Path(os.path.realpath(settings.home_dir / "uploads"))
     os.environ["GRADIO_TEMP_DIR"] = str(folder)
     uploads = Uploads(
         folder,

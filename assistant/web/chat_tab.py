@@ -125,23 +125,32 @@ def _title(e) -> str:
     return f"#{e.exchange_id} “{title_from(e.prompt, 60)}”"
 
 
+def _drawn(e) -> str:
+    if e.shared:  # another user's exchange: neither its id nor its question is theirs to see
+        return f"a reviewed answer from another user (similarity {e.similarity:.2f})"
+    if e.taught:
+        when = f" of {e.taught_at:%-d %b %Y}" if e.taught_at else ""
+        return f"what you taught{when}: {_title(e)} → “{title_from(e.completion, 80)}”"
+    return f"{_title(e)} (similarity {e.similarity:.2f})"
+
+
 def examples_note(reply: Reply) -> str:
     """Which past exchanges the answer drew on, for the notice under the chat.
 
+    >>> from datetime import datetime
     >>> from feedback.pool.curator import Example
     >>> examples_note(Reply(1, 2, examples=(Example(7, 3, "What is 2+2?", "4", 0.91),)))
     'Drew on 1 past answer from the training pool: #7 “What is 2+2?” (similarity 0.91)'
     >>> examples_note(Reply(1, 2, examples=(Example(7, 3, "Secret?", "4", 0.9, shared=True),)))
     'Drew on 1 past answer from the training pool: a reviewed answer from another user (similarity 0.90)'
+    >>> taught = Example(9, 4, "Capital of Zorvath?", "Quelmi.", 0.7, taught=True,
+    ...     taught_at=datetime(2026, 11, 12))
+    >>> examples_note(Reply(1, 2, examples=(taught,)))
+    'Drew on 1 past answer from the training pool: what you taught of 12 Nov 2026: #9 “Capital of Zorvath?” → “Quelmi.”'
     """
     if not reply.examples:
         return ""
-    shown = "; ".join(
-        # another user's exchange: neither its id nor its question is theirs to see
-        f"{'a reviewed answer from another user' if e.shared else _title(e)}"
-        f" (similarity {e.similarity:.2f})"
-        for e in reply.examples
-    )
+    shown = "; ".join(_drawn(e) for e in reply.examples)
     n = len(reply.examples)
     return f"Drew on {n} past answer{'s' if n > 1 else ''} from the training pool: {shown}"
 

@@ -91,9 +91,12 @@ def fair_order(waiting: list, running: Counter, owner=lambda e: e.username) -> l
     return [event for _, _, event in sorted(keyed, key=lambda k: k[:2])]
 
 
+SESSION_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
 class Sessions:
     """Session hashes and upload ids, each bound to the first account that used it (bounded:
-    the oldest are forgotten first)."""
+    the oldest are forgotten first; a key is at most 128 letters, digits, - or _)."""
 
     def __init__(self, limit: int = 100_000):
         self.limit = limit
@@ -101,7 +104,10 @@ class Sessions:
         self._lock = threading.Lock()
 
     def bind(self, key: str, account_id: int) -> bool:
-        """True when `key` is the account's (now or from before), False when another's."""
+        """True when `key` is the account's (now or from before), False when another's or
+        not a key at all."""
+        if not isinstance(key, str) or not SESSION_KEY.fullmatch(key):
+            return False
         with self._lock:
             owner = self._owner.setdefault(key, account_id)
             self._owner.move_to_end(key)
@@ -145,12 +151,17 @@ class Door:
         event called directly would skip the queue, its limits and its order."""
         fns = self.demo.fns
         if api_name == "predict":
-            fn = fns.get(fn_index) if isinstance(fn_index, int) else None
+            fn = fns.get(fn_index) if type(fn_index) is int else None
         else:
             fn = next((f for f in fns.values() if f.api_name == api_name), None)
-            if fn is not None and isinstance(fn_index, int) and fns.get(fn_index) is not fn:
+            if fn is not None and fn_index is not None and fns.get(fn_index) is not fn:
                 fn = None  # Gradio could pick either; refuse the ambiguity
         return fn is not None and not fn.queue
+
+    def owns_event(self, session: str, event_id) -> bool:
+        """Whether the event a cancel names is this session's (or gone already)."""
+        event = self.demo._queue.event_ids_to_events.get(event_id) if event_id else None
+        return event is None or event.session_hash == session
 
     def held(self, username: str) -> tuple[int, int]:
         """(model events, events) the account has waiting or running."""
@@ -165,9 +176,10 @@ class Door:
         return model, total
 
     def admit(self, account, username: str, fn_index) -> Response | None:
-        fn = self.demo.fns.get(fn_index) if isinstance(fn_index, int) else None
+        # Exactly an int: Gradio would read "3" or 3.0 as event 3, and the count must see it.
+        fn = self.demo.fns.get(fn_index) if type(fn_index) is int else None
         if fn is None:
-            return None  # Gradio answers an unknown event itself
+            return refuse(400, "Name an event of this page by its number (fn_index).")
         model, total = self.held(username)
         if total >= self.events_per_account:
             return refuse(429, f"You have {total} requests waiting; wait for them to finish.", 5)
@@ -243,20 +255,22 @@ class DoorMiddleware:
             )
         try:
             payload = json.loads(body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             payload = None
         if not isinstance(payload, dict):
             return await self.refused(refuse(400, "Send a JSON object."), scope, receive, send)
         session = payload.get("session_hash")
-        if isinstance(session, str) and not self.door.sessions.bind(session, account.id):
+        if session is not None and not self.door.sessions.bind(session, account.id):
             return await self.refused(forbidden(), scope, receive, send)
+        if path.endswith("/cancel") and not self.door.owns_event(session, payload.get("event_id")):
+            return await self.refused(forbidden(), scope, receive, send)
+        if path.startswith("/gradio_api/run/"):
+            if not self.door.unqueued(path.rsplit("/", 1)[1], payload.get("fn_index")):
+                return await self.refused(refuse(404, "Join the queue."), scope, receive, send)
         refs = file_refs(payload.get("data"))
         why = self.door.uploads.claim(account.id, refs) if refs else None
         if why is not None:
             return await self.refused(refuse(403, why), scope, receive, send)
-        if path.startswith("/gradio_api/run/"):
-            if not self.door.unqueued(path.rsplit("/", 1)[1], payload.get("fn_index")):
-                return await self.refused(refuse(404, "Join the queue."), scope, receive, send)
         if not path.endswith("/join"):
             return await self.app(scope, replay(body, receive), send)
         username = self.username(scope)
@@ -264,9 +278,24 @@ class DoorMiddleware:
         # twenty joins at once would otherwise all be counted before any was queued.
         async with self.door.joining(username):
             refusal = self.door.admit(account, username, payload.get("fn_index"))
-            if refusal is not None:
-                return await self.refused(refusal, scope, receive, send)
-            return await self.app(scope, replay(body, receive), send)
+            if refusal is None:
+                status = await self.passed(scope, replay(body, receive), send)
+            else:
+                await self.refused(refusal, scope, receive, send)
+        if refusal is not None or status != 200:  # not queued: the files may be named again
+            self.door.uploads.unclaim(account.id, refs)
+
+    async def passed(self, scope, receive, send) -> int:
+        """Pass the request on; the status it was answered with."""
+        status = [0]
+
+        async def watching(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watching)
+        return status[0]
 
     async def upload(self, scope, receive, send, account):
         length = Headers(scope=scope).get("content-length", "")
@@ -274,10 +303,10 @@ class DoorMiddleware:
             return await self.refused(
                 refuse(411, "Send the upload with a Content-Length."), scope, receive, send
             )
-        why = self.door.uploads.admit(account.id, int(length))
-        if why is not None:
-            return await self.refused(refuse(429, why, 60), scope, receive, send)
-        status, chunks = [0], []
+        reservation = self.door.uploads.admit(account.id, int(length))
+        if isinstance(reservation, str):
+            return await self.refused(refuse(429, reservation, 60), scope, receive, send)
+        status, chunks, paths = [0], [], []
 
         async def capture(message):
             if message["type"] == "http.response.start":
@@ -286,14 +315,17 @@ class DoorMiddleware:
                 chunks.append(message.get("body", b""))
             await send(message)
 
-        await self.app(scope, capped(receive, int(length)), capture)
-        if status[0] == 200:
-            try:
-                paths = json.loads(b"".join(chunks))
-            except ValueError:
-                paths = []
-            if isinstance(paths, list):
-                self.door.uploads.add(account.id, [p for p in paths if isinstance(p, str)])
+        try:
+            await self.app(scope, capped(receive, int(length)), capture)
+            if status[0] == 200:
+                found = json.loads(b"".join(chunks))
+                paths = [p for p in found if isinstance(p, str)] if isinstance(found, list) else []
+        except ValueError:
+            pass
+        finally:
+            # Recorded files replace the reservation; an upload cut off or refused keeps it
+            # until the sweep deletes what it left, so aborts cannot outrun the bounds.
+            self.door.uploads.settle(reservation, account.id, paths)
 
     async def refused(self, response: Response, scope, receive, send):
         if scope["type"] == "websocket":
@@ -307,16 +339,17 @@ def forbidden() -> Response:
 
 async def read_body(receive, limit: int) -> bytes | None:
     """The whole request body, or None past `limit` bytes."""
-    body = b""
+    parts, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return body
-        body += message.get("body", b"")
-        if len(body) > limit:
+            return b"".join(parts)
+        parts.append(message.get("body", b""))
+        size += len(parts[-1])
+        if size > limit:
             return None
         if not message.get("more_body"):
-            return body
+            return b"".join(parts)
 
 
 def replay(body: bytes, receive):

@@ -83,10 +83,13 @@ class Guard:
         self.local = Account(local_user.id, local_user.name, "admin")
         self.loopback = is_loopback(settings.host)
         self.hosts = allowed_hosts(settings.host, settings.allowed_hosts)
-        # Per account, from anywhere: backoff, so a stranger slows one account's logins but
-        # never locks it for long. Per address: ten times looser (a proxy or a NAT puts many
-        # people behind one address), against trying many names.
+        # Per account name and address: backoff, so a guesser slows down its own tries at
+        # that name. Per name from anywhere: backoff again, ten times looser, against guessing
+        # from many addresses; a guesser at one address cannot keep the owner out. Per
+        # address: ten times looser (a proxy or a NAT puts many people behind one address),
+        # against trying many names.
         self.failures = Backoff(settings.login_attempts, cap=300, forget_s=900)
+        self.name_failures = Backoff(settings.login_attempts * 10, cap=300, forget_s=900)
         self.address_failures = RateLimiter(settings.login_attempts * 10, 300)
         self._mode: tuple[float, bool] = (0.0, False)
 
@@ -160,13 +163,19 @@ class Guard:
     def login(self, name: str, password: str, client: str) -> Account | None | float:
         """The account, None for a wrong name or password, or seconds to wait when this name
         failed too often lately (backing off), or this address far too often."""
-        address, key = network(client), name.strip().lower()
-        wait = max(self.failures.retry_after(key), self.address_failures.retry_after(address))
+        address, name_key = network(client), name.strip().lower()
+        key = (name_key, address)
+        wait = max(
+            self.failures.retry_after(key),
+            self.name_failures.retry_after(name_key),
+            self.address_failures.retry_after(address),
+        )
         if wait > 0:
             return wait
         account = self.accounts.verify(name, password)
         if account is None:
             self.failures.failed(key)
+            self.name_failures.failed(name_key)
             self.address_failures.wait(address)
         else:
             self.failures.clear(key)

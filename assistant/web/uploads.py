@@ -76,6 +76,17 @@ def resolved(path: str) -> Path | None:
         return None
 
 
+def exact(path: str) -> Path | None:
+    """The path, only if it is already absolute and free of `..` and links: what Gradio reads
+    and what the record holds are then the same file, whichever way each resolves it.
+
+    >>> exact("/tmp"), exact("/tmp/../tmp"), exact("tmp"), exact("http://x/y")
+    (PosixPath('/tmp'), None, None, None)
+    """
+    real = resolved(path)
+    return real if real is not None and str(real) == path else None
+
+
 class Uploads:
     """The upload folder's record; thread-safe, one per app."""
 
@@ -94,29 +105,48 @@ class Uploads:
         self.total_bytes = int(total_mb * 1024 * 1024)
         self.clock = clock
         self._files: dict[Path, Upload] = {}
+        self._reserved: dict[object, tuple[int, int, float]] = {}  # account, bytes, since
         self._lock = threading.Lock()
 
     # what an account has waiting
     def pending(self, account_id: int) -> tuple[int, int]:
-        """(files, bytes) the account uploaded and has not used or lost yet."""
+        """(files, bytes) the account uploaded and has not used or lost yet, uploads under
+        way (or cut off, until swept) counted as one file of their declared size."""
         with self._lock:
-            mine = [u for u in self._files.values() if account_id in u.owners]
-        return len(mine), sum(u.size for u in mine)
+            return self._pending(account_id)
 
-    def admit(self, account_id: int, incoming: int) -> str | None:
-        """Why an upload of `incoming` bytes is refused now, or None to let it in."""
+    def _pending(self, account_id: int) -> tuple[int, int]:
+        mine = [u for u in self._files.values() if account_id in u.owners]
+        held = [size for owner, size, _ in self._reserved.values() if owner == account_id]
+        return len(mine) + len(held), sum(u.size for u in mine) + sum(held)
+
+    def admit(self, account_id: int, incoming: int) -> object | str:
+        """A reservation of `incoming` bytes for an upload about to be read, or why it is
+        refused now. Checked and reserved under one lock: parallel uploads cannot all pass."""
         self.sweep()
-        files, size = self.pending(account_id)
-        if files >= self.per_account_files or size + incoming > self.per_account_bytes:
-            return (
-                f"You have {files} uploaded files ({size / 2**20:.0f} MB) not added yet; "
-                f"wait for them to be added, or for {self.ttl_s / 60:.0f} minutes."
-            )
         with self._lock:
+            files, size = self._pending(account_id)
+            if files >= self.per_account_files or size + incoming > self.per_account_bytes:
+                return (
+                    f"You have {files} uploaded files ({size / 2**20:.0f} MB) not added yet; "
+                    f"wait for them to be added, or for {self.ttl_s / 60:.0f} minutes."
+                )
             total = sum(u.size for u in self._files.values())
-        if total + incoming > self.total_bytes:
-            return "The server's upload space is full; try again in a few minutes."
-        return None
+            total += sum(size for _, size, _ in self._reserved.values())
+            if total + incoming > self.total_bytes:
+                return "The server's upload space is full; try again in a few minutes."
+            token = object()
+            self._reserved[token] = (account_id, incoming, self.clock())
+            return token
+
+    def settle(self, reservation: object, account_id: int, paths: list[str]) -> None:
+        """An upload ended: what it wrote is recorded in place of its reservation. One that
+        wrote nothing (cut off, refused) keeps its reservation until the sweep, which also
+        deletes whatever partial file it left."""
+        if paths:
+            with self._lock:
+                self._reserved.pop(reservation, None)
+            self.add(account_id, paths)
 
     def add(self, account_id: int, paths: list[str]) -> None:
         """Record what an upload wrote; files over the account's bound are deleted at once."""
@@ -143,7 +173,7 @@ class Uploads:
     def claim(self, account_id: int, refs: list[str]) -> str | None:
         """Mark the files an event names as used; why not, if any is not the caller's own
         unused upload (a server path, another account's file, a URL, a file used before)."""
-        paths = [resolved(r) for r in refs]
+        paths = [exact(r) for r in refs]
         with self._lock:
             for ref, path in zip(refs, paths, strict=True):
                 upload = self._files.get(path) if path is not None else None
@@ -153,8 +183,16 @@ class Uploads:
                 self._files[path].owners[account_id] = True
         return None
 
+    def unclaim(self, account_id: int, refs: list[str]) -> None:
+        """The event that claimed these files was not queued: they may be named again."""
+        with self._lock:
+            for path in (exact(r) for r in refs):
+                upload = self._files.get(path) if path is not None else None
+                if upload is not None and account_id in upload.owners:
+                    upload.owners[account_id] = False
+
     def may_read(self, account_id: int, raw: str) -> bool:
-        path = resolved(raw)
+        path = exact(raw)
         with self._lock:
             upload = self._files.get(path) if path is not None else None
             return upload is not None and account_id in upload.owners
@@ -182,6 +220,8 @@ class Uploads:
         cutoff = self.clock() - self.ttl_s
         with self._lock:
             old = [p for p, u in self._files.items() if u.at < cutoff]
+            for token in [t for t, (_, _, at) in self._reserved.items() if at < cutoff]:
+                del self._reserved[token]
         for path in old:
             self._delete(path)
         removed = len(old)

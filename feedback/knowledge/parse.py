@@ -40,6 +40,9 @@ MAX_UNZIP_RATIO = 50
 # file of empty paragraphs unpacked to 100 MB of XML and took 3 GB. No real document's text
 # needs more than this (about 5,000 pages).
 MAX_DOCX_XML = 32 * MB
+# Text is refused past this many times the file's size (at least 2 MB of it): a 46 KB PDF whose
+# pages share one compressed stream gave 4.5 MB. Word's XML compresses about 10:1.
+MAX_TEXT_FACTOR = 10
 # A decoded text with more than this share of control or replacement characters is binary.
 MAX_JUNK_SHARE = 0.1
 
@@ -177,6 +180,12 @@ def parse_bytes(name: str, data: bytes, max_bytes: int) -> Parsed:
     pages = tuple((page, text) for page, text in ((p, clean_text(t)) for p, t in raw) if text)
     if not pages:
         raise DocumentError(f"{shown}: the file has no text")
+    chars = sum(len(text) for _, text in pages)
+    if chars > max(MAX_TEXT_FACTOR * len(data), 2 * MB):
+        raise DocumentError(
+            f"{shown}: its {megabytes(len(data))} expand to {chars / MB:.0f} MB of text, too much "
+            "to read safely; save it again or split it"
+        )
     digest = hashlib.sha256(data).hexdigest()
     return Parsed(name=shown, kind=kind, sha256=digest, size_bytes=len(data), pages=pages)
 

@@ -19,7 +19,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from feedback.knowledge.parse import DocumentError, Parsed, display_name, parse_bytes
+from feedback.knowledge.parse import (
+    MAX_TEXT_FACTOR,
+    MB,
+    DocumentError,
+    Parsed,
+    display_name,
+    parse_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,9 +37,11 @@ def parse_isolated(
     """`parse_bytes` in a child process: the same result or DocumentError, and one more
     refusal: the file needed more than `memory_mb` or `timeout_s` to read."""
     shown = display_name(name)
-    command = [sys.executable, "-m", __name__, str(max_bytes), str(memory_mb)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", __name__, str(max_bytes), str(memory_mb), str(timeout_s)]
+    # Nothing of the server's environment (database URLs, API keys): what Python needs only.
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR") if k in os.environ}
+    env |= {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     try:
         done = subprocess.run(
             command,
@@ -51,6 +60,8 @@ def parse_isolated(
         answer = json.loads(done.stdout)
     except ValueError:
         answer = None
+    if len(done.stdout) > MAX_TEXT_FACTOR * max_bytes + 2 * MB:
+        answer = None  # more than the child may send: it is not our child speaking
     if done.returncode != 0 or not isinstance(answer, dict):
         raise DocumentError(
             f"{shown}: could not be read within {memory_mb} MB of memory (it expands far beyond "
@@ -62,16 +73,20 @@ def parse_isolated(
     return Parsed(**{**answer, "pages": pages})
 
 
-def _limit_memory(memory_mb: int) -> None:
+def _limit(memory_mb: int, timeout_s: float) -> None:
+    """Address space, CPU seconds, and no file writes, for this process and what it starts."""
     import resource
 
     cap = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    cpu = int(timeout_s) + 5
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
 
 
 def main(argv: list[str]) -> int:
-    max_bytes, memory_mb = int(argv[0]), int(argv[1])
-    _limit_memory(memory_mb)
+    max_bytes, memory_mb, timeout_s = int(argv[0]), int(argv[1]), float(argv[2])
+    _limit(memory_mb, timeout_s)
     name = json.loads(sys.stdin.buffer.readline())
     data = sys.stdin.buffer.read(max_bytes + 1)
     try:

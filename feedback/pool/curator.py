@@ -12,16 +12,20 @@ PII-masked. It is called after every rating, correction, review and grade, and b
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
 from feedback.config import option
+from feedback.pool.keywords import KeywordIndex
+from feedback.pool.memory import fuse
 from feedback.pool.pii import mask
 from feedback.pool.rules import SOURCE_RANK, Evidence, PoolRules, Verdict, share_allows, verdict
 from store.base import chunks
-from store.pool import Facts, PoolStore
+from store.pool import Facts, PoolStore, aware
 from store.tables import PoolEntry
 from store.vectors import VectorIndex
 
@@ -36,6 +40,15 @@ class RetrievalConfig:
     examples: int = option(2, "most examples per prompt")
     max_tokens: int = option(400, "most prompt tokens the examples may add")
     min_similarity: float = option(0.6, "least question similarity for an example")
+    min_keywords: float = option(
+        3.0,
+        "least BM25 score for a taught answer found by its words alone (feedback/pool/memory.py)",
+    )
+    taught_in: str = option(
+        "system",
+        "where taught answers go in the prompt: 'system' (a block in the system message) or "
+        "'turns' (as earlier turns of the conversation)",
+    )
     share_approved: bool = option(
         True,
         "show a user other users' exchanges when a person wrote or approved the answer "
@@ -51,6 +64,9 @@ class CuratorConfig:
     rules: PoolRules = field(default_factory=PoolRules)
     dedup_similarity: float = option(0.92, "cosine similarity at which two exchanges are one")
     max_user_share: float = option(0.5, "most of the pool one user may contribute (2+ users)")
+    supersede_similarity: float = option(
+        0.9, "question similarity at which a user's newer correction replaces their older one"
+    )
     pii_region: str = option("US", "country whose local phone numbers are masked")
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
@@ -65,6 +81,9 @@ class Example:
     completion: str
     similarity: float
     shared: bool = False  # another user's exchange (human-approved, masked again on the way out)
+    taught: bool = False  # a person wrote or approved the answer (a correction, a thumbs up)
+    taught_at: datetime | None = None  # the newest correction, else the exchange
+    matched: str = "meaning"  # which search found it: meaning, words or both
 
 
 # Human-approved: a person vouched for the answer. `human_written` is a correction (by its user
@@ -111,6 +130,46 @@ def evidence(f: Facts) -> Evidence:
     )
 
 
+def is_correction(entry: PoolEntry) -> bool:
+    return entry.source == "human_written"
+
+
+def outranks(new: PoolEntry, old: PoolEntry) -> bool:
+    """Whether `new` replaces `old`, which it duplicates: higher provenance, or both the same
+    user's corrections and `new` the later one (the newer correction wins).
+
+    >>> from datetime import datetime
+    >>> def entry(source, user, day):
+    ...     return PoolEntry(exchange_id=day, conversation_id=1, user_id=user, status="train",
+    ...         source=source, score=1, reason="", prompt="q", completion="a", model_id="m",
+    ...         exchange_at=datetime(2026, 11, day))
+    >>> outranks(entry("human_written", 1, 2), entry("model_only", 1, 9))
+    True
+    >>> outranks(entry("human_written", 1, 9), entry("human_written", 1, 2))
+    True
+    >>> outranks(entry("human_written", 1, 2), entry("human_written", 1, 9))
+    False
+    >>> outranks(entry("human_written", 2, 9), entry("human_written", 1, 2))
+    False
+    """
+    if SOURCE_RANK[new.source] != SOURCE_RANK[old.source]:
+        return SOURCE_RANK[new.source] > SOURCE_RANK[old.source]
+    same_user = new.user_id == old.user_id
+    return is_correction(new) and same_user and aware(new.exchange_at) > aware(old.exchange_at)
+
+
+def replaced(old: PoolEntry, new: PoolEntry) -> PoolEntry:
+    """`old` leaves the pool for `new`: a correction superseded by the user's newer one, or a
+    near-duplicate. Either comes back if `new` leaves (`duplicate_of`)."""
+    old.duplicate_of = new.exchange_id
+    if is_correction(old) and is_correction(new):
+        old.status = "superseded"
+        old.reason = f"superseded by the newer correction in exchange {new.exchange_id}"
+    else:
+        old.status, old.reason = "duplicate", f"near-duplicate of exchange {new.exchange_id}"
+    return old
+
+
 def exchange_text(entry: PoolEntry) -> str:
     return f"{entry.prompt}\n\n{entry.completion}"
 
@@ -127,6 +186,8 @@ class Curator:
         self.index = index
         self.embed = embed
         self.config = config
+        self.keywords = KeywordIndex()
+        self._keywords_lock = threading.Lock()
 
     def _mask(self, text: str) -> tuple[str, int]:
         masked, found = mask(text, self.config.pii_region)
@@ -189,8 +250,14 @@ class Curator:
         entries = [self.entry_for(f, verdict(evidence(f), self.config.rules)) for f in facts]
         was_train = {i for i, e in before.items() if e.status == "train"}
         candidates = [e for e in entries if e.status == "train"]
-        # Higher provenance first, so within a chunk a correction wins over a copy of it.
-        candidates.sort(key=lambda e: (-SOURCE_RANK[e.source], e.exchange_id))
+        # Higher provenance first, so within a chunk a correction wins over a copy of it; of
+        # two corrections, the newer first, so it wins over the one it supersedes.
+        candidates.sort(
+            key=lambda e: (
+                -SOURCE_RANK[e.source],
+                -e.exchange_id if is_correction(e) else e.exchange_id,
+            )
+        )
         accepted, vectors, prompts = [], [], []
         demoted: list[PoolEntry] = []
         if candidates:
@@ -204,9 +271,7 @@ class Curator:
             for entry, v, p, near in zip(candidates, v_all, p_all, neighbours, strict=True):
                 dup = self._duplicate(entry, v, near, accepted, vectors, rivals, set(ids))
                 if isinstance(dup, PoolEntry):  # the newcomer outranks what it duplicates
-                    dup.status, dup.duplicate_of = "duplicate", entry.exchange_id
-                    dup.reason = f"near-duplicate of exchange {entry.exchange_id}"
-                    demoted.append(dup)
+                    demoted.append(replaced(dup, entry))
                     counts[dup.user_id] = counts.get(dup.user_id, 1) - 1
                 elif dup is not None:
                     entry.status, entry.duplicate_of = "duplicate", dup
@@ -223,6 +288,9 @@ class Curator:
                         f"(most allowed: {self.config.max_user_share:.0%})"
                     )
                     continue
+                for old in self._superseded(entry, p, accepted):
+                    demoted.append(replaced(old, entry))
+                    counts[old.user_id] = counts.get(old.user_id, 1) - 1
                 counts[entry.user_id] = mine + 1
                 accepted.append(entry)
                 vectors.append(v)
@@ -253,10 +321,29 @@ class Curator:
             rival = rivals.get(n.exchange_id)
             if rival is None or rival.status != "train":
                 continue  # a vector left behind by a crash; the SQL row is the record
-            if SOURCE_RANK[entry.source] > SOURCE_RANK[rival.source]:
+            if outranks(entry, rival):
                 return rival
             return n.exchange_id
         return None
+
+    def _superseded(self, entry: PoolEntry, prompt_vector, accepted) -> list[PoolEntry]:
+        """The same user's older corrections of the same question (their questions at least
+        `supersede_similarity` alike), which this newer correction replaces; none unless
+        `entry` is a correction."""
+        if not is_correction(entry):
+            return []
+        near = self.index.nearest_prompts(
+            prompt_vector, 4, sources=("human_written",), user_id=entry.user_id
+        )
+        close = [n.exchange_id for n in near if n.similarity >= self.config.supersede_similarity]
+        rows = self.pool.entries([i for i in close if i != entry.exchange_id])
+        taken = {a.exchange_id for a in accepted}
+        return [
+            old
+            for old in rows.values()
+            if old.status == "train" and old.exchange_id not in taken and outranks(entry, old)
+            and is_correction(old)
+        ]  # fmt: skip
 
     def forget(self, exchange_ids: list[int]) -> None:
         """Drop deleted exchanges' vectors (their rows are already gone), with every copy
@@ -303,13 +390,21 @@ class Curator:
             user_id=user_id,
             shared_sources=HUMAN_SOURCES if share else (),
         )
-        near = [n for n in near if n.similarity >= min_similarity]
-        entries = self.pool.entries([n.exchange_id for n in near])
+        found = fuse(
+            [(n.exchange_id, n.similarity) for n in near],
+            self.by_words(masked, k * 10),
+            min_similarity,
+            self.config.retrieval.min_keywords,
+        )
+        entries = self.pool.entries([f.exchange_id for f in found])
         theirs = [e.exchange_id for e in entries.values() if user_id and e.user_id != user_id]
         vouched = self.pool.vouched(theirs) if theirs else set()
+        taught_at = self.pool.corrected_at(
+            [i for i, e in entries.items() if e.source in HUMAN_SOURCES]
+        )
         out = []
-        for n in near:
-            e = entries.get(n.exchange_id)
+        for f in found:
+            e = entries.get(f.exchange_id)
             if e is None or e.status != "train" or e.conversation_id == exclude_conversation:
                 continue
             if not shown_to(e.user_id, e.source, user_id, share):
@@ -320,14 +415,32 @@ class Curator:
             shared = user_id is not None and e.user_id != user_id
             if shared:
                 prompt, completion = self._mask(prompt)[0], self._mask(completion)[0]
+            taught = e.source in HUMAN_SOURCES
             out.append(
                 Example(
                     e.exchange_id,
                     e.conversation_id,
                     prompt,
                     completion,
-                    round(n.similarity, 3),
+                    round(f.similarity or 0.0, 3),
                     shared,
+                    taught=taught,
+                    taught_at=taught_at.get(e.exchange_id, aware(e.exchange_at))
+                    if taught
+                    else None,
+                    matched=f.matched,
                 )
             )
         return out[:k]
+
+    def by_words(self, text: str, k: int) -> list[tuple[int, float]]:
+        """The taught entries (a person wrote or approved the answer) whose words best match
+        `text`, every user's: the caller filters them as it does the vector hits. The BM25
+        index is rebuilt when the taught entries changed since it was built, so a correction
+        is found the moment it is saved and gone the moment it is not `train` any more."""
+        version = self.pool.taught_version(HUMAN_SOURCES)
+        if self.keywords.version != version:
+            with self._keywords_lock:
+                if self.keywords.version != version:
+                    self.keywords.rebuild(self.pool.taught_texts(HUMAN_SOURCES), version)
+        return self.keywords.search(text, k)
