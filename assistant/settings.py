@@ -120,7 +120,10 @@ class Settings(BaseSettings):
     retrieval_max_tokens: int = staged(RetrievalConfig, "max_tokens", ge=0)
     retrieval_min_similarity: float = staged(RetrievalConfig, "min_similarity", ge=0.0, le=1.0)
     retrieval_share_approved: bool = staged(RetrievalConfig, "share_approved")
+    retrieval_taught_similarity: float = staged(RetrievalConfig, "taught_similarity", le=2.0)
     retrieval_min_keywords: float = staged(RetrievalConfig, "min_keywords", ge=0.0)
+    retrieval_agree_similarity: float = staged(RetrievalConfig, "agree_similarity", le=2.0)
+    retrieval_agree_keywords: float = staged(RetrievalConfig, "agree_keywords", ge=0.0)
     retrieval_taught_in: Literal["system", "turns"] = staged(RetrievalConfig, "taught_in")
 
     knowledge: bool = staged(KnowledgeConfig, "enabled")

@@ -159,6 +159,7 @@ class Session:
             retrieval=retrieval,
             rate_limit_messages=0,
             **({"threads": self.args.threads} if self.args.threads else {}),
+            **getattr(self.args, "settings", {}),  # bench/memory.py's presentation and thresholds
         )
         with self.timed("start app"):
             self.app = create_app(settings)

@@ -21,7 +21,7 @@ import numpy as np
 
 from feedback.config import option
 from feedback.pool.keywords import KeywordIndex
-from feedback.pool.memory import fuse
+from feedback.pool.memory import Thresholds, fuse
 from feedback.pool.pii import mask
 from feedback.pool.rules import SOURCE_RANK, Evidence, PoolRules, Verdict, share_allows, verdict
 from store.base import chunks
@@ -40,10 +40,14 @@ class RetrievalConfig:
     examples: int = option(2, "most examples per prompt")
     max_tokens: int = option(400, "most prompt tokens the examples may add")
     min_similarity: float = option(0.6, "least question similarity for an example")
-    min_keywords: float = option(
-        3.0,
-        "least BM25 score for a taught answer found by its words alone (feedback/pool/memory.py)",
+    taught_similarity: float = option(
+        0.8, "least question similarity for a taught answer found by meaning alone"
     )
+    min_keywords: float = option(4.0, "least BM25 score for a taught answer found by words alone")
+    agree_similarity: float = option(
+        0.5, "least question similarity for a taught answer both searches found"
+    )
+    agree_keywords: float = option(2.0, "least BM25 score for a taught answer both searches found")
     taught_in: str = option(
         "system",
         "where taught answers go in the prompt: 'system' (a block in the system message) or "
@@ -390,13 +394,15 @@ class Curator:
             user_id=user_id,
             shared_sources=HUMAN_SOURCES if share else (),
         )
-        found = fuse(
-            [(n.exchange_id, n.similarity) for n in near],
-            self.by_words(masked, k * 10),
-            min_similarity,
-            self.config.retrieval.min_keywords,
-        )
+        found = fuse([(n.exchange_id, n.similarity) for n in near], self.by_words(masked, k * 10))
         entries = self.pool.entries([f.exchange_id for f in found])
+        rules = self.thresholds(min_similarity)
+        found = [
+            f
+            for f in found
+            if f.exchange_id in entries
+            and rules.admits(f, entries[f.exchange_id].source in HUMAN_SOURCES)
+        ]
         theirs = [e.exchange_id for e in entries.values() if user_id and e.user_id != user_id]
         vouched = self.pool.vouched(theirs) if theirs else set()
         taught_at = self.pool.corrected_at(
@@ -432,6 +438,16 @@ class Curator:
                 )
             )
         return out[:k]
+
+    def thresholds(self, min_similarity: float) -> Thresholds:
+        r = self.config.retrieval
+        return Thresholds(
+            min_similarity,
+            r.taught_similarity,
+            r.min_keywords,
+            r.agree_similarity,
+            r.agree_keywords,
+        )
 
     def by_words(self, text: str, k: int) -> list[tuple[int, float]]:
         """The taught entries (a person wrote or approved the answer) whose words best match

@@ -32,21 +32,50 @@ class Found:
         )  # fmt: skip
 
 
-def fuse(
-    by_meaning: list[tuple[int, float]],
-    by_words: list[tuple[int, float]],
-    min_similarity: float,
-    min_keywords: float,
-) -> list[Found]:
-    """Both ranked lists fused by reciprocal rank; an entry stays when either search found it
-    above that search's own threshold. Best first.
+@dataclass(frozen=True)
+class Thresholds:
+    """When a found entry counts. A taught answer (a person wrote or approved it) counts when
+    its question means the same (`taught_similarity`), or shares enough rare words
+    (`min_keywords`), or when both searches agree at lower bars (`agree_similarity` and
+    `agree_keywords`): questions about another subject worded the same way come close in
+    meaning but share no name, and must find nothing. Any other example counts by meaning
+    alone (`min_similarity`), as before the word search. Chosen by bench/memory_lookup.py."""
 
-    >>> meaning = [(1, 0.81), (2, 0.55), (3, 0.40)]
-    >>> words = [(2, 9.0), (4, 1.0)]
-    >>> [(f.exchange_id, f.matched) for f in fuse(meaning, words, 0.6, 3.0)]
-    [(2, 'both'), (1, 'meaning')]
-    >>> fuse([], [(4, 1.0)], 0.6, 3.0)
-    []
+    min_similarity: float = 0.6
+    taught_similarity: float = 0.8
+    min_keywords: float = 4.0
+    agree_similarity: float = 0.5
+    agree_keywords: float = 2.0
+
+    def admits(self, found: Found, taught: bool) -> bool:
+        """
+        >>> t = Thresholds()
+        >>> t.admits(Found(1, 0.0, similarity=0.65), taught=False)
+        True
+        >>> t.admits(Found(1, 0.0, similarity=0.65), taught=True)  # same wording, other subject
+        False
+        >>> t.admits(Found(1, 0.0, similarity=0.55, keywords=2.5), taught=True)  # both agree
+        True
+        >>> t.admits(Found(1, 0.0, keywords=5.0), taught=True), t.admits(Found(1, 0.0), True)
+        (True, False)
+        """
+        sim = found.similarity if found.similarity is not None else -1.0
+        words = found.keywords if found.keywords is not None else -1.0
+        if not taught:
+            return sim >= self.min_similarity
+        return (
+            sim >= self.taught_similarity
+            or words >= self.min_keywords
+            or (sim >= self.agree_similarity and words >= self.agree_keywords)
+        )
+
+
+def fuse(by_meaning: list[tuple[int, float]], by_words: list[tuple[int, float]]) -> list[Found]:
+    """Both ranked lists fused by reciprocal rank, best first; `Thresholds.admits` then says
+    which count.
+
+    >>> [(f.exchange_id, f.matched) for f in fuse([(1, 0.81), (2, 0.55)], [(2, 9.0), (4, 1.0)])]
+    [(2, 'both'), (1, 'meaning'), (4, 'words')]
     """
     scores: dict[int, dict] = {}
     for rank, (i, similarity) in enumerate(by_meaning, start=1):
@@ -57,11 +86,7 @@ def fuse(
         found = scores.setdefault(i, {"fused": 0.0})
         found["fused"] += 1.0 / (RRF_K + rank)
         found["keywords"] = score
-    kept = [
-        Found(i, f["fused"], f.get("similarity"), f.get("keywords"))
-        for i, f in scores.items()
-        if f.get("similarity", -1.0) >= min_similarity or f.get("keywords", -1.0) >= min_keywords
-    ]
+    kept = [Found(i, f["fused"], f.get("similarity"), f.get("keywords")) for i, f in scores.items()]
     return sorted(kept, key=lambda f: (-f.fused, f.exchange_id))
 
 
