@@ -47,6 +47,9 @@ GRID = {  # 2.0 and 1e9: that rule off
 }
 
 
+TEXTS: dict[int, str] = {}  # exchange id: the taught question and answer, for the names check
+
+
 def arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--examples", type=int, default=2, help="examples per prompt (the default)")
@@ -103,8 +106,19 @@ def outcome(found: list, taught_id: int, k: int) -> str:
 
 
 def evaluate(fused: dict, rules, facts: list[dict], untaught: list[str], taught: dict, k: int):
-    """(rules, counts on dev and on test, share of false hits) for one set of thresholds."""
-    kept = {q: [f for f in fused[q] if rules.admits(f, True)] for q in fused}
+    """(rules, counts on dev and on test, share of false hits) for one set of thresholds; the
+    names check as the chat applies it (unless the rules say `names=False`)."""
+    from feedback.pool.memory import names_agree
+
+    check = getattr(rules, "names", True)
+    kept = {
+        q: [
+            f
+            for f in fused[q]
+            if rules.admits(f, True) and (not check or names_agree(q, TEXTS[f.exchange_id]))
+        ]
+        for q in fused
+    }
     counts = {"dev": {}, "test": {}}
     for fact in facts:
         split = "dev" if int(fact["id"][1:]) % 2 == 0 else "test"
@@ -155,12 +169,16 @@ def main() -> int:
     chat, taught, settings = teach(facts)
     curator, k = chat.curator, args.examples
     questions = [q for f in facts for q in f["paraphrases"]] + untaught
+    entries = curator.pool.entries(list(taught.values()))
+    TEXTS.update({i: f"{e.prompt}\n{e.completion}" for i, e in entries.items()})
     fused = {q: fuse(*candidates(curator, q, k)) for q in questions}
     results = sweep(fused, facts, untaught, taught, k)
     allowed = [r for r in results if r[2] <= args.max_false] or results
     best = max(allowed, key=lambda r: (share(r[1]["dev"], "first"), -r[2]))
     default = evaluate(fused, curator.thresholds(0.6), facts, untaught, taught, k)
-    before = evaluate(fused, Thresholds(0.6, 0.6, 1e9, 2.0, 1e9), facts, untaught, taught, k)
+    old = Thresholds(0.6, 0.6, 1e9, 2.0, 1e9)
+    object.__setattr__(old, "names", False)  # before: meaning alone, no names check
+    before = evaluate(fused, old, facts, untaught, taught, k)
     words = [r for r in allowed if r[0].taught_similarity == 2.0 and r[0].agree_similarity == 2.0]
     words_only = max(words or allowed, key=lambda r: share(r[1]["dev"], "first"))
     chosen = best[0]

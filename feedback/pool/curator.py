@@ -21,7 +21,7 @@ import numpy as np
 
 from feedback.config import option
 from feedback.pool.keywords import KeywordIndex
-from feedback.pool.memory import Thresholds, fuse
+from feedback.pool.memory import Thresholds, fuse, names, names_agree
 from feedback.pool.pii import mask
 from feedback.pool.rules import SOURCE_RANK, Evidence, PoolRules, Verdict, share_allows, verdict
 from store.base import chunks
@@ -40,14 +40,16 @@ class RetrievalConfig:
     examples: int = option(2, "most examples per prompt")
     max_tokens: int = option(400, "most prompt tokens the examples may add")
     min_similarity: float = option(0.6, "least question similarity for an example")
+    # The four below were chosen on the development half of bench/data/memory_facts.jsonl by
+    # bench/memory_lookup.py (docs/learning.md has the figures).
     taught_similarity: float = option(
-        0.8, "least question similarity for a taught answer found by meaning alone"
+        0.7, "least question similarity for a taught answer found by meaning alone"
     )
-    min_keywords: float = option(4.0, "least BM25 score for a taught answer found by words alone")
+    min_keywords: float = option(3.0, "least BM25 score for a taught answer found by words alone")
     agree_similarity: float = option(
-        0.5, "least question similarity for a taught answer both searches found"
+        0.3, "least question similarity for a taught answer both searches found"
     )
-    agree_keywords: float = option(2.0, "least BM25 score for a taught answer both searches found")
+    agree_keywords: float = option(1.5, "least BM25 score for a taught answer both searches found")
     taught_in: str = option(
         "system",
         "where taught answers go in the prompt: 'system' (a block in the system message) or "
@@ -160,6 +162,12 @@ def outranks(new: PoolEntry, old: PoolEntry) -> bool:
         return SOURCE_RANK[new.source] > SOURCE_RANK[old.source]
     same_user = new.user_id == old.user_id
     return is_correction(new) and same_user and aware(new.exchange_at) > aware(old.exchange_at)
+
+
+def same_subject(a: PoolEntry, b: PoolEntry) -> bool:
+    """Whether two questions name the same things (two corrections alike in wording may be
+    about different subjects: "What does Stodroum Industries make?", "...Staigeth...")."""
+    return names(a.prompt) == names(b.prompt)
 
 
 def replaced(old: PoolEntry, new: PoolEntry) -> PoolEntry:
@@ -317,7 +325,9 @@ class Curator:
         """None if new; the id it duplicates; or the indexed entry it outranks and replaces."""
         threshold = self.config.dedup_similarity
         for other, v in zip(accepted, vectors, strict=True):
-            if float(vector @ v) >= threshold:
+            if float(vector @ v) >= threshold and (
+                not (is_correction(entry) and is_correction(other)) or same_subject(entry, other)
+            ):
                 return other.exchange_id
         for n in near:
             if n.exchange_id in chunk or n.similarity < threshold:
@@ -325,6 +335,8 @@ class Curator:
             rival = rivals.get(n.exchange_id)
             if rival is None or rival.status != "train":
                 continue  # a vector left behind by a crash; the SQL row is the record
+            if is_correction(entry) and is_correction(rival) and not same_subject(entry, rival):
+                continue  # alike in wording, about another subject: both stand
             if outranks(entry, rival):
                 return rival
             return n.exchange_id
@@ -346,7 +358,7 @@ class Curator:
             old
             for old in rows.values()
             if old.status == "train" and old.exchange_id not in taken and outranks(entry, old)
-            and is_correction(old)
+            and is_correction(old) and same_subject(old, entry)
         ]  # fmt: skip
 
     def forget(self, exchange_ids: list[int]) -> None:
@@ -400,8 +412,7 @@ class Curator:
         found = [
             f
             for f in found
-            if f.exchange_id in entries
-            and rules.admits(f, entries[f.exchange_id].source in HUMAN_SOURCES)
+            if f.exchange_id in entries and self._counts(f, entries[f.exchange_id], rules, masked)
         ]
         theirs = [e.exchange_id for e in entries.values() if user_id and e.user_id != user_id]
         vouched = self.pool.vouched(theirs) if theirs else set()
@@ -438,6 +449,15 @@ class Curator:
                 )
             )
         return out[:k]
+
+    @staticmethod
+    def _counts(found, entry: PoolEntry, rules: Thresholds, question: str) -> bool:
+        """A found entry counts by its thresholds; a taught one only if it names every name
+        the question does (`names_agree`)."""
+        taught = entry.source in HUMAN_SOURCES
+        if not rules.admits(found, taught):
+            return False
+        return not taught or names_agree(question, f"{entry.prompt}\n{entry.completion}")
 
     def thresholds(self, min_similarity: float) -> Thresholds:
         r = self.config.retrieval

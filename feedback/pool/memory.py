@@ -9,10 +9,42 @@ curator's (feedback/pool/curator.py); where the block goes in the prompt is assi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al., 2009)
+# A capitalised word that does not open a sentence: a name ("Zorvath", "Lisbon", "Ida Fenn").
+_NAME = re.compile(r"(?<![.?!:;\n]\s)(?<!^)\b[A-Z][A-Za-z0-9-]*")
+_NOT_NAMES = {"I", "I'm", "OK", "A"}
+
+
+def names(text: str) -> set[str]:
+    """The names a text mentions, lowercased: capitalised words that do not open a sentence,
+    a possessive 's dropped.
+
+    >>> sorted(names("For a quiz: when was Zorvath's port, Quelmi Bay, built? I forget."))
+    ['bay', 'quelmi', 'zorvath']
+    >>> names("what is the capital of france?")
+    set()
+    """
+    found = {m.group(0).lower() for m in _NAME.finditer(text) if m.group(0) not in _NOT_NAMES}
+    return {n[:-2] if n.endswith("'s") else n for n in found}
+
+
+def names_agree(question: str, taught: str) -> bool:
+    """Whether every name the question mentions is in the taught question and answer: a
+    question about another subject, worded like a taught one, finds nothing.
+
+    >>> names_agree("Who founded Brannoc Labs?", "Who started Brannoc Labs? Ida Fenn did.")
+    True
+    >>> names_agree("Who founded Kelvash Labs?", "Who started Brannoc Labs? Ida Fenn did.")
+    False
+    >>> names_agree("who founded brannoc labs?", "Who started Brannoc Labs?")
+    True
+    """
+    words = set(re.findall(r"[a-z0-9-]+", taught.lower()))
+    return names(question) <= words
 
 
 @dataclass(frozen=True)
@@ -42,21 +74,21 @@ class Thresholds:
     alone (`min_similarity`), as before the word search. Chosen by bench/memory_lookup.py."""
 
     min_similarity: float = 0.6
-    taught_similarity: float = 0.8
-    min_keywords: float = 4.0
-    agree_similarity: float = 0.5
-    agree_keywords: float = 2.0
+    taught_similarity: float = 0.7
+    min_keywords: float = 3.0
+    agree_similarity: float = 0.3
+    agree_keywords: float = 1.5
 
     def admits(self, found: Found, taught: bool) -> bool:
         """
         >>> t = Thresholds()
         >>> t.admits(Found(1, 0.0, similarity=0.65), taught=False)
         True
-        >>> t.admits(Found(1, 0.0, similarity=0.65), taught=True)  # same wording, other subject
+        >>> t.admits(Found(1, 0.0, similarity=0.65), taught=True)  # alike in wording only
         False
-        >>> t.admits(Found(1, 0.0, similarity=0.55, keywords=2.5), taught=True)  # both agree
+        >>> t.admits(Found(1, 0.0, similarity=0.35, keywords=1.6), taught=True)  # both agree
         True
-        >>> t.admits(Found(1, 0.0, keywords=5.0), taught=True), t.admits(Found(1, 0.0), True)
+        >>> t.admits(Found(1, 0.0, keywords=3.5), taught=True), t.admits(Found(1, 0.0), True)
         (True, False)
         """
         sim = found.similarity if found.similarity is not None else -1.0
