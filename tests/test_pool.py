@@ -284,15 +284,23 @@ def test_retrieval_puts_approved_past_exchanges_in_the_prompt(chat, store):
     past = ask(chat, "How many legs does a spider have?", "A spider has eight legs.")
     chat.rate(past.exchange_id, 1)
     final = ask(chat, "How many legs do spiders have?", "Eight.")
-    prompt = chat.model.history[-1]
-    assert prompt == [
+    system, *rest = chat.model.history[-1]
+    # what a person vouched for goes into the system message, where a small model sees it
+    assert system["content"].startswith("You are a helpful assistant.\n\nWhat you have been taught")
+    assert "Question: How many legs does a spider have?" in system["content"]
+    assert "Answer: A spider has eight legs." in system["content"]
+    assert rest == [{"role": "user", "content": "How many legs do spiders have?"}]
+    assert store.exchange(final.exchange_id).retrieved == [past.exchange_id]
+    assert [e.exchange_id for e in final.examples] == [past.exchange_id]
+    assert final.examples[0].taught
+    chat.settings.retrieval_taught_in = "turns"  # as earlier turns of the conversation instead
+    ask(chat, "How many legs do spiders have?", "Eight.")
+    assert chat.model.history[-1] == [
         {"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": "How many legs does a spider have?"},
         {"role": "assistant", "content": "A spider has eight legs."},
         {"role": "user", "content": "How many legs do spiders have?"},
     ]
-    assert store.exchange(final.exchange_id).retrieved == [past.exchange_id]
-    assert [e.exchange_id for e in final.examples] == [past.exchange_id]
 
 
 def test_retrieval_skips_unrelated_unapproved_and_same_conversation_exchanges(chat, store):

@@ -43,13 +43,17 @@ class RetrievalConfig:
     # The four below were chosen on the development half of bench/data/memory_facts.jsonl by
     # bench/memory_lookup.py (docs/learning.md has the figures).
     taught_similarity: float = option(
-        0.7, "least question similarity for a taught answer found by meaning alone"
+        0.6, "least question similarity for a taught answer, when the question names nothing"
     )
-    min_keywords: float = option(3.0, "least BM25 score for a taught answer found by words alone")
+    min_keywords: float = option(
+        3.0, "least BM25 score for a taught answer, when the question names nothing"
+    )
     agree_similarity: float = option(
-        0.3, "least question similarity for a taught answer both searches found"
+        0.3, "least question similarity for a taught answer that names what the question names"
     )
-    agree_keywords: float = option(1.5, "least BM25 score for a taught answer both searches found")
+    agree_keywords: float = option(
+        1.5, "least BM25 score for a taught answer that names what the question names"
+    )
     taught_in: str = option(
         "system",
         "where taught answers go in the prompt: 'system' (a block in the system message) or "
@@ -450,14 +454,16 @@ class Curator:
             )
         return out[:k]
 
-    @staticmethod
-    def _counts(found, entry: PoolEntry, rules: Thresholds, question: str) -> bool:
+    def _counts(self, found, entry: PoolEntry, rules: Thresholds, question: str) -> bool:
         """A found entry counts by its thresholds; a taught one only if it names every name
-        the question does (`names_agree`)."""
-        taught = entry.source in HUMAN_SOURCES
-        if not rules.admits(found, taught):
+        the question does (`names_agree`; rare words count as names when the embedder says
+        which words are common)."""
+        if entry.source not in HUMAN_SOURCES:
+            return rules.admits(found)
+        known = getattr(self.embed, "vocabulary", frozenset())
+        if not names_agree(question, f"{entry.prompt}\n{entry.completion}", known):
             return False
-        return not taught or names_agree(question, f"{entry.prompt}\n{entry.completion}")
+        return rules.admits(found, taught=True, named=bool(names(question, known)))
 
     def thresholds(self, min_similarity: float) -> Thresholds:
         r = self.config.retrieval

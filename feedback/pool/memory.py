@@ -19,20 +19,25 @@ _NAME = re.compile(r"(?<![.?!:;\n]\s)(?<!^)\b[A-Z][A-Za-z0-9-]*")
 _NOT_NAMES = {"I", "I'm", "OK", "A"}
 
 
-def names(text: str) -> set[str]:
-    """The names a text mentions, lowercased: capitalised words that do not open a sentence,
-    a possessive 's dropped.
+def names(text: str, known: frozenset[str] = frozenset()) -> set[str]:
+    """The names a text mentions, lowercased: capitalised words that do not open a sentence
+    (a possessive 's dropped) and, given the words a tokenizer knows, any word of four letters
+    or more it does not know (a name typed in lower case is still a rare word).
 
     >>> sorted(names("For a quiz: when was Zorvath's port, Quelmi Bay, built? I forget."))
     ['bay', 'quelmi', 'zorvath']
-    >>> names("what is the capital of france?")
-    set()
+    >>> names("what is the capital of france?"), names("who founded zorvath?", {"who", "founded"})
+    (set(), {'zorvath'})
     """
     found = {m.group(0).lower() for m in _NAME.finditer(text) if m.group(0) not in _NOT_NAMES}
-    return {n[:-2] if n.endswith("'s") else n for n in found}
+    found = {n[:-2] if n.endswith("'s") else n for n in found}
+    if known:
+        words = re.findall(r"[a-z]+", text.lower())
+        found |= {w for w in words if len(w) >= 4 and w not in known}
+    return found
 
 
-def names_agree(question: str, taught: str) -> bool:
+def names_agree(question: str, taught: str, known: frozenset[str] = frozenset()) -> bool:
     """Whether every name the question mentions is in the taught question and answer: a
     question about another subject, worded like a taught one, finds nothing.
 
@@ -40,11 +45,13 @@ def names_agree(question: str, taught: str) -> bool:
     True
     >>> names_agree("Who founded Kelvash Labs?", "Who started Brannoc Labs? Ida Fenn did.")
     False
-    >>> names_agree("who founded brannoc labs?", "Who started Brannoc Labs?")
-    True
+    >>> names_agree("who founded kelvash labs?", "Who started Brannoc Labs?", {"who", "founded"})
+    False
     """
-    words = set(re.findall(r"[a-z0-9-]+", taught.lower()))
-    return names(question) <= words
+    words = set(re.findall(r"[a-z0-9-]+", taught.lower())) | set(
+        re.findall(r"[a-z]+", taught.lower())
+    )
+    return names(question, known) <= words
 
 
 @dataclass(frozen=True)
@@ -59,35 +66,36 @@ class Found:
 
     @property
     def matched(self) -> str:
-        return "both" if self.similarity is not None and self.keywords is not None else (
-            "meaning" if self.similarity is not None else "words"
-        )  # fmt: skip
+        if self.similarity is not None and self.keywords is not None:
+            return "both"
+        return "meaning" if self.similarity is not None else "words"
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """When a found entry counts. A taught answer (a person wrote or approved it) counts when
-    its question means the same (`taught_similarity`), or shares enough rare words
-    (`min_keywords`), or when both searches agree at lower bars (`agree_similarity` and
-    `agree_keywords`): questions about another subject worded the same way come close in
-    meaning but share no name, and must find nothing. Any other example counts by meaning
-    alone (`min_similarity`), as before the word search. Chosen by bench/memory_lookup.py."""
+    """When a found entry counts. Any example counts by meaning (`min_similarity`), as before
+    the word search. A taught answer (a person wrote or approved it) must first name every
+    name the question names (`names_agree`: a question about another subject worded the same
+    way is the memory's worst mistake); then, if the question names something, a weak match of
+    either search is enough (`agree_similarity`, `agree_keywords`), and if it names nothing, a
+    strong one (`taught_similarity`, `min_keywords`). Chosen by bench/memory_lookup.py."""
 
     min_similarity: float = 0.6
-    taught_similarity: float = 0.7
+    taught_similarity: float = 0.6
     min_keywords: float = 3.0
     agree_similarity: float = 0.3
     agree_keywords: float = 1.5
 
-    def admits(self, found: Found, taught: bool) -> bool:
-        """
+    def admits(self, found: Found, taught: bool = False, named: bool = False) -> bool:
+        """`named`: the question names something, and the taught entry names it too.
+
         >>> t = Thresholds()
-        >>> t.admits(Found(1, 0.0, similarity=0.65), taught=False)
+        >>> t.admits(Found(1, 0.0, similarity=0.65)), t.admits(Found(1, 0.0, similarity=0.5))
+        (True, False)
+        >>> t.admits(Found(1, 0.0, similarity=0.35), taught=True, named=True)
         True
-        >>> t.admits(Found(1, 0.0, similarity=0.65), taught=True)  # alike in wording only
+        >>> t.admits(Found(1, 0.0, similarity=0.35), taught=True, named=False)
         False
-        >>> t.admits(Found(1, 0.0, similarity=0.35, keywords=1.6), taught=True)  # both agree
-        True
         >>> t.admits(Found(1, 0.0, keywords=3.5), taught=True), t.admits(Found(1, 0.0), True)
         (True, False)
         """
@@ -95,11 +103,9 @@ class Thresholds:
         words = found.keywords if found.keywords is not None else -1.0
         if not taught:
             return sim >= self.min_similarity
-        return (
-            sim >= self.taught_similarity
-            or words >= self.min_keywords
-            or (sim >= self.agree_similarity and words >= self.agree_keywords)
-        )
+        if named:
+            return sim >= self.agree_similarity or words >= self.agree_keywords
+        return sim >= self.taught_similarity or words >= self.min_keywords
 
 
 def fuse(by_meaning: list[tuple[int, float]], by_words: list[tuple[int, float]]) -> list[Found]:
@@ -140,6 +146,6 @@ def taught_block(items: list[tuple[datetime | None, str, str]]) -> str:
     """
     lines = [TAUGHT_INTRO, ""]
     for when, question, answer in items:
-        date = f"Taught on {when:%d %b %Y}. " if when else ""
+        date = f"Taught on {when:%-d %b %Y}. " if when else ""
         lines.append(f"- {date}Question: {question.strip()}\n  Answer: {answer.strip()}")
     return "\n".join(lines)
