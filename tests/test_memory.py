@@ -1,0 +1,129 @@
+"""The memory: what a person taught is found for any wording, put where the model sees it, and
+kept honest: a newer correction replaces an older one, a deleted one is gone, another user's is
+used only when a reviewer vouched for it, and a question about another subject finds nothing.
+
+Real SQLite, real Chroma on disk, the offline embedder and BM25; the first test runs the
+embedded model itself, the others the fake model (what is in the prompt is what they check).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.chat import ChatService
+from feedback.pool.memory import TAUGHT_INTRO
+from store.grading import GradingStore
+from store.pool import PoolStore
+from tests.fakes import ask
+
+QUESTION = "Who keeps the lighthouse on Vellmar Island?"
+ANSWER = "The lighthouse on Vellmar Island is kept by Orsolya Brandt."
+
+
+@pytest.fixture
+def memory_settings(settings):
+    settings.pool_max_user_share = 1.0  # two users; these tests are about who sees what
+    return settings
+
+
+@pytest.fixture
+def chat(store, memory_settings, fake_model, curator):
+    return ChatService(store, fake_model, memory_settings, curator)
+
+
+def taught(chat, question=QUESTION, answer=ANSWER) -> int:
+    """Ask, then correct the answer, as a user does: the exchange id."""
+    final = ask(chat, question, "I am not sure.")
+    chat.correct(final.exchange_id, answer)
+    return final.exchange_id
+
+
+def system_of_last_prompt(chat) -> str:
+    return chat.model.history[-1][0]["content"]
+
+
+def test_the_embedded_model_answers_a_reworded_question_from_a_correction(
+    store, memory_settings, engine, curator
+):
+    chat = ChatService(store, engine, memory_settings, curator)
+    chat.settings.max_tokens, chat.settings.seed = 48, 0
+    *_, first = chat.send(None, QUESTION)
+    chat.correct(first.exchange_id, ANSWER)
+    *_, reply = chat.send(None, "Which person is the keeper of the Vellmar Island lighthouse?")
+    assert [e.exchange_id for e in reply.examples] == [first.exchange_id]
+    assert reply.examples[0].taught and reply.examples[0].taught_at is not None
+    assert "Brandt" in store.turns(reply.conversation_id)[-1].assistant
+
+
+def test_a_reworded_question_finds_the_correction_by_meaning_and_by_words(chat):
+    exchange = taught(chat)
+    for wording in (
+        "Who is the keeper of the Vellmar Island lighthouse?",
+        "vellmar island lighthouse keeper name?",  # lower case, few words
+        "I am writing about Vellmar Island for a guide. Who looks after its lighthouse?",
+    ):
+        reply = ask(chat, wording, "ok")
+        assert [e.exchange_id for e in reply.examples] == [exchange], wording
+        assert system_of_last_prompt(chat).count("Orsolya Brandt") == 1
+        assert TAUGHT_INTRO in system_of_last_prompt(chat)
+
+
+def test_a_question_about_another_subject_worded_the_same_finds_nothing(chat):
+    taught(chat)
+    for other in (
+        "Who keeps the lighthouse on Dorrant Island?",
+        "who keeps the lighthouse on dorrant island?",
+        "How do I boil an egg?",
+    ):
+        assert ask(chat, other, "ok").examples == (), other
+        assert TAUGHT_INTRO not in system_of_last_prompt(chat)
+
+
+def test_a_newer_correction_of_the_same_question_supersedes_the_older(chat):
+    old = taught(chat, answer="The lighthouse on Vellmar Island is kept by Piet Olan.")
+    new = taught(chat)
+    pool = PoolStore(chat.store.engine)
+    assert pool.entry(old).status == "superseded" and pool.entry(old).duplicate_of == new
+    assert pool.entry(new).status == "train"
+    reply = ask(chat, "Who keeps the Vellmar Island lighthouse these days?", "ok")
+    assert [e.exchange_id for e in reply.examples] == [new]
+    assert "Piet Olan" not in system_of_last_prompt(chat)
+    # the newer one deleted: the older correction stands again
+    chat.delete(chat.store.exchange(new).conversation_id)
+    assert pool.entry(old).status == "train"
+
+
+def test_corrections_about_different_subjects_never_replace_each_other(chat):
+    one = taught(chat, "What does Stodroum Industries make?", "Stodroum Industries makes lamps.")
+    two = taught(chat, "What does Staigeth Industries make?", "Staigeth Industries makes rope.")
+    pool = PoolStore(chat.store.engine)
+    assert pool.entry(one).status == pool.entry(two).status == "train"
+
+
+def test_a_deleted_or_thumbed_down_correction_is_never_used_again(chat):
+    exchange = taught(chat)
+    assert ask(chat, "Who is the Vellmar Island lighthouse keeper?", "ok").examples
+    chat.rate(exchange, -1, reasons=["wrong facts"])
+    gone = ask(chat, "Who is the Vellmar Island lighthouse keeper?", "ok")
+    if PoolStore(chat.store.engine).entry(exchange).status != "train":
+        assert gone.examples == ()
+    chat.delete(chat.store.exchange(exchange).conversation_id)
+    assert ask(chat, "Who is the Vellmar Island lighthouse keeper?", "ok").examples == ()
+    assert chat.curator.by_words("Vellmar lighthouse keeper", 5) == []
+
+
+def test_another_users_correction_is_used_only_once_a_reviewer_vouched(
+    store, memory_settings, fake_model, curator
+):
+    alice = ChatService(
+        store, fake_model, memory_settings.model_copy(update={"user": "alice"}), curator
+    )
+    bob = ChatService(
+        store, fake_model, memory_settings.model_copy(update={"user": "bob"}), curator
+    )
+    exchange = taught(alice, answer=ANSWER + " Call her on (415) 555-2671.")
+    assert ask(bob, QUESTION, "ok").examples == ()  # found by both searches, and still not his
+    GradingStore(store.engine).review(exchange, "dismiss", "rita")
+    reply = ask(bob, QUESTION, "ok")
+    assert [e.exchange_id for e in reply.examples] == [exchange] and reply.examples[0].shared
+    assert "555-2671" not in system_of_last_prompt(bob)  # PII-masked on the way out
