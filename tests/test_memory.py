@@ -64,8 +64,11 @@ def test_a_reworded_question_finds_the_correction_by_meaning_and_by_words(chat):
     ):
         reply = ask(chat, wording, "ok")
         assert [e.exchange_id for e in reply.examples] == [exchange], wording
-        assert system_of_last_prompt(chat).count("Orsolya Brandt") == 1
-        assert TAUGHT_INTRO in system_of_last_prompt(chat)
+        assert {"role": "assistant", "content": ANSWER} in chat.model.history[-1]  # a turn
+    chat.settings.retrieval_taught_in = "system"
+    ask(chat, "Who is the keeper of the Vellmar Island lighthouse?", "ok")
+    assert TAUGHT_INTRO in system_of_last_prompt(chat)
+    assert system_of_last_prompt(chat).count("Orsolya Brandt") == 1
 
 
 def test_a_question_about_another_subject_worded_the_same_finds_nothing(chat):
@@ -76,7 +79,7 @@ def test_a_question_about_another_subject_worded_the_same_finds_nothing(chat):
         "How do I boil an egg?",
     ):
         assert ask(chat, other, "ok").examples == (), other
-        assert TAUGHT_INTRO not in system_of_last_prompt(chat)
+        assert "Orsolya" not in str(chat.model.history[-1])
 
 
 def test_a_newer_correction_of_the_same_question_supersedes_the_older(chat):
@@ -87,7 +90,7 @@ def test_a_newer_correction_of_the_same_question_supersedes_the_older(chat):
     assert pool.entry(new).status == "train"
     reply = ask(chat, "Who keeps the Vellmar Island lighthouse these days?", "ok")
     assert [e.exchange_id for e in reply.examples] == [new]
-    assert "Piet Olan" not in system_of_last_prompt(chat)
+    assert "Piet Olan" not in str(chat.model.history[-1])
     # the newer one deleted: the older correction stands again
     chat.delete(chat.store.exchange(new).conversation_id)
     assert pool.entry(old).status == "train"
@@ -126,4 +129,4 @@ def test_another_users_correction_is_used_only_once_a_reviewer_vouched(
     GradingStore(store.engine).review(exchange, "dismiss", "rita")
     reply = ask(bob, QUESTION, "ok")
     assert [e.exchange_id for e in reply.examples] == [exchange] and reply.examples[0].shared
-    assert "555-2671" not in system_of_last_prompt(bob)  # PII-masked on the way out
+    assert "555-2671" not in str(bob.model.history[-1])  # PII-masked on the way out

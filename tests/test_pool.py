@@ -283,9 +283,9 @@ def test_a_deleted_exchange_takes_its_training_record_with_it(chat, store):
 def test_retrieval_puts_approved_past_exchanges_in_the_prompt(chat, store):
     past = ask(chat, "How many legs does a spider have?", "A spider has eight legs.")
     chat.rate(past.exchange_id, 1)
+    chat.settings.retrieval_taught_in = "system"  # a block in the system message
     final = ask(chat, "How many legs do spiders have?", "Eight.")
     system, *rest = chat.model.history[-1]
-    # what a person vouched for goes into the system message, where a small model sees it
     assert system["content"].startswith("You are a helpful assistant.\n\nWhat you have been taught")
     assert "Question: How many legs does a spider have?" in system["content"]
     assert "Answer: A spider has eight legs." in system["content"]
@@ -293,7 +293,7 @@ def test_retrieval_puts_approved_past_exchanges_in_the_prompt(chat, store):
     assert store.exchange(final.exchange_id).retrieved == [past.exchange_id]
     assert [e.exchange_id for e in final.examples] == [past.exchange_id]
     assert final.examples[0].taught
-    chat.settings.retrieval_taught_in = "turns"  # as earlier turns of the conversation instead
+    chat.settings.retrieval_taught_in = "turns"  # the default: as earlier turns
     ask(chat, "How many legs do spiders have?", "Eight.")
     assert chat.model.history[-1] == [
         {"role": "system", "content": "You are a helpful assistant."},
