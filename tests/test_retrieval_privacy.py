@@ -215,7 +215,10 @@ def test_another_users_correction_grades_an_answer_only_when_sharing_is_on(
 def test_an_owners_own_thumbs_up_shares_nothing_until_a_reviewer_vouches(alice, bob, curator):
     """The probe: Ana likes an answer that repeats her locker code; Bob must not see it."""
     liked = approved(bob, "My locker code is QUOKKA-7781, how do I reset my router?", "Ok.", False)
-    assert found(curator, alice.user) == []
-    assert [e.exchange_id for e in found(curator, bob.user)] == [liked]
+    # (a question naming a rare word the taught answer lacks, "wifi", finds nothing of it:
+    # the memory's names check, tests/test_memory.py)
+    asks = "How can I reset my router password?"
+    assert found(curator, alice.user, asks) == []
+    assert [e.exchange_id for e in found(curator, bob.user, asks)] == [liked]
     vouch(bob, liked)
-    assert [e.exchange_id for e in found(curator, alice.user)] == [liked]
+    assert [e.exchange_id for e in found(curator, alice.user, asks)] == [liked]
