@@ -75,12 +75,9 @@ from learning_checks import (  # noqa: E402 (a sibling script, found through the
     table_row,
 )
 
-for _key, _value in (
-    ("HF_HUB_OFFLINE", "1"),
-    ("GRADIO_ANALYTICS_ENABLED", "False"),
-    ("ANONYMIZED_TELEMETRY", "False"),
-):
-    os.environ.setdefault(_key, _value)
+from bench.harness import offline  # noqa: E402
+
+offline()
 
 PASSWORD = "learning bench password"
 SENTINEL = "Thank you, that is all for now."

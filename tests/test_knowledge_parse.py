@@ -12,12 +12,12 @@ import sys
 
 import pytest
 
+from feedback.knowledge.files import find_files
 from feedback.knowledge.parse import (
     MB,
     DocumentError,
     Parsed,
     display_name,
-    find_files,
     parse_bytes,
     parse_file,
     split,

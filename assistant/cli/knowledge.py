@@ -75,8 +75,8 @@ def knowledge_command(args, settings) -> int:
 def add_command(args, settings, engine, user_id) -> int:
     from assistant.llm.embedder import Embedder
     from assistant.wiring import build_library
+    from feedback.knowledge.files import find_files
     from feedback.knowledge.library import Added
-    from feedback.knowledge.parse import find_files
 
     files, skipped = find_files(args.paths)
     results = [Added(p.name, "refused", message=f"{p}: {why}") for p, why in skipped]

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from feedback.config import option
+from feedback.knowledge.files import find_files
 from feedback.knowledge.parse import (
     DocumentError,
     Parsed,
-    find_files,
     parse_bytes,
     read_file,
     split,
