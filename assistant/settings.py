@@ -31,6 +31,7 @@ from feedback.pool.curator import CuratorConfig, RetrievalConfig
 from feedback.pool.rules import PoolRules
 from feedback.refresh.rules import RefreshConfig
 from feedback.refresh.train import TrainConfig
+from feedback.synthesis.rules import SynthesisConfig
 
 
 def staged(config: type, name: str, **constraints) -> Any:
@@ -163,8 +164,18 @@ class Settings(BaseSettings):
     refresh_answer_diversity_tolerance: float = staged(
         RefreshConfig, "answer_diversity_tolerance", ge=0.0, le=1.0
     )
+    refresh_lessons_per_parent: int = staged(RefreshConfig, "lessons_per_parent", ge=0)
     refresh_nice: int = staged(RefreshJobConfig, "nice", ge=0, le=19)
     refresh_threads: int = staged(RefreshJobConfig, "threads", ge=1)
+
+    synthesis: bool = staged(SynthesisConfig, "enabled")
+    synthesis_questions: int = staged(SynthesisConfig, "questions", ge=0, le=32)
+    synthesis_answers: int = staged(SynthesisConfig, "answers", ge=0, le=32)
+    synthesis_temperature: float = staged(SynthesisConfig, "temperature", ge=0.0, le=2.0)
+    synthesis_max_tokens: int = staged(SynthesisConfig, "max_tokens", ge=8)
+    synthesis_min_similarity: float = staged(SynthesisConfig, "min_similarity", ge=-1.0, le=1.0)
+    synthesis_min_agreement: float = staged(SynthesisConfig, "min_agreement", ge=0.0, le=1.0)
+    synthesis_seed: int = staged(SynthesisConfig, "seed")
 
     host: str = Field("127.0.0.1", description="address the web app listens on")
     port: int = Field(7860, ge=0, le=65535, description="port the web app listens on")

@@ -28,6 +28,7 @@ from feedback.pool.curator import Curator, CuratorConfig, RetrievalConfig
 from feedback.pool.rules import PoolRules
 from feedback.refresh.rules import RefreshConfig
 from feedback.refresh.train import TrainConfig
+from feedback.synthesis.rules import SynthesisConfig
 from store.adapters import AdapterRegistry
 from store.calibrations import CalibrationStore
 from store.conversations import ConversationStore
@@ -178,6 +179,7 @@ def refresh_config(settings: Settings) -> RefreshConfig:
         taught_tolerance=settings.refresh_taught_tolerance,
         gate_alpha=settings.refresh_gate_alpha,
         answer_diversity_tolerance=settings.refresh_answer_diversity_tolerance,
+        lessons_per_parent=settings.refresh_lessons_per_parent,
         train=TrainConfig(
             max_steps=settings.refresh_max_steps,
             max_seconds=settings.refresh_max_seconds,
@@ -276,16 +278,51 @@ def build_refresher(settings: Settings, progress=None, embedder=None):
     from feedback.refresh.pipeline import Refresher
 
     path, llama = local_model(settings)
+    engine = open_database(settings.effective_database_url)
+    judge = load_judge(settings)
+    embedder = embedder or Embedder()
     return Refresher(
-        open_database(settings.effective_database_url),
+        engine,
         settings.home_dir,
         path,
         llama,
-        load_judge(settings),
+        judge,
         refresh_config(settings),
         system_prompt=settings.system_prompt,
         progress=progress,
-        embedder=embedder or Embedder(),
+        embedder=embedder,
+        synthesizer=build_synthesizer(settings, engine, llama, judge, embedder)
+        if settings.synthesis
+        else None,
+    )
+
+
+def synthesis_config(settings: Settings) -> SynthesisConfig:
+    return SynthesisConfig(
+        enabled=settings.synthesis,
+        questions=settings.synthesis_questions,
+        answers=settings.synthesis_answers,
+        temperature=settings.synthesis_temperature,
+        max_tokens=settings.synthesis_max_tokens,
+        min_similarity=settings.synthesis_min_similarity,
+        min_agreement=settings.synthesis_min_agreement,
+        seed=settings.synthesis_seed,
+    )
+
+
+def build_synthesizer(settings: Settings, engine, model: ChatModel, judge, embedder):
+    """The synthesis stage: `model` (the base weights, never an adapter: a damaged adapter
+    must not write the next one's lessons) writes, the product's grader grades."""
+    from feedback.synthesis.stage import Synthesizer
+    from store.lessons import LessonStore
+
+    return Synthesizer(
+        PoolStore(engine),
+        LessonStore(engine),
+        model,
+        build_grader(settings, model, judge),
+        embedder,
+        synthesis_config(settings),
     )
 
 

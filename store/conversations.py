@@ -31,6 +31,7 @@ from store.tables import (
     Grade,
     GradingJob,
     Heldout,
+    Lesson,
     Message,
     PoolEntry,
     Rating,
@@ -157,6 +158,8 @@ class ConversationStore(Repository):
                 TrainedOn,  # else an id SQLite hands out again would count as trained before
             ):
                 s.exec(delete(table).where(table.exchange_id.in_(exchange_ids)))
+            # The lessons the model wrote from these exchanges go with them.
+            s.exec(delete(Lesson).where(Lesson.parent_exchange_id.in_(exchange_ids)))
             counts = {
                 "pool_entries": sum(n for _, n in pool),
                 "training_examples": sum(n for status, n in pool if status == "train"),
@@ -177,12 +180,20 @@ class ConversationStore(Repository):
         return counts
 
     # the chat flow
-    def start_conversation(self, user_id: int, title: str, content: str) -> Message:
-        """A new conversation and its first user message, in one transaction."""
+    def start_conversation(
+        self, user_id: int, title: str, content: str, earlier: list[tuple[str, str]] = ()
+    ) -> Message:
+        """A new conversation and its first user message, in one transaction. `earlier`:
+        turns (user, answer) a client brought from elsewhere (the OpenAI-compatible API), kept
+        as plain messages before it: shown and given to the model, but no exchange of this
+        server's, so never graded, rated or trained on."""
         with self.session() as s:
             conv = Conversation(user_id=user_id, title=title)
             s.add(conv)
             s.flush()
+            for user, answer in earlier:
+                s.add(Message(conversation_id=conv.id, role="user", content=user))
+                s.add(Message(conversation_id=conv.id, role="assistant", content=answer))
             msg = Message(conversation_id=conv.id, role="user", content=content)
             s.add(msg)
             s.commit()
@@ -343,24 +354,30 @@ class ConversationStore(Repository):
     def turns(self, conversation_id: int) -> list[Turn]:
         """The conversation as shown: each user message with its newest answer."""
         with self.session() as s:
-            users = s.exec(
+            messages = s.exec(
                 select(Message)
-                .where(Message.conversation_id == conversation_id, Message.role == "user")
+                .where(Message.conversation_id == conversation_id)
                 .order_by(Message.id)
             ).all()
+            users = [m for m in messages if m.role == "user"]
             newest: dict[int, Exchange] = {}
+            written: set[int] = set()
             for ex in s.exec(
                 select(Exchange)
                 .where(Exchange.conversation_id == conversation_id)
                 .order_by(Exchange.id)
             ):
                 newest[ex.user_message_id] = ex
-            answer_ids = [
-                ex.assistant_message_id for ex in newest.values() if ex.assistant_message_id
-            ]
-            answers = {
-                m.id: m.content for m in s.exec(select(Message).where(Message.id.in_(answer_ids)))
-            }
+                written.add(ex.assistant_message_id)
+        answers = {m.id: m.content for m in messages if m.role == "assistant"}
+        # A client's earlier turns (start_conversation's `earlier`): an assistant message no
+        # exchange wrote answers the user message before it.
+        brought, last_user = {}, None
+        for m in messages:
+            if m.role == "user":
+                last_user = m.id
+            elif m.id not in written and last_user is not None:
+                brought.setdefault(last_user, m.content)
         turns = []
         for msg in users:
             ex = newest.get(msg.id)
@@ -369,7 +386,7 @@ class ConversationStore(Repository):
                     user_message_id=msg.id,
                     user=msg.content,
                     exchange_id=ex.id if ex else None,
-                    assistant=answers.get(ex.assistant_message_id) if ex else None,
+                    assistant=answers.get(ex.assistant_message_id) if ex else brought.get(msg.id),
                     status=ex.status if ex else None,
                 )
             )

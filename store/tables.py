@@ -340,3 +340,37 @@ class Heldout(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     exchange_id: int = Field(unique=True, index=True)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Lesson(SQLModel, table=True):
+    """A training example the model wrote from something a person taught (its parent: a
+    human-written or human-approved pool entry), graded against the parent's words.
+
+    `kind`: `question` (the parent's answer to the model's rewording of its question) or
+    `answer` (the model's restatement of the parent's answer to its question). `status`: `kept`
+    (passed the grade; trained on while the parent stands), `rejected` (the grade or a check
+    failed; `reason` says which), `duplicate` (of a kept sibling or the parent) or `withdrawn`
+    (its parent changed, left the pool or was deleted). `parent_key` is a hash of the parent's
+    question and answer when the lesson was written: a corrected parent gets new lessons. The
+    pool shows kept lessons as source `synthetic`; they are never parents themselves.
+    """
+
+    __tablename__ = "lessons"
+    id: int | None = Field(default=None, primary_key=True)
+    parent_exchange_id: int = Field(index=True)
+    parent_key: str
+    user_id: int = Field(index=True)  # the parent's owner
+    kind: str
+    status: str = Field(index=True)
+    reason: str
+    prompt: str  # PII-masked, as the parent's
+    completion: str
+    score: float | None = None  # the grader's combined score
+    agreement: float | None = None  # with the parent's answer
+    grounding: float | None = None
+    judge_score: int | None = None
+    similarity: float | None = None  # of the lesson's question to the parent's
+    model_id: str  # the model that wrote it
+    adapter_id: str | None = None
+    grader_version: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)

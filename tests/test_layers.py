@@ -3,7 +3,7 @@ functions) points down, each heavy dependency is imported by its one module, and
 commands that do not serve the page never load Gradio.
 
 Layers, bottom to top: the model boundary (assistant.llm) and the store; the feedback stages
-(grading, then pool, then refresh); the chat service, settings and wiring; the web UI and CLI.
+(grading, then pool, then synthesis, then refresh); the chat service, settings and wiring; the web UI and CLI.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ ALLOWED = {
     "feedback.config": (),
     "feedback.grading": ("assistant.llm", "store", "feedback.config", "feedback.grading"),
     "feedback.pool": ("assistant.llm", "store", "feedback.config", "feedback.pool"),
+    "feedback.synthesis": ("assistant.llm", "store", "feedback.config", "feedback.grading", "feedback.pool", "feedback.synthesis"),
     "feedback.refresh": ("assistant.llm", "store", "feedback"),
     "feedback.dashboard": ("store", "feedback.pool"),
     "feedback.knowledge": ("assistant.llm", "store", "feedback.config", "feedback.knowledge"),

@@ -66,6 +66,9 @@ def test_kill_at_each_step_leaves_everything_consistent(
         "AUTODIDACT_REFRESH_FLAG_TOLERANCE": "1",
         "AUTODIDACT_REFRESH_ANSWER_DIVERSITY_TOLERANCE": "1",
         "AUTODIDACT_THREADS": "2",
+        # One lesson candidate per parent: the step runs, and quickly.
+        "AUTODIDACT_SYNTHESIS_QUESTIONS": "1",
+        "AUTODIDACT_SYNTHESIS_ANSWERS": "0",
     }
     done = subprocess.run(
         [sys.executable, "-m", "tests.kill_refresh", step],

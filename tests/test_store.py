@@ -17,7 +17,7 @@ from store.grading import GradingStore
 from store.tables import Conversation, Exchange, Message, Rating, User
 from tests.conftest import BACKENDS
 
-HEAD = "0006"  # the newest migration
+HEAD = "0007"  # the newest migration
 TABLES = {
     "users",
     "api_tokens",
@@ -38,6 +38,7 @@ TABLES = {
     "forgotten",
     "refresh_runs",
     "trained_on",
+    "lessons",
     "heldout",
     "alembic_version",
 }
@@ -355,3 +356,20 @@ def test_upgrading_a_0004_database_keeps_grades_with_no_reference_and_an_empty_l
     assert "documents" not in inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT judge_score FROM grades")).scalar() == 7
+
+
+def test_upgrading_a_0006_database_keeps_its_pool_and_starts_with_no_lessons(url):
+    from store.lessons import LessonStore
+
+    engine = connect(url)
+    migrate(engine, "0006")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (id, name, role, created_at) VALUES (1, 'ana', 'admin', '2026-01-01')"
+            )
+        )
+    engine = open_database(url)
+    assert schema_revision(engine) == HEAD
+    assert LessonStore(engine).counts() == {}
+    assert ConversationStore(engine).user("ana").role == "admin"

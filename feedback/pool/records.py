@@ -60,6 +60,24 @@ def sft_record(e: PoolEntry, system: str | None) -> dict:
     return {"messages": prompt_messages(e, system) + assistant(e.completion)}
 
 
+def lesson_record(lesson, parent: PoolEntry, system: str | None) -> dict:
+    """A lesson (store.tables.Lesson) as a training record: its question and answer after
+    the turns its parent followed.
+
+    >>> from store.tables import Lesson
+    >>> parent = PoolEntry(exchange_id=1, conversation_id=1, user_id=1, status="train",
+    ...     source="human_written", score=1.0, reason="", prompt="2+2?", completion="4",
+    ...     model_id="m", exchange_at=None)
+    >>> lesson = Lesson(parent_exchange_id=1, parent_key="k", user_id=1, kind="question",
+    ...     status="kept", reason="", prompt="What is two plus two?", completion="4", model_id="m")
+    >>> [m["content"] for m in lesson_record(lesson, parent, None)["messages"]]
+    ['What is two plus two?', '4']
+    """
+    head = [{"role": "system", "content": system}] if system else []
+    question = [{"role": "user", "content": lesson.prompt}]
+    return {"messages": head + list(parent.context) + question + assistant(lesson.completion)}
+
+
 def preference_pairs(
     pool: PoolStore, system: str | None = None
 ) -> Iterator[tuple[dict, str, set[int]]]:

@@ -70,6 +70,7 @@ class Refresher:
         system_prompt: str | None = None,
         progress: Progress | None = None,
         embedder=None,  # texts -> unit vectors, for the mix's embedding spread
+        synthesizer=None,  # feedback.synthesis.stage.Synthesizer; None: no lessons are written
     ):
         self.pool = PoolStore(engine)
         self.runs = RunStore(engine)
@@ -82,6 +83,7 @@ class Refresher:
         self.system = system_prompt
         self.progress = progress or (lambda step, done, message: None)
         self.embedder = embedder
+        self.synthesizer = synthesizer
 
     def _step(self, run: RefreshRun, step: str, **fields) -> RefreshRun:
         """Record `step` as begun (in its own transaction) before any of its work starts."""
@@ -109,9 +111,13 @@ class Refresher:
     def _run(self, run: RefreshRun, dry_run: bool, force: bool) -> RefreshRun:
         run = self._step(run, "select")
         entries, heldout, trained = self._select(dry_run)
+        run = self._step(run, "synthesize")
+        synthesis = self._synthesize(heldout, dry_run)
         run = self._step(run, "guard")
         mix = self._guard(entries, heldout, trained, force)
         data = dict(mix.counts)
+        if synthesis is not None:
+            data["synthesis"] = synthesis
         if mix.refused:
             return self.runs.finish(run.id, "refused", mix.refused, data=data)
         if dry_run:
@@ -159,6 +165,18 @@ class Refresher:
             self.runs.hold_out(newly_held)
         return entries, heldout | set(newly_held), trained
 
+    def _synthesize(self, heldout: set[int], dry_run: bool) -> dict | None:
+        """Step 1b: lessons written from the human entries that lack them (held-out ones
+        excepted: they are never trained on); stale lessons withdrawn. A dry run only counts."""
+        if self.synthesizer is None:
+            return None
+        report = self.synthesizer.run(
+            lambda n, total, message: self.progress("synthesize", n / max(1, total), message),
+            dry_run=dry_run,
+            skip=heldout,
+        )
+        return report.to_json()
+
     def _guard(self, entries, heldout: set[int], trained: set[int], force: bool) -> Mix:
         """Step 2: the mix, with its human share, repeat caps and diversity guards applied."""
         last = self.runs.last_promoted()
@@ -172,6 +190,7 @@ class Refresher:
             self.config,
             forced=force,
             embed=self.embedder,
+            lessons=self.synthesizer.lessons.kept() if self.synthesizer else (),
         )
 
     def _train(self, run: RefreshRun, folder: Path, mix: Mix, heldout: set[int]) -> Trained:

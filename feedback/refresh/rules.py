@@ -9,8 +9,13 @@ atomic rename (store/adapters.py).
   1. select    every `train` entry not held out (data accumulates: the pool only grows, and
                each run trains on all of it, never on the newest alone), minus deleted
                conversations. New entries are split once into the fixed held-out set.
-  2. guard     the human share: at least `human_share` of the mix is human-written, human-
-               approved or from the operator's anchor file; model-only examples are capped to
+  1b. synthesize  the model writes lessons from each human entry not held out that has none
+               yet (feedback/synthesis), graded against it by the product's grader; stale ones
+               (parent corrected again, deleted, rejected) are withdrawn first.
+  2. guard     up to `lessons_per_parent` kept lessons of each human entry join the mix.
+               The human share (counted without lessons): at least `human_share` of the mix
+               is human-written, human-approved or from the operator's anchor file; model-
+               only examples are capped to
                keep it, may not repeat one answer past `max_answer_repeats` copies, and
                give at most `model_answers_per_question` answers to one question.
                Too few new examples, or a mix less diverse than the last promoted run's by
@@ -46,11 +51,11 @@ import numpy as np
 
 from feedback.config import option
 from feedback.pool.diversity import WORD, distinct_n, embedding_spread
-from feedback.pool.records import sft_record
+from feedback.pool.records import lesson_record, sft_record
 from feedback.refresh.train import TrainConfig
 
 log = logging.getLogger(__name__)
-STEPS = ("select", "guard", "train", "export", "verify", "evaluate", "promote")
+STEPS = ("select", "synthesize", "guard", "train", "export", "verify", "evaluate", "promote")
 HUMAN = ("human_written", "human_approved")
 
 
@@ -70,6 +75,9 @@ class RefreshConfig:
     )
     model_answers_per_question: int = option(
         1, "most model-only answers to one question in a mix (human ones count)"
+    )
+    lessons_per_parent: int = option(
+        4, "most lessons the model wrote from one taught answer in a mix (0: none)"
     )
     heldout_share: float = option(0.1, "share of new entries kept out for evaluation, for good")
     min_agreement: float = option(
@@ -291,10 +299,14 @@ def build_mix(
     c: RefreshConfig,
     forced: bool = False,
     embed: Callable[[list[str]], np.ndarray] | None = None,
+    lessons: list = (),
 ) -> Mix:
     """Steps 1 and 2 on the pool's `train` entries: pure but for `embed` (texts to unit
     vectors), so each guard is tested alone. `previous` is the last promoted run's figures
-    (`distinct_2`, `embedding_spread`); each diversity figure is gated against its own."""
+    (`distinct_2`, `embedding_spread`); each diversity figure is gated against its own.
+    `lessons` are the kept lessons (store.tables.Lesson); only those of a human entry in the
+    mix come in, at most `lessons_per_parent` each. The human share is counted without them:
+    they are bound to a person's words, not free model output."""
     usable = [e for e in entries if e.exchange_id not in heldout]
     new = [e for e in usable if e.exchange_id not in trained_before]
     human = [e for e in usable if e.source in HUMAN]
@@ -302,7 +314,9 @@ def build_mix(
     allowed = cap_model_only(len(human) + len(anchor), len(model_only), c.human_share)
     kept_model, repeats = breadth_not_depth(human, anchor, model_only, allowed, c)
     chosen = sorted(human + kept_model, key=lambda e: e.exchange_id)
+    taught = per_parent(lessons, {e.exchange_id: e for e in human}, c.lessons_per_parent)
     records = [sft_record(e, system) for e in chosen] + anchor
+    records += [lesson_record(lesson, parent, system) for lesson, parent in taught]
     texts = [r["messages"][-1]["content"] for r in records]
     distinct = distinct_n(texts, 2)
     spread = embedding_spread(embed(texts)) if embed and texts else None
@@ -319,8 +333,12 @@ def build_mix(
         "model_only": len(kept_model),
         "model_only_capped": len(model_only) - len(kept_model),
         "model_only_repeats": repeats,
+        "synthetic": len(taught),
+        "synthetic_parents": len({parent.exchange_id for _, parent in taught}),
         "mix": total,
-        "human_share": round((len(human) + len(anchor)) / total, 4) if total else 0.0,
+        "human_share": round((len(human) + len(anchor)) / (total - len(taught)), 4)
+        if total > len(taught)
+        else 0.0,
         "distinct_2": distinct,
         "previous_distinct_2": previous.get("distinct_2"),
         "embedding_spread": spread,
@@ -328,6 +346,24 @@ def build_mix(
     }
     refused = refusal(len(new), total, counts, previous, c, forced)
     return Mix(records, [e.exchange_id for e in chosen], counts, refused)
+
+
+def per_parent(lessons, parents: dict, cap: int) -> list[tuple]:
+    """(lesson, parent) for the lessons whose parent is in `parents`, at most `cap` each, the
+    oldest first (a lesson is never a parent: `parents` hold pool entries only).
+
+    >>> from types import SimpleNamespace as L
+    >>> ls = [L(parent_exchange_id=p, id=i) for i, p in enumerate([1, 1, 1, 2, 3])]
+    >>> [(x.id, p) for x, p in per_parent(ls, {1: 1, 2: 2}, 2)]
+    [(0, 1), (1, 1), (3, 2)]
+    """
+    out, taken = [], Counter()
+    for lesson in sorted(lessons, key=lambda x: (x.parent_exchange_id, x.id)):
+        parent = parents.get(lesson.parent_exchange_id)
+        if parent is not None and taken[lesson.parent_exchange_id] < cap:
+            taken[lesson.parent_exchange_id] += 1
+            out.append((lesson, parent))
+    return out
 
 
 def breadth_not_depth(human, anchor, model_only, allowed: int, c: RefreshConfig):

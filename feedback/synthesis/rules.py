@@ -1,0 +1,168 @@
+"""The synthesis stage's rules, as small pure functions, and its configuration.
+
+Owns what a written lesson must be before it is graded (a question that still names what the
+parent asked about, an answer that keeps every name and number of the parent's and adds none),
+what makes it a duplicate, and the verdict after the grade. Writing lessons is
+feedback/synthesis/writer.py's; running the stage, feedback/synthesis/stage.py's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from feedback.config import option
+from feedback.pool.memory import names
+
+KINDS = ("question", "answer")  # a reworded question with the parent's answer; a restated answer
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+_WORD = re.compile(r"[a-z0-9]+")
+_LABEL = re.compile(r"^\s*(question|answer|q|a)\s*[:.]", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    """How lessons are written and judged; `Settings` offers each as `synthesis_<name>`."""
+
+    enabled: bool = option(True, "write lessons from new corrections and approvals in a refresh")
+    questions: int = option(4, "rewordings of a parent's question the model writes")
+    answers: int = option(2, "restatements of a parent's answer the model writes")
+    temperature: float = option(0.8, "sampling temperature of the lessons")
+    max_tokens: int = option(96, "longest lesson the model writes, in tokens")
+    min_similarity: float = option(
+        0.7, "least meaning similarity of a reworded question to the parent's question"
+    )
+    min_agreement: float = option(
+        0.6, "least agreement of a lesson's answer with the parent's answer (the grade's)"
+    )
+    seed: int = option(0, "seed of the first lesson's sampling (each next one adds 1)")
+
+
+def parent_key(question: str, answer: str) -> str:
+    """What a parent's lessons were written from: a corrected parent gets new ones.
+
+    >>> parent_key("q", "a") == parent_key("q", "a"), parent_key("q", "a") == parent_key("q", "b")
+    (True, False)
+    """
+    return hashlib.sha256(f"{question}\x00{answer}".encode()).hexdigest()[:16]
+
+
+def words(text: str) -> str:
+    """A text as the duplicate check compares it: its words, lower-cased.
+
+    >>> words("Who  designed the Tower?") == words("who designed the tower")
+    True
+    """
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def numbers(text: str) -> set[str]:
+    """
+    >>> sorted(numbers("Built in 1931, 2,340 m tall, opens 9:30."))
+    ['1931', '2,340', '9:30']
+    """
+    return set(_NUMBER.findall(text))
+
+
+def vocabulary(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def question_problem(candidate: str, parent_q: str, parent_a: str) -> str | None:
+    """Why a reworded question cannot be a lesson (None: it may be graded).
+
+    >>> q, a = "Who designed the Harlow Tower?", "Imelda Varga designed it in 1931."
+    >>> question_problem("Which architect created the Harlow Tower?", q, a)
+    >>> question_problem("Who designed the Harlow Tower?", q, a)
+    'the same words as the question it rewords'
+    >>> question_problem("Who designed the Corvin Bridge?", q, a)
+    'it leaves out harlow, tower'
+    >>> question_problem("The Harlow Tower is tall.", q, a)
+    'not a question'
+    """
+    text = candidate.strip()
+    if "\n" in text or _LABEL.search(text) or len(text) > 2 * len(parent_q) + 60:
+        return "not one question"
+    if not text.endswith("?"):
+        return "not a question"
+    if words(text) == words(parent_q):
+        return "the same words as the question it rewords"
+    said = vocabulary(text)
+    if missing := sorted(names(parent_q) - said):
+        return f"it leaves out {', '.join(missing)}"
+    if extra := sorted(names(text) - vocabulary(f"{parent_q} {parent_a}")):
+        return f"it brings in {', '.join(extra)}"
+    if extra := sorted(numbers(text) - numbers(f"{parent_q} {parent_a}")):
+        return f"it brings in {', '.join(extra)}"
+    return None
+
+
+def answer_problem(candidate: str, parent_q: str, parent_a: str) -> str | None:
+    """Why a restated answer cannot be a lesson (None: it may be graded).
+
+    >>> q, a = "How tall is Mount Odell?", "Mount Odell is 2,340 metres tall."
+    >>> answer_problem("The height of Mount Odell is 2,340 metres.", q, a)
+    >>> answer_problem("Mount Odell is 2,400 metres tall.", q, a)
+    'it leaves out 2,340'
+    >>> answer_problem("Mount Odell, near Brask, is 2,340 metres tall.", q, a)
+    'it brings in brask'
+    >>> answer_problem("Question: How tall? Answer: 2,340 metres", q, a)
+    'not one answer'
+    """
+    text = candidate.strip()
+    if not text or _LABEL.search(text) or len(text) > 3 * len(parent_a) + 80:
+        return "not one answer"
+    if words(text) == words(parent_a):
+        return "the same words as the answer it restates"
+    said = vocabulary(text)
+    if missing := sorted(numbers(parent_a) - numbers(text)) or sorted(names(parent_a) - said):
+        return f"it leaves out {', '.join(missing)}"
+    if extra := sorted(names(text) - vocabulary(f"{parent_q} {parent_a}")):
+        return f"it brings in {', '.join(extra)}"
+    if extra := sorted(numbers(text) - numbers(f"{parent_q} {parent_a}")):
+        return f"it brings in {', '.join(extra)}"
+    return None
+
+
+def graded_verdict(
+    flagged: bool, agreement: float | None, similarity: float | None, c: SynthesisConfig
+) -> str | None:
+    """Why a graded lesson is rejected (None: kept): the grade flagged it, its answer does not
+    agree with the parent's, or its question asks something else.
+
+    >>> c = SynthesisConfig()
+    >>> graded_verdict(False, 0.9, 0.8, c), graded_verdict(True, 0.9, 0.8, c)[:24]
+    (None, 'the grade flagged it: it')
+    >>> graded_verdict(False, 0.3, None, c)
+    "its answer agrees 0.30 with the parent's, below 0.6"
+    >>> graded_verdict(False, None, 0.5, c)
+    "its question is 0.50 like the parent's, below 0.7"
+    """
+    if flagged:
+        return "the grade flagged it: it reads as a likely hallucination"
+    if agreement is not None and agreement < c.min_agreement:
+        return f"its answer agrees {agreement:.2f} with the parent's, below {c.min_agreement}"
+    if similarity is not None and similarity < c.min_similarity:
+        return f"its question is {similarity:.2f} like the parent's, below {c.min_similarity}"
+    return None
+
+
+def reason_group(reason: str) -> str:
+    """A rejection's reason without the words it names, for counting.
+
+    >>> reason_group("it leaves out harlow, tower"), reason_group("not a question")
+    ('it leaves out a name or number', 'not a question')
+    >>> reason_group("its answer agrees 0.30 with the parent's, below 0.6")
+    "its answer disagrees with the parent's"
+    """
+    for prefix, group in (
+        ("it leaves out", "it leaves out a name or number"),
+        ("it brings in", "it brings in a name or number"),
+        ("its answer agrees", "its answer disagrees with the parent's"),
+        ("its question is", "its question asks something else"),
+        ("the grade flagged", "the grade flagged it"),
+    ):
+        if reason.startswith(prefix):
+            return group
+    return reason

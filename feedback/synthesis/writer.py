@@ -1,0 +1,85 @@
+"""Writing lessons: the prompts that ask the model to reword a question or restate an answer.
+
+Owns the instructions and the worked examples shown to the model (invented facts, so no real
+one leaks into a lesson), and sampling one candidate per call, each with its own seed. It does
+not judge what comes back (feedback/synthesis/rules.py and the grader do).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from assistant.llm.base import ChatModel
+from feedback.synthesis.rules import SynthesisConfig
+
+REWORD = (
+    "Rewrite the question in other words. Keep every name and number. "
+    "Reply with the rewritten question only."
+)
+RESTATE = (
+    "Restate the answer in other words. Keep every name, number and fact. "
+    "Reply with the restated answer only."
+)
+# Worked examples: a 135M model copies a shown pattern far better than it follows a rule.
+QUESTION_SHOTS = [
+    ("Where was the painter Lucia Marr born?", "In which town was Lucia Marr, the painter, born?"),
+    ("How tall is Mount Odell?", "What is the height of Mount Odell?"),
+    ("When did the Corvin Bridge open?", "In what year was the Corvin Bridge opened?"),
+    ("who runs the Pell St bakery", "Who is the owner of the bakery on Pell St?"),
+]
+ANSWER_SHOTS = [
+    (
+        "Where was the painter Lucia Marr born?",
+        "Lucia Marr was born in Aldgate.",
+        "The painter Lucia Marr's birthplace is Aldgate.",
+    ),
+    (
+        "How tall is Mount Odell?",
+        "Mount Odell is 2,340 metres tall.",
+        "The height of Mount Odell is 2,340 metres.",
+    ),
+    (
+        "When did the Corvin Bridge open?",
+        "The Corvin Bridge opened in 1887.",
+        "In 1887 the Corvin Bridge was opened.",
+    ),
+]
+
+
+def reword_messages(question: str) -> list[dict]:
+    out = [{"role": "system", "content": REWORD}]
+    for before, after in QUESTION_SHOTS:
+        out += [{"role": "user", "content": before}, {"role": "assistant", "content": after}]
+    return out + [{"role": "user", "content": question}]
+
+
+def restate_messages(question: str, answer: str) -> list[dict]:
+    out = [{"role": "system", "content": RESTATE}]
+    for q, before, after in ANSWER_SHOTS:
+        out += [
+            {"role": "user", "content": f"Question: {q}\nAnswer: {before}"},
+            {"role": "assistant", "content": after},
+        ]
+    return out + [{"role": "user", "content": f"Question: {question}\nAnswer: {answer}"}]
+
+
+def sample(
+    model: ChatModel,
+    messages: list[dict],
+    n: int,
+    c: SynthesisConfig,
+    cancel: threading.Event | None = None,
+) -> list[str]:
+    """`n` candidates, each its own call and seed, stripped; empty ones are dropped."""
+    out = []
+    for i in range(n):
+        sampling = {
+            "temperature": c.temperature,
+            "top_p": 0.95,
+            "max_tokens": c.max_tokens,
+            "seed": c.seed + i,
+        }
+        text = "".join(d.text for d in model.stream(messages, sampling, cancel)).strip()
+        if text:
+            out.append(text)
+    return out
