@@ -54,9 +54,23 @@ def export_arguments(p) -> None:
 
 def pool_arguments(p) -> None:
     p.add_argument(
+        "action",
+        nargs="?",
+        choices=["synthesize"],
+        help="synthesize: write and grade lessons from the taught answers that have none",
+    )
+    p.add_argument(
         "--rebuild",
         action="store_true",
         help="judge every exchange again and rebuild the vector index from the rows",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with synthesize: say which taught answers would get lessons; write nothing",
+    )
+    p.add_argument(
+        "--limit", type=int, metavar="N", help="with synthesize: at most N taught answers"
     )
 
 
@@ -143,6 +157,8 @@ def export(args, settings) -> int:
 def pool(args, settings) -> int:
     from rich.progress import Progress
 
+    from store.lessons import LessonStore
+
     chat = _service(settings)
     curator = chat.curator
     if args.rebuild:
@@ -150,6 +166,8 @@ def pool(args, settings) -> int:
         with Progress() as bar:
             task = bar.add_task("Judging exchanges", total=total or 1)
             curator.rebuild(lambda n: bar.advance(task, n))
+    if args.action == "synthesize":
+        synthesize(args, settings, chat)
     counts = curator.pool.counts()
     if not counts:
         print("The training pool is empty: rate or correct some answers first.")
@@ -157,8 +175,53 @@ def pool(args, settings) -> int:
     print(f"{'status':<10} {'source':<16} {'exchanges':>9}")
     for (status, source), n in sorted(counts.items()):
         print(f"{status:<10} {source:<16} {n:>9}")
+    lessons = LessonStore(curator.pool.engine).counts()
+    for (status, kind), n in sorted(lessons.items()):
+        print(f"{status:<10} {'synthetic':<16} {n:>9}  (lessons: {kind})")
     print(f"Vector index: {curator.index.count()} exchange(s).")
     return 0
+
+
+def synthesize(args, settings, chat) -> None:
+    """`autodidact pool synthesize`: the refresh's synthesis step, by hand."""
+    from rich.progress import Progress
+
+    from assistant.llm.embedder import Embedder
+    from assistant.wiring import build_synthesizer, load_judge, local_model
+
+    engine = chat.curator.pool.engine
+    if args.dry_run:  # counting needs no model
+        synth = build_synthesizer(settings, engine, None, None, None)
+    else:
+        model = local_model(settings)[1]
+        synth = build_synthesizer(settings, engine, model, load_judge(settings), Embedder())
+    if args.dry_run:
+        parents, todo, stale = synth.plan()
+        todo = todo[: args.limit] if args.limit is not None else todo
+        print(f"{len(parents)} taught answer(s) in the pool; {len(todo)} would get lessons")
+        c = synth.config
+        for e in todo:
+            print(
+                f"  exchange {e.exchange_id}: {c.questions} rewording(s) of {e.prompt[:60]!r}, "
+                f"{c.answers} restatement(s) of its answer"
+            )
+        for pid, why in sorted(stale.items()):
+            print(f"  exchange {pid}: its lessons would be withdrawn ({why})")
+        return
+    with Progress() as bar:
+        task = bar.add_task("Writing lessons", total=None)
+
+        def progress(n, total, message):
+            bar.update(task, total=max(1, total), completed=n, description=message[:60])
+
+        report = synth.run(progress, limit=args.limit)
+    rate = f"{report.pass_rate:.0%}" if report.pass_rate is not None else "n/a"
+    print(
+        f"Lessons: {report.kept} kept of {report.written} written for {report.done} taught "
+        f"answer(s) (pass rate {rate}); {report.withdrawn} withdrawn; {report.seconds:.0f} s."
+    )
+    for why, n in sorted(report.reasons.items(), key=lambda x: -x[1]):
+        print(f"  {n:>4}  {why}")
 
 
 def history(args, settings) -> int:

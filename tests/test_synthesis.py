@@ -1,0 +1,257 @@
+"""Lessons the model writes from what people taught: graded against the parent's words, stored
+with provenance, withdrawn when the parent goes, never parents themselves, and mixed into a
+refresh only beside their parent, capped.
+
+Real SQLite and Chroma; the first test runs the embedded model and the product's grader on it,
+the others a fake writer and a fake judge (what they check is the bookkeeping).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from assistant.chat import ChatService
+from feedback.grading.grader import GRADER_VERSION, Grader
+from feedback.refresh.rules import RefreshConfig, build_mix
+from feedback.synthesis.rules import SynthesisConfig
+from feedback.synthesis.stage import Synthesizer
+from store.grading import GradingStore
+from store.lessons import LessonStore
+from store.pool import PoolStore
+from tests.fakes import FakeModel, ask
+
+QUESTION = "Who keeps the lighthouse on Vellmar Island?"
+ANSWER = "The lighthouse on Vellmar Island is kept by Orsolya Brandt."
+GOOD_QUESTION = "Which person is the keeper of the lighthouse on Vellmar Island?"
+GOOD_ANSWER = "Orsolya Brandt keeps the lighthouse on Vellmar Island."
+VERDICT = json.dumps({"reason": "It says what the reference says.", "score": 9})
+
+
+@pytest.fixture
+def chat(store, settings, fake_model, curator):
+    settings.pool_max_user_share = 1.0
+    return ChatService(store, fake_model, settings, curator)
+
+
+def taught(chat, question=QUESTION, answer=ANSWER) -> int:
+    final = ask(chat, question, "I am not sure.")
+    chat.correct(final.exchange_id, answer)
+    return final.exchange_id
+
+
+def synthesizer(chat, embedder, writer: FakeModel, judge: FakeModel, **config) -> Synthesizer:
+    engine = chat.store.engine
+    return Synthesizer(
+        PoolStore(engine),
+        LessonStore(engine),
+        writer,
+        Grader(judge, writer),
+        embedder,
+        SynthesisConfig(**{"questions": 3, "answers": 2, **config}),
+    )
+
+
+def fake_writer(*texts) -> FakeModel:
+    writer = FakeModel()
+    writer.enqueue(*texts)
+    return writer
+
+
+def fake_judge(n: int = 10) -> FakeModel:
+    judge = FakeModel()
+    judge.enqueue(*[VERDICT] * n)
+    return judge
+
+
+def test_the_embedded_model_writes_lessons_graded_against_the_parent(
+    chat, store, engine, embedder, settings
+):
+    parent = taught(chat)
+    synth = Synthesizer(
+        PoolStore(store.engine),
+        LessonStore(store.engine),
+        engine,
+        Grader(engine, engine),
+        embedder,
+        SynthesisConfig(questions=4, answers=2),
+    )
+    report = synth.run()
+    lessons = LessonStore(store.engine).of(parent)
+    assert report.written == len(lessons) == 6 and report.done == 1
+    graded = [x for x in lessons if x.grader_version]
+    assert graded, [(x.prompt, x.completion, x.reason) for x in lessons]
+    for x in graded:  # the product's grader, against the parent's answer
+        assert x.grader_version == GRADER_VERSION and x.score is not None
+        assert x.agreement is not None
+    for x in lessons:  # provenance on every one, kept or not
+        assert (x.parent_exchange_id, x.model_id, x.user_id) == (parent, engine.model_id, 1)
+        assert x.status in ("kept", "rejected", "duplicate") and (x.reason or x.status == "kept")
+    for x in (x for x in lessons if x.status == "kept"):
+        assert "vellmar" in x.prompt.lower() and "brandt" in x.completion.lower()
+    assert report.kept == sum(x.status == "kept" for x in lessons)
+
+
+def test_each_candidate_is_checked_then_graded_and_only_passing_ones_are_kept(
+    chat, store, embedder
+):
+    parent = taught(chat)
+    writer = fake_writer(
+        GOOD_QUESTION,
+        QUESTION,  # the parent's own words
+        "Who keeps the lighthouse on Corvin Island?",  # another subject
+        GOOD_ANSWER,
+        "The lighthouse on Vellmar Island is kept by Orsolya Brandt since 1990.",  # a number it made up
+    )
+    report = synthesizer(chat, embedder, writer, fake_judge()).run()
+    by_text = {(x.prompt, x.completion): x for x in LessonStore(store.engine).of(parent)}
+    assert by_text[(GOOD_QUESTION, ANSWER)].status == "kept"
+    assert by_text[(QUESTION, GOOD_ANSWER)].status == "kept"
+    assert by_text[(GOOD_QUESTION, ANSWER)].similarity > 0.7
+    assert by_text[(QUESTION, ANSWER)].reason == "the same words as the question it rewords"
+    assert (
+        "leaves out vellmar"
+        in by_text[("Who keeps the lighthouse on Corvin Island?", ANSWER)].reason
+    )
+    made_up = by_text[
+        (QUESTION, "The lighthouse on Vellmar Island is kept by Orsolya Brandt since 1990.")
+    ]
+    assert (made_up.status, made_up.reason) == ("rejected", "it brings in 1990")
+    assert (report.written, report.graded, report.kept) == (5, 2, 2)
+    assert report.pass_rate == 0.4
+    assert LessonStore(store.engine).rejected()[0].status == "rejected"
+
+
+def test_an_answer_the_grade_flags_or_that_disagrees_is_rejected(chat, store, embedder):
+    parent = taught(chat)
+    judge = FakeModel()
+    judge.enqueue(json.dumps({"reason": "Wrong.", "score": 1}))
+    writer = fake_writer("Orsolya Brandt keeps it, on Vellmar Island, as the lighthouse keeper.")
+    synthesizer(chat, embedder, writer, judge, questions=0, answers=1, min_agreement=0.99).run()
+    (lesson,) = LessonStore(store.engine).of(parent)
+    assert lesson.status == "rejected" and lesson.judge_score == 1
+    assert lesson.reason.startswith(("the grade flagged it", "its answer agrees"))
+
+
+def test_deleting_the_parent_deletes_its_lessons(chat, store, embedder):
+    parent = taught(chat)
+    synthesizer(
+        chat, embedder, fake_writer(GOOD_QUESTION), fake_judge(), questions=1, answers=0
+    ).run()
+    assert LessonStore(store.engine).kept()
+    chat.delete(store.exchange(parent).conversation_id)
+    assert LessonStore(store.engine).of(parent) == []
+    assert LessonStore(store.engine).kept() == []
+
+
+def test_a_reviewer_rejecting_an_approved_parent_withdraws_its_lessons(chat, store, embedder):
+    final = ask(chat, QUESTION, ANSWER)
+    chat.rate(final.exchange_id, 1)  # approved: a parent
+    synth = synthesizer(
+        chat, embedder, fake_writer(GOOD_QUESTION), fake_judge(), questions=1, answers=0
+    )
+    synth.run()
+    assert [x.status for x in LessonStore(store.engine).of(final.exchange_id)] == ["kept"]
+    GradingStore(store.engine).review(final.exchange_id, "confirm", "rita")
+    chat.curate(final.exchange_id)
+    report = synth.run()
+    (lesson,) = LessonStore(store.engine).of(final.exchange_id)
+    assert report.withdrawn == 1 and lesson.status == "withdrawn"
+    assert "left the training pool" in lesson.reason
+
+
+def test_a_parent_corrected_again_gets_new_lessons_and_the_old_ones_are_withdrawn(
+    chat, store, embedder
+):
+    parent = taught(chat)
+    synthesizer(
+        chat, embedder, fake_writer(GOOD_QUESTION), fake_judge(), questions=1, answers=0
+    ).run()
+    chat.correct(parent, "The lighthouse on Vellmar Island is kept by Ida Fenn.")
+    again = "Who is the keeper of the lighthouse on Vellmar Island?"
+    synthesizer(chat, embedder, fake_writer(again), fake_judge(), questions=1, answers=0).run()
+    lessons = LessonStore(store.engine).of(parent)
+    assert [(x.prompt, x.status) for x in lessons] == [
+        (GOOD_QUESTION, "withdrawn"),
+        (again, "kept"),
+    ]
+    assert lessons[1].completion.endswith("Ida Fenn.")
+
+
+def test_lessons_are_never_parents_and_model_answers_never_are(chat, store, embedder):
+    parent = taught(chat)
+    final = ask(chat, "What is the capital of France?", "Paris.")  # model-only: not a parent
+    synth = synthesizer(
+        chat, embedder, fake_writer(GOOD_QUESTION), fake_judge(), questions=1, answers=0
+    )
+    synth.run()
+    assert set(synth.parents()) == {parent} and final.exchange_id not in synth.parents()
+    writer = FakeModel()
+    report = synthesizer(chat, embedder, writer, fake_judge()).run()
+    assert (report.todo, report.written, writer.history) == (0, 0, [])
+
+
+def test_the_mix_takes_lessons_only_beside_their_parent_capped_and_outside_the_human_share(
+    chat, store, embedder
+):
+    first, second = taught(chat), taught(chat, "Who founded Brannoc Labs?", "Ida Fenn did.")
+    questions = [GOOD_QUESTION, "Who is the keeper of the lighthouse on Vellmar Island?"]
+    writer = fake_writer(
+        *questions, "Which person started Brannoc Labs?", "Who set up Brannoc Labs?"
+    )
+    synthesizer(chat, embedder, writer, fake_judge(), questions=2, answers=0).run()
+    entries = list(PoolStore(store.engine).train_entries())
+    lessons = LessonStore(store.engine).kept()
+    assert len(lessons) == 4
+    mix = build_mix(
+        entries,
+        set(),
+        set(),
+        [],
+        None,
+        None,
+        RefreshConfig(lessons_per_parent=1),
+        forced=True,
+        lessons=lessons,
+    )
+    assert (mix.counts["synthetic"], mix.counts["synthetic_parents"], mix.counts["mix"]) == (
+        2,
+        2,
+        4,
+    )
+    assert mix.counts["human_share"] == 1.0  # counted without the lessons
+    assert mix.exchange_ids == [first, second]  # lessons are not exchanges
+    # A held-out parent's lessons stay out with it.
+    held = build_mix(
+        entries, {second}, set(), [], None, None, RefreshConfig(), forced=True, lessons=lessons
+    )
+    assert (held.counts["synthetic"], held.counts["mix"]) == (2, 3)
+    asked = [r["messages"][-2]["content"] for r in held.records]
+    assert "Which person started Brannoc Labs?" not in asked and GOOD_QUESTION in asked
+
+
+def test_a_dry_run_counts_and_writes_nothing(chat, store, embedder):
+    taught(chat)
+    writer = FakeModel()
+    report = synthesizer(chat, embedder, writer, fake_judge()).run(dry_run=True)
+    assert (report.parents, report.todo, report.written) == (1, 1, 0)
+    assert writer.history == [] and LessonStore(store.engine).counts() == {}
+
+
+def test_pool_synthesize_from_the_cli_writes_graded_lessons_and_the_pool_counts_them(
+    chat, store, capsys
+):
+    from assistant.cli import main
+
+    parent = taught(chat)
+    assert main(["pool", "synthesize", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "1 would get lessons" in out and f"exchange {parent}" in out
+    assert LessonStore(store.engine).counts() == {}
+    flags = ["--synthesis-questions", "2", "--synthesis-answers", "1", "--max-tokens", "64"]
+    assert main(["pool", "synthesize", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "written for 1 taught answer(s)" in out and "pass rate" in out
+    assert "synthetic" in out  # `autodidact pool` shows the lessons beside the pool
+    assert len(LessonStore(store.engine).of(parent)) == 3
