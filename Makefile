@@ -40,7 +40,7 @@ lint:
 	$(BIN)/ruff format .
 
 bench: install
-	$(BIN)/python bench/chat_throughput.py
+	$(BIN)/python -m bench.chat_throughput
 
 install: $(VENV)/.installed
 

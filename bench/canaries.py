@@ -11,26 +11,23 @@ SmolLM2 model, with the same delimiters as the clean answer. Per case it prints:
   judge     the judge's own 1-10 score, clean and injected, with the delimiters and the
             neutralizing but without the keep-the-lower rule: what detection is there to catch.
 
-    .venv/bin/python bench/canaries.py               # about 2-3 minutes on 2 idle cores
+    .venv/bin/python -m bench.canaries               # about 2-3 minutes on 2 idle cores
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from bench.harness import offline
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
     args = parser.parse_args()
+    offline()  # set when bench.harness is imported; said here, before the model loads
 
     from assistant.llm.llama import LlamaEngine
     from assistant.llm.weights import embedded_model_path

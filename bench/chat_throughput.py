@@ -25,10 +25,10 @@ A last line, "floor", is gradio_client's first output from a trivial streaming e
 model: what any Gradio app pays before its first token (gradio_client polls its message queue
 every 50 ms), so the app's own share of the first-token gap is app - raw - floor.
 
-    .venv/bin/python bench/chat_throughput.py [--rounds 3] [--max-tokens 128] [--threads 2]
+    .venv/bin/python -m bench.chat_throughput [--rounds 3] [--max-tokens 128] [--threads 2]
                                               [--pool 1000] [--pause 2.0] [--documents 0]
-    .venv/bin/python bench/chat_throughput.py --documents 1000    # the run "with documents"
-    .venv/bin/python bench/chat_throughput.py --during-refresh [--refresh-nice 10]
+    .venv/bin/python -m bench.chat_throughput --documents 1000    # the run "with documents"
+    .venv/bin/python -m bench.chat_throughput --during-refresh [--refresh-nice 10]
                                               [--refresh-threads 1]   # the chat beside a refresh
 
 About 2.5 minutes with the defaults on 2 cores (10 s to seed the pool; --documents 1000 adds
@@ -45,77 +45,23 @@ chat_throughput-during-refresh.json (with -niceN-threadsT when the refresh's are
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-PROMPTS = [
-    "Tell me a short story about a lighthouse keeper.",
-    "Explain how photosynthesis works.",
-    "Write a poem about autumn leaves.",
-    "What are the benefits of regular exercise?",
-    "Describe the water cycle step by step.",
-]
-SYSTEM = "You are a helpful assistant."
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def seed_pool(home: Path, n: int) -> dict:
-    """A home whose training pool holds `n` curated exchanges (bench/pool.py's synthetic data)."""
-    from assistant.settings import Settings
-    from assistant.wiring import build_curator
-    from bench.pool import synthesize
-    from store.db import open_database
-
-    settings = Settings(home=home)
-    engine = open_database(settings.effective_database_url)
-    synthesize(engine, n)
-    curator = build_curator(settings, engine)
-    curator.rebuild()
-    counts = curator.pool.counts()
-    engine.dispose()
-    return {
-        "exchanges": n,
-        "train": sum(v for (status, _), v in counts.items() if status == "train"),
-        "indexed": curator.index.count(),
-    }
-
-
-def seed_documents(home: Path, n: int) -> dict:
-    """A knowledge base of `n` passages in the home, for the user the server answers as."""
-    from tqdm import tqdm
-
-    from assistant.settings import Settings
-    from assistant.wiring import build_library
-    from bench.documents import fill
-    from store.conversations import ConversationStore
-    from store.db import open_database
-
-    settings = Settings(home=home)
-    engine = open_database(settings.effective_database_url)
-    library = build_library(settings, engine)
-    user_id = ConversationStore(engine).user(settings.user).id
-    with tqdm(total=n, desc="knowledge base", unit="passage") as bar:
-        filled = fill(library, user_id, n, progress=bar.update)
-    engine.dispose()
-    return filled
+from bench.chat_runs import PROMPTS, SYSTEM, app_answers, app_settings, own_timings, summarize
+from bench.harness import (
+    RESULTS,
+    free_port,
+    new_home,
+    seed_documents,
+    seed_pool,
+    start_app,
+    table,
+    write_result,
+)
 
 
 def server_figures(home: Path) -> dict:
@@ -140,8 +86,7 @@ def server_figures(home: Path) -> dict:
         timings = db.execute(
             f"SELECT first_token_ms, latency_ms, completion_tokens FROM exchanges WHERE {mine}"
         ).fetchall()
-    timings = timings[1:]  # the warm-up answer
-    decode = [(n - 1) / ((total - first) / 1000) for first, total, n in timings if total > first]
+    own = own_timings(timings[1:])  # the warm-up answer left out
     return {
         "grading_jobs": jobs,
         "graded_during_run": graded,
@@ -150,8 +95,8 @@ def server_figures(home: Path) -> dict:
         "answers_with_passages": grounded[0],
         "passages_given": grounded[1],
         "prompt_tokens_median": statistics.median(prompt_tokens[1:]),
-        "server_first_token_ms": round(statistics.median(f for f, _, _ in timings), 1),
-        "server_decode_tokens_per_s": round(statistics.median(decode), 1),
+        "server_first_token_ms": own["first_token_ms"],
+        "server_decode_tokens_per_s": own["decode_tokens_per_s"],
     }
 
 
@@ -161,19 +106,6 @@ def raw_phase(llm, args) -> list:
     for _ in range(args.rounds):
         for prompt in PROMPTS:
             runs.append(raw_run(llm, prompt, args))
-            time.sleep(args.pause)
-    return runs
-
-
-def app_phase(url: str, args) -> list:
-    from gradio_client import Client
-
-    client = Client(url, verbose=False)
-    app_run(client, PROMPTS[0])  # warm-up
-    runs = []
-    for _ in range(args.rounds):
-        for prompt in PROMPTS:
-            runs.append(app_run(client, prompt))
             time.sleep(args.pause)
     return runs
 
@@ -196,21 +128,6 @@ def raw_run(llm, prompt, args):
             first = first or last
             parts.append(text)
     return start, first, last, "".join(parts)
-
-
-def app_run(client, prompt):
-    start = time.perf_counter()
-    first, last, seen = None, None, ""
-    job = client.submit(prompt, "", api_name="/chat")
-    for answer, _conv in job:
-        if answer != seen:
-            last = time.perf_counter()
-            first = first or last
-            seen = answer
-    answer, _ = job.result()
-    # The stream ends when the last token arrives; the bookkeeping after it (storing the
-    # exchange) is not generation time.
-    return start, first, last, answer
 
 
 def gradio_floor(n: int = 20) -> float:
@@ -237,55 +154,6 @@ def gradio_floor(n: int = 20) -> float:
         times.append((first - start) * 1000)
     demo.close()
     return statistics.median(times)
-
-
-def summarize(llm, runs) -> dict:
-    """Medians over answers: decode tokens/s as the client sees them arrive (after the first),
-    the whole answer's tokens/s (request to last token) and the time to the first token."""
-    decode, whole, first = [], [], []
-    for start, f, end, text in runs:
-        n = len(llm.tokenize(text.encode(), add_bos=False))
-        decode.append((n - 1) / (end - f) if end > f else 0.0)
-        whole.append(n / (end - start))
-        first.append((f - start) * 1000)
-    return {
-        "decode": statistics.median(decode),
-        "whole": statistics.median(whole),
-        "first_ms": statistics.median(first),
-    }
-
-
-def start_server(home: Path, args) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "AUTODIDACT_HOME": str(home),
-        "AUTODIDACT_TEMPERATURE": "0",
-        "AUTODIDACT_TOP_P": "1.0",
-        "AUTODIDACT_SEED": "1",
-        "AUTODIDACT_REPEAT_PENALTY": "1.1",
-        "AUTODIDACT_MAX_TOKENS": str(args.max_tokens),
-        "AUTODIDACT_THREADS": str(args.threads),
-        "AUTODIDACT_SYSTEM_PROMPT": SYSTEM,
-        "AUTODIDACT_CONTEXT_WINDOW": "4096",
-        "AUTODIDACT_GRADING": str(args.grading).lower(),
-        "AUTODIDACT_RETRIEVAL": "true",
-    }
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return server, url
-        except OSError:
-            time.sleep(0.5)
-    server.kill()
-    raise RuntimeError("the app did not start within 2 minutes")
 
 
 def arguments() -> argparse.Namespace:
@@ -327,7 +195,7 @@ def measure(args) -> dict:
     from assistant.llm.weights import embedded_model_path
 
     model = embedded_model_path()
-    home = Path(tempfile.mkdtemp(prefix="autodidact-bench-"))
+    home = new_home()
     t = time.perf_counter()
     pool = seed_pool(home, args.pool) if args.pool else {"exchanges": 0}
     print(f"pool seeded in {time.perf_counter() - t:.0f} s: {pool}", flush=True)
@@ -339,13 +207,9 @@ def measure(args) -> dict:
     )
     llm.chat_format = "chat_template.default"
     raw_before = raw_phase(llm, args)  # nothing else running: no server yet
-    server, url = start_server(home, args)
-    try:
-        app_runs = app_phase(url, args)
+    with start_app(home, app_settings(args), child=True) as app:
+        app_runs = app_answers(app.url, args)
         time.sleep(1.0)  # let the last answer's bookkeeping land before counting
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     app_side = server_figures(home)
     raw_after = raw_phase(llm, args)  # the server is gone again
     floor = gradio_floor()
@@ -397,10 +261,12 @@ def show(r: dict) -> None:
         ),
         ("floor", None, None, floor, "gradio_client, trivial endpoint"),
     ]
-    print(f"{'path':<28} {'decode tok/s':>12} {'whole tok/s':>12} {'first token ms':>15}")
-    for name, decode, whole, first, note in rows:
-        cells = [f"{v:>12.1f}" if v is not None else f"{'-':>12}" for v in (decode, whole)]
-        print(f"{name:<28} {' '.join(cells)} {first:>15.1f}   ({note})")
+    table(
+        None,
+        ["path", "decode tok/s", "whole tok/s", "first token ms", ""],
+        [[name, *(None if v is None else f"{v:.1f}" for v in figures), note]
+         for name, *figures, note in rows],
+    )  # fmt: skip
     print(
         f"decode ratio app/raw: {r['decode_ratio_app_over_raw']:.3f} (target >= 0.95); "
         f"whole answer: {r['whole_answer_ratio_app_over_raw']:.3f}"
@@ -430,20 +296,17 @@ def main() -> int:
 
         result = during_refresh.measure_during_refresh(args)
         during_refresh.show(result)
-        (ROOT / "bench" / "results").mkdir(exist_ok=True)
-        print(f"saved {during_refresh.save(result, ROOT / 'bench' / 'results', args)}")
+        write_result(result, during_refresh.result_path(result, args))
         return 0
     result = measure(args)
     show(result)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
     if args.documents:
         name = "chat_throughput-documents.json"
     elif args.grading and args.pool:
         name = "chat_throughput.json"
     else:
         name = "chat_throughput-variant.json"
-    (out / name).write_text(json.dumps(result, indent=2))
+    write_result(result, RESULTS / name)
     return 0
 
 

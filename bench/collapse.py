@@ -29,8 +29,8 @@ The verdict lines compare the last generation's distinct-2 and spread with gener
 (target: the guarded loop within 10%, the replace loop losing more). Rows are saved as they come,
 to bench/results/collapse-seed<N>.json.
 
-    .venv/bin/python bench/collapse.py [--generations 5] [--seed 0] [--modes guarded replace]
-    .venv/bin/python bench/collapse.py --modes guarded --seed 1    # the gate runs in docs/benchmarks.md
+    .venv/bin/python -m bench.collapse [--generations 5] [--seed 0] [--modes guarded replace]
+    .venv/bin/python -m bench.collapse --modes guarded --seed 1    # the gate runs in docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -44,17 +44,14 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DATA = ROOT / "tests" / "data" / "truthfulqa" / "dev.jsonl"
+from bench.harness import DATA, RESULTS, new_home, read_jsonl, table
 
 
 def splits(n_prompts: int, n_anchor: int, n_eval: int, n_heldout: int, n_gate: int, seed: int = 0):
     """Disjoint question sets: answered for training, human anchor answers, diversity figures,
     held-out loss figures, and the promotion gate's own questions and answers (the gate never
     sees the questions the figures are measured on)."""
-    rows = [json.loads(line) for line in DATA.open()]
+    rows = read_jsonl(DATA / "truthfulqa" / "dev.jsonl")
     random.Random(seed).shuffle(rows)
     out, start = [], 0
     for n in (n_prompts, n_anchor, n_eval, n_heldout, n_gate):
@@ -336,7 +333,7 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, help="default: bench/results/collapse-seed<N>.json")
     args = parser.parse_args()
-    args.out = args.out or ROOT / "bench" / "results" / f"collapse-seed{args.seed}.json"
+    args.out = args.out or RESULTS / f"collapse-seed{args.seed}.json"
 
     from assistant.llm.embedder import Embedder
     from assistant.llm.llama import LlamaEngine
@@ -345,7 +342,7 @@ def main() -> int:
     from assistant.wiring import build_grader
     from feedback.refresh.train import load_base
 
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="collapse-home-")))
+    settings = Settings(home=new_home(prefix="collapse-home-"))
     path = embedded_model_path()
     llama = LlamaEngine(path, context_window=2048, threads=args.threads)
     base_cache = Path(tempfile.mkdtemp(prefix="base-cache-"))
@@ -363,16 +360,29 @@ def main() -> int:
     rows = []
     for mode in args.modes:
         rows += loop.run(mode, generation0, answers0)
+    show(rows, generation0, args.modes)
+    return 0
 
-    print(f"\n{'mode':>8} | gen | distinct-2 | spread | held-out loss | mix (model-only)")
+
+def show(rows: list[dict], generation0: dict, modes: list[str]) -> None:
+    """The generations' table, the gate's tally and each mode's change since generation 0."""
+    lines = []
     for r in rows:
         mix = f"{r.get('mix', '-')} ({r.get('model_only', '-')})"
         note = " refused: " + r["refused"] if "refused" in r else ""
         note += " rejected: " + "; ".join(r["rejected"]) if "rejected" in r else ""
-        print(
-            f"{r['mode']:>8} | {r['generation']:>3} | {r['distinct_2']:>10} | {r['spread']:>6} | "
-            f"{r['heldout_loss']:>13} | {mix}{note}"
+        lines.append(
+            [
+                r["mode"],
+                r["generation"],
+                r["distinct_2"],
+                r["spread"],
+                r["heldout_loss"],
+                mix + note,
+            ]
         )
+    columns = ["mode", "gen", "distinct-2", "spread", "held-out loss", "mix (model-only)"]
+    table(None, columns, lines)
     guarded = [r for r in rows if r["mode"] == "guarded" and r["generation"] > 0]
     if guarded:
         promoted = sum("gate" in r and not r.get("rejected") for r in guarded)
@@ -381,7 +391,7 @@ def main() -> int:
             f"guarded: {promoted} of {len(guarded)} candidates promoted; shuffled-answer "
             f"candidates rejected {sum(broken)} of {len(broken)}"
         )
-    for mode in args.modes:
+    for mode in modes:
         last = [r for r in rows if r["mode"] == mode][-1]
         changes = [
             f"{name} {generation0[key]} -> {last[key]} "
@@ -389,7 +399,6 @@ def main() -> int:
             for key, name in (("distinct_2", "distinct-2"), ("spread", "spread"))
         ]
         print(f"{mode}: " + ", ".join(changes) + " vs generation 0")
-    return 0
 
 
 if __name__ == "__main__":

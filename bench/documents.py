@@ -20,7 +20,8 @@ is at most 800 characters (`knowledge_chunk_chars`). Read from tests/data:
      files would be (the search's cost depends on the count, not on what the passages say).
 
 No incorrect TruthfulQA answer is used as document text. Does not own measuring anything: the
-benchmarks that import it (grading_cost.py, retrieval_cost.py, chat_throughput.py) do.
+benchmarks that use it (grading_cost.py, retrieval_cost.py, and chat_throughput.py through
+`bench.harness.seed_documents`) do.
 
     >>> from bench.documents import passages
     >>> texts = passages(1000)
@@ -30,25 +31,19 @@ benchmarks that import it (grading_cost.py, retrieval_cost.py, chat_throughput.p
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
+from bench.harness import DATA, read_jsonl
+
 CHUNK_CHARS = 800  # KnowledgeConfig.chunk_chars: a passage this long or shorter is one chunk
 # HaluEval glues sentences ("...19th century.First for Women is..."): a stop after a lower-case
 # letter or digit, then a capital, ends a sentence; "U.S. Army" is not cut.
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9)\]][.!?])\s*(?=[A-Z\"'])")
 # TruthfulQA's non-answers are not document text.
 _NON_ANSWERS = ("no comment", "i have no", "i don't know")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
 
 
 def halueval() -> list[dict]:

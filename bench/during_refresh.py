@@ -13,18 +13,18 @@ them and as the app timed them, and the ratios during/idle (1.0: the refresh cos
 nothing). `--refresh-nice` and `--refresh-threads` override the settings, to measure the
 trade-off between a refresh's speed and the chat's.
 
-Owns this phase order and its figures only; the app, the prompts and the counting of tokens are
-bench/chat_throughput.py's.
+Owns this phase order and its figures only; the prompts, timing the answers and counting their
+tokens are bench/chat_runs.py's, starting the app and seeding its pool bench/harness.py's.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import statistics
-import tempfile
 import time
 from pathlib import Path
+
+from bench.chat_runs import app_answers, app_settings, own_timings, summarize
+from bench.harness import RESULTS, new_home, seed_pool, start_app, table
 
 COMPUTING = ("train", "export", "verify", "evaluate", "promote")
 
@@ -59,21 +59,13 @@ def wait_until_computing(job, timeout_s: float = 900) -> float:
 def answers(url: str, args, job=None) -> tuple[list, list]:
     """rounds x prompts answers through the app (after one warm-up when idle), with the
     refresh's step at each answer's end ('-' when none runs)."""
-    from gradio_client import Client
+    steps = []
 
-    from bench.chat_throughput import PROMPTS, app_run
+    def step() -> None:
+        state = job.state() if job else None
+        steps.append(state.progress.get("step", "start") if state and state.running else "-")
 
-    client = Client(url, verbose=False)
-    if job is None:
-        app_run(client, PROMPTS[0])
-    runs, steps = [], []
-    for _ in range(args.rounds):
-        for prompt in PROMPTS:
-            runs.append(app_run(client, prompt))
-            state = job.state() if job else None
-            steps.append(state.progress.get("step", "start") if state and state.running else "-")
-            time.sleep(args.pause)
-    return runs, steps
+    return app_answers(url, args, warm_up=job is None, after_each=step), steps
 
 
 def last_exchange(home: Path) -> int:
@@ -89,11 +81,7 @@ def app_timings(home: Path, after: int, until: int) -> dict:
             "WHERE id > ? AND id <= ? AND first_token_ms IS NOT NULL",
             (after, until),
         ).fetchall()
-    decode = [(n - 1) / ((total - first) / 1000) for first, total, n in rows if total > first]
-    return {
-        "first_token_ms": round(statistics.median(f for f, _, _ in rows), 1),
-        "decode_tokens_per_s": round(statistics.median(decode), 1),
-    }
+    return own_timings(rows)
 
 
 def measure_during_refresh(args) -> dict:
@@ -101,31 +89,30 @@ def measure_during_refresh(args) -> dict:
     from llama_cpp import Llama
 
     from assistant.llm.weights import embedded_model_path
-    from bench.chat_throughput import seed_pool, start_server, summarize
 
     model = embedded_model_path()
-    home = Path(tempfile.mkdtemp(prefix="autodidact-bench-"))
+    home = new_home()
     pool = seed_pool(home, args.pool)
     if not pool.get("train"):
         raise SystemExit(f"the seeded pool has no training examples ({pool}); raise --pool")
     print(f"pool seeded: {pool}", flush=True)
     tokenizer = Llama(str(model), vocab_only=True, verbose=False)
-    server, url = start_server(home, args)
-    job = launcher(home, args)
-    try:
-        start = last_exchange(home)
-        idle, _ = answers(url, args)
-        middle = last_exchange(home)
-        job.start("bench", force=True)
-        ready_s = wait_until_computing(job)
-        print(f"the refresh is computing after {ready_s:.0f} s; answering beside it", flush=True)
-        during, steps = answers(url, args, job)
-        end = last_exchange(home)
-        said = job.cancel("bench") if job.running() else "it had ended"
-    finally:
-        job.stop()
-        server.terminate()
-        server.wait(timeout=60)
+    with start_app(home, app_settings(args), child=True) as app:
+        job = launcher(home, args)
+        try:
+            start = last_exchange(home)
+            idle, _ = answers(app.url, args)
+            middle = last_exchange(home)
+            job.start("bench", force=True)
+            ready_s = wait_until_computing(job)
+            print(
+                f"the refresh is computing after {ready_s:.0f} s; answering beside it", flush=True
+            )
+            during, steps = answers(app.url, args, job)
+            end = last_exchange(home)
+            said = job.cancel("bench") if job.running() else "it had ended"
+        finally:
+            job.stop()
     first, second = summarize(tokenizer, idle), summarize(tokenizer, during)
     inside_idle, inside_during = (
         app_timings(home, start + 1, middle),
@@ -175,19 +162,22 @@ def show(r: dict) -> None:
         f"{f['answers_with_refresh_running']}/{len(f['step_after_each_answer'])} answers "
         f"(steps {sorted(set(f['step_after_each_answer']))}); {f['ended']}"
     )
-    print(f"{'phase':<28} {'decode tok/s':>12} {'whole tok/s':>12} {'first token ms':>15}")
+    rows = []
     for name, key, app in (
         ("idle", "idle", "app_idle"),
         ("during refresh", "during", "app_during"),
     ):
         c, a = r[key], r[app]
-        print(
-            f"{name + ', client':<28} {c['decode']:>12.1f} {c['whole']:>12.1f} {c['first_ms']:>15.1f}"
+        rows.append([f"{name}, client", *(f"{c[k]:.1f}" for k in ("decode", "whole", "first_ms"))])
+        rows.append(
+            [
+                f"{name}, app timings",
+                f"{a['decode_tokens_per_s']:.1f}",
+                None,
+                f"{a['first_token_ms']:.1f}",
+            ]
         )
-        print(
-            f"{name + ', app timings':<28} {a['decode_tokens_per_s']:>12.1f} {'-':>12} "
-            f"{a['first_token_ms']:>15.1f}"
-        )
+    table(None, ["phase", "decode tok/s", "whole tok/s", "first token ms"], rows)
     print(
         f"during/idle: decode {r['decode_ratio_during_over_idle']} (app's own "
         f"{r['app_decode_ratio_during_over_idle']}), whole answer "
@@ -197,10 +187,8 @@ def show(r: dict) -> None:
     )
 
 
-def save(r: dict, out: Path, args) -> Path:
+def result_path(r: dict, args) -> Path:
     name = "chat_throughput-during-refresh"
     if args.refresh_nice is not None or args.refresh_threads is not None:
         name += f"-nice{r['refresh']['nice']}-threads{r['refresh']['threads']}"
-    path = out / f"{name}.json"
-    path.write_text(json.dumps(r, indent=2))
-    return path
+    return RESULTS / f"{name}.json"

@@ -35,13 +35,13 @@ threshold (positive = wrong answer). The rows:
                         the same answers' combined score with and without it, and its seconds per
                         answer. The other rows leave consistency out (the product default).
 
-    .venv/bin/python bench/grader_quality.py --limit 10                       # a check, ~10 min
-    nohup .venv/bin/python bench/grader_quality.py --limit 150 --consistency 3 \\
+    .venv/bin/python -m bench.grader_quality --limit 10                       # a check, ~10 min
+    nohup .venv/bin/python -m bench.grader_quality --limit 150 --consistency 3 \\
         > bench/results/grader_quality.log 2>&1 &                            # the recorded run
-    .venv/bin/python bench/grader_quality.py --rescore                        # table from saved items
-    .venv/bin/python bench/grader_quality.py --rescore --weights '{"judge": 1, "agreement": 4}' \\
+    .venv/bin/python -m bench.grader_quality --rescore                        # table from saved items
+    .venv/bin/python -m bench.grader_quality --rescore --weights '{"judge": 1, "agreement": 4}' \\
         --threshold 0.5                                                       # other weights
-    .venv/bin/python bench/grader_quality.py --rows halueval+kb --limit 50    # some rows; the
+    .venv/bin/python -m bench.grader_quality --rows halueval+kb --limit 50    # some rows; the
                                                                               # others keep their
                                                                               # saved items
 
@@ -58,21 +58,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from quality_table import ROWS, SEED, lines_for, show  # noqa: E402
-
-DATA = ROOT / "tests" / "data"
+from bench.harness import DATA, RESULTS, read_jsonl
+from bench.quality_table import ROWS, SEED, lines_for, show
 
 
 # data
-def read_jsonl(path: Path) -> list[dict]:
-    with path.open() as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def halueval(limit):
     return read_jsonl(DATA / "halueval" / "qa_one-turn.jsonl")[:limit]
 
@@ -357,9 +347,7 @@ def main() -> int:
         help="grading weights as JSON (default: the settings')",
     )
     parser.add_argument("--threshold", type=float, default=None, help="flag threshold")
-    parser.add_argument(
-        "--save", type=Path, default=ROOT / "bench" / "results" / "grader_quality.json"
-    )
+    parser.add_argument("--save", type=Path, default=RESULTS / "grader_quality.json")
     args = parser.parse_args()
     args.rows = args.rows or list(ROWS[:5])
 

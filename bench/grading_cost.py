@@ -23,7 +23,7 @@ a training pool in place.
      the passages the answer was given, from SQL), timed on every exchange of the run after
      the grader stopped, with what it found.
 
-    .venv/bin/python bench/grading_cost.py [--items 10] [--samples 3] [--chats 6]
+    .venv/bin/python -m bench.grading_cost [--items 10] [--samples 3] [--chats 6]
                                            [--documents 1000] [--pool 1000]
 
 Writes bench/results/grading_cost.json. A small check of the whole path:
@@ -33,17 +33,24 @@ Writes bench/results/grading_cost.json. A small check of the whole path:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DATA = ROOT / "tests" / "data"
+from bench.harness import (
+    DATA,
+    RESULTS,
+    new_home,
+    read_jsonl,
+    seed_pool,
+    start_app,
+    table,
+    write_result,
+)
+
 BACKLOG = 12  # answers waiting to be graded when the grader starts
+# The app's settings: greedy, and the grader started by hand (off, then through a backlog).
+APP = {"grading": False, "temperature": 0.0, "seed": 1, "max_tokens": 96, "stream_interval_ms": 0}
 
 
 def per_signal_seconds(engine, items: int, samples: int) -> dict[str, float]:
@@ -52,7 +59,7 @@ def per_signal_seconds(engine, items: int, samples: int) -> dict[str, float]:
     from feedback.grading.grader import Grader, GraderConfig
 
     grader = Grader(engine, config=GraderConfig(consistency_samples=samples, max_tokens=64))
-    rows = [json.loads(line) for line in (DATA / "truthfulqa" / "dev.jsonl").open()][:items]
+    rows = read_jsonl(DATA / "truthfulqa" / "dev.jsonl")[:items]
     seconds: dict[str, list[float]] = {}
     for r in tqdm(rows, desc="per-signal cost"):
         for answer in (r["best_answer"], r["incorrect_answers"][0]):
@@ -154,34 +161,51 @@ def main() -> int:
     from assistant.llm.llama import LlamaEngine
     from assistant.llm.weights import embedded_model_path
     from assistant.settings import Settings
-    from assistant.web.app import create_app
-    from bench.chat_throughput import seed_pool
-    from bench.documents import fill, questions
+    from bench.documents import fill
 
-    home = Path(tempfile.mkdtemp(prefix="autodidact-bench-"))
-    settings = Settings(
-        home=home,
-        grading=False,
-        temperature=0.0,
-        seed=1,
-        max_tokens=96,
-        stream_interval_ms=0,
-    )
+    home = new_home()
     print(
         f"home {home}; {args.documents:,} passages, pool of {args.pool:,}, "
         f"{args.chats} chats per round, {args.pause} s apart",
         flush=True,
     )
-    engine = LlamaEngine(embedded_model_path(), context_window=4096, threads=settings.threads)
+    threads = Settings(home=home, **APP).threads
+    engine = LlamaEngine(embedded_model_path(), context_window=4096, threads=threads)
     costs = per_signal_seconds(engine, args.items, args.samples)
 
     t = time.perf_counter()
     pool = seed_pool(home, args.pool) if args.pool else {"exchanges": 0}
     print(f"pool seeded in {time.perf_counter() - t:.0f} s: {pool}", flush=True)
-    app = create_app(settings, model=engine)
-    with tqdm(total=args.documents, desc="knowledge base", unit="passage") as bar:
-        documents = fill(app.library, app.chat.user.id, args.documents, progress=bar.update)
-    print(f"knowledge base filled: {documents}", flush=True)
+    with start_app(home, APP, serve=False, model=engine) as app:
+        with tqdm(total=args.documents, desc="knowledge base", unit="passage") as bar:
+            documents = fill(app.library, app.chat.user.id, args.documents, progress=bar.update)
+        print(f"knowledge base filled: {documents}", flush=True)
+        chats = under_backlog(app, args)
+
+    off_rate, off_first = medians(chats["off"])
+    on_rate, on_first = medians(chats["on"])
+    result = {
+        "settings": vars(args),
+        "seconds": costs,
+        "reference_lookup": chats.pop("lookups"),
+        "documents": documents,
+        "pool": pool,
+        "off": [off_rate, off_first],
+        "on": [on_rate, on_first],
+        "throughput_ratio": on_rate / off_rate,
+        "first_token_delta_ms": on_first - off_first,
+        "graded_during_on_round": chats.pop("graded"),
+        "chats": chats,
+    }
+    show(result, args)
+    write_result(result, RESULTS / "grading_cost.json")
+    return 0
+
+
+def under_backlog(app, args) -> dict:
+    """A backlog of answers to grade, a round of chats with the grader off, the same round with
+    it working through the backlog; then the reference lookups on every exchange of the run."""
+    from bench.documents import questions
 
     prompts = questions()
     chat_prompts = prompts[: args.chats]
@@ -193,29 +217,7 @@ def main() -> int:
     app.worker.stop()
     exchange_ids = [r.exchange_id for r in backlog] + [c["exchange_id"] for c in off + on]
     lookups = reference_lookups(app, exchange_ids)
-    app.close()
-
-    off_rate, off_first = medians(off)
-    on_rate, on_first = medians(on)
-    result = {
-        "settings": vars(args),
-        "seconds": costs,
-        "reference_lookup": lookups,
-        "documents": documents,
-        "pool": pool,
-        "off": [off_rate, off_first],
-        "on": [on_rate, on_first],
-        "throughput_ratio": on_rate / off_rate,
-        "first_token_delta_ms": on_first - off_first,
-        "graded_during_on_round": graded,
-        "chats": {"off": off, "on": on},
-    }
-    show(result, args)
-    out = ROOT / "bench" / "results" / "grading_cost.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"written: {out.relative_to(ROOT)}")
-    return 0
+    return {"off": off, "on": on, "graded": graded, "lookups": lookups}
 
 
 def show(r: dict, args) -> None:
@@ -231,14 +233,7 @@ def show(r: dict, args) -> None:
         f"pool index of {lookups['pool_vectors']:,}; found {lookups['found'] or 'none'})"
     )
     docs = r["documents"]
-    print(
-        f"\nchat with {docs['chunks']:,} passages in {docs['documents']:,} files "
-        f"and a pool of {r['pool']['exchanges']:,} exchanges:"
-    )
-    print(
-        f"{'chat':<20} {'tokens/s':>9} {'first token ms':>15} {'given passages':>15} "
-        f"{'answer passage':>15}"
-    )
+    rows = []
     for name, chats, (rate, first) in (
         ("grading off", r["chats"]["off"], r["off"]),
         ("grading a backlog", r["chats"]["on"], r["on"]),
@@ -246,10 +241,15 @@ def show(r: dict, args) -> None:
         given = sum(c["passages"] > 0 for c in chats)
         askable = sum(c["kind"] != "open" for c in chats)
         hit = sum(c["answer_passage_given"] for c in chats)
-        print(
-            f"{name:<20} {rate:>9.1f} {first:>15.1f} {f'{given}/{len(chats)}':>15} "
-            f"{f'{hit}/{askable}':>15}"
+        rows.append(
+            [name, f"{rate:.1f}", f"{first:.1f}", f"{given}/{len(chats)}", f"{hit}/{askable}"]
         )
+    table(
+        f"chat with {docs['chunks']:,} passages in {docs['documents']:,} files "
+        f"and a pool of {r['pool']['exchanges']:,} exchanges",
+        ["chat", "tokens/s", "first token ms", "given passages", "answer passage"],
+        rows,
+    )
     print(
         f"throughput ratio backlog/off: {r['throughput_ratio']:.3f} (target >= 0.9); "
         f"first token {r['first_token_delta_ms']:+.1f} ms; "

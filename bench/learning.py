@@ -29,11 +29,11 @@ the very paraphrases would be retrieved and trained on), each one at once and on
 grader is idle, then one conversation is kept (`Session.delete`, `Session.sentinel` say why);
 `--keep-probes` keeps them all.
 
-    .venv/bin/python bench/learning.py [--facts 48] [--unrelated 24] [--set-a 32]
+    .venv/bin/python -m bench.learning [--facts 48] [--unrelated 24] [--set-a 32]
         [--max-tokens 96] [--seed 0] [--threads N] [--loss-rows 100] [--refresh-epochs 10]
         [--refresh-learning-rate 1e-3] [--refresh-max-steps 120] [--refresh-rank N]
         [--refresh-eval-prompts 16] [--no-promote-anyway] [--keep-probes] [--out FILE]
-    .venv/bin/python bench/learning.py --facts 3 --unrelated 3 --refresh-max-steps 4 \
+    .venv/bin/python -m bench.learning --facts 3 --unrelated 3 --refresh-max-steps 4 \
         --refresh-eval-prompts 4 --loss-rows 20 --threads 1 --out /tmp/learning.json  # smoke
 
 Prints a table and writes bench/results/learning.json (or `--out`): the commit, the command,
@@ -48,23 +48,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from learning_checks import (  # noqa: E402 (a sibling script, found through the path above)
+from bench.harness import (
+    DATA,
+    RESULTS,
+    ROOT,
+    command_line,
+    commit,
+    new_home,
+    progress,
+    settle,
+    start_app,
+    write_result,
+)
+from bench.learning_checks import (
     leaked,
     loss_records,
     names_of,
@@ -75,13 +81,9 @@ from learning_checks import (  # noqa: E402 (a sibling script, found through the
     table_row,
 )
 
-from bench.harness import offline  # noqa: E402
-
-offline()
-
 PASSWORD = "learning bench password"
 SENTINEL = "Thank you, that is all for now."
-TRUTHFULQA = ROOT / "tests" / "data" / "truthfulqa" / "dev.jsonl"
+TRUTHFULQA = DATA / "truthfulqa" / "dev.jsonl"
 REFRESH_FLAGS = ("refresh_epochs", "refresh_learning_rate", "refresh_max_steps", "refresh_rank",
                  "refresh_eval_prompts")  # fmt: skip
 
@@ -112,7 +114,7 @@ def arguments() -> argparse.Namespace:
     )
     p.add_argument("--keep-probes", action="store_true", help="do not delete probe conversations")
     p.add_argument("--home", type=Path, default=None, help="default: a new temporary folder")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning.json")
+    p.add_argument("--out", type=Path, default=RESULTS / "learning.json")
     args = p.parse_args()
     args.facts = min(args.facts, 48)
     if args.set_a is None:
@@ -128,6 +130,7 @@ class Session:
     def __init__(self, home: Path, args):
         self.home, self.args = home, args
         self.app = self.client = self.account = self.token = None
+        self.running = ExitStack()  # the app while it runs
         self.timings: dict[str, list] = {}  # what: [times, seconds], for the runtime estimate
         self.sentinels: list[dict] = []
 
@@ -143,24 +146,18 @@ class Session:
     def start(self, retrieval: bool) -> None:
         from gradio_client import Client
 
-        from assistant.settings import Settings
-        from assistant.web.app import create_app, launch
-        from bench.chat_throughput import free_port
         from store.accounts import AccountStore
 
-        settings = Settings(
-            home=self.home,
-            port=free_port(),
-            max_tokens=self.args.max_tokens,
-            seed=self.args.seed,
-            retrieval=retrieval,
-            rate_limit_messages=0,
+        settings = {
+            "max_tokens": self.args.max_tokens,
+            "seed": self.args.seed,
+            "retrieval": retrieval,
+            "rate_limit_messages": 0,
             **({"threads": self.args.threads} if self.args.threads else {}),
             **getattr(self.args, "settings", {}),  # bench/memory.py's presentation and thresholds
-        )
+        }
         with self.timed("start app"):
-            self.app = create_app(settings)
-            launch(self.app, block=False, quiet=True)
+            self.app = self.running.enter_context(start_app(self.home, settings))
         accounts = AccountStore(self.app.store.engine)
         if self.account is None:
             self.account = accounts.add("learner", PASSWORD, "user")
@@ -170,9 +167,7 @@ class Session:
 
     def stop(self) -> None:
         self.client.close()
-        # gradio_client's heartbeat streams outlive `Client.close()` (see bench/load.py).
-        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
-        self.app.close()
+        self.running.close()
         self.app = None
 
     def ask(self, question: str) -> dict:
@@ -200,14 +195,9 @@ class Session:
 
     def settle(self) -> None:
         """Wait until no grading job is pending or running, at most `--settle` s."""
-        start = time.perf_counter()
         with self.timed("settle"):
-            while time.perf_counter() - start < self.args.settle:
-                counts = self.app.grading.counts()
-                if not counts.get("pending") and not counts.get("running"):
-                    time.sleep(2.0)  # the last grade's pool update follows its job's end
-                    break
-                time.sleep(1.0)
+            if settle(self.app, self.args.settle) < self.args.settle:
+                time.sleep(2.0)  # the last grade's pool update follows its job's end
 
     def grade(self, rows: list[dict]) -> None:
         grades = self.app.grading.grades([r["exchange_id"] for r in rows if r.get("exchange_id")])
@@ -235,13 +225,6 @@ class Session:
         deleted probe's id would never be trained on."""
         if not self.args.keep_probes:
             self.sentinels.append({"kind": "sentinel", **self.ask(SENTINEL)})
-
-
-def progress_bar():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns)
 
 
 def paraphrases(session: Session, facts: list[dict], phase: str, bar) -> list[dict]:
@@ -385,101 +368,121 @@ def held_out_loss(home: Path, adapter_id: str | None, rows: int) -> float:
         torch.set_num_threads(threads)
 
 
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
+class Learning:
+    """One run's facts, its app session and what it measured so far, phase by phase."""
+
+    def __init__(self, args):
+        facts, unrelated = read_rows()
+        self.args, self.facts, self.unrelated = (
+            args,
+            facts[: args.facts],
+            unrelated[: args.unrelated],
+        )
+        self.set_a, self.set_b = split(self.facts, args.set_a)
+        for f in self.facts:
+            f["set"] = "A" if f in self.set_a else "B"
+        self.home = args.home or new_home(prefix="autodidact-learning-")
+        self.session = Session(self.home, args)
+        self.rows, self.table, self.runs, self.served, self.losses = [], [], [], {}, {}
+        self.taught, self.baseline = {}, {}  # fact id: its teach row; question id: answer
+
+    def loss_of(self, adapter: str | None) -> float:
+        if adapter not in self.losses:
+            with self.session.timed("held-out loss"):
+                self.losses[adapter] = held_out_loss(self.home, adapter, self.args.loss_rows)
+        return self.losses[adapter]
+
+    def before(self, bar) -> None:
+        """0: every fact's paraphrases (the floor) and the unrelated questions, retrieval on."""
+        session = self.session
+        session.start(retrieval=True)
+        floor = paraphrases(session, self.facts, "before", bar)
+        before = unrelated_questions(session, self.unrelated, "before", bar, [], {})
+        self.baseline = {r["id"]: r["answer"] for r in before}
+        self.rows += floor + before
+        for part in (self.set_a, self.set_b):
+            self.table.append(
+                table_row("0 before", floor, part, None, "on", self.loss_of(None), before)
+            )
+
+    def teach_a(self, bar) -> None:
+        """1: teach set A, then A's paraphrases with retrieval on; the app stops."""
+        self.taught = teach(self.session, self.set_a, "teach A", bar)
+        retrieved = paraphrases(self.session, self.set_a, "A retrieval", bar)
+        self.rows += [*self.taught.values(), *retrieved]
+        loss = self.loss_of(None)
+        self.table.append(table_row("1 taught A", retrieved, self.set_a, None, "on", loss))
+        self.session.stop()
+
+    def teach_b(self, bar) -> None:
+        """3: teach set B with retrieval on, the refresh-1 weights serving; B's paraphrases."""
+        self.session.start(retrieval=True)
+        taught_b = teach(self.session, self.set_b, "teach B", bar)
+        self.taught.update(taught_b)
+        retrieved = paraphrases(self.session, self.set_b, "B retrieval", bar)
+        self.rows += [*taught_b.values(), *retrieved]
+        weights = self.served[1]["adapter"]
+        loss = self.loss_of(weights)
+        self.table.append(table_row("3 taught B", retrieved, self.set_b, weights, "on", loss))
+        self.session.stop()
+
+    def refresh_and_probe(self, n: int, sets: list[list[dict]], bar) -> None:
+        """2 and 4: refresh `n` with the app stopped, then with retrieval off (the weights
+        alone) the paraphrases of `sets` and the unrelated questions."""
+        session = self.session
+        bar.console.print(f"refresh {n} (the app stopped) ...")
+        with session.timed("refresh"):
+            self.runs.append(run := refresh(self.home, self.args, n))
+        weights, how = serve_weights(self.home, run, self.args)
+        self.served[n] = {"adapter": weights, "how": how, "status": run["status"]}
+        bar.console.print(f"refresh {n}: {run['status']}; weights measured: {weights}, {how}")
+        mix = next((set(r["mix"]) for r in self.runs if r["adapter_id"] == weights), set())
+        trained = {f for f, r in self.taught.items() if r.get("exchange_id") in mix}
+        session.start(retrieval=False)
+        phase = f"refresh {n} weights"
+        probe = paraphrases(session, [f for s in sets for f in s], phase, bar)
+        known = [f for f in self.facts if f["id"] in self.taught]
+        unrel = unrelated_questions(session, self.unrelated, phase, bar, known, self.baseline)
+        self.rows += probe + unrel
+        session.stop()
+        loss = self.loss_of(weights)
+        for part in sets:
+            label = f"{2 * n} after refresh {n}"
+            self.table.append(table_row(label, probe, part, weights, "off", loss, unrel, trained))
 
 
 def measure(args) -> dict:
-    facts, unrelated = read_rows()
-    facts, unrelated = facts[: args.facts], unrelated[: args.unrelated]
-    set_a, set_b = split(facts, args.set_a)
-    for f in facts:
-        f["set"] = "A" if f in set_a else "B"
-    home = args.home or Path(tempfile.mkdtemp(prefix="autodidact-learning-"))
-    session, rows, table, runs, served = Session(home, args), [], [], [], {}
+    run = Learning(args)
     started, code = time.perf_counter(), commit()  # the code that runs, not HEAD at the end
-    print(f"home {home}; set A {len(set_a)} facts, set B {len(set_b)}", flush=True)
-    losses = {}
-
-    def loss_of(adapter):
-        if adapter not in losses:
-            with session.timed("held-out loss"):
-                losses[adapter] = held_out_loss(home, adapter, args.loss_rows)
-        return losses[adapter]
-
-    loss_of(None)
+    print(f"home {run.home}; set A {len(run.set_a)} facts, set B {len(run.set_b)}", flush=True)
+    run.loss_of(None)
     error = None
     try:
-        with progress_bar() as bar:
-            session.start(retrieval=True)
-            floor = paraphrases(session, facts, "before", bar)
-            before = unrelated_questions(session, unrelated, "before", bar, [], {})
-            baseline = {r["id"]: r["answer"] for r in before}
-            rows += floor + before
-            for part in (set_a, set_b):
-                table.append(table_row("0 before", floor, part, None, "on", losses[None], before))
-            taught = teach(session, set_a, "teach A", bar)
-            retrieved = paraphrases(session, set_a, "A retrieval", bar)
-            rows += [*taught.values(), *retrieved]
-            table.append(table_row("1 taught A", retrieved, set_a, None, "on", losses[None]))
-            session.stop()
-            for n, sets in ((1, [set_a]), (2, [set_a, set_b])):
-                if n == 2:  # set B is taught with retrieval on, the refresh-1 weights serving
-                    session.start(retrieval=True)
-                    taught_b = teach(session, set_b, "teach B", bar)
-                    taught.update(taught_b)
-                    retrieved = paraphrases(session, set_b, "B retrieval", bar)
-                    rows += [*taught_b.values(), *retrieved]
-                    weights = served[1]["adapter"]
-                    loss = loss_of(weights)
-                    table.append(table_row("3 taught B", retrieved, set_b, weights, "on", loss))
-                    session.stop()
-                bar.console.print(f"refresh {n} (the app stopped) ...")
-                with session.timed("refresh"):
-                    runs.append(run := refresh(home, args, n))
-                weights, how = serve_weights(home, run, args)
-                served[n] = {"adapter": weights, "how": how, "status": run["status"]}
-                bar.console.print(
-                    f"refresh {n}: {run['status']}; weights measured: {weights}, {how}"
-                )
-                mix = next((set(r["mix"]) for r in runs if r["adapter_id"] == weights), set())
-                trained = {f for f, r in taught.items() if r.get("exchange_id") in mix}
-                session.start(retrieval=False)
-                phase = f"refresh {n} weights"
-                probe = paraphrases(session, [f for s in sets for f in s], phase, bar)
-                taught_facts = [f for f in facts if f["id"] in taught]
-                unrel = unrelated_questions(session, unrelated, phase, bar, taught_facts, baseline)
-                rows += probe + unrel
-                session.stop()
-                loss = loss_of(weights)
-                for part in sets:
-                    label = f"{2 * n} after refresh {n}"
-                    table.append(
-                        table_row(label, probe, part, weights, "off", loss, unrel, trained)
-                    )
+        with progress() as bar:
+            run.before(bar)
+            run.teach_a(bar)
+            run.refresh_and_probe(1, [run.set_a], bar)
+            run.teach_b(bar)
+            run.refresh_and_probe(2, [run.set_a, run.set_b], bar)
     except Exception:  # keep what was measured, with the traceback
         error = traceback.format_exc()
         print(error, file=sys.stderr)
-        if session.app is not None:
-            session.stop()
+        if run.session.app is not None:
+            run.session.stop()
     return {
         "commit": code,
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "when": datetime.now().isoformat(timespec="seconds"),
-        "home": str(home),
+        "home": str(run.home),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "wall_s": round(time.perf_counter() - started, 1),
-        "sets": {"A": [f["id"] for f in set_a], "B": [f["id"] for f in set_b]},
-        "served": served,
-        "heldout_loss": {str(k or "base"): v for k, v in losses.items()},
-        "timings": {k: {"times": n, "seconds": t} for k, (n, t) in session.timings.items()},
-        "table": table,
-        "refreshes": runs,
-        "answers": rows + session.sentinels,
+        "sets": {"A": [f["id"] for f in run.set_a], "B": [f["id"] for f in run.set_b]},
+        "served": run.served,
+        "heldout_loss": {str(k or "base"): v for k, v in run.losses.items()},
+        "timings": {k: {"times": n, "seconds": t} for k, (n, t) in run.session.timings.items()},
+        "table": run.table,
+        "refreshes": run.runs,
+        "answers": run.rows + run.session.sentinels,
         "error": error,
     }
 
@@ -488,9 +491,7 @@ def main() -> int:
     args = arguments()
     result = measure(args)
     show(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, default=str))
-    print(f"written: {args.out}")
+    write_result(result, args.out)
     return 0
 
 

@@ -213,15 +213,14 @@ def loss_records(rows: list[dict], system: str) -> list[dict]:
 
 def show(r: dict) -> None:
     """Print a run's table (one row per phase and set), its refreshes, what was measured."""
-    from rich.console import Console
-    from rich.table import Table
+    from bench.harness import table
 
-    table = Table(title=f"learning, commit {r['commit'][:7]}, {r['wall_s'] / 60:.1f} min")
-    for column in COLUMNS:
-        table.add_column(column)
-    for row in r["table"]:
-        table.add_row(*cells(row, r["heldout_loss"]["base"]))
-    Console(width=170).print(table)
+    table(
+        f"learning, commit {r['commit'][:7]}, {r['wall_s'] / 60:.1f} min",
+        list(COLUMNS),
+        [cells(row, r["heldout_loss"]["base"]) for row in r["table"]],
+        width=170,
+    )
     for run in r["refreshes"]:
         print(
             f"refresh run {run['run_id']}: {run['status']} at step {run['step']} "

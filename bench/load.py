@@ -27,11 +27,11 @@ What it measures, and how:
   - Grading: jobs done while the chats ran, and after waiting up to `--settle` seconds for the
     backlog (the checks run after that wait, so whatever grading and curation did is in).
 
-    .venv/bin/python bench/load.py [--accounts 16] [--turns 10] [--max-tokens 64]
+    .venv/bin/python -m bench.load [--accounts 16] [--turns 10] [--max-tokens 64]
                                    [--per-conversation 5] [--settle 60] [--no-grading]
                                    [--rate-limit-messages N] [--queue-max N] [--out FILE]
-    .venv/bin/python bench/load.py --accounts 2 --turns 2 --max-tokens 16 --out /tmp/load.json
-    .venv/bin/python bench/load.py --accounts 15 --flood 40   # one more account floods the chat
+    .venv/bin/python -m bench.load --accounts 2 --turns 2 --max-tokens 16 --out /tmp/load.json
+    .venv/bin/python -m bench.load --accounts 15 --flood 40   # one more account floods the chat
 
 With `--flood N`, one more account keeps N joins to the chat event in flight over raw HTTP for the
 whole chat phase (each refused join is tried again at once), and the figures of the others are
@@ -45,25 +45,26 @@ and the command line. The full run takes the machine: run it alone.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
 import secrets
-import shlex
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from load_checks import (  # noqa: E402 (a sibling script, found through the path above)
+from bench.harness import (
+    RESULTS,
+    command_line,
+    commit,
+    new_home,
+    progress,
+    settle,
+    start_app,
+    table,
+    write_result,
+)
+from bench.load_checks import (
     Account,
     TurnResult,
     check_stored,
@@ -72,13 +73,6 @@ from load_checks import (  # noqa: E402 (a sibling script, found through the pat
     probe_leaks,
     stored_exchanges,
 )
-
-for _key, _value in (
-    ("HF_HUB_OFFLINE", "1"),
-    ("GRADIO_ANALYTICS_ENABLED", "False"),
-    ("ANONYMIZED_TELEMETRY", "False"),
-):
-    os.environ.setdefault(_key, _value)
 
 PASSWORD = "load bench password"
 # Subjects for the messages, so answers differ and retrieval has something to match on.
@@ -128,31 +122,14 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def start_app(args) -> tuple[object, Path]:
-    """The real app on a free loopback port, over a new temporary home."""
-    from assistant.settings import Settings
-    from assistant.web.app import create_app, launch
-    from bench.chat_throughput import free_port
-
-    home = Path(tempfile.mkdtemp(prefix="autodidact-load-"))
-    overrides = {
-        name: value
-        for name, value in (
-            ("rate_limit_messages", args.rate_limit_messages),
-            ("queue_max", args.queue_max),
-        )
-        if value is not None
+def app_settings(args) -> dict:
+    """The app's settings: grading and max tokens as asked, the limits the app's unless set."""
+    limits = {"rate_limit_messages": args.rate_limit_messages, "queue_max": args.queue_max}
+    return {
+        "grading": args.grading,
+        "max_tokens": args.max_tokens,
+        **{name: value for name, value in limits.items() if value is not None},
     }
-    settings = Settings(
-        home=home,
-        port=free_port(),
-        grading=args.grading,
-        max_tokens=args.max_tokens,
-        **overrides,
-    )
-    app = create_app(settings)
-    launch(app, block=False, quiet=True)
-    return app, home
 
 
 def make_accounts(app, n: int, prefix: str = "load") -> list[Account]:
@@ -242,15 +219,12 @@ def chat_phase(app, accounts: list[Account], args) -> tuple[list[TurnResult], fl
     """Every account's thread at once, with a progress bar; the results and the wall time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     ready = threading.Barrier(len(accounts) + 1)
-    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns) as progress, ThreadPoolExecutor(len(accounts)) as pool:
-        task = progress.add_task("turns", total=len(accounts) * args.turns)
+    with progress() as bar, ThreadPoolExecutor(len(accounts)) as pool:
+        task = bar.add_task("turns", total=len(accounts) * args.turns)
 
         def advance():
-            progress.advance(task)
+            bar.advance(task)
 
         futures = [
             pool.submit(run_account, app.url, account, args, ready, advance) for account in accounts
@@ -260,17 +234,6 @@ def chat_phase(app, accounts: list[Account], args) -> tuple[list[TurnResult], fl
         results = [r for future in futures for r in future.result()]
         wall = time.perf_counter() - start
     return results, wall
-
-
-def settle(app, seconds: float) -> float:
-    """Wait until no grading job is pending or running, at most `seconds`; the time waited."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        counts = app.grading.counts()
-        if not counts.get("pending") and not counts.get("running"):
-            break
-        time.sleep(1.0)
-    return time.perf_counter() - start
 
 
 def percentiles(values: list[float | None]) -> dict[str, float | None]:
@@ -284,16 +247,6 @@ def percentiles(values: list[float | None]) -> dict[str, float | None]:
         "p95": round(float(np.percentile(values, 95)), 3),
         "max": round(float(max(values)), 3),
     }
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def flood(app, account: Account, threads: int, stop: threading.Event) -> dict:
@@ -324,9 +277,9 @@ def flood(app, account: Account, threads: int, stop: threading.Event) -> dict:
 
 def measure(args) -> dict:
     """Start the app, run the chats, wait for grading, check storage and leaks."""
-    app, home = start_app(args)
+    home = new_home(prefix="autodidact-load-")
     stop = threading.Event()
-    try:
+    with start_app(home, app_settings(args)) as app:
         accounts = make_accounts(app, args.accounts)
         print(f"app at {app.url}, home {home}; {len(accounts)} accounts ready", flush=True)
         flooder = make_accounts(app, 1, prefix="flooder")[0] if args.flood else None
@@ -340,11 +293,6 @@ def measure(args) -> dict:
         rows = stored_exchanges(app)
         stored = check_stored(accounts, results, rows)
         probe = probe_leaks(app, accounts, home / "probe-stderr.log")
-    finally:
-        # gradio_client's heartbeat streams outlive `Client.close()`; uvicorn cancels them at
-        # shutdown and logs a traceback for each, which says nothing about the run.
-        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
-        app.close()
     by_name = {a.name: a for a in accounts}
     answer_leaks = [
         (r.account, r.turn, tag)
@@ -354,7 +302,7 @@ def measure(args) -> dict:
     ours = [r["latency_ms"] / 1000 for r in rows if r["latency_ms"] is not None]
     return {
         "commit": commit(),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "when": datetime.now().isoformat(timespec="seconds"),
         "home": str(home),
         "settings": {**vars(args), "out": str(args.out) if args.out else None},
@@ -381,9 +329,6 @@ def measure(args) -> dict:
 
 
 def show(r: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     def spread(p: dict) -> str:
         if p["p50"] is None:
             return "-"
@@ -393,11 +338,6 @@ def show(r: dict) -> None:
     grading = "grading on" if s["grading"] else "grading off: jobs only queued"
     settled = f"waited {r['settle_waited_s']} s (at most {s['settle']:g})"
     leaks = len(probe["leaks"]) + len(r["leaks_answers"]) + len(r["misplaced"])
-    table = Table(
-        title=f"load: {s['accounts']} accounts x {s['turns']} turns, commit {r['commit']}"
-    )
-    for column in ("figure", "value", "target"):
-        table.add_column(column)
     rows = [
         ("sent / answered", f"{r['sent']} / {r['answered']}", ""),
         ("refused or failed", ", ".join(f"{k}: {v}" for k, v in r["refused"].items()) or "0", ""),
@@ -427,9 +367,8 @@ def show(r: dict) -> None:
         ("grading jobs, end of chats", str(r["grading_end_of_chats"]), grading),
         ("grading jobs, after settle", str(r["grading_after_settle"]), settled),
     ]
-    for row in rows:
-        table.add_row(*row)
-    Console(width=120).print(table)
+    title = f"load: {s['accounts']} accounts x {s['turns']} turns, commit {r['commit']}"
+    table(title, ["figure", "value", "target"], rows, width=120)
     print(f"command: {r['command']}")
 
 
@@ -447,10 +386,7 @@ def main() -> int:
         result = measure(args)
     show(result)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = args.out or ROOT / "bench" / "results" / f"load-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=str))
-    print(f"written: {out}")
+    write_result(result, args.out or RESULTS / f"load-{stamp}.json")
     return 0
 
 

@@ -7,7 +7,7 @@ is fooled; every relation is asked about many subjects, so facts share their wor
 meaning alone is fooled too. Near misses are questions about subjects nobody taught, worded
 like the taught ones: the memory must find nothing for them. Seeded: the same file every run.
 
-    .venv/bin/python bench/make_facts.py [--subjects 140] [--seed 7]
+    .venv/bin/python -m bench.make_facts [--subjects 140] [--seed 7]
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ account through gradio_client, grading on, the app's sampling with a fixed seed.
 Recall is split by fact: even positions in the file are the development half (where the
 thresholds were looked at), odd the test half.
 
-    .venv/bin/python bench/memory.py [--taught-in system turns] [--facts 48] [--unrelated 24]
+    .venv/bin/python -m bench.memory [--taught-in system turns] [--facts 48] [--unrelated 24]
         [--max-tokens 96] [--seed 0] [--threads N] [--out FILE]
 """
 
@@ -22,25 +22,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from learning import (  # noqa: E402 (a sibling script)
-    Session,
-    paraphrases,
-    progress_bar,
-    teach,
-    unrelated_questions,
-)
-from learning_checks import read_rows  # noqa: E402
-
-from bench.harness import command_line, commit, offline, table, write_result  # noqa: E402
-
-offline()
+from bench.harness import RESULTS, command_line, commit, new_home, progress, table, write_result
+from bench.learning import Session, paraphrases, teach, unrelated_questions
+from bench.learning_checks import read_rows
 
 
 def arguments() -> argparse.Namespace:
@@ -52,7 +38,7 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--settle", type=float, default=600.0)
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "memory.json")
+    p.add_argument("--out", type=Path, default=RESULTS / "memory.json")
     args = p.parse_args()
     args.keep_probes = False
     return args
@@ -62,10 +48,10 @@ def one(args, taught_in: str) -> dict:
     facts, unrelated = read_rows()
     facts, unrelated = facts[: args.facts], unrelated[: args.unrelated]
     args.settings = {"retrieval_taught_in": taught_in}
-    session = Session(Path(tempfile.mkdtemp(prefix="autodidact-memory-")), args)
+    session = Session(new_home(prefix="autodidact-memory-"), args)
     session.start(retrieval=True)
     try:
-        with progress_bar() as bar:
+        with progress() as bar:
             before = unrelated_questions(session, unrelated, "before", bar, [], {})
             baseline = {r["id"]: r["answer"] for r in before}
             taught = teach(session, facts, "teach", bar)

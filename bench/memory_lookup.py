@@ -17,26 +17,29 @@ chosen pair is the one with the most found-first on dev among those with at most
 `--max-false` false hits; the test figures are read at that pair only. Also the median time of
 one whole `Curator.examples` call at the chosen pair.
 
-    .venv/bin/python bench/memory_lookup.py [--examples 2] [--max-false 0.02] [--out FILE]
+    .venv/bin/python -m bench.memory_lookup [--examples 2] [--max-false 0.02] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.harness import (
+    RESULTS,
+    ROOT,
+    command_line,
+    commit,
+    new_home,
+    read_jsonl,
+    table,
+    write_result,
+)
 
-from bench.harness import command_line, commit, offline  # noqa: E402
-
-offline()
 FACTS = ROOT / "bench" / "data" / "memory_facts.jsonl"
 LEARNING = ROOT / "bench" / "data" / "learning_facts.jsonl"
 GRID = {  # 2.0 and 1e9: that rule off
@@ -54,18 +57,18 @@ def arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--examples", type=int, default=2, help="examples per prompt (the default)")
     p.add_argument("--max-false", type=float, default=0.02, help="most false hits allowed")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "memory_lookup.json")
+    p.add_argument("--out", type=Path, default=RESULTS / "memory_lookup.json")
     return p.parse_args()
 
 
 def load() -> tuple[list[dict], list[str]]:
-    rows = [json.loads(line) for line in FACTS.open()]
+    rows = read_jsonl(FACTS)
     facts = [r for r in rows if r["kind"] == "fact"]
     for fact in facts:  # people type in lower case too: then there are no names to check
         fact["paraphrases"] += [q.lower() for q in fact["paraphrases"]]
     untaught = [r["question"] for r in rows if r["kind"] == "near_miss"]
     untaught += [q.lower() for q in untaught]  # typed without capitals: no names to check
-    untaught += [r["question"] for r in map(json.loads, LEARNING.open()) if r["unrelated"]]
+    untaught += [r["question"] for r in read_jsonl(LEARNING) if r["unrelated"]]
     return facts, untaught
 
 
@@ -81,8 +84,9 @@ def teach(facts: list[dict]):
     from store.db import open_database
     from tests.fakes import FakeModel, ask
 
-    home = Path(tempfile.mkdtemp(prefix="autodidact-memory-"))
-    settings = Settings(home=home, pool_max_user_share=1.0, grading=False)
+    settings = Settings(
+        home=new_home(prefix="autodidact-memory-"), pool_max_user_share=1.0, grading=False
+    )
     store = ConversationStore(open_database(settings.effective_database_url))
     curator = build_curator(settings, store.engine, Embedder(threads=1))
     chat = ChatService(store, FakeModel(), settings, curator)
@@ -171,7 +175,6 @@ def row(name: str, result) -> list:
 def main() -> int:
     import dataclasses
 
-    from bench.harness import table, write_result
     from feedback.pool.memory import Thresholds, fuse
 
     args = arguments()

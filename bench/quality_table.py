@@ -165,20 +165,8 @@ def lines_for(items: dict, weights, threshold) -> list[dict]:
     return lines
 
 
-COLUMNS = {
-    "set": 24,
-    "answers": 7,
-    "judge": 6,
-    "mean_logprob": 7,
-    "min_logprob": 7,
-    "consistency": 7,
-    "grounding": 7,
-    "agreement": 7,
-    "length": 6,
-    "combined": 8,
-    "precision": 6,
-    "recall": 6,
-}
+COLUMNS = ("set", "answers", "judge", "mean_logprob", "min_logprob", "consistency", "grounding",
+           "agreement", "length", "combined", "precision", "recall")  # fmt: skip
 SHORT = {
     "mean_logprob": "mean_lp",
     "min_logprob": "min_lp",
@@ -190,14 +178,14 @@ SHORT = {
 
 
 def show(lines, weights, threshold) -> None:
-    print(f"\nweights {weights}, flag threshold {threshold}")
-    print(" | ".join(f"{SHORT.get(c, c):>{w}}" for c, w in COLUMNS.items()) + " | notes")
-    for line in lines:
-        cells = []
-        for c, w in COLUMNS.items():
-            v = line.get(c)
-            cells.append(f"{'-' if v is None else v!s:>{w}}")
-        print(" | ".join(cells) + " | " + notes(line))
+    from bench.harness import table
+
+    table(
+        f"weights {weights}, flag threshold {threshold}",
+        [*(SHORT.get(c, c) for c in COLUMNS), "notes"],
+        [[*(line.get(c) for c in COLUMNS), notes(line)] for line in lines],
+        width=220,
+    )
 
 
 def notes(line) -> str:

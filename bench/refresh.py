@@ -20,7 +20,7 @@ corrections) for the same steps from a fresh SFT adapter, with the reference mod
 log-probabilities computed once up front (`dpo_precompute_ref`, the default) and at every
 step, in the order every-step, once, once, every-step, and reports each's wall time.
 
-    .venv/bin/python bench/refresh.py [--sizes 100 1000] [--speed-records 64] [--skip-speed]
+    .venv/bin/python -m bench.refresh [--sizes 100 1000] [--speed-records 64] [--skip-speed]
         [--skip-dpo] [--dpo-steps 20] [--dpo-repeats 2]
 """
 
@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.harness import new_home, table
+from bench.synthetic import synthesize
 
 
 class StepMemory:
@@ -77,12 +75,11 @@ class StepMemory:
 def refresh_at(n: int, llama, embedder, base_cache: Path) -> dict:
     from assistant.settings import Settings
     from assistant.wiring import build_curator, refresh_config
-    from bench.pool import synthesize
     from feedback.refresh.pipeline import Refresher
     from feedback.refresh.rules import STEPS
     from store.db import open_database
 
-    home = Path(tempfile.mkdtemp(prefix=f"refresh{n}-"))
+    home = new_home(prefix=f"refresh{n}-")
     settings = Settings(home=home)
     db = open_database(settings.effective_database_url)
     synthesize(db, n)
@@ -271,7 +268,6 @@ def main() -> int:
     from assistant.llm.embedder import Embedder
     from assistant.llm.llama import LlamaEngine
     from assistant.llm.weights import embedded_model_path
-    from feedback.refresh.rules import STEPS
     from feedback.refresh.train import base_key, load_base
 
     path = embedded_model_path()
@@ -289,11 +285,24 @@ def main() -> int:
     for n in args.sizes:
         results.append(refresh_at(n, llama, embedder, base_cache))
         print("so far:", json.dumps(results[-1]), flush=True)
-    print("\nwall seconds per step (peak resident MiB)")
-    print(f"{'exchanges':>9} | " + " | ".join(f"{s:>14}" for s in STEPS) + " | status")
-    for r in results:
-        cells = [f"{r['steps'][s]:>6} ({r['peak_mb'][s]:>5})" for s in STEPS]
-        print(f"{r['exchanges']:>9} | " + " | ".join(cells) + f" | {r['status']}")
+    show(results)
+    if not (args.skip_speed and args.skip_dpo):
+        compare_training(args, base_cache / base_key(path), embedder)
+    return 0
+
+
+def show(results: list[dict]) -> None:
+    """Each size's steps (seconds and peak memory), then its mix, training and export check."""
+    from feedback.refresh.rules import STEPS
+
+    table(
+        "wall seconds per step (peak resident MiB)",
+        ["exchanges", *STEPS, "status"],
+        [
+            [r["exchanges"], *(f"{r['steps'][s]} ({r['peak_mb'][s]})" for s in STEPS), r["status"]]
+            for r in results
+        ],
+    )
     for r in results:
         print(
             f"{r['exchanges']}: mix {r['mix']}, {r['train_steps']} steps, "
@@ -301,9 +310,12 @@ def main() -> int:
             f"DPO {r['dpo'] and {k: r['dpo'][k] for k in ('pairs', 'steps', 'seconds')}}; "
             f"export check {r['verify']}; {r['reason'] or ''}"
         )
-    if not (args.skip_speed and args.skip_dpo):
-        home = Path(tempfile.mkdtemp(prefix="speed-"))
-        records, pairs = speed_records(home, embedder)
+
+
+def compare_training(args, base: Path, embedder) -> None:
+    """DPO with the reference's log-probs precomputed against every step, and our training
+    against a plain Trainer + PEFT, on a 1,000-exchange pool's records."""
+    records, pairs = speed_records(new_home(prefix="speed-"), embedder)
     if not args.skip_dpo:
         print(
             f"\nDPO, {len(pairs)} pairs, {args.dpo_steps} steps, the reference's log-probs every "
@@ -313,7 +325,7 @@ def main() -> int:
         print(
             json.dumps(
                 dpo_speed(
-                    base_cache / base_key(path),
+                    base,
                     records[:16],
                     pairs,
                     args.dpo_steps,
@@ -325,9 +337,8 @@ def main() -> int:
         records = records[: args.speed_records]
         steps = -(-len(records) // 4)
         print(f"\ntraining speed, one epoch of {len(records)} records:", flush=True)
-        figures = speed(base_cache / base_key(path), records, steps)
+        figures = speed(base, records, steps)
         print(json.dumps(figures))
-    return 0
 
 
 def speed_records(home: Path, embedder) -> tuple[list[dict], list[dict]]:
@@ -335,7 +346,6 @@ def speed_records(home: Path, embedder) -> tuple[list[dict], list[dict]]:
     train on."""
     from assistant.settings import Settings
     from assistant.wiring import build_curator
-    from bench.pool import synthesize
     from feedback.pool.records import preference_pairs, records
     from store.db import open_database
 

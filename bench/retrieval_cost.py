@@ -20,7 +20,7 @@ file's hash with every document's). The questions are bench/documents.py's mix: 
 TruthfulQA questions whose answer passage is in the base, and open requests; the share whose
 own passage came back is printed as a check that the searches find something.
 
-    .venv/bin/python bench/retrieval_cost.py [--sizes 1000 10000] [--questions 50] [--repeats 3]
+    .venv/bin/python -m bench.retrieval_cost [--sizes 1000 10000] [--questions 50] [--repeats 3]
                                              [--per-file 100]
 
 Filling 10,000 passages embeds every one (a few minutes on 2 cores, with a progress bar); the
@@ -31,15 +31,12 @@ measurements take seconds. Writes bench/results/retrieval_cost.json. A small che
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.harness import RESULTS, new_home, table, write_result
+
 TARGET_MS = 50.0  # search time at 10,000 passages
 
 
@@ -144,7 +141,7 @@ def main() -> int:
     from bench.documents import fill, passages, questions
     from store.db import open_database
 
-    home = Path(tempfile.mkdtemp(prefix="autodidact-bench-"))
+    home = new_home()
     settings = Settings(home=home, threads=args.threads)
     db = open_database(settings.effective_database_url)
     # The model is here for its tokenizer: build_prompt counts tokens through the chat template.
@@ -178,12 +175,16 @@ def main() -> int:
             }
         )
         show(results[-1])
-    out = ROOT / "bench" / "results" / "retrieval_cost.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"settings": vars(args), "sizes": results}, indent=1))
-    print(f"written: {out.relative_to(ROOT)}")
+    write_result({"settings": vars(args), "sizes": results}, RESULTS / "retrieval_cost.json")
     model.close()
     return 0
+
+
+MS = ("median ms", "p95 ms", "max ms")
+
+
+def ms_cells(s: dict) -> list[str]:
+    return [f"{s[key]:.2f}" for key in ("median_ms", "p95_ms", "max_ms")]
 
 
 def show(r: dict) -> None:
@@ -193,15 +194,13 @@ def show(r: dict) -> None:
         f"{kb['vectors']:,} vectors; filled in {kb['seconds']:.0f} s); "
         f"{r['samples']} searches; first search after filling {r['first_search_ms']:.1f} ms"
     )
-    print(f"  {'':<26} {'median ms':>10} {'p95 ms':>10} {'max ms':>10}")
-    for key, name in (
+    parts = (
         ("search", "Library.search"),
         ("embed", "  embed the question"),
         ("chroma_query", "  Chroma query"),
         ("sql_fetch", "  SQL fetch of passages"),
-    ):
-        s = r[key]
-        print(f"  {name:<26} {s['median_ms']:>10.2f} {s['p95_ms']:>10.2f} {s['max_ms']:>10.2f}")
+    )
+    table(None, ["", *MS], [[name, *ms_cells(r[key])] for key, name in parts])
     verdict = "met" if r["search"]["p95_ms"] <= TARGET_MS else "not met"
     found, askable = r["answer_passage_found"]
     print(
@@ -210,14 +209,12 @@ def show(r: dict) -> None:
     )
     p = r["prompt"]
     given, total = p["prompts_given_passages"]
-    print(f"  {'prompt building':<26} {'median ms':>10} {'p95 ms':>10} {'max ms':>10}")
-    for key, name in (
+    parts = (
         ("without_documents", "  build_prompt"),
         ("with_documents", "  passages_for + build"),
         ("build_with_passages_found", "  build, passages given"),
-    ):
-        s = p[key]
-        print(f"  {name:<26} {s['median_ms']:>10.2f} {s['p95_ms']:>10.2f} {s['max_ms']:>10.2f}")
+    )
+    table(None, ["prompt building", *MS], [[name, *ms_cells(p[key])] for key, name in parts])
     print(
         f"  with/without documents: {p['ratio_median']:.2f}x (medians); passages in "
         f"{given}/{total} prompts, adding {p['tokens_added_median']:.0f} tokens (median)"
