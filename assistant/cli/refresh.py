@@ -54,6 +54,13 @@ def summary(run) -> str:
             f"distinct-2 {d.get('distinct_2')}, embedding spread {d.get('embedding_spread')}; "
             f"held out {d.get('heldout', 0)}"
         )
+    if syn := d.get("synthesis"):
+        rate = f"{syn['pass_rate']:.0%}" if syn.get("pass_rate") is not None else "n/a"
+        lines.append(
+            f"  lessons: {syn['kept']} kept of {syn['written']} written for {syn['done']} taught "
+            f"answer(s) (pass rate {rate}) in {syn['seconds']} s; {d.get('synthetic', 0)} in "
+            f"the mix from {d.get('synthetic_parents', 0)} taught answer(s)"
+        )
     m = run.metrics or {}
     if "train" in m:
         t = m["train"]
@@ -76,8 +83,11 @@ def summary(run) -> str:
         lines.append(
             f"  candidate vs current: held-out loss {c['heldout_loss']} vs {p['heldout_loss']}; "
             f"taught-answer loss {c.get('taught_loss')} vs {p.get('taught_loss')}; "
+            f"general-answer loss {c.get('general_loss')} vs {p.get('general_loss')}; "
             f"answer distinct-2 {c['answer_distinct_2']} vs {p['answer_distinct_2']}"
         )
+        for note in m["evaluate"].get("unmeasured", []):
+            lines.append(f"  not measured: {note}")
         if pw := c.get("pairwise"):
             lines.append(
                 f"  judged pairwise by {m['evaluate'].get('judge')}: better on {pw['wins']}, "

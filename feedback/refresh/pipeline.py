@@ -26,9 +26,11 @@ from feedback.refresh.rules import (
     Progress,
     RefreshConfig,
     build_mix,
+    general_records,
     held_out,
     read_anchor,
     regressions,
+    unmeasured,
 )
 from store.adapters import AdapterRegistry
 from store.pool import PoolStore
@@ -292,10 +294,13 @@ class Refresher:
         records = held_records[:64]
         taught = self._taught({e.exchange_id for e in held})
         taught_records = [sft_record(e, self.system) for e in taught]
-        cand_loss, cand_taught = (
-            completion_loss(trained.model, trained.tokenizer, r) for r in (records, taught_records)
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        general = [{"messages": head + r["messages"]} for r in general_records()]
+        sets = (records, taught_records, general)
+        cand_loss, cand_taught, cand_general = (
+            completion_loss(trained.model, trained.tokenizer, r) for r in sets
         )
-        cur_loss, cur_taught = self._current_losses(trained, [records, taught_records])
+        cur_loss, cur_taught, cur_general = self._current_losses(trained, list(sets))
         active = self.registry.active()
         prompts, references = gate_prompts(
             [e.prompt for e in held], [(e.prompt, e.completion) for e in taught], c.eval_prompts
@@ -319,11 +324,13 @@ class Refresher:
         )
         cand["heldout_loss"], cur["heldout_loss"] = cand_loss, cur_loss
         cand["taught_loss"], cur["taught_loss"] = cand_taught, cur_taught
+        cand["general_loss"], cur["general_loss"] = cand_general, cur_general
         for figures in (cand, cur):
             figures.pop("answers")
         return {
             "candidate": cand,
             "current": cur,
+            "unmeasured": unmeasured({"candidate": cand, "current": cur}),
             "base": base,
             "prompts": len(prompts),
             "heldout": len(records),

@@ -215,6 +215,7 @@ def loss_regressions(candidate: dict, current: dict, c: RefreshConfig) -> list[s
     out = []
     gates = (
         ("heldout_loss", c.loss_tolerance, "held-out loss on human answers rose"),
+        ("general_loss", c.loss_tolerance, "loss on the general answers rose"),
         (
             "taught_loss",
             c.taught_tolerance,
@@ -231,6 +232,33 @@ def loss_regressions(candidate: dict, current: dict, c: RefreshConfig) -> list[s
             )
         elif now > was * (1 + tolerance):
             out.append(f"{what} from {was:.3f} to {now:.3f} (more than {tolerance:.0%})")
+    return out
+
+
+GENERAL = Path(__file__).parent / "data" / "general.jsonl"  # the yardstick every gate has
+
+
+def general_records() -> list[dict]:
+    """The 64 general answers shipped with the package (data/README.md)."""
+    return read_anchor(GENERAL)
+
+
+def unmeasured(evaluation: dict) -> list[str]:
+    """What the gate could not measure this time, in plain words: such a gate is not counted
+    as passed, and the run's record says so.
+
+    >>> unmeasured({"candidate": {"heldout_loss": float("nan"), "pairwise": {"ties": 4, "prompts": 4}}, "current": {"heldout_loss": float("nan")}})
+    ['held-out loss: no held-out answers yet (the general answers stood in)', 'the judge tied all 4 pairs: its verdicts did not count']
+    """
+    out = []
+    cand, cur = evaluation.get("candidate", {}), evaluation.get("current", {})
+    if not math.isfinite(cur.get("heldout_loss", math.nan)):
+        out.append("held-out loss: no held-out answers yet (the general answers stood in)")
+    if not math.isfinite(cur.get("taught_loss", 0.0)):
+        out.append("taught loss: nothing taught was trained on before")
+    p = cand.get("pairwise")
+    if p and p["prompts"] and p["ties"] == p["prompts"]:
+        out.append(f"the judge tied all {p['prompts']} pairs: its verdicts did not count")
     return out
 
 
