@@ -79,6 +79,14 @@ class Reply:
         return self.status != "generating"
 
 
+class TooFast(ChatRefused):
+    """Over the message rate limit: `retry_after` seconds until the next may be sent."""
+
+    def __init__(self, text: str, retry_after: float):
+        super().__init__(text)
+        self.retry_after = retry_after
+
+
 class ChatService:
     def __init__(
         self,
@@ -261,44 +269,65 @@ class ChatService:
         message: str,
         examples: list[Example] = (),
         passages: list[Hit] = (),
+        answer_tokens: int | None = None,
     ) -> Prompt:
         """The prompt for `message` after `history` (assistant/prompt.py); ChatRefused if the
         message alone does not fit."""
-        return PromptBuilder(self.model, self.settings).build(history, message, examples, passages)
+        builder = PromptBuilder(self.model, self.settings)
+        return builder.build(history, message, examples, passages, answer_tokens)
 
     # generating
     def send(
-        self, conversation_id: int | None, message: str, account: Account | None = None
+        self,
+        conversation_id: int | None,
+        message: str,
+        account: Account | None = None,
+        sampling: dict | None = None,
+        earlier: list[tuple[str, str]] = (),
     ) -> Iterator[Reply]:
-        """Store `message` in the conversation (a new one if None) and stream the answer."""
+        """Store `message` in the conversation (a new one if None) and stream the answer.
+
+        `sampling` overrides the settings' sampling for this answer (the OpenAI-compatible
+        API's temperature, max_tokens, stop...). `earlier`: for a new conversation, turns
+        (user, answer) a client brings along; stored before the message as plain messages,
+        never as exchanges of this server (store/conversations.py `start_conversation`)."""
         self.validate(message)
+        if conversation_id and earlier:
+            raise ValueError("earlier turns only start a new conversation")
         if conversation_id:
             self.check_conversation(conversation_id, account)
             self.store.conversation(conversation_id)  # raises NotFound for a bad id
         self._limit(account)
         self._announce()
-        history = self.store.turns(conversation_id) if conversation_id else []
+        if conversation_id:
+            history = self.store.turns(conversation_id)
+        else:
+            history = [Turn(0, user, None, answer, None) for user, answer in earlier]
         prompt = self.build_prompt(
             history,
             message,
             self.examples_for(message, conversation_id, account),
             self.passages_for(message, account),
+            (sampling or {}).get("max_tokens"),
         )
         try:
             if conversation_id:
                 user_msg = self.store.add_user_message(conversation_id, message)
             else:
+                first = earlier[0][0] if earlier else message
                 user_msg = self.store.start_conversation(
-                    self.user_id(account), title_from(message), message
+                    self.user_id(account), title_from(first), message, list(earlier)
                 )
         except SQLAlchemyError as exc:
             raise ChatRefused(
                 f"Your message could not be saved ({_reason(exc)}), so it was not sent to the "
                 "model. Free some disk space and send it again."
             ) from exc
-        return self._generate(user_msg.conversation_id, user_msg.id, prompt, regenerated_from=None)
+        return self._generate(user_msg.conversation_id, user_msg.id, prompt, None, sampling or {})
 
-    def regenerate(self, conversation_id: int, account: Account | None = None) -> Iterator[Reply]:
+    def regenerate(
+        self, conversation_id: int, account: Account | None = None, sampling: dict | None = None
+    ) -> Iterator[Reply]:
         """A new answer to the conversation's last message; the old one is kept as superseded."""
         self.check_conversation(conversation_id, account)
         history = self.store.turns(conversation_id)
@@ -309,9 +338,10 @@ class ChatService:
         last = history[-1]
         examples = self.examples_for(last.user, conversation_id, account)
         passages = self.passages_for(last.user, account)
-        prompt = self.build_prompt(history[:-1], last.user, examples, passages)
+        answer_tokens = (sampling or {}).get("max_tokens")
+        prompt = self.build_prompt(history[:-1], last.user, examples, passages, answer_tokens)
         return self._generate(
-            conversation_id, last.user_message_id, prompt, regenerated_from=last.exchange_id
+            conversation_id, last.user_message_id, prompt, last.exchange_id, sampling or {}
         )
 
     def _announce(self) -> None:
@@ -331,9 +361,10 @@ class ChatService:
             return
         wait = self.limiter.wait(account.id)
         if wait > 0:
-            raise ChatRefused(
+            raise TooFast(
                 f"You are sending messages too fast: at most {self.limiter.limit} per "
-                f"{self.limiter.window:g} s. Try again in {wait:.0f} s."
+                f"{self.limiter.window:g} s. Try again in {wait:.0f} s.",
+                wait,
             )
 
     def stop(self, conversation_id: int, account: Account | None = None) -> bool:
@@ -344,10 +375,12 @@ class ChatService:
             cancel.set()
         return cancel is not None
 
-    def _generate(self, conversation_id, user_message_id, prompt: Prompt, regenerated_from):
+    def _generate(
+        self, conversation_id, user_message_id, prompt: Prompt, regenerated_from, overrides=None
+    ):
         for hook in self.before_generation:
             hook()
-        sampling = self.settings.sampling()
+        sampling = {**self.settings.sampling(), **(overrides or {})}
         if sampling["seed"] < 0:
             # Drawn here rather than left to the sampler so every stored answer can be replayed.
             sampling["seed"] = random.randrange(2**31)

@@ -59,6 +59,15 @@ class ChatRefused(ValueError):
     """The message was not accepted; nothing was stored. The text is shown to the user."""
 
 
+class TooLong(ChatRefused):
+    """The message alone does not fit the context beside room for the answer: its token
+    counts, for callers that report them (the OpenAI-compatible API's 400)."""
+
+    def __init__(self, text: str, tokens: int, context_window: int, answer_tokens: int):
+        super().__init__(text)
+        self.tokens, self.context_window, self.answer_tokens = tokens, context_window, answer_tokens
+
+
 @dataclass
 class Prompt:
     messages: Messages
@@ -81,16 +90,19 @@ class PromptBuilder:
         message: str,
         examples: list[Example] = (),
         passages: list[Hit] = (),
+        answer_tokens: int | None = None,
     ) -> Prompt:
         """System prompt (with numbered document passages) + retrieved examples + as much
-        recent history as fits + the message.
+        recent history as fits + the message, leaving `answer_tokens` (default: the
+        `max_tokens` setting) for the answer.
 
         Passages take at most `knowledge_max_tokens`, examples (past exchanges from the training
         pool, shown as earlier turns) at most `retrieval_max_tokens`; neither crowds out the
         message itself. Raises ChatRefused if the new message alone does not fit beside room
         for an answer.
         """
-        budget = self.model.context_window - self.settings.max_tokens
+        reserved = self.settings.max_tokens if answer_tokens is None else answer_tokens
+        budget = self.model.context_window - reserved
         past: list[BaseMessage] = []
         for turn in history:
             past.append(HumanMessage(turn.user))
@@ -100,10 +112,13 @@ class PromptBuilder:
         alone = self._render(system, [], [], message)
         needed = self.model.count_tokens(alone)
         if needed > budget:
-            raise ChatRefused(
+            raise TooLong(
                 f"That message is too long for the model: it takes {needed:,} tokens, and the "
                 f"context window holds {self.model.context_window:,} including "
-                f"{self.settings.max_tokens:,} kept for the answer. Shorten it."
+                f"{reserved:,} kept for the answer. Shorten it.",
+                needed,
+                self.model.context_window,
+                reserved,
             )
         sources = self._fit_passages(system, passages, budget - needed)
         if sources:

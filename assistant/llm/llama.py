@@ -291,9 +291,11 @@ class LlamaEngine:
             top_k=40,
             min_p=0.05,
             repeat_penalty=Sampling.value(sampling, "repeat_penalty"),
+            presence_penalty=sampling.get("presence_penalty", 0.0),
+            frequency_penalty=sampling.get("frequency_penalty", 0.0),
             max_tokens=Sampling.value(sampling, "max_tokens"),
             seed=sampling.get("seed"),
-            stop=self._stop,
+            stop=self._stop + list(sampling.get("stop") or ()),  # a caller's own, if any
             stopping_criteria=self._stop_at_eos,
             grammar=self._grammar(json_schema) if json_schema else None,
         )

@@ -103,6 +103,11 @@ class OpenAIChatModel:
             # Not an OpenAI parameter; llama.cpp's and vLLM's servers read it from the body.
             extra_body={"repeat_penalty": Sampling.value(sampling, "repeat_penalty")},
         )
+        if sampling.get("stop"):
+            request["stop"] = list(sampling["stop"])
+        for name in ("presence_penalty", "frequency_penalty"):
+            if sampling.get(name):
+                request[name] = sampling[name]
         try:
             response = self._create(request, json_schema)
         except openai.APIConnectionError as exc:

@@ -28,6 +28,7 @@ from assistant.llm.base import ChatModel
 from assistant.settings import Settings
 from assistant.web.door import Door, DoorMiddleware
 from assistant.web.gate import GateMiddleware, Guard
+from assistant.web.openai_api import OpenAIApi
 from assistant.web.page import build_page
 from assistant.web.uploads import Sweeper, Uploads
 from assistant.wiring import Services, create_services
@@ -122,6 +123,8 @@ def server_app(app: App) -> FastAPI:
     )
     api.add_middleware(DoorMiddleware, door=door, username=app.guard.event_username)
     api.add_middleware(GateMiddleware, guard=app.guard)
+    # The OpenAI-compatible API, before the page's mount so its routes are matched first.
+    api.include_router(OpenAIApi(app.chat, door, app.guard.event_username).router())
     mounted = gr.mount_gradio_app(
         api,
         app.demo,

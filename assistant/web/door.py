@@ -54,6 +54,14 @@ OPEN = [
         "the page's unqueued events, e.g. Stop (session bound; queued events are refused)",
     ),
     ("POST", r"/gradio_api/upload", "uploading documents (owned, bounded, swept)"),
+    ("GET", r"/v1/models", "the OpenAI-compatible API: the served model and adapter"),
+    (
+        "POST",
+        r"/v1/chat/completions",
+        "the OpenAI-compatible API: a message, answered (streamed or not) outside Gradio's "
+        "queue under the same per-account limits",
+    ),
+    ("POST", r"/v1/feedback", "the OpenAI-compatible API's extension: rate or correct an answer"),
 ]
 _OPEN = [(method, re.compile(pattern)) for method, pattern, _ in OPEN]
 BODY_LIMIT = 4 * 1024 * 1024  # a queue join carries one message; more is not ours
@@ -124,6 +132,9 @@ class Door:
         self.per_account, self.events_per_account = per_account, events_per_account
         self.sessions = Sessions()
         self._joining: dict[str, asyncio.Lock] = {}
+        # Model requests served outside Gradio's queue (the OpenAI-compatible API), per account
+        # name as the queue files events: they count against the same limits.
+        self.outside: Counter = Counter()
 
     def joining(self, username: str) -> asyncio.Lock:
         return self._joining.setdefault(username, asyncio.Lock())
@@ -173,7 +184,7 @@ class Door:
             if event.username == username:
                 total += 1
                 model += event.concurrency_id == MODEL
-        return model, total
+        return model + self.outside[username], total + self.outside[username]
 
     def admit(self, account, username: str, fn_index) -> Response | None:
         # Exactly an int: Gradio would read "3" or 3.0 as event 3, and the count must see it.
@@ -185,6 +196,22 @@ class Door:
             return refuse(429, f"You have {total} requests waiting; wait for them to finish.", 5)
         if fn.concurrency_id != MODEL:
             return None
+        return self.admit_message(account, model)
+
+    def admit_outside(self, account, username: str) -> Response | None:
+        """A model request served outside the queue (the OpenAI-compatible API), under the
+        queue's rules: the account's limits, and `queue_max` for all such requests at once."""
+        model, total = self.held(username)
+        if total >= self.events_per_account:
+            return refuse(429, f"You have {total} requests waiting; wait for them to finish.", 5)
+        limit = self.demo._queue.max_size
+        if limit and sum(self.outside.values()) >= limit:
+            return refuse(429, "The server is busy: too many requests waiting. Try again.", 5)
+        return self.admit_message(account, model)
+
+    def admit_message(self, account, model: int) -> Response | None:
+        """A message's admission, given the model requests the account has waiting or
+        running: None, or the 429 (with Retry-After) that refuses it."""
         if model >= self.per_account:
             return refuse(
                 429,

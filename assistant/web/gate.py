@@ -227,6 +227,15 @@ class GateMiddleware:
         wants_page = scope["method"] == "GET" and "text/html" in headers.get("accept", "")
         if wants_page:
             return RedirectResponse("/login", status_code=303)
+        if scope.get("path", "").startswith("/v1/"):  # OpenAI clients read their error shape
+            from assistant.web.openai_api import openai_error
+
+            return openai_error(
+                401,
+                "Send the account's API token as `Authorization: Bearer` "
+                "(autodidact user token NAME).",
+                code="invalid_api_key",
+            )
         return Response(
             json.dumps({"detail": "Log in first: send an API token (autodidact user token)."}),
             status_code=401,
