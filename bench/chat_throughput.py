@@ -21,6 +21,9 @@ that never overlap, so each path has the machine to itself:
          summary says how many answers were given passages.
 Prints tokens/s (decode, after the first token) and time to first token for both, and the
 ratios app/raw. Tokens are counted with the model's tokenizer on the final text of each answer.
+The same prompts then go through the OpenAI-compatible route (`/v1/chat/completions`,
+streamed, with the official `openai` client) of the same app, after the page's: no Gradio
+queue on that path, so its first token should come within 30 ms of raw's.
 A last line, "floor", is gradio_client's first output from a trivial streaming endpoint with no
 model: what any Gradio app pays before its first token (gradio_client polls its message queue
 every 50 ms), so the app's own share of the first-token gap is app - raw - floor.
@@ -130,6 +133,36 @@ def raw_run(llm, prompt, args):
     return start, first, last, "".join(parts)
 
 
+def v1_answers(url: str, args) -> list:
+    """The prompts through /v1/chat/completions with the official `openai` client, streamed,
+    as `app_answers` sends them through the page's API (a warm-up first, the same pauses)."""
+    import openai
+
+    client = openai.OpenAI(base_url=url + "v1", api_key="local", max_retries=0)
+
+    def run(prompt):
+        start = time.perf_counter()
+        first, last, parts = None, None, []
+        messages = [{"role": "user", "content": prompt}]
+        for chunk in client.chat.completions.create(
+            model="autodidact", messages=messages, stream=True
+        ):
+            text = chunk.choices[0].delta.content if chunk.choices else None
+            if text:
+                last = time.perf_counter()
+                first = first or last
+                parts.append(text)
+        return start, first, last, "".join(parts)
+
+    run(PROMPTS[0])
+    runs = []
+    for _ in range(args.rounds):
+        for prompt in PROMPTS:
+            runs.append(run(prompt))
+            time.sleep(args.pause)
+    return runs
+
+
 def gradio_floor(n: int = 20) -> float:
     """Median ms to the first output of a do-nothing streaming gr.api endpoint."""
     import gradio as gr
@@ -207,14 +240,17 @@ def measure(args) -> dict:
     )
     llm.chat_format = "chat_template.default"
     raw_before = raw_phase(llm, args)  # nothing else running: no server yet
-    with start_app(home, app_settings(args), child=True) as app:
+    # Both routes' answers count against one account's message rate: no limit in a benchmark.
+    with start_app(home, {**app_settings(args), "rate_limit_messages": 0}, child=True) as app:
         app_runs = app_answers(app.url, args)
+        v1_runs = v1_answers(app.url, args)
         time.sleep(1.0)  # let the last answer's bookkeeping land before counting
     app_side = server_figures(home)
     raw_after = raw_phase(llm, args)  # the server is gone again
     floor = gradio_floor()
     raw = summarize(llm, raw_before + raw_after)
     app = summarize(llm, app_runs)
+    v1 = summarize(llm, v1_runs)
     before, after = summarize(llm, raw_before), summarize(llm, raw_after)
     return {
         "model": model.name,
@@ -231,6 +267,10 @@ def measure(args) -> dict:
         "raw": {k: round(v, 1) for k, v in raw.items()},
         "raw_decode_before_after": [round(before["decode"], 1), round(after["decode"], 1)],
         "app_client": {k: round(v, 1) for k, v in app.items()},
+        "v1_client": {k: round(v, 1) for k, v in v1.items()},
+        "v1_answers_differing_from_raw": sum(
+            a[3] != r[3] for a, r in zip(v1_runs, raw_before, strict=True)
+        ),
         **app_side,
         # Decode speed of the model inside the app (its own timings) against raw: the target.
         "decode_ratio_app_over_raw": round(
@@ -239,6 +279,7 @@ def measure(args) -> dict:
         # The whole answer as a caller waits for it, request to last token.
         "whole_answer_ratio_app_over_raw": round(app["whole"] / raw["whole"], 3),
         "first_token_delta_ms": round(app["first_ms"] - raw["first_ms"], 1),
+        "v1_first_token_delta_ms": round(v1["first_ms"] - raw["first_ms"], 1),
         "gradio_floor_first_output_ms": round(floor, 1),
     }
 
@@ -252,6 +293,11 @@ def show(r: dict) -> None:
     rows = [
         ("raw (before, after)", raw["decode"], raw["whole"], raw["first_ms"], f"{before}, {after}"),
         ("app, as the client sees it", app["decode"], app["whole"], app["first_ms"], where),
+        (
+            "app /v1, openai client",
+            *(r["v1_client"][k] for k in ("decode", "whole", "first_ms")),
+            "the same app, no Gradio queue",
+        ),
         (
             "app, its own timings",
             r["server_decode_tokens_per_s"],
@@ -275,6 +321,7 @@ def show(r: dict) -> None:
         f"app - raw first token: {r['first_token_delta_ms']:+.1f} ms (target <= +100 ms); "
         f"beyond the Gradio floor: {r['first_token_delta_ms'] - floor:+.1f} ms"
     )
+    print(f"/v1 - raw first token: {r['v1_first_token_delta_ms']:+.1f} ms (target <= +30 ms)")
     n = r["answers_per_path"]
     print(
         f"answers identical to raw: {n - r['answers_differing_from_raw']}/{n}; drew on pool "
