@@ -345,6 +345,18 @@ class PoolStore(Repository):
                         reused.add(i)
             return set(deleted) - reused
 
+    def superseded(self, limit: int = 50) -> list[PoolEntry]:
+        """The newest corrections a newer one replaced, for the Review tab."""
+        with self.session() as s:
+            return list(
+                s.exec(
+                    select(PoolEntry)
+                    .where(PoolEntry.status == "superseded")
+                    .order_by(PoolEntry.updated_at.desc())
+                    .limit(limit)
+                )
+            )
+
     def newest_exchange_at(self) -> datetime | None:
         with self.session() as s:
             return s.exec(select(func.max(PoolEntry.exchange_at))).one()

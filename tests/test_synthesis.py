@@ -255,3 +255,19 @@ def test_pool_synthesize_from_the_cli_writes_graded_lessons_and_the_pool_counts_
     assert "written for 1 taught answer(s)" in out and "pass rate" in out
     assert "synthetic" in out  # `autodidact pool` shows the lessons beside the pool
     assert len(LessonStore(store.engine).of(parent)) == 3
+
+
+def test_the_review_tab_lists_rejected_lessons_and_superseded_corrections(chat, store, embedder):
+    from assistant.web.review_tab import kept_out
+
+    parent = taught(chat)
+    writer = fake_writer("Who keeps the lighthouse on Corvin Island?")
+    synthesizer(chat, embedder, writer, fake_judge(), questions=1, answers=0).run()
+    newer = taught(chat, "Who is the keeper of the Vellmar Island lighthouse?", GOOD_ANSWER)
+    pool = PoolStore(store.engine)
+    rows = kept_out(pool.superseded(), LessonStore(store.engine).rejected())
+    assert [(r[0], r[1]) for r in rows] == [
+        (parent, "superseded correction"),
+        (parent, "rejected lesson (question)"),
+    ]
+    assert str(newer) in rows[0][5] and "leaves out vellmar" in rows[1][5]

@@ -14,6 +14,9 @@ import gradio as gr
 from assistant.web.common import PRIVATE, no_remote_images
 from assistant.web.gate import Guard
 from store.grading import Flagged, GradingStore
+from store.lessons import LessonStore
+from store.pool import PoolStore
+from store.tables import Lesson, PoolEntry
 
 COLUMNS = [
     "exchange",
@@ -55,6 +58,30 @@ def table(rows: list[Flagged]) -> list[list]:
     ]
 
 
+KEPT_OUT = ["exchange", "what", "question", "answer", "score", "why"]
+
+
+def kept_out(superseded: list[PoolEntry], lessons: list[Lesson]) -> list[list]:
+    """Corrections a newer one replaced, and lessons the synthesis filter turned away (each
+    named by its parent exchange), for a person to see what the filters caught."""
+    rows = [
+        [e.exchange_id, "superseded correction", e.prompt[:300], e.completion[:500], "", e.reason]
+        for e in superseded
+    ]
+    rows += [
+        [
+            x.parent_exchange_id,
+            f"rejected lesson ({x.kind})",
+            x.prompt[:300],
+            x.completion[:500],
+            _fmt(x.score),
+            x.reason,
+        ]
+        for x in lessons
+    ]
+    return rows
+
+
 WIDTHS = ["70px", "130px", "220px", "300px", "80px", "80px", "80px", "90px", "90px", "70px"]
 WIDTHS += ["280px", "90px"]
 
@@ -65,6 +92,7 @@ class ReviewTab:
 
     def __init__(self, grading: GradingStore, guard: Guard, on_decision=None):
         self.grading, self.guard = grading, guard
+        self.pool, self.lessons = PoolStore(grading.engine), LessonStore(grading.engine)
         self.on_decision = on_decision
         self.ids = gr.State([])
         self.selected = gr.State(None)
@@ -89,10 +117,20 @@ class ReviewTab:
                 "Save correct answer", variant="primary", elem_id="review-correct"
             )
         self.status = gr.Markdown(elem_id="review-status")
+        with gr.Accordion("Kept out of training", open=False, elem_id="kept-out"):
+            self.kept_out = gr.Dataframe(
+                headers=KEPT_OUT,
+                column_widths=["70px", "150px", "220px", "300px", "60px", "280px"],
+                interactive=False,
+                wrap=True,
+                label="Corrections replaced by newer ones, and lessons the model wrote that "
+                "failed their grade (newest first)",
+            )
         self._wire()
 
     def _wire(self) -> None:
         self.refresh.click(self.load, None, [self.flagged, self.ids], **PRIVATE)
+        self.refresh.click(self.load_kept_out, None, [self.kept_out], **PRIVATE)
         self.flagged.select(
             self.pick, [self.ids], [self.selected, self.detail, self.correction], **PRIVATE
         )
@@ -108,6 +146,10 @@ class ReviewTab:
     def load(self, request: gr.Request):
         self.guard.account(request, "review")
         return self.listing()
+
+    def load_kept_out(self, request: gr.Request):
+        self.guard.account(request, "review")
+        return gr.update(value=kept_out(self.pool.superseded(), self.lessons.rejected()))
 
     def listing(self):
         rows = self.grading.flagged()

@@ -49,6 +49,8 @@ class Report:
     kept: int = 0
     reasons: dict[str, int] = field(default_factory=dict)  # why the others went
     seconds: float = 0.0
+    write_seconds: float = 0.0  # of which writing candidates
+    grade_seconds: float = 0.0  # and grading them
 
     @property
     def pass_rate(self) -> float | None:
@@ -130,6 +132,7 @@ class Synthesizer:
     def lessons_for(self, parent: PoolEntry, report: Report) -> list[Lesson]:
         """Every candidate for one parent, each with its verdict."""
         c, q, a = self.config, parent.prompt, parent.completion
+        t = time.monotonic()
         candidates = [
             ("question", text, a, question_problem(text, q, a))
             for text in sample(self.model, reword_messages(q), c.questions, c)
@@ -138,6 +141,7 @@ class Synthesizer:
             for text in sample(self.model, restate_messages(q, a), c.answers, c)
         ]
         report.written += len(candidates)
+        report.write_seconds = round(report.write_seconds + time.monotonic() - t, 2)
         seen = {(words(q), words(a))}
         out = []
         for kind, prompt, completion, problem in candidates:
@@ -174,10 +178,12 @@ class Synthesizer:
             "the answer it was written from",
             exchange_id=parent.exchange_id,
         )
+        t = time.monotonic()
         result = self.grader.grade(
             lesson.prompt, lesson.completion, history=parent.context, references=[reference]
         )
         report.graded += 1
+        report.grade_seconds = round(report.grade_seconds + time.monotonic() - t, 2)
         s = result.signals
         lesson.score, lesson.agreement, lesson.grounding = result.score, s.agreement, s.grounding
         lesson.judge_score, lesson.grader_version = s.judge, GRADER_VERSION

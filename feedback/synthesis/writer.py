@@ -70,7 +70,9 @@ def sample(
     c: SynthesisConfig,
     cancel: threading.Event | None = None,
 ) -> list[str]:
-    """`n` candidates, each its own call and seed, stripped; empty ones are dropped."""
+    """`n` candidates, each its own call and seed, stripped; empty ones are dropped. A lesson
+    is one line: generation stops at the first line break (a small model that goes on past
+    its answer only adds what the checks would refuse)."""
     out = []
     for i in range(n):
         sampling = {
@@ -78,6 +80,7 @@ def sample(
             "top_p": 0.95,
             "max_tokens": c.max_tokens,
             "seed": c.seed + i,
+            "stop": ["\n"],
         }
         text = "".join(d.text for d in model.stream(messages, sampling, cancel)).strip()
         if text:

@@ -1,0 +1,162 @@
+"""Lessons: do the weights learn taught facts better from the model's own graded lessons?
+
+A component benchmark of the refresh's data (issue 25), at the product's default settings:
+facts from bench/data/learning_facts.jsonl are taught as a user does (a question, then a
+correction of the model's answer, through the chat service: real SQLite, real Chroma). Then:
+  - synthesis: the embedded model writes lessons from each correction and the product's grader
+    grades them against it (feedback/synthesis, the refresh's step, defaults);
+  - arms, each one LoRA trained by the product's trainer (feedback/refresh/train.py) at the
+    default TrainConfig from a fresh base: `corrections` (the corrections alone, as the pool
+    gives them) and `+ lessons` (and up to `refresh_lessons_per_parent` kept lessons each);
+  - each adapter exported to GGUF and served by llama.cpp (the product's path), retrieval off:
+    the facts' reworded questions, each in a new conversation, greedy; recalled when every
+    keyword of the fact is in the answer (bench/learning_checks.py `recall`);
+  - general loss: the mean NLL of the 64 general answers the refresh gate uses, against the
+    base model's (the same yardstick the gate reads).
+It is not bench/learning.py: no app, no gate, no second refresh, no flag rate or leakage.
+
+    .venv/bin/python -m bench.lessons [--facts 16] [--threads N] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from bench.harness import RESULTS, command_line, commit, new_home, table, write_result
+from bench.learning_checks import read_rows, recall
+
+
+def arguments() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--facts", type=int, default=16, help="facts taught (the first N)")
+    p.add_argument("--threads", type=int, default=None, help="llama.cpp and torch threads")
+    p.add_argument("--max-tokens", type=int, default=48, help="longest probe answer")
+    p.add_argument("--out", type=Path, default=RESULTS / "lessons.json")
+    return p.parse_args()
+
+
+def teach(settings, facts: list[dict]) -> None:
+    """Each fact asked, answered by a stand-in and corrected by the user: the pool's parents."""
+    from assistant.wiring import chat_service
+    from store.db import open_database
+    from tests.fakes import FakeModel
+
+    model = FakeModel()
+    chat = chat_service(settings, open_database(settings.effective_database_url), model)
+    for fact in facts:
+        model.enqueue("I am not sure.")
+        *_, final = chat.send(None, fact["question"])
+        chat.correct(final.exchange_id, fact["answer"])
+
+
+def probe(llama, facts: list[dict], system: str, max_tokens: int) -> tuple[float, list[dict]]:
+    rows = []
+    for fact in facts:
+        for question in fact["paraphrases"]:
+            messages = [
+                {"role": "system", "content": system},
+                {"role": "user", "content": question},
+            ]
+            sampling = {"temperature": 0.0, "max_tokens": max_tokens, "seed": 0}
+            answer = "".join(d.text for d in llama.stream(messages, sampling))
+            rows.append({"id": fact["id"], "question": question, "answer": answer,
+                         "recalled": recall(fact["keywords"], answer)})  # fmt: skip
+    return round(sum(r["recalled"] for r in rows) / len(rows), 4), rows
+
+
+def train_arm(settings, path: Path, records: list[dict], folder: Path) -> tuple[Path, dict, float]:
+    """A LoRA on `records` at the default settings, exported; (GGUF adapter, info, general loss)."""
+    from assistant.wiring import refresh_config
+    from feedback.refresh.gguf_export import export_peft
+    from feedback.refresh.rules import general_records
+    from feedback.refresh.train import completion_loss, load_base, train_lora
+
+    base, tokenizer = load_base(path, settings.home_dir / "cache" / "base")
+    info = train_lora(base, tokenizer, records, folder / "peft", refresh_config(settings).train)
+    model = info.pop("model")
+    head = [{"role": "system", "content": settings.system_prompt}]
+    general = [{"messages": head + r["messages"]} for r in general_records()]
+    loss = completion_loss(model, tokenizer, general)
+    cfg = model.base_model.model.config
+    adapter = export_peft(
+        folder / "peft", folder / "adapter.gguf", path, cfg.num_hidden_layers,
+        cfg.num_attention_heads, cfg.num_key_value_heads,
+    )  # fmt: skip
+    return adapter, info, loss
+
+
+def base_loss(settings, path: Path) -> float:
+    from feedback.refresh.rules import general_records
+    from feedback.refresh.train import completion_loss, load_base
+
+    base, tokenizer = load_base(path, settings.home_dir / "cache" / "base")
+    head = [{"role": "system", "content": settings.system_prompt}]
+    return completion_loss(
+        base, tokenizer, [{"messages": head + r["messages"]} for r in general_records()]
+    )
+
+
+def measure(args) -> dict:
+    from assistant.llm.embedder import Embedder
+    from assistant.settings import Settings
+    from assistant.wiring import build_synthesizer, local_model
+    from feedback.pool.records import lesson_record, sft_record
+    from feedback.refresh.rules import per_parent
+    from store.db import open_database
+    from store.lessons import LessonStore
+    from store.pool import PoolStore
+
+    home = new_home("autodidact-lessons-")
+    flags = {"home": home} | ({"threads": args.threads} if args.threads else {})
+    settings = Settings(**flags)
+    facts = read_rows()[0][: args.facts]
+    teach(settings, facts)
+    path, llama = local_model(settings)
+    engine = open_database(settings.effective_database_url)
+    synth = build_synthesizer(settings, engine, llama, None, Embedder())
+    report = synth.run(lambda n, total, msg: print(f"  synthesis {n}/{total} {msg}"))
+    parents = {e.exchange_id: e for e in PoolStore(engine).train_entries()}
+    corrections = [sft_record(e, settings.system_prompt) for e in parents.values()]
+    kept = per_parent(LessonStore(engine).kept(), parents, settings.refresh_lessons_per_parent)
+    lessons = [lesson_record(x, p, settings.system_prompt) for x, p in kept]
+    out = {"commit": commit(), "command": command_line(), "facts": len(facts),
+           "synthesis": report.to_json(), "lessons_in_mix": len(lessons), "arms": {}}  # fmt: skip
+    floor, rows = probe(llama, facts, settings.system_prompt, args.max_tokens)
+    out["arms"]["base"] = {
+        "recall": floor,
+        "general_loss": base_loss(settings, path),
+        "answers": rows,
+    }
+    for name, records in (("corrections", corrections), ("+ lessons", corrections + lessons)):
+        t = time.monotonic()
+        adapter, info, loss = train_arm(settings, path, records, home / name.strip("+ "))
+        llama.set_adapter(adapter, name)
+        recalled, rows = probe(llama, facts, settings.system_prompt, args.max_tokens)
+        llama.set_adapter(None)
+        out["arms"][name] = {"recall": recalled, "general_loss": loss, "records": len(records),
+                             "steps": info["steps"], "train_seconds": info["seconds"],
+                             "seconds": round(time.monotonic() - t, 1), "answers": rows}  # fmt: skip
+    return out
+
+
+def main() -> int:
+    args = arguments()
+    result = measure(args)
+    base = result["arms"]["base"]["general_loss"]
+    rows = [
+        [name, a.get("records", "-"), a.get("steps", "-"), f"{a['recall']:.1%}",
+         f"{a['general_loss']:.3f} ({(a['general_loss'] / base - 1):+.1%})"]
+        for name, a in result["arms"].items()
+    ]  # fmt: skip
+    syn = result["synthesis"]
+    title = (f"{result['facts']} facts at {result['commit']}; lessons: {syn['kept']} kept of "
+             f"{syn['written']} written (pass rate {syn['pass_rate']}) in {syn['seconds']} s")  # fmt: skip
+    table(title, ["arm", "records", "steps", "weights-only recall", "general loss (vs base)"], rows)
+    write_result(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
