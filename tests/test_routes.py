@@ -114,6 +114,25 @@ def test_every_route_is_closed_or_answers_each_caller_as_it_should(shared):
             assert call(shared, who, "POST", path, json={}).status_code == 404, path
 
 
+def test_the_openai_routes_are_enumerated_and_answer_each_caller_in_their_shape(shared):
+    """The /v1 routes are among the app's routes and open; anonymous callers get a 401 in
+    OpenAI's error shape, every role is served, and /v1 paths the app does not serve are 404."""
+    found = set(routes(shared.asgi))
+    v1 = {("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("POST", "/v1/feedback")}
+    assert v1 <= found and all(is_open(m, p) for m, p in v1)
+    for method, path in sorted(v1):
+        answer = call(shared, "anonymous", method, path, json={})
+        assert answer.status_code == 401, path
+        assert answer.json()["error"]["code"] == "invalid_api_key"
+        for who in WHO[1:]:
+            answer = call(shared, who, method, path, json={})
+            assert answer.status_code == (200 if method == "GET" else 400), (path, who)
+            if method == "POST":
+                assert answer.json()["error"]["type"] == "invalid_request_error"
+    for method, path in (("POST", "/v1/completions"), ("POST", "/v1/embeddings")):
+        assert call(shared, "ana", method, path, json={}).status_code == 404
+
+
 def test_a_user_cannot_make_the_server_read_its_own_files(shared):
     """The probe of issue 22: a FileData naming the database (or any server path) is refused
     at the door, nothing is copied into the upload folder, and no route serves it."""
