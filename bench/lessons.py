@@ -5,9 +5,12 @@ facts from bench/data/learning_facts.jsonl are taught as a user does (a question
 correction of the model's answer, through the chat service: real SQLite, real Chroma). Then:
   - synthesis: the embedded model writes lessons from each correction and the product's grader
     grades them against it (feedback/synthesis, the refresh's step, defaults);
+  - rehearsal: the base model answers `--rehearsal` of the shipped general prompts, graded;
+    those not flagged (at most one per correction, the human-share cap) are the third arm's;
   - arms, each one LoRA trained by the product's trainer (feedback/refresh/train.py) at the
     default TrainConfig from a fresh base: `corrections` (the corrections alone, as the pool
-    gives them) and `+ lessons` (and up to `refresh_lessons_per_parent` kept lessons each);
+    gives them), `+ lessons` (and up to `refresh_lessons_per_parent` kept lessons each) and
+    `+ lessons + rehearsal`;
   - each adapter exported to GGUF and served by llama.cpp (the product's path), retrieval off:
     the facts' reworded questions, each in a new conversation, greedy; recalled when every
     keyword of the fact is in the answer (bench/learning_checks.py `recall`);
@@ -33,6 +36,7 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--facts", type=int, default=16, help="facts taught (the first N)")
     p.add_argument("--threads", type=int, default=None, help="llama.cpp and torch threads")
     p.add_argument("--max-tokens", type=int, default=48, help="longest probe answer")
+    p.add_argument("--rehearsal", type=int, default=32, help="rehearsal prompts answered")
     p.add_argument("--out", type=Path, default=RESULTS / "lessons.json")
     return p.parse_args()
 
@@ -103,7 +107,8 @@ def measure(args) -> dict:
     from assistant.settings import Settings
     from assistant.wiring import build_synthesizer, local_model
     from feedback.pool.records import lesson_record, sft_record
-    from feedback.refresh.rules import per_parent
+    from feedback.refresh.pipeline import REHEARSAL_SAMPLING
+    from feedback.refresh.rules import per_parent, rehearsal_prompts
     from store.db import open_database
     from store.lessons import LessonStore
     from store.pool import PoolStore
@@ -129,9 +134,20 @@ def measure(args) -> dict:
         "general_loss": base_loss(settings, path),
         "answers": rows,
     }
-    for name, records in (("corrections", corrections), ("+ lessons", corrections + lessons)):
+    rehearsal, out["rehearsal"] = synth.rehearse(
+        rehearsal_prompts(args.rehearsal), settings.system_prompt, REHEARSAL_SAMPLING
+    )
+    # Rehearsal is capped like model-only data: at most as many as the human answers.
+    rehearsal = rehearsal[: len(corrections)]
+    arms = (
+        ("corrections", corrections),
+        ("+ lessons", corrections + lessons),
+        ("+ lessons + rehearsal", corrections + lessons + rehearsal),
+    )
+    for name, records in arms:
         t = time.monotonic()
-        adapter, info, loss = train_arm(settings, path, records, home / name.strip("+ "))
+        folder = home / name.replace("+ ", "").replace(" ", "-")
+        adapter, info, loss = train_arm(settings, path, records, folder)
         llama.set_adapter(adapter, name)
         recalled, rows = probe(llama, facts, settings.system_prompt, args.max_tokens)
         llama.set_adapter(None)

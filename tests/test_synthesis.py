@@ -271,3 +271,24 @@ def test_the_review_tab_lists_rejected_lessons_and_superseded_corrections(chat, 
         (parent, "rejected lesson (question)"),
     ]
     assert str(newer) in rows[0][5] and "leaves out vellmar" in rows[1][5]
+
+
+def test_rehearsal_keeps_the_answers_the_grade_passes_and_the_mix_caps_them(chat, store, embedder):
+    from feedback.refresh.rules import rehearsal_prompts
+
+    taught(chat)
+    writer = fake_writer("", "Blue light scatters more in the air than red light does.")
+    judge = FakeModel()
+    judge.enqueue(VERDICT)
+    synth = synthesizer(chat, embedder, writer, judge)
+    records, figures = synth.rehearse(rehearsal_prompts(2), "Be brief.", {"temperature": 0.0})
+    assert (figures["prompts"], figures["kept"], figures["flagged"]) == (2, 1, 1)
+    assert [m["role"] for m in records[0]["messages"]] == ["system", "user", "assistant"]
+    entries = list(PoolStore(store.engine).train_entries())
+    many = records * 5
+    mix = build_mix(
+        entries, set(), set(), [], None, None, RefreshConfig(), forced=True, rehearsal=many
+    )
+    # One human answer at a human share of 0.5 leaves room for one model-written record.
+    assert (mix.counts["rehearsal"], mix.counts["rehearsal_capped"], mix.counts["mix"]) == (1, 4, 2)
+    assert mix.counts["human_share"] == 0.5

@@ -30,12 +30,16 @@ from feedback.refresh.rules import (
     held_out,
     read_anchor,
     regressions,
+    rehearsal_prompts,
     unmeasured,
 )
 from store.adapters import AdapterRegistry
 from store.pool import PoolStore
 from store.runs import RunStore
 from store.tables import RefreshRun
+
+# How the served model answers the rehearsal prompts: as the app does, with a fixed seed.
+REHEARSAL_SAMPLING = {"temperature": 0.2, "top_p": 0.9, "max_tokens": 192, "seed": 0}
 
 
 class RefreshBusy(RuntimeError):
@@ -86,6 +90,7 @@ class Refresher:
         self.progress = progress or (lambda step, done, message: None)
         self.embedder = embedder
         self.synthesizer = synthesizer
+        self.rehearsal: list[dict] = []  # this run's graded answers to the rehearsal prompts
 
     def _step(self, run: RefreshRun, step: str, **fields) -> RefreshRun:
         """Record `step` as begun (in its own transaction) before any of its work starts."""
@@ -172,12 +177,23 @@ class Refresher:
         excepted: they are never trained on); stale lessons withdrawn. A dry run only counts."""
         if self.synthesizer is None:
             return None
-        report = self.synthesizer.run(
-            lambda n, total, message: self.progress("synthesize", n / max(1, total), message),
-            dry_run=dry_run,
-            skip=heldout,
-        )
-        return report.to_json()
+        tick = lambda n, total, message: self.progress("synthesize", n / max(1, total), message)  # noqa: E731
+        report = self.synthesizer.run(tick, dry_run=dry_run, skip=heldout).to_json()
+        if self.config.rehearsal and not dry_run:
+            self.rehearsal, report["rehearsal"] = self._rehearse(tick)
+        return report
+
+    def _rehearse(self, tick) -> tuple[list[dict], dict]:
+        """The served model (its adapter, if any) answers the shipped general prompts."""
+        active = self.registry.active()
+        model = self.synthesizer.model
+        model.set_adapter(active.path if active else None, active.adapter_id if active else None)
+        try:
+            return self.synthesizer.rehearse(
+                rehearsal_prompts(self.config.rehearsal), self.system, REHEARSAL_SAMPLING, tick
+            )
+        finally:
+            model.set_adapter(None)
 
     def _guard(self, entries, heldout: set[int], trained: set[int], force: bool) -> Mix:
         """Step 2: the mix, with its human share, repeat caps and diversity guards applied."""
@@ -193,6 +209,7 @@ class Refresher:
             forced=force,
             embed=self.embedder,
             lessons=self.synthesizer.lessons.kept() if self.synthesizer else (),
+            rehearsal=self.rehearsal,
         )
 
     def _train(self, run: RefreshRun, folder: Path, mix: Mix, heldout: set[int]) -> Trained:

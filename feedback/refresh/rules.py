@@ -79,6 +79,11 @@ class RefreshConfig:
     lessons_per_parent: int = option(
         4, "most lessons the model wrote from one taught answer in a mix (0: none)"
     )
+    rehearsal: int = option(
+        0,
+        "general prompts the served model answers before training; the answers its grade "
+        "passes join the mix as rehearsal, capped like model-only data (0: none)",
+    )
     heldout_share: float = option(0.1, "share of new entries kept out for evaluation, for good")
     min_agreement: float = option(
         0.95, "export check: least llama.cpp/PyTorch next-token agreement"
@@ -238,6 +243,16 @@ def loss_regressions(candidate: dict, current: dict, c: RefreshConfig) -> list[s
 GENERAL = Path(__file__).parent / "data" / "general.jsonl"  # the yardstick every gate has
 
 
+def rehearsal_prompts(n: int) -> list[str]:
+    """The first `n` of the 48 rehearsal prompts shipped with the package (data/README.md).
+
+    >>> len(rehearsal_prompts(5)), len(rehearsal_prompts(1000))
+    (5, 48)
+    """
+    lines = (GENERAL.parent / "rehearsal.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["prompt"] for line in lines if line.strip()][:n]
+
+
 def general_records() -> list[dict]:
     """The 64 general answers shipped with the package (data/README.md)."""
     return read_anchor(GENERAL)
@@ -328,22 +343,28 @@ def build_mix(
     forced: bool = False,
     embed: Callable[[list[str]], np.ndarray] | None = None,
     lessons: list = (),
+    rehearsal: list[dict] = (),
 ) -> Mix:
     """Steps 1 and 2 on the pool's `train` entries: pure but for `embed` (texts to unit
     vectors), so each guard is tested alone. `previous` is the last promoted run's figures
     (`distinct_2`, `embedding_spread`); each diversity figure is gated against its own.
     `lessons` are the kept lessons (store.tables.Lesson); only those of a human entry in the
     mix come in, at most `lessons_per_parent` each. The human share is counted without them:
-    they are bound to a person's words, not free model output."""
+    they are bound to a person's words, not free model output. `rehearsal` records (the
+    model's own graded answers to general prompts) fill what room the human share leaves
+    after the model-only entries."""
     usable = [e for e in entries if e.exchange_id not in heldout]
     new = [e for e in usable if e.exchange_id not in trained_before]
     human = [e for e in usable if e.source in HUMAN]
     model_only = [e for e in usable if e.source not in HUMAN]
-    allowed = cap_model_only(len(human) + len(anchor), len(model_only), c.human_share)
+    allowed = cap_model_only(
+        len(human) + len(anchor), len(model_only) + len(rehearsal), c.human_share
+    )
     kept_model, repeats = breadth_not_depth(human, anchor, model_only, allowed, c)
+    rehearsed = list(rehearsal)[: max(0, allowed - len(kept_model))]
     chosen = sorted(human + kept_model, key=lambda e: e.exchange_id)
     taught = per_parent(lessons, {e.exchange_id: e for e in human}, c.lessons_per_parent)
-    records = [sft_record(e, system) for e in chosen] + anchor
+    records = [sft_record(e, system) for e in chosen] + anchor + rehearsed
     records += [lesson_record(lesson, parent, system) for lesson, parent in taught]
     texts = [r["messages"][-1]["content"] for r in records]
     distinct = distinct_n(texts, 2)
@@ -361,6 +382,8 @@ def build_mix(
         "model_only": len(kept_model),
         "model_only_capped": len(model_only) - len(kept_model),
         "model_only_repeats": repeats,
+        "rehearsal": len(rehearsed),
+        "rehearsal_capped": len(rehearsal) - len(rehearsed),
         "synthetic": len(taught),
         "synthetic_parents": len({parent.exchange_id for _, parent in taught}),
         "mix": total,

@@ -129,6 +129,37 @@ class Synthesizer:
         report.seconds = round(time.monotonic() - t, 2)
         return report
 
+    def rehearse(
+        self,
+        prompts: list[str],
+        system: str | None,
+        sampling: dict,
+        progress: Callable[[int, int, str], None] | None = None,
+    ) -> tuple[list[dict], dict]:
+        """The model (as it is served: the caller sets its adapter) answers general prompts;
+        the answers the grade does not flag come back as training records, with the figures.
+        Rehearsal keeps a refresh practising what the model could already do."""
+        t = time.monotonic()
+        head = [{"role": "system", "content": system}] if system else []
+        records, flagged = [], 0
+        for n, prompt in enumerate(prompts):
+            if progress:
+                progress(n, len(prompts), f"rehearsal {n + 1}/{len(prompts)}")
+            messages = head + [{"role": "user", "content": prompt}]
+            answer = "".join(d.text for d in self.model.stream(messages, sampling)).strip()
+            result = self.grader.grade(prompt, answer)
+            if result.flagged or not answer:
+                flagged += 1
+                continue
+            records.append({"messages": messages + [{"role": "assistant", "content": answer}]})
+        figures = {
+            "prompts": len(prompts),
+            "kept": len(records),
+            "flagged": flagged,
+            "seconds": round(time.monotonic() - t, 2),
+        }
+        return records, figures
+
     def lessons_for(self, parent: PoolEntry, report: Report) -> list[Lesson]:
         """Every candidate for one parent, each with its verdict."""
         c, q, a = self.config, parent.prompt, parent.completion
