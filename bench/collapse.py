@@ -18,6 +18,11 @@ Five generations with the embedded model, run twice from the same base:
   which the gate must reject (`--no-broken` skips it).
 - replace: each generation trains only on the previous generation's self-graded answers, with no
   human data and no gate, the setting in which model collapse is reported.
+- lessons: guarded, and every generation also trains on lessons the model wrote from the human
+  anchor answers (feedback/synthesis: reworded questions and restated answers, checked and
+  graded against their parent; at most `refresh_lessons_per_parent` per parent). As in the
+  product, lessons are written by the base model from human text only, once, never from
+  lessons or model-only answers; the anchor answers are their parents, as pool entries.
 
 In both modes a generation's model answers the same TruthfulQA questions with the app's sampling
 settings, the real grader (the same model as judge) keeps the answers it does not flag, a fresh
@@ -31,6 +36,7 @@ to bench/results/collapse-seed<N>.json.
 
     .venv/bin/python -m bench.collapse [--generations 5] [--seed 0] [--modes guarded replace]
     .venv/bin/python -m bench.collapse --modes guarded --seed 1    # the gate runs in docs/benchmarks.md
+    .venv/bin/python -m bench.collapse --modes lessons --seed 0    # with the model's own lessons
 """
 
 from __future__ import annotations
@@ -242,10 +248,36 @@ class Loop:
         verdict = self.gate(model, tokenizer, adapter, served, served_model)
         return {"rejected": bool(verdict["reasons"]), "train_loss": info["loss"], **verdict}
 
+    def parents_and_lessons(self) -> tuple[list, list]:
+        """The anchor answers as human-written pool entries, and the lessons the base model
+        writes from them (checked and graded as feedback/synthesis does in a refresh)."""
+        from feedback.synthesis.stage import Report, Synthesizer
+        from store.tables import PoolEntry
+
+        parents = [
+            PoolEntry(exchange_id=900_000 + i, conversation_id=0, user_id=1, status="train",
+                      source="human_written", score=1.0, reason="anchor", prompt=m[1]["content"],
+                      completion=m[2]["content"], model_id="sim")
+            for i, m in enumerate(r["messages"] for r in self.anchor)
+        ]  # fmt: skip
+        synth = Synthesizer(None, None, self.llama, self.grader, self.embedder)
+        report, lessons = Report(), []
+        for n, parent in enumerate(parents):
+            for i, lesson in enumerate(synth.lessons_for(parent, report)):
+                lesson.id = n * 100 + i
+                lessons.append(lesson)
+        self.synthesis = report.to_json()
+        print(json.dumps({"synthesis": self.synthesis}), flush=True)
+        return parents, [x for x in lessons if x.status == "kept"]
+
     def run(self, mode: str, generation0: dict, answers0: list) -> list[dict]:
         from feedback.refresh.rules import RefreshConfig, build_mix
 
         rows = [{"mode": mode, "generation": 0, **generation0}]
+        parents, lessons, anchor = [], [], self.anchor
+        if mode == "lessons":
+            parents, lessons = self.parents_and_lessons()
+            anchor = []  # the anchor answers are in the pool, as the lessons' parents
         served, served_model = None, None  # what answers: the base model to begin with
         pool, kept = [], answers0
         previous = None  # the last promoted mix's diversity, for the mix gate
@@ -253,17 +285,18 @@ class Loop:
             t = time.perf_counter()
             if g > 1:
                 kept = self.self_graded(served, g - 1)
-            if mode == "guarded":
+            if mode in ("guarded", "lessons"):
                 pool += kept
                 mix = build_mix(
-                    pool,
+                    parents + pool,
                     set(),
                     set(),
-                    self.anchor,
+                    anchor,
                     previous,
                     self.system,
                     RefreshConfig(min_new=0, seed=self.args.seed),
                     embed=self.embedder,
+                    lessons=lessons,
                 )
                 if mix.refused:
                     rows.append({**self.served(rows[-1], mode, g), "refused": mix.refused})
@@ -284,13 +317,14 @@ class Loop:
                 "generation": g,
                 "kept": len(kept),
                 "mix": len(records),
-                "model_only": sum(1 for r in records if r not in self.anchor),
+                "model_only": mix.counts["model_only"] if mode != "replace" else len(records),
+                "synthetic": mix.counts["synthetic"] if mode != "replace" else 0,
                 "train_loss": info["loss"],
             }
             figures = self.figures(adapter, model, tokenizer)
-            if mode == "guarded" and self.args.broken:
+            if mode != "replace" and self.args.broken:
                 row["broken"] = self.broken(records, g, served, served_model)
-            if mode == "guarded":
+            if mode != "replace":
                 row["gate"] = self.gate(model, tokenizer, adapter, served, served_model)
                 if row["gate"]["reasons"]:
                     # Rejected: the served model stays, and so do its figures.
@@ -383,12 +417,14 @@ def show(rows: list[dict], generation0: dict, modes: list[str]) -> None:
         )
     columns = ["mode", "gen", "distinct-2", "spread", "held-out loss", "mix (model-only)"]
     table(None, columns, lines)
-    guarded = [r for r in rows if r["mode"] == "guarded" and r["generation"] > 0]
-    if guarded:
-        promoted = sum("gate" in r and not r.get("rejected") for r in guarded)
-        broken = [r["broken"]["rejected"] for r in guarded if "broken" in r]
+    for mode in ("guarded", "lessons"):
+        gated = [r for r in rows if r["mode"] == mode and r["generation"] > 0]
+        if not gated:
+            continue
+        promoted = sum("gate" in r and not r.get("rejected") for r in gated)
+        broken = [r["broken"]["rejected"] for r in gated if "broken" in r]
         print(
-            f"guarded: {promoted} of {len(guarded)} candidates promoted; shuffled-answer "
+            f"{mode}: {promoted} of {len(gated)} candidates promoted; shuffled-answer "
             f"candidates rejected {sum(broken)} of {len(broken)}"
         )
     for mode in modes:
