@@ -292,3 +292,24 @@ def test_rehearsal_keeps_the_answers_the_grade_passes_and_the_mix_caps_them(chat
     # One human answer at a human share of 0.5 leaves room for one model-written record.
     assert (mix.counts["rehearsal"], mix.counts["rehearsal_capped"], mix.counts["mix"]) == (1, 4, 2)
     assert mix.counts["human_share"] == 0.5
+
+
+def test_the_sft_export_holds_kept_lessons_with_their_provenance(chat, store, embedder, tmp_path):
+    from feedback.pool.records import export
+
+    parent = taught(chat)
+    synthesizer(
+        chat, embedder, fake_writer(GOOD_QUESTION), fake_judge(), questions=1, answers=0
+    ).run()
+    out = tmp_path / "sft.jsonl"
+    counts = export(PoolStore(store.engine), "sft", out, system="Be brief.")
+    assert counts == {"human_written": 1, "synthetic": 1}
+    lesson = [json.loads(line) for line in out.read_text().splitlines()][1]
+    assert lesson["messages"][-2:] == [
+        {"role": "user", "content": GOOD_QUESTION},
+        {"role": "assistant", "content": ANSWER},
+    ]
+    assert lesson["provenance"]["parent_exchange_id"] == parent
+    assert lesson["provenance"]["source"] == "synthetic" and lesson["provenance"]["model_id"]
+    chat.delete(store.exchange(parent).conversation_id)
+    assert export(PoolStore(store.engine), "sft", out) == {}

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from store.lessons import LessonStore
 from store.pool import PoolStore
 from store.tables import PoolEntry
 
@@ -78,6 +79,25 @@ def lesson_record(lesson, parent: PoolEntry, system: str | None) -> dict:
     return {"messages": head + list(parent.context) + question + assistant(lesson.completion)}
 
 
+def lesson_records(lessons, parents: dict, system: str | None) -> Iterator[tuple[dict, str]]:
+    """Kept lessons whose parent is in the export, each with its provenance: the parent
+    exchange, the model that wrote it and its grade."""
+    for lesson in lessons:
+        parent = parents.get(lesson.parent_exchange_id)
+        if parent is None or parent.source not in ("human_written", "human_approved"):
+            continue
+        record = lesson_record(lesson, parent, system)
+        record["provenance"] = {
+            "source": "synthetic",
+            "kind": lesson.kind,
+            "parent_exchange_id": lesson.parent_exchange_id,
+            "model_id": lesson.model_id,
+            "grade": lesson.score,
+            "agreement": lesson.agreement,
+        }
+        yield record, "synthetic"
+
+
 def preference_pairs(
     pool: PoolStore, system: str | None = None
 ) -> Iterator[tuple[dict, str, set[int]]]:
@@ -107,9 +127,12 @@ def records(pool: PoolStore, fmt: str, system: str | None = None) -> Iterator[tu
     """(record, source) pairs for the format; source is what the summary counts."""
     forgotten = pool.forgotten_ids()
     if fmt == "sft":
+        parents = {}
         for e in pool.train_entries():
             if e.exchange_id not in forgotten:
+                parents[e.exchange_id] = e
                 yield sft_record(e, system), e.source
+        yield from lesson_records(LessonStore(pool.engine).kept(), parents, system)
     elif fmt == "dpo":
         for record, source, _ in preference_pairs(pool, system):
             yield record, source
