@@ -37,6 +37,9 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="llama.cpp and torch threads")
     p.add_argument("--max-tokens", type=int, default=48, help="longest probe answer")
     p.add_argument("--rehearsal", type=int, default=32, help="rehearsal prompts answered")
+    p.add_argument("--epochs", type=float, default=None, help="default: the product's")
+    p.add_argument("--learning-rate", type=float, default=None, help="default: the product's")
+    p.add_argument("--max-steps", type=int, default=None, help="default: the product's")
     p.add_argument("--out", type=Path, default=RESULTS / "lessons.json")
     return p.parse_args()
 
@@ -105,7 +108,7 @@ def base_loss(settings, path: Path) -> float:
 def measure(args) -> dict:
     from assistant.llm.embedder import Embedder
     from assistant.settings import Settings
-    from assistant.wiring import build_synthesizer, local_model
+    from assistant.wiring import build_synthesizer, local_model, refresh_config
     from feedback.pool.records import lesson_record, sft_record
     from feedback.refresh.pipeline import REHEARSAL_SAMPLING
     from feedback.refresh.rules import per_parent, rehearsal_prompts
@@ -115,6 +118,9 @@ def measure(args) -> dict:
 
     home = new_home("autodidact-lessons-")
     flags = {"home": home} | ({"threads": args.threads} if args.threads else {})
+    overrides = {"epochs": args.epochs, "learning_rate": args.learning_rate,
+                 "max_steps": args.max_steps}  # fmt: skip
+    flags |= {f"refresh_{k}": v for k, v in overrides.items() if v is not None}
     settings = Settings(**flags)
     facts = read_rows()[0][: args.facts]
     teach(settings, facts)
@@ -126,7 +132,9 @@ def measure(args) -> dict:
     corrections = [sft_record(e, settings.system_prompt) for e in parents.values()]
     kept = per_parent(LessonStore(engine).kept(), parents, settings.refresh_lessons_per_parent)
     lessons = [lesson_record(x, p, settings.system_prompt) for x, p in kept]
+    train = refresh_config(settings).train
     out = {"commit": commit(), "command": command_line(), "facts": len(facts),
+           "train": {k: getattr(train, k) for k in ("rank", "learning_rate", "epochs", "max_steps")},
            "synthesis": report.to_json(), "lessons_in_mix": len(lessons), "arms": {}}  # fmt: skip
     floor, rows = probe(llama, facts, settings.system_prompt, args.max_tokens)
     out["arms"]["base"] = {
@@ -167,7 +175,8 @@ def main() -> int:
         for name, a in result["arms"].items()
     ]  # fmt: skip
     syn = result["synthesis"]
-    title = (f"{result['facts']} facts at {result['commit']}; lessons: {syn['kept']} kept of "
+    title = (f"{result['facts']} facts at {result['commit']}, training {result['train']}; "
+             f"lessons: {syn['kept']} kept of "
              f"{syn['written']} written (pass rate {syn['pass_rate']}) in {syn['seconds']} s")  # fmt: skip
     table(title, ["arm", "records", "steps", "weights-only recall", "general loss (vs base)"], rows)
     write_result(result, args.out)
