@@ -165,6 +165,8 @@ class Settings(BaseSettings):
         RefreshConfig, "answer_diversity_tolerance", ge=0.0, le=1.0
     )
     refresh_lessons_per_parent: int = staged(RefreshConfig, "lessons_per_parent", ge=0)
+    refresh_rehearsal: int = staged(RefreshConfig, "rehearsal", ge=0, le=48)
+    refresh_base_loss_tolerance: float = staged(RefreshConfig, "base_loss_tolerance", ge=0.0)
     refresh_nice: int = staged(RefreshJobConfig, "nice", ge=0, le=19)
     refresh_threads: int = staged(RefreshJobConfig, "threads", ge=1)
 

@@ -180,6 +180,8 @@ def refresh_config(settings: Settings) -> RefreshConfig:
         gate_alpha=settings.refresh_gate_alpha,
         answer_diversity_tolerance=settings.refresh_answer_diversity_tolerance,
         lessons_per_parent=settings.refresh_lessons_per_parent,
+        rehearsal=settings.refresh_rehearsal,
+        base_loss_tolerance=settings.refresh_base_loss_tolerance,
         train=TrainConfig(
             max_steps=settings.refresh_max_steps,
             max_seconds=settings.refresh_max_seconds,

@@ -97,6 +97,9 @@ def summary(run) -> str:
         if b := m["evaluate"].get("base"):
             spread = f", spread {b['answer_spread']}" if "answer_spread" in b else ""
             lines.append(f"  base model: answer distinct-2 {b['answer_distinct_2']}{spread}")
+    if took := m.get("seconds"):
+        steps = ", ".join(f"{step} {seconds:.0f} s" for step, seconds in took.items())
+        lines.append(f"  time: {steps} ({sum(took.values()) / 60:.1f} minutes in all)")
     return "\n".join(lines)
 
 

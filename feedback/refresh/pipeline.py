@@ -91,9 +91,12 @@ class Refresher:
         self.embedder = embedder
         self.synthesizer = synthesizer
         self.rehearsal: list[dict] = []  # this run's graded answers to the rehearsal prompts
+        self.seconds: dict[str, float] = {}  # per step, this run
+        self._began: tuple[str, float] | None = None
 
     def _step(self, run: RefreshRun, step: str, **fields) -> RefreshRun:
         """Record `step` as begun (in its own transaction) before any of its work starts."""
+        self._clock(step)
         run = self.runs.update(run.id, step=step, **fields)
         self.progress(step, 0.0, f"{step}…")
         return run
@@ -110,10 +113,21 @@ class Refresher:
                 dry_run=dry_run,
                 forced=force,
             )
+            self.seconds, self._began = {}, None
             try:
-                return self._run(run, dry_run, force)
+                run = self._run(run, dry_run, force)
             except Exception as exc:
-                return self.runs.finish(run.id, "failed", f"{type(exc).__name__}: {exc}")
+                run = self.runs.finish(run.id, "failed", f"{type(exc).__name__}: {exc}")
+            self._clock(None)
+            return self.runs.update(run.id, metrics={**run.metrics, "seconds": self.seconds})
+
+    def _clock(self, step: str | None) -> None:
+        """The seconds each step took, for the run's record (`metrics["seconds"]`)."""
+        now = time.monotonic()
+        if self._began is not None:
+            name, began = self._began
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + now - began, 2)
+        self._began = (step, now) if step else None
 
     def _run(self, run: RefreshRun, dry_run: bool, force: bool) -> RefreshRun:
         run = self._step(run, "select")
@@ -290,6 +304,19 @@ class Refresher:
         with trained.model.disable_adapter():
             return [completion_loss(trained.model, trained.tokenizer, r) for r in record_sets]
 
+    def _base_losses(self, trained: Trained, records, general, cur_loss, cur_general) -> dict:
+        """The base model's held-out and general losses: the bar a candidate is held to
+        whatever is served (with no adapter active, the current model's are the base's)."""
+        from feedback.refresh.train import completion_loss
+
+        if self.registry.active() is None:
+            return {"heldout_loss": cur_loss, "general_loss": cur_general}
+        with trained.model.disable_adapter():
+            return {
+                "heldout_loss": completion_loss(trained.model, trained.tokenizer, records),
+                "general_loss": completion_loss(trained.model, trained.tokenizer, general),
+            }
+
     def _taught(self, heldout: set[int]) -> list:
         """Corrections users wrote that earlier promoted adapters trained on: what a candidate
         must not forget. At most 64, spread over the whole history."""
@@ -342,6 +369,7 @@ class Refresher:
         cand["heldout_loss"], cur["heldout_loss"] = cand_loss, cur_loss
         cand["taught_loss"], cur["taught_loss"] = cand_taught, cur_taught
         cand["general_loss"], cur["general_loss"] = cand_general, cur_general
+        base.update(self._base_losses(trained, records, general, cur_loss, cur_general))
         for figures in (cand, cur):
             figures.pop("answers")
         return {

@@ -90,6 +90,11 @@ class RefreshConfig:
     )
     # The promotion gates: a candidate that regresses past any of these stays on disk, rejected.
     loss_tolerance: float = option(0.02, "most relative rise in held-out loss")
+    base_loss_tolerance: float = option(
+        0.05,
+        "most relative rise in held-out and general loss over the base model's, whatever is "
+        "served (a damaged model once promoted never lowers the bar)",
+    )
     taught_tolerance: float = option(
         0.1, "most relative rise in loss on the answers users taught (corrections trained before)"
     )
@@ -196,7 +201,9 @@ def regressions(
     >>> regressions(cand, drifted, RefreshConfig(), base={"answer_distinct_2": 0.6, "answer_spread": 0.5})
     ["sampled answers' distinct-2 is 0.475, more than 10% below the base model's 0.600"]
     """
-    out = loss_regressions(candidate, current, c)
+    # Against the base only where it is not the current model (that gate is stricter).
+    bar = {k: v for k, v in (base or {}).items() if v != current.get(k)}
+    out = loss_regressions(candidate, current, c) + base_loss_regressions(candidate, bar, c)
     p = candidate.get("pairwise")
     if p and p["p_worse"] < c.gate_alpha:
         out.append(
@@ -274,6 +281,28 @@ def unmeasured(evaluation: dict) -> list[str]:
     p = cand.get("pairwise")
     if p and p["prompts"] and p["ties"] == p["prompts"]:
         out.append(f"the judge tied all {p['prompts']} pairs: its verdicts did not count")
+    return out
+
+
+def base_loss_regressions(candidate: dict, base: dict | None, c: RefreshConfig) -> list[str]:
+    """Held-out and general loss against the base model's: a bar no promotion can lower.
+
+    >>> base_loss_regressions({"general_loss": 2.2}, {"general_loss": 2.0}, RefreshConfig())
+    ["loss on the general answers is 2.200, more than 5% above the base model's 2.000"]
+    >>> base_loss_regressions({"general_loss": 2.05}, {"general_loss": 2.0}, RefreshConfig())
+    []
+    """
+    out = []
+    for key, what in (
+        ("heldout_loss", "held-out loss"),
+        ("general_loss", "loss on the general answers"),
+    ):
+        was, now = (base or {}).get(key, math.nan), candidate.get(key, math.nan)
+        if math.isfinite(was) and math.isfinite(now) and now > was * (1 + c.base_loss_tolerance):
+            out.append(
+                f"{what} is {now:.3f}, more than {c.base_loss_tolerance:.0%} above the base "
+                f"model's {was:.3f}"
+            )
     return out
 
 
