@@ -12,7 +12,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from feedback.config import option
+from assistant.options import option
 from feedback.pool.memory import names
 
 KINDS = ("question", "answer")  # a reworded question with the parent's answer; a restated answer
@@ -88,14 +88,8 @@ def question_problem(candidate: str, parent_q: str, parent_a: str) -> str | None
         return "not a question"
     if words(text) == words(parent_q):
         return "the same words as the question it rewords"
-    said = vocabulary(text)
-    if missing := sorted(names(parent_q) - said):
-        return f"it leaves out {', '.join(missing)}"
-    if extra := sorted(names(text) - vocabulary(f"{parent_q} {parent_a}")):
-        return f"it brings in {', '.join(extra)}"
-    if extra := sorted(numbers(text) - numbers(f"{parent_q} {parent_a}")):
-        return f"it brings in {', '.join(extra)}"
-    return None
+    missing = sorted(names(parent_q) - vocabulary(text))
+    return f"it leaves out {', '.join(missing)}" if missing else added(text, parent_q, parent_a)
 
 
 def answer_problem(candidate: str, parent_q: str, parent_a: str) -> str | None:
@@ -115,14 +109,21 @@ def answer_problem(candidate: str, parent_q: str, parent_a: str) -> str | None:
         return "not one answer"
     if words(text) == words(parent_a):
         return "the same words as the answer it restates"
-    said = vocabulary(text)
-    if missing := sorted(numbers(parent_a) - numbers(text)) or sorted(names(parent_a) - said):
-        return f"it leaves out {', '.join(missing)}"
-    if extra := sorted(names(text) - vocabulary(f"{parent_q} {parent_a}")):
-        return f"it brings in {', '.join(extra)}"
-    if extra := sorted(numbers(text) - numbers(f"{parent_q} {parent_a}")):
-        return f"it brings in {', '.join(extra)}"
-    return None
+    missing = sorted(numbers(parent_a) - numbers(text)) or sorted(
+        names(parent_a) - vocabulary(text)
+    )
+    return f"it leaves out {', '.join(missing)}" if missing else added(text, parent_q, parent_a)
+
+
+def added(text: str, parent_q: str, parent_a: str) -> str | None:
+    """A name or number the lesson brings in that its parent never said (None: none).
+
+    >>> added("Did Ida Fenn found it in 1990?", "Who founded Brannoc Labs?", "Ida Fenn.")
+    'it brings in 1990'
+    """
+    parent = f"{parent_q} {parent_a}"
+    extra = sorted(names(text) - vocabulary(parent)) or sorted(numbers(text) - numbers(parent))
+    return f"it brings in {', '.join(extra)}" if extra else None
 
 
 def graded_verdict(
