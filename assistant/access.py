@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from feedback.config import option
+from assistant.options import option
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from feedback.config import option
+from assistant.options import option
 
 PROGRESS_FILE = "refresh-progress.json"
 LOG_FILE = "refresh-job.log"

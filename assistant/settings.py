@@ -2,7 +2,7 @@
 
 Owns every knob of the app and where state lives (`AUTODIDACT_HOME`). The stages' knobs are read
 from their configuration dataclasses (default and help text written once, there: see
-feedback/config.py); the chat's and the server's are declared here. Turning settings into those
+assistant/options.py); the chat's and the server's are declared here. Turning settings into those
 configurations is assistant/wiring.py's. It does not open files or load models; it only says
 where they are. `Settings.describe()` is what `autodidact serve` prints
 at start-up, so a user always sees the effective values and where each came from.
@@ -21,8 +21,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from assistant.access import AccessConfig
 from assistant.llm.base import CONTEXT_WINDOW, Sampling
+from assistant.options import described
 from assistant.refresh_job import RefreshJobConfig
-from feedback.config import described
 from feedback.grading.calibration import CalibrationConfig
 from feedback.grading.grader import GraderConfig
 from feedback.grading.references import ReferenceConfig

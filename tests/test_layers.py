@@ -2,7 +2,8 @@
 functions) points down, each heavy dependency is imported by its one module, and the CLI's
 commands that do not serve the page never load Gradio.
 
-Layers, bottom to top: the model boundary (assistant.llm) and the store; the feedback stages
+Layers, bottom to top: the model boundary (assistant.llm), the config helpers every layer
+uses (assistant.options) and the store; the feedback stages
 (grading, then pool, then synthesis, then refresh); the chat service, settings and wiring; the web UI and CLI.
 """
 
@@ -26,17 +27,17 @@ ALLOWED = {
     "feedback": (),
     "assistant.llm": ("assistant.llm",),
     "store": ("store",),
-    "feedback.config": (),
-    "feedback.grading": ("assistant.llm", "store", "feedback.config", "feedback.grading"),
-    "feedback.pool": ("assistant.llm", "store", "feedback.config", "feedback.pool"),
-    "feedback.synthesis": ("assistant.llm", "store", "feedback.config", "feedback.grading", "feedback.pool", "feedback.synthesis"),
-    "feedback.refresh": ("assistant.llm", "store", "feedback"),
+    "assistant.options": (),  # the config helpers every layer uses: imports nothing of ours
+    "feedback.grading": ("assistant.llm", "assistant.options", "store", "feedback.grading"),
+    "feedback.pool": ("assistant.llm", "assistant.options", "store", "feedback.pool"),
+    "feedback.synthesis": ("assistant.llm", "assistant.options", "store", "feedback.grading", "feedback.pool", "feedback.synthesis"),
+    "feedback.refresh": ("assistant.llm", "assistant.options", "store", "feedback"),
     "feedback.dashboard": ("store", "feedback.pool"),
-    "feedback.knowledge": ("assistant.llm", "store", "feedback.config", "feedback.knowledge"),
-    "assistant.access": ("feedback.config",),
+    "feedback.knowledge": ("assistant.llm", "assistant.options", "store", "feedback.knowledge"),
+    "assistant.access": ("assistant.options",),
     "assistant.limits": (),
-    "assistant.refresh_job": ("feedback", "store"),
-    "assistant.settings": ("feedback", "assistant.access", "assistant.refresh_job", "assistant.llm.base"),
+    "assistant.refresh_job": ("feedback", "store", "assistant.options"),
+    "assistant.settings": ("feedback", "assistant.access", "assistant.options", "assistant.refresh_job", "assistant.llm.base"),
     "assistant.prompt": ("assistant.llm", "assistant.settings", "store", "feedback"),
     "assistant.chat": ("assistant.llm", "assistant.settings", "assistant.prompt", "assistant.limits", "store", "feedback"),
     "assistant.wiring": ("assistant.llm", "assistant.settings", "assistant.chat", "assistant.prompt", "store", "feedback"),

@@ -37,7 +37,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from feedback.config import option
+from assistant.options import option
 from feedback.grading.scoring import SIGNALS, Signals, combine, normalize
 
 SEED = 0  # fixed folds: the same ratings always give the same verdict

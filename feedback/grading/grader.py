@@ -14,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 from assistant.llm.base import ChatModel, ModelError
-from feedback.config import option
+from assistant.options import option
 from feedback.grading.calibration import score as calibrated
 from feedback.grading.judge import JudgeError, judge, recent_turns
 from feedback.grading.references import Reference

@@ -18,7 +18,7 @@ from datetime import datetime
 
 import numpy as np
 
-from feedback.config import option
+from assistant.options import option
 from store.knowledge import KnowledgeStore, Source
 from store.pool import PoolStore
 from store.vectors import VectorIndex

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from feedback.config import option
+from assistant.options import option
 from feedback.knowledge.files import find_files
 from feedback.knowledge.parse import (
     DocumentError,

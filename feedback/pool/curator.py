@@ -19,7 +19,7 @@ from datetime import datetime
 
 import numpy as np
 
-from feedback.config import option
+from assistant.options import option
 from feedback.pool.keywords import KeywordIndex
 from feedback.pool.memory import Thresholds, fuse, names, names_agree
 from feedback.pool.pii import mask

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from feedback.config import option
+from assistant.options import option
 
 SOURCES = ("human_written", "human_approved", "model_only")
 STATUSES = ("train", "flagged", "neutral", "duplicate", "capped")

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from feedback.config import option
+from assistant.options import option
 from feedback.pool.diversity import WORD, distinct_n, embedding_spread
 from feedback.pool.records import lesson_record, sft_record
 from feedback.refresh.train import TrainConfig
