@@ -22,13 +22,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from assistant.access import AccessConfig
 from assistant.llm.base import CONTEXT_WINDOW, Sampling
 from assistant.options import described
-from assistant.refresh_job import RefreshJobConfig
 from feedback.grading.calibration import CalibrationConfig
 from feedback.grading.grader import GraderConfig
 from feedback.grading.references import ReferenceConfig
 from feedback.knowledge.library import KnowledgeConfig
 from feedback.pool.curator import CuratorConfig, RetrievalConfig
 from feedback.pool.rules import PoolRules
+from feedback.refresh.job import RefreshJobConfig
 from feedback.refresh.rules import RefreshConfig
 from feedback.refresh.train import TrainConfig
 from feedback.synthesis.rules import SynthesisConfig

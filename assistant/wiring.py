@@ -26,6 +26,7 @@ from feedback.grading.worker import GradingWorker
 from feedback.knowledge.library import KnowledgeConfig, Library
 from feedback.pool.curator import Curator, CuratorConfig, RetrievalConfig
 from feedback.pool.rules import PoolRules
+from feedback.refresh.job import RefreshJobConfig, RefreshLauncher
 from feedback.refresh.rules import RefreshConfig
 from feedback.refresh.train import TrainConfig
 from feedback.synthesis.rules import SynthesisConfig
@@ -297,6 +298,13 @@ def build_refresher(settings: Settings, progress=None, embedder=None):
         if settings.synthesis
         else None,
     )
+
+
+def build_launcher(settings: Settings, engine) -> RefreshLauncher:
+    """The app's refresh launcher (the Models tab's "Refresh now"): the child gets these
+    settings, at the priority and thread cap they give."""
+    config = RefreshJobConfig(nice=settings.refresh_nice, threads=settings.refresh_threads)
+    return RefreshLauncher(settings, engine, config)
 
 
 def synthesis_config(settings: Settings) -> SynthesisConfig:

@@ -2,7 +2,7 @@
 
 In one run, on one home whose pool is seeded (so the refresh really trains): the app answers
 the same prompts idle, then while a refresh runs as the Models tab starts it (the same launcher,
-assistant/refresh_job.py: its own process, `refresh_nice` and `refresh_threads`, here with
+feedback/refresh/job.py: its own process, `refresh_nice` and `refresh_threads`, here with
 `--force` so a fresh pool need not reach `refresh_min_new`). The refresh phase starts once the
 child has reached a step that computes (train, export, verify or evaluate), not while it is
 still importing; each answer records the step the refresh was in. Once the answers are in, the
@@ -31,8 +31,8 @@ COMPUTING = ("train", "export", "verify", "evaluate", "promote")
 
 def launcher(home: Path, args):
     """The Models tab's launcher on the bench's home, with the nice/threads asked for."""
-    from assistant.refresh_job import RefreshJobConfig, RefreshLauncher
     from assistant.settings import Settings
+    from feedback.refresh.job import RefreshJobConfig, RefreshLauncher
     from store.db import open_database
 
     settings = Settings(home=home)

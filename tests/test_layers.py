@@ -36,12 +36,11 @@ ALLOWED = {
     "feedback.knowledge": ("assistant.llm", "assistant.options", "store", "feedback.knowledge"),
     "assistant.access": ("assistant.options",),
     "assistant.limits": (),
-    "assistant.refresh_job": ("feedback", "store", "assistant.options"),
-    "assistant.settings": ("feedback", "assistant.access", "assistant.options", "assistant.refresh_job", "assistant.llm.base"),
+    "assistant.settings": ("feedback", "assistant.access", "assistant.options", "assistant.llm.base"),
     "assistant.prompt": ("assistant.llm", "assistant.settings", "store", "feedback"),
     "assistant.chat": ("assistant.llm", "assistant.settings", "assistant.prompt", "assistant.limits", "store", "feedback"),
     "assistant.wiring": ("assistant.llm", "assistant.settings", "assistant.chat", "assistant.prompt", "store", "feedback"),
-    "assistant.web": ("assistant.llm", "assistant.settings", "assistant.access", "assistant.limits", "assistant.refresh_job", "assistant.chat", "assistant.prompt", "assistant.wiring", "assistant.web", "store", "feedback"),
+    "assistant.web": ("assistant.llm", "assistant.settings", "assistant.access", "assistant.limits", "assistant.chat", "assistant.prompt", "assistant.wiring", "assistant.web", "store", "feedback"),
     "assistant.cli": ("assistant", "store", "feedback"),
 }  # fmt: skip
 

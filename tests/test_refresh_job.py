@@ -1,4 +1,4 @@
-"""A refresh started from the app (assistant/refresh_job.py): the child gets the app's settings,
+"""A refresh started from the app (feedback/refresh/job.py): the child gets the app's settings,
 a lower priority and a thread cap, its progress reads back, one runs at a time, and a cancel
 stops its whole process group and leaves everything as it was.
 
@@ -18,7 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from assistant.refresh_job import (
+from assistant.settings import Settings
+from feedback.refresh.job import (
     THREAD_VARIABLES,
     JobState,
     ProgressFile,
@@ -27,7 +28,6 @@ from assistant.refresh_job import (
     child_env,
     read_progress,
 )
-from assistant.settings import Settings
 from feedback.refresh.pipeline import refresh_lock
 from store.adapters import AdapterRegistry
 from store.runs import RunStore
@@ -38,7 +38,7 @@ from tests.test_refresh_kill import base_cache, zero_adapter  # noqa: F401 (a fi
 STAND_IN = """
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
-from assistant.refresh_job import ProgressFile
+from feedback.refresh.job import ProgressFile
 
 mode, args = sys.argv[1], sys.argv[2:]
 home = Path(os.environ["AUTODIDACT_HOME"])

@@ -121,15 +121,15 @@ def refresh(args, settings) -> int:
     from rich.progress import Progress
 
     from assistant.llm.embedder import Embedder
-    from assistant.refresh_job import ProgressFile
     from assistant.wiring import build_refresher
+    from feedback.refresh.job import ProgressFile
 
     every = interval_seconds(args.every) if args.every else None
     while True:
         file = ProgressFile(args.progress_file) if args.progress_file else None
         with Progress() as bar:
             # The embedder on the settings' threads too: a refresh started from the app runs
-            # with `threads` capped (assistant/refresh_job.py), and ONNX Runtime would take
+            # with `threads` capped (feedback/refresh/job.py), and ONNX Runtime would take
             # every core otherwise.
             embedder = Embedder(threads=settings.threads)
             refresher = build_refresher(settings, StepBars(bar, file), embedder=embedder)

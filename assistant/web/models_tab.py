@@ -4,7 +4,7 @@ that promote or roll back an adapter, and a refresh started from the page.
 Owns the tab's layout and events, and how a refresh's progress and outcome read in plain words.
 Switching writes the pointer in store/adapters.py; the chat picks the adapter up before its
 next answer (assistant/wiring.py's AdapterWatcher). "Refresh now" starts `autodidact refresh`
-in a process of its own through assistant/refresh_job.py; a timer polls its progress file, so
+in a process of its own through feedback/refresh/job.py; a timer polls its progress file, so
 no event waits on the refresh and the chat's events run beside it.
 """
 
@@ -13,8 +13,9 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from assistant.refresh_job import JobState, launcher_for
 from assistant.web.common import PRIVATE, no_remote_images
+from assistant.wiring import build_launcher
+from feedback.refresh.job import JobState
 from store.adapters import AdapterRegistry
 from store.runs import RunStore
 
@@ -210,7 +211,7 @@ class ModelsTab:
         self.registry = AdapterRegistry(home / "adapters")
         self.runs = RunStore(engine)
         self.guard = guard
-        self.launcher = launcher_for(guard.settings, engine)
+        self.launcher = build_launcher(guard.settings, engine)
         self.active_md = gr.Markdown(elem_id="active-adapter")
         self.table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, elem_id="runs")
         self.plot = gr.LinePlot(

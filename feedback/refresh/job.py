@@ -8,8 +8,11 @@ home, database and model), the progress file the child writes and the app polls
 period, then the run it left `running` marked `cancelled` and the adapter pointer as it was.
 
 What it does not own: the refresh itself (feedback/refresh/pipeline.py, whose lock keeps one
-refresh at a time across the app, the CLI and cron alike) and the page over this
-(assistant/web/models_tab.py). No web framework here: the CLI writes the progress file with it.
+refresh at a time across the app, the CLI and cron alike), the settings object (the launcher
+takes the app's, passed in, and reads only its fields; assistant/wiring.py `build_launcher`
+builds the launcher from it) and the page over this (assistant/web/models_tab.py). No web
+framework here: the CLI writes the progress file with it. The child is the product's command
+line run with this interpreter (`refresh_command`): named, never imported.
 """
 
 from __future__ import annotations
@@ -61,9 +64,17 @@ class RefreshJobConfig:
 def settings_env(settings) -> dict[str, str]:
     """Every setting as the `AUTODIDACT_*` variable that gives it (lists and dicts as JSON, as
     the settings read them), so a child process reads the same values; unset ones are left out.
+    `settings` is the app's pydantic settings object (its fields, and `home_dir`).
 
-    >>> from assistant.settings import Settings
-    >>> env = settings_env(Settings(home="/tmp/h", grade_weights={"judge": 1.0}, port=9))
+    >>> from pathlib import Path
+    >>> from pydantic import BaseModel
+    >>> class Knobs(BaseModel):
+    ...     home: Path
+    ...     port: int = 9
+    ...     grade_weights: dict = {"judge": 1.0}
+    ...     database_url: str | None = None
+    ...     home_dir = property(lambda self: self.home.expanduser())
+    >>> env = settings_env(Knobs(home="/tmp/h"))
     >>> env["AUTODIDACT_HOME"], env["AUTODIDACT_PORT"], env["AUTODIDACT_GRADE_WEIGHTS"]
     ('/tmp/h', '9', '{"judge": 1.0}')
     >>> "AUTODIDACT_DATABASE_URL" in env
@@ -170,12 +181,6 @@ class Job:
     before: int  # the highest run id when it started: the child's run comes after it
     cancelled_by: str | None = None
     settled: bool = False
-
-
-def launcher_for(settings, engine) -> RefreshLauncher:
-    """The app's launcher, with the priority and thread cap the settings give."""
-    config = RefreshJobConfig(nice=settings.refresh_nice, threads=settings.refresh_threads)
-    return RefreshLauncher(settings, engine, config)
 
 
 class RefreshLauncher:
