@@ -21,9 +21,10 @@ that never overlap, so each path has the machine to itself:
          summary says how many answers were given passages.
 Prints tokens/s (decode, after the first token) and time to first token for both, and the
 ratios app/raw. Tokens are counted with the model's tokenizer on the final text of each answer.
-The same prompts then go through the OpenAI-compatible route (`/v1/chat/completions`,
-streamed, with the official `openai` client) of the same app, after the page's: no Gradio
-queue on that path, so its first token should come within 30 ms of raw's.
+The same prompts also go through the OpenAI-compatible route (`/v1/chat/completions`,
+streamed, with the official `openai` client) of the same app, alternating with the page's
+prompt by prompt: no Gradio queue on that path, so its first token should come within 30 ms of
+raw's.
 A last line, "floor", is gradio_client's first output from a trivial streaming endpoint with no
 model: what any Gradio app pays before its first token (gradio_client polls its message queue
 every 50 ms), so the app's own share of the first-token gap is app - raw - floor.
@@ -54,7 +55,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.chat_runs import PROMPTS, SYSTEM, app_answers, app_settings, own_timings, summarize
+from bench.chat_runs import PROMPTS, SYSTEM, app_run, app_settings, own_timings, summarize
 from bench.harness import (
     RESULTS,
     free_port,
@@ -133,12 +134,16 @@ def raw_run(llm, prompt, args):
     return start, first, last, "".join(parts)
 
 
-def v1_answers(url: str, args) -> list:
-    """The prompts through /v1/chat/completions with the official `openai` client, streamed,
-    as `app_answers` sends them through the page's API (a warm-up first, the same pauses)."""
+def both_routes(url: str, args) -> tuple[list, list]:
+    """The prompts through the page's API (gradio_client /chat) and through
+    /v1/chat/completions (the official `openai` client, streamed), alternating prompt by
+    prompt and which route goes first each round, so both meet the same grading backlog;
+    a warm-up answer on each first, `--pause` seconds after every answer."""
     import openai
+    from gradio_client import Client
 
     client = openai.OpenAI(base_url=url + "v1", api_key="local", max_retries=0)
+    page = Client(url, verbose=False)
 
     def run(prompt):
         start = time.perf_counter()
@@ -154,13 +159,16 @@ def v1_answers(url: str, args) -> list:
                 parts.append(text)
         return start, first, last, "".join(parts)
 
+    app_run(page, PROMPTS[0])
     run(PROMPTS[0])
-    runs = []
-    for _ in range(args.rounds):
-        for prompt in PROMPTS:
-            runs.append(run(prompt))
-            time.sleep(args.pause)
-    return runs
+    page_runs, v1_runs = [], []
+    for round_ in range(args.rounds):
+        for n, prompt in enumerate(PROMPTS):
+            routes = [(page_runs, lambda p: app_run(page, p)), (v1_runs, run)]
+            for runs, answer in routes[:: 1 if (round_ + n) % 2 == 0 else -1]:
+                runs.append(answer(prompt))
+                time.sleep(args.pause)
+    return page_runs, v1_runs
 
 
 def gradio_floor(n: int = 20) -> float:
@@ -242,8 +250,7 @@ def measure(args) -> dict:
     raw_before = raw_phase(llm, args)  # nothing else running: no server yet
     # Both routes' answers count against one account's message rate: no limit in a benchmark.
     with start_app(home, {**app_settings(args), "rate_limit_messages": 0}, child=True) as app:
-        app_runs = app_answers(app.url, args)
-        v1_runs = v1_answers(app.url, args)
+        app_runs, v1_runs = both_routes(app.url, args)
         time.sleep(1.0)  # let the last answer's bookkeeping land before counting
     app_side = server_figures(home)
     raw_after = raw_phase(llm, args)  # the server is gone again
