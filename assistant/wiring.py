@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import stat
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from assistant.chat import ChatService
 from assistant.llm.base import ChatModel, ModelError
 from assistant.llm.weights import open_gguf, resolve_gguf
 from assistant.settings import Settings
+from feedback.grading.calibrate import Calibrator
 from feedback.grading.calibration import CalibrationConfig
 from feedback.grading.grader import Grader, GraderConfig
 from feedback.grading.references import ReferenceConfig, ReferenceFinder
@@ -83,48 +83,15 @@ def calibration_config(settings: Settings) -> CalibrationConfig:
     )
 
 
-class Calibrator:
-    """Refits the grading weights to the thumbs once `calibration_every` new ones arrived: run
-    off the request thread, one at a time; the worker picks the adopted fit up at its next job."""
-
-    def __init__(self, settings: Settings, engine):
-        self.settings = settings
-        self.store = CalibrationStore(engine)
-        self.config = calibration_config(settings)
-        self._lock = threading.Lock()
-
-    def run(self):
-        from feedback.grading.calibrate import run_calibration
-
-        with self._lock:
-            return run_calibration(
-                self.store, self.settings.grade_weights, self.settings.flag_threshold, self.config
-            )
-
-    def maybe(self, _exchange_id=None) -> None:
-        from feedback.grading.calibrate import due
-
-        if self.config.every <= 0 or self._lock.locked() or not due(self.store, self.config):
-            return
-        threading.Thread(target=self._run_once, name="calibrate", daemon=True).start()
-
-    def _run_once(self) -> None:
-        """One background fit; a second thread started meanwhile finds it due no more."""
-        from feedback.grading.calibrate import due, run_calibration
-
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
-            if not due(self.store, self.config):
-                return
-            row = run_calibration(
-                self.store, self.settings.grade_weights, self.settings.flag_threshold, self.config
-            )
-            log.info("calibration %s: adopted=%s (%s)", row.id, row.adopted, row.reason)
-        except Exception:  # the thumbs are stored; `autodidact grade --calibrate` retries
-            log.exception("calibration failed")
-        finally:
-            self._lock.release()
+def build_calibrator(settings: Settings, engine) -> Calibrator:
+    """The calibration runner over the settings' database: it refits to the thumbs against the
+    settings' weights and threshold (feedback/grading/calibrate.py runs it)."""
+    return Calibrator(
+        CalibrationStore(engine),
+        settings.grade_weights,
+        settings.flag_threshold,
+        calibration_config(settings),
+    )
 
 
 def build_worker(settings: Settings, engine, model: ChatModel, curator: Curator, **hooks):
@@ -443,7 +410,7 @@ def create_services(settings: Settings, model: ChatModel | None = None, embedder
         quiet_for=chat.quiet_for,
     )
     grading = worker.grading
-    calibrator = Calibrator(settings, engine)
+    calibrator = build_calibrator(settings, engine)
     chat.on_rated.append(calibrator.maybe)
     chat.on_generation_start.append(worker.preempt)
     chat.on_answer_stored.append(lambda _exchange_id: worker.wake())

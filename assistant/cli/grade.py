@@ -28,11 +28,12 @@ def grade_command(args, settings) -> int:
 
 
 def calibrate_command(args, settings) -> int:
-    from assistant.wiring import Calibrator
+    from assistant.wiring import build_calibrator
     from feedback.grading.calibrate import summary
     from store.db import open_database
 
-    print(summary(Calibrator(settings, open_database(settings.effective_database_url)).run()))
+    engine = open_database(settings.effective_database_url)
+    print(summary(build_calibrator(settings, engine).run()))
     return 0
 
 
