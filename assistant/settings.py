@@ -6,6 +6,10 @@ assistant/options.py); the chat's and the server's are declared here. Turning se
 configurations is assistant/wiring.py's. It does not open files or load models; it only says
 where they are. `Settings.describe()` is what `autodidact serve` prints
 at start-up, so a user always sees the effective values and where each came from.
+
+Cheap to import: it reads the stages' defaults from their light modules only (each stage's
+config.py, and the rules and configs that import nothing heavy), so reading a default loads no
+LangChain, numpy, vector store or model (tests/test_settings.py checks it).
 """
 
 from __future__ import annotations
@@ -23,13 +27,12 @@ from assistant.access import AccessConfig
 from assistant.llm.base import CONTEXT_WINDOW, Sampling
 from assistant.options import described
 from feedback.grading.calibration import CalibrationConfig
-from feedback.grading.grader import GraderConfig
-from feedback.grading.references import ReferenceConfig
-from feedback.knowledge.library import KnowledgeConfig
-from feedback.pool.curator import CuratorConfig, RetrievalConfig
+from feedback.grading.config import GraderConfig, ReferenceConfig
+from feedback.knowledge.config import KnowledgeConfig
+from feedback.pool.config import CuratorConfig, RetrievalConfig
 from feedback.pool.rules import PoolRules
+from feedback.refresh.config import RefreshConfig
 from feedback.refresh.job import RefreshJobConfig
-from feedback.refresh.rules import RefreshConfig
 from feedback.refresh.train import TrainConfig
 from feedback.synthesis.rules import SynthesisConfig
 

@@ -20,14 +20,17 @@ from assistant.llm.weights import open_gguf, resolve_gguf
 from assistant.settings import Settings
 from feedback.grading.calibrate import Calibrator
 from feedback.grading.calibration import CalibrationConfig
-from feedback.grading.grader import Grader, GraderConfig
-from feedback.grading.references import ReferenceConfig, ReferenceFinder
+from feedback.grading.config import GraderConfig, ReferenceConfig
+from feedback.grading.grader import Grader
+from feedback.grading.references import ReferenceFinder
 from feedback.grading.worker import GradingWorker
-from feedback.knowledge.library import KnowledgeConfig, Library
-from feedback.pool.curator import Curator, CuratorConfig, RetrievalConfig
+from feedback.knowledge.config import KnowledgeConfig
+from feedback.knowledge.library import Library
+from feedback.pool.config import CuratorConfig, RetrievalConfig
+from feedback.pool.curator import Curator
 from feedback.pool.rules import PoolRules
+from feedback.refresh.config import RefreshConfig
 from feedback.refresh.job import RefreshJobConfig, RefreshLauncher
-from feedback.refresh.rules import RefreshConfig
 from feedback.refresh.train import TrainConfig
 from feedback.synthesis.rules import SynthesisConfig
 from store.adapters import AdapterRegistry

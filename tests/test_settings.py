@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 
 import pytest
 from pydantic import ValidationError
 
 from assistant.settings import Settings, add_flags, from_args
+from tests.conftest import ROOT
 
 
 def parse(argv):
@@ -53,6 +56,24 @@ def test_the_stages_defaults_are_the_settings_defaults():
     assert fields["pool_user_weight"].default == PoolRules().user_weight
     assert fields["refresh_max_steps"].default == TrainConfig().max_steps
     assert fields["refresh_max_steps"].description == "most training steps per refresh"
+
+
+def test_reading_the_settings_loads_no_heavy_library():
+    """The stages' defaults come from their light config modules: no LangChain, vector store,
+    model runtime or web framework is imported to read one (a fresh interpreter, so nothing
+    another test loaded counts)."""
+    heavy = ("langchain", "langchain_core", "chromadb", "torch", "transformers", "gradio")
+    heavy += ("llama_cpp", "onnxruntime", "numpy", "sqlalchemy")
+    probe = (
+        "import sys, assistant.settings\n"
+        "assistant.settings.Settings()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(sys.argv[1:])))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *heavy], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_one_judge_at_a_time_and_the_judges_key_is_never_printed():

@@ -14,14 +14,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 from assistant.llm.base import ChatModel, ModelError
-from assistant.options import option
 from feedback.grading.calibration import score as calibrated
+from feedback.grading.config import GraderConfig
 from feedback.grading.judge import JudgeError, judge, recent_turns
 from feedback.grading.references import Reference
 from feedback.grading.sanitize import injection_lines, is_contentless, without_injections
 from feedback.grading.scoring import (
-    DEFAULT_THRESHOLD,
-    DEFAULT_WEIGHTS,
     Signals,
     explain,
     reference_note,
@@ -45,32 +43,6 @@ class GradeResult:
     seconds: dict[str, float] = field(default_factory=dict)
     reference: Reference | None = None  # the evidence the reason names
     calibration_id: int | None = None  # the fitted weights that combined the signals
-
-
-@dataclass
-class GraderConfig:
-    """How answers are graded; `Settings` offers the user-facing knobs (assistant/settings.py)."""
-
-    weights: dict[str, float] = field(
-        default_factory=lambda: dict(DEFAULT_WEIGHTS),
-        metadata={"help": "weight of each grading signal, as JSON"},
-    )
-    threshold: float = option(DEFAULT_THRESHOLD, "combined score below which an answer is flagged")
-    consistency_samples: int = option(
-        0, "resampled answers for self-consistency (0: off, see docs/grading.md)"
-    )
-    consistency_temperature: float = option(1.0, "temperature of the resampled answers")
-    max_tokens: int = option(256, "longest answer the grader generates when resampling")
-    system_prompt: str = option(
-        "You are a helpful assistant.", "system message of resampled answers"
-    )
-    max_attempts: int = option(3, "tries before a grading job fails")
-    judge_history_chars: int = option(
-        1500, "most characters of the earlier conversation the judge reads"
-    )
-    reference_chars: int = option(
-        3000, "most characters of reference text the judge and the grounding pass read"
-    )
 
 
 class Grader:

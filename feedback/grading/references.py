@@ -18,7 +18,7 @@ from datetime import datetime
 
 import numpy as np
 
-from assistant.options import option
+from feedback.grading.config import ReferenceConfig
 from store.knowledge import KnowledgeStore, Source
 from store.pool import PoolStore
 from store.vectors import VectorIndex
@@ -26,23 +26,6 @@ from store.vectors import VectorIndex
 log = logging.getLogger(__name__)
 
 HUMAN_SOURCES = ("human_written", "human_approved")
-
-
-@dataclass(frozen=True)
-class ReferenceConfig:
-    """References for grading; `Settings` offers these as `reference_<name>`."""
-
-    corrections: bool = option(True, "grade answers against similar corrected or approved answers")
-    min_similarity: float = option(
-        0.8, "least question similarity for a correction or approval to be a reference"
-    )
-    most: int = option(2, "most corrections or approvals used for one answer")
-    max_chars: int = option(3000, "longest reference text the grader reads, in characters")
-    shared: bool = option(
-        True,
-        "grade against other users' corrections and approvals too (PII-masked); off: only "
-        "the answer's own user's (Settings: retrieval_share_approved)",
-    )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.options import option
+from feedback.knowledge.config import KnowledgeConfig
 from feedback.knowledge.files import find_files
 from feedback.knowledge.parse import (
     DocumentError,
@@ -34,24 +34,6 @@ from store.tables import Document
 from store.vectors import KnowledgeIndex
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class KnowledgeConfig:
-    """Knowledge documents; `Settings` offers these as `knowledge_<name>`."""
-
-    enabled: bool = option(True, "ground answers in the knowledge documents")
-    passages: int = option(4, "most document passages put into one prompt")
-    min_similarity: float = option(0.4, "least question-passage similarity for a passage")
-    max_tokens: int = option(700, "most prompt tokens the passages may take")
-    chunk_chars: int = option(800, "passage length when a document is split, in characters")
-    chunk_overlap: int = option(120, "characters two neighbouring passages share")
-    max_file_mb: float = option(20.0, "largest file accepted, in MB")
-    isolated: bool = option(
-        True, "read each file in a child process with the memory and time limits below"
-    )
-    parse_memory_mb: int = option(1024, "most memory reading one file may take, in MB")
-    parse_timeout_s: float = option(60.0, "most seconds reading one file may take")
 
 
 @dataclass(frozen=True)
