@@ -9,7 +9,9 @@ at start-up, so a user always sees the effective values and where each came from
 
 Cheap to import: it reads the stages' defaults from their light modules only (each stage's
 config.py, and the rules and configs that import nothing heavy), so reading a default loads no
-LangChain, numpy, vector store or model (tests/test_settings.py checks it).
+LangChain, numpy, vector store or model (tests/test_settings.py checks it). `SETTING_GROUPS`
+sorts the settings by what they are about, so each CLI command takes the flags of only the
+settings it uses (`add_flags`); the environment variables apply to every command.
 """
 
 from __future__ import annotations
@@ -256,13 +258,70 @@ class Settings(BaseSettings):
         return "\n".join(lines)
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    """One `--flag` per setting, each defaulting to 'not given' so env and defaults still apply."""
-    for name, field in Settings.model_fields.items():
+# What each setting is about, so a command takes the flags of only the groups it uses. An entry
+# stands for the setting of that name and those that begin with it and an underscore ("judge":
+# judge_model, judge_openai_base_url, ...). Every setting is in one group (tests/test_settings.py).
+SETTING_GROUPS: dict[str, tuple[str, ...]] = {
+    "storage": ("home", "database_url", "chroma_url"),
+    "user": ("user",),
+    "model": ("model", "openai", "context_window", "threads"),
+    "sampling": ("temperature", "top_p", "repeat_penalty", "max_tokens", "seed"),
+    "chat": ("system_prompt", "max_message_chars", "stream_interval_ms"),
+    "grading": ("grading", "judge", "consistency_samples", "flag_threshold", "grade_weights"),
+    "references": ("reference",),
+    "calibration": ("calibration",),
+    "pool": ("pool", "pii_region", "retrieval"),
+    "knowledge": ("knowledge",),
+    "synthesis": ("synthesis",),
+    "refresh": ("refresh",),
+    "server": (
+        "host",
+        "port",
+        "allowed_hosts",
+        "trusted_proxies",
+        "session_hours",
+        "login_attempts",
+        "rate_limit",
+        "queue",
+        "upload",
+    ),
+}
+
+
+def setting_names(uses: tuple[str, ...] | None = None) -> list[str]:
+    """The settings `uses` names, in the order Settings declares them: each entry a group of
+    SETTING_GROUPS, or a setting's name (or prefix, as there); None: every setting.
+
+    >>> setting_names(("home", "calibration"))
+    ['home', 'calibration_min_ratings', 'calibration_every', 'calibration_margin']
+    >>> setting_names(("judge",))[:2]
+    ['judge_model', 'judge_openai_base_url']
+    """
+    names = list(Settings.model_fields)
+    if uses is None:
+        return names
+    prefixes = [p for entry in uses for p in SETTING_GROUPS.get(entry, (entry,))]
+    if unknown := [p for p in prefixes if not any(_within(n, p) for n in names)]:
+        raise ValueError(f"no setting is named {', '.join(unknown)}")
+    return [n for n in names if any(_within(n, p) for p in prefixes)]
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + "_")
+
+
+def add_flags(
+    parser: argparse.ArgumentParser, uses: tuple[str, ...] | None = None, default: Any = None
+) -> None:
+    """One `--flag` per setting `uses` names (`setting_names`; None: all), each defaulting to
+    'not given' (`default`) so env and defaults still apply. The settings left out still come
+    from their `AUTODIDACT_*` variables."""
+    for name in setting_names(uses):
+        field = Settings.model_fields[name]
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
-            default=None,
+            default=default,
             help=f"{field.description} (env AUTODIDACT_{name.upper()})",
         )
 

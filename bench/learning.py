@@ -289,7 +289,8 @@ def refresh(home: Path, args, n: int) -> dict:
     from store.db import open_database
     from store.runs import RunStore
 
-    flags = ["--home", str(home), "--max-tokens", str(args.max_tokens), "--seed", str(args.seed)]
+    # No --seed: the refresh samples with its own fixed seeds, and takes only the flags it uses.
+    flags = ["--home", str(home), "--max-tokens", str(args.max_tokens)]
     env = dict(os.environ)
     if args.threads:  # llama.cpp's, and torch's (OpenMP) and the BLAS libraries'
         flags += ["--threads", str(args.threads)]

@@ -181,3 +181,41 @@ def test_ctrl_c_stops_serve_cleanly(home):
     out = "".join(lines)
     assert proc.returncode == 0, out[-2000:]
     assert "Traceback" not in out
+
+
+def test_a_command_takes_the_flags_of_the_settings_it_uses_and_every_variable(
+    monkeypatch, capsys, tmp_path
+):
+    import pytest
+
+    import assistant.cli as cli
+    from assistant.cli.command import Command
+
+    seen = {}
+
+    def show(args, settings):
+        seen.update(home=settings.home_dir, port=settings.port)
+        return 0
+
+    monkeypatch.setattr(cli, "COMMANDS", [Command("show", "", show, uses=("storage",))])
+    monkeypatch.setenv("AUTODIDACT_PORT", "9123")  # not its flag, still its setting
+    assert cli.main(["show", "--home", str(tmp_path)]) == 0
+    assert seen == {"home": tmp_path, "port": 9123}
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["show", "--port", "1"])
+    assert refused.value.code == 2
+    assert "unrecognized arguments: --port 1" in capsys.readouterr().err
+
+
+def test_each_command_offers_only_its_settings_flags():
+    from assistant.cli import build_parser
+
+    helps = {
+        name: parser.format_help()
+        for action in build_parser()._subparsers._group_actions
+        for name, parser in action.choices.items()
+    }
+    assert "--port" in helps["serve"] and "--refresh-max-steps" in helps["serve"]
+    assert "--refresh-max-steps" in helps["refresh"] and "--port" not in helps["refresh"]
+    assert "--synthesis-questions" in helps["pool"] and "--max-tokens" in helps["pool"]
+    assert "--home" in helps["adapters"] and "--model" not in helps["adapters"]

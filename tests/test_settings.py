@@ -9,7 +9,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from assistant.settings import Settings, add_flags, from_args
+from assistant.settings import SETTING_GROUPS, Settings, add_flags, from_args, setting_names
 from tests.conftest import ROOT
 
 
@@ -56,6 +56,17 @@ def test_the_stages_defaults_are_the_settings_defaults():
     assert fields["pool_user_weight"].default == PoolRules().user_weight
     assert fields["refresh_max_steps"].default == TrainConfig().max_steps
     assert fields["refresh_max_steps"].description == "most training steps per refresh"
+
+
+def test_every_setting_is_in_one_group_and_a_misspelt_one_is_refused():
+    counts = {name: 0 for name in Settings.model_fields}
+    for group in SETTING_GROUPS:
+        for name in setting_names((group,)):
+            counts[name] += 1
+    assert {name: n for name, n in counts.items() if n != 1} == {}
+    assert setting_names(None) == list(Settings.model_fields)
+    with pytest.raises(ValueError, match="no setting is named refresh_max_stepz"):
+        setting_names(("home", "refresh_max_stepz"))
 
 
 def test_reading_the_settings_loads_no_heavy_library():

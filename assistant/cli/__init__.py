@@ -1,9 +1,10 @@
 """The `autodidact` command: one table of subcommands, and the one place errors become exit codes.
 
-Owns argument parsing (each command adds its own arguments, every one gets a flag per setting)
-and turning failures a user can act on (a missing model, an unknown id, a busy refresh, an
-unwritable file) into one readable line and exit code 1; invalid settings exit with 2. The
-commands live beside this file, one module per concern; only `serve` imports Gradio.
+Owns argument parsing (each command adds its own arguments and takes the flags of the settings
+it uses; every setting applies to every command through its environment variable) and turning
+failures a user can act on (a missing model, an unknown id, a busy refresh, an unwritable file)
+into one readable line and exit code 1; invalid settings exit with 2. The commands live beside
+this file, one module per concern; only `serve` imports Gradio.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help)
         command.arguments(p)
-        add_flags(p)
+        add_flags(p, command.uses)
     return parser
 
 

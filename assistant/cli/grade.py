@@ -68,4 +68,16 @@ def grade_backlog_command(args, settings) -> int:
     return 0
 
 
-COMMANDS = [Command("grade", "self-grade answers from the command line", grade_command, arguments)]
+# The settings it uses: the answering model, the grader (with its references), the calibration,
+# and the pool's, whose curator follows each grade.
+USES = ("storage", "model", "max_tokens", "system_prompt", "grading", "references")
+USES += ("calibration", "pool")
+COMMANDS = [
+    Command(
+        "grade",
+        "self-grade answers from the command line",
+        grade_command,
+        arguments,
+        uses=USES,
+    )
+]

@@ -20,25 +20,15 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
-from assistant.cli.command import Command
-from assistant.settings import Settings
+from assistant.cli.command import Command, settings_flags
 from feedback.knowledge.parse import human_size
 
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
 STATUSES = ("added", "replaced", "reindexed", "unchanged", "refused")
 
 
-def settings_flags(parser: argparse.ArgumentParser) -> None:
-    """The settings flags once more, after the action (`knowledge add DIR --home H`). Their
-    default is "absent", not None: argparse copies an action's values over those given before
-    it (`knowledge --home H add DIR`), and None would erase them."""
-    for name, field in Settings.model_fields.items():
-        parser.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            default=argparse.SUPPRESS,
-            help=f"{field.description} (env AUTODIDACT_{name.upper()})",
-        )
+# The settings it uses: the user's documents under home, and how they are read and searched.
+USES = ("storage", "user", "knowledge")
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +47,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     remove = actions.add_parser("remove", help="remove a document with all its passages")
     remove.add_argument("document", type=int, metavar="ID", help="a document id (see `list`)")
     for action in (add, listing, remove):
-        settings_flags(action)
+        settings_flags(action, USES)
 
 
 def knowledge_command(args, settings) -> int:
@@ -223,5 +213,6 @@ COMMANDS = [
         arguments,
         # A refused file is a line of `add`'s output, not an error; an unknown id is one.
         errors=(LookupError,),
+        uses=USES,
     )
 ]

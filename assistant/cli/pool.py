@@ -239,6 +239,11 @@ def history(args, settings) -> int:
 
 # A refused message or correction, an unknown exchange or conversation.
 USER_ERRORS = (ValueError, LookupError)
+# The settings each command uses: the chat service without a model, over the user's
+# conversations, with the pool's curator (rating, correcting and deleting move the pool); `pool
+# synthesize` also writes lessons with the local model and grades them with the grader.
+SERVICE = ("storage", "user", "pool")
+SYNTHESIS = ("model", "max_tokens", "system_prompt", "grading", "synthesis")
 
 COMMANDS = [
     Command(
@@ -247,6 +252,7 @@ COMMANDS = [
         rate,
         rate_arguments,
         errors=USER_ERRORS,
+        uses=SERVICE,
     ),
     Command(
         "correct",
@@ -254,6 +260,7 @@ COMMANDS = [
         correct,
         correct_arguments,
         errors=USER_ERRORS,
+        uses=(*SERVICE, "max_message_chars"),
     ),
     Command(
         "delete",
@@ -261,6 +268,7 @@ COMMANDS = [
         delete,
         delete_arguments,
         errors=USER_ERRORS,
+        uses=SERVICE,
     ),
     Command(
         "export",
@@ -268,6 +276,7 @@ COMMANDS = [
         export,
         export_arguments,
         errors=USER_ERRORS,
+        uses=("home", "database_url", "system_prompt"),
     ),
     Command(
         "pool",
@@ -275,6 +284,7 @@ COMMANDS = [
         pool,
         pool_arguments,
         errors=USER_ERRORS,
+        uses=(*SERVICE, *SYNTHESIS),
     ),
     Command(
         "history",
@@ -282,5 +292,6 @@ COMMANDS = [
         history,
         history_arguments,
         errors=USER_ERRORS,
+        uses=SERVICE,
     ),
 ]

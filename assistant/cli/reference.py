@@ -1,9 +1,10 @@
 """The reference pages, written from the code: settings, commands and routes as Markdown tables.
 
 Owns turning `Settings` (its fields' defaults and help text, which the stages' config
-dataclasses supply), the command table (assistant/cli/__init__.py) and the door's table of open
-routes (assistant/web/door.py) into the tables docs/settings.md, docs/commands.md and
-docs/routes.md show, and `undocumented`, which names anything that would show up without an
+dataclasses supply), the command table (assistant/cli/__init__.py, each command with its own
+arguments and the settings' flags it takes) and the door's table of open routes
+(assistant/web/door.py) into the tables docs/settings.md, docs/commands.md and docs/routes.md
+show, and `undocumented`, which names anything that would show up without an
 explanation. docs/hooks.py puts the tables into the pages when MkDocs builds the site, so there
 is nothing to keep in step by hand. Not a command: nothing here runs when `autodidact` does.
 """
@@ -14,7 +15,7 @@ import argparse
 
 from pydantic.fields import FieldInfo
 
-from assistant.settings import Settings
+from assistant.settings import Settings, setting_names
 
 
 def cell(text: object) -> str:
@@ -56,8 +57,8 @@ SETTING_DESTS = set(Settings.model_fields)
 
 
 def own_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    """The arguments a parser adds itself: not help, not the settings' flags (every command
-    takes those; the settings page lists them)."""
+    """The arguments a parser adds itself: not help, not the settings' flags (`setting_flags`
+    names those; the settings page explains them)."""
     return [
         a
         for a in parser._actions
@@ -98,13 +99,26 @@ def arguments_markdown(parser: argparse.ArgumentParser, title: str) -> list[str]
     return out
 
 
+def setting_flags(command) -> str:
+    """The line under a command naming the settings' flags it takes.
+
+    >>> from assistant.cli.command import Command
+    >>> setting_flags(Command("x", "", run=None, uses=("home", "database_url")))
+    'Setting flags: `--home`, `--database-url` (see [Settings](settings.md)).'
+    """
+    if command.uses is None:
+        return "Setting flags: all of them (see [Settings](settings.md))."
+    flags = ", ".join(f"`--{name.replace('_', '-')}`" for name in setting_names(command.uses))
+    return f"Setting flags: {flags} (see [Settings](settings.md))."
+
+
 def commands_markdown(commands=None) -> str:
     if commands is None:
         from assistant.cli import COMMANDS as commands
     out = []
     for command in commands:
         title = f"autodidact {command.name}"
-        out += [f"## `{title}`", "", command.help, ""]
+        out += [f"## `{title}`", "", command.help, "", setting_flags(command), ""]
         out += arguments_markdown(command_parser(command), title)
     return "\n".join(out)
 

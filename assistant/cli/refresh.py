@@ -196,6 +196,11 @@ def rollback(args, settings) -> int:
     return 0
 
 
+# Where the runs and adapters are; a refresh also uses the local model, the judge and the
+# grader (its synthesis step grades the lessons), and its own guards, gates and bounds.
+STATE = ("home", "database_url")
+REFRESH = (*STATE, "model", "max_tokens", "system_prompt", "grading", "synthesis", "refresh")
+
 COMMANDS = [
     Command(
         "refresh",
@@ -203,13 +208,20 @@ COMMANDS = [
         refresh,
         refresh_arguments,
         errors=(ValueError,),  # a bad --every, a broken anchor file, a remote model
+        uses=REFRESH,
     ),
-    Command("adapters", "list refresh runs, their metrics, and the active one", adapters),
+    Command(
+        "adapters",
+        "list refresh runs, their metrics, and the active one",
+        adapters,
+        uses=STATE,
+    ),
     Command(
         "rollback",
         "serve an earlier adapter (default: the one before)",
         rollback,
         rollback_arguments,
         errors=(ValueError,),  # an unknown adapter
+        uses=STATE,
     ),
 ]

@@ -12,4 +12,5 @@ def serve(args, settings) -> int:
     return start(settings, args.given)
 
 
-COMMANDS = [Command("serve", "start the chat web app", serve, errors=(Unguarded,))]
+# The app uses every setting, so it takes every setting's flag (uses=None).
+COMMANDS = [Command("serve", "start the chat web app", serve, errors=(Unguarded,), uses=None)]

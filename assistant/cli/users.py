@@ -12,9 +12,10 @@ import argparse
 import getpass
 import sys
 
-from assistant.cli.command import Command
-from assistant.cli.knowledge import settings_flags
+from assistant.cli.command import Command, settings_flags
 from store.accounts import ROLES, AccountError
+
+USES = ("home", "database_url")  # the accounts are rows in the database
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +52,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     token.add_argument("--label", default="api", help="what the token is for, for the list")
     token.add_argument("--revoke", action="store_true", help="revoke the account's tokens")
     for action in (add, password, role, listing, remove, token):
-        settings_flags(action)
+        settings_flags(action, USES)
 
 
 def read_password(from_stdin: bool) -> str:
@@ -111,5 +112,6 @@ COMMANDS = [
         user_command,
         arguments,
         errors=(AccountError,),
+        uses=USES,
     )
 ]
