@@ -230,7 +230,10 @@ def test_the_tab_shows_steps_and_reasons_in_plain_words():
     )
     text = job_view(running)
     assert "started by rita 1 min 15 s ago" in text
-    assert "- ✓ select\n- ✓ guard\n- ▶ **train** 25%: step 1/4, loss 2.1\n- ○ export" in text
+    assert (
+        "- ✓ select\n- ✓ synthesize\n- ✓ guard\n- ▶ **train** 25%: step 1/4, loss 2.1\n- ○ export"
+        in text
+    )
     rejected = SimpleNamespace(
         id=1,
         adapter_id="adapter-x",
