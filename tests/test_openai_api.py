@@ -303,6 +303,10 @@ def test_what_cannot_be_honoured_is_refused_clearly(shared):
         api.chat.completions.create(model="gpt-4o", messages=user)
     before = AccountStore(shared.store.engine).account("ana")
     assert shared.chat.conversations(before) == []  # nothing refused was stored
+    # A client's default system message that says what the server's says is taken.
+    same = [{"role": "system", "content": "You are a helpful assistant."}, *user]
+    taken = api.chat.completions.create(model="autodidact", messages=same, max_tokens=4)
+    assert taken.choices[0].message.content is not None
 
 
 def test_parameters_are_honoured_and_the_model_listed(shared):

@@ -127,7 +127,7 @@ class OpenAIApi:
                     "model",
                     "model_not_found",
                 )
-            earlier, message = split_messages(ask.messages)
+            earlier, message = split_messages(ask.messages, self.chat.settings.system_prompt)
             refusal = self.door.admit_outside(account, username)
             if refusal is not None:
                 return door_refusal(refusal)

@@ -179,21 +179,36 @@ def text_of(message: Message, index: int) -> str:
     return "".join(parts)
 
 
-def split_messages(messages: list[Message]) -> tuple[list[tuple[str, str]], str]:
+def split_messages(
+    messages: list[Message], system_prompt: str | None = None
+) -> tuple[list[tuple[str, str]], str]:
     """(earlier turns as (user, answer) pairs, the new message): messages must alternate
-    user and assistant, from a user message to the last one.
+    user and assistant, from a user message to the last one. A leading system (or developer)
+    message is taken when it says what the server's own `system_prompt` says (many clients
+    send "You are a helpful assistant." by default); any other is refused, never ignored.
 
     >>> split_messages([Message(role="user", content="a"), Message(role="assistant",
     ...     content="b"), Message(role="user", content=[{"type": "text", "text": "c"}])])
     ([('a', 'b')], 'c')
+    >>> split_messages([Message(role="system", content=" Be kind. "),
+    ...     Message(role="user", content="hi")], "Be kind.")
+    ([], 'hi')
     """
+    if (
+        messages
+        and messages[0].role in ("system", "developer")
+        and system_prompt is not None
+        and isinstance(messages[0].content, str)
+        and messages[0].content.strip() == system_prompt.strip()
+    ):
+        messages = messages[1:]
     for index, message in enumerate(messages):
         if message.role in ("system", "developer"):
             raise Refusal(
                 400,
-                f"messages.{index}: {message.role} messages are not taken; this server's "
-                "system prompt is its own (the system_prompt setting), so answers stay "
-                "comparable and fit for its training pool.",
+                f"messages.{index}: {message.role} messages are not taken unless they say "
+                "what this server's own system prompt says (the system_prompt setting), so "
+                "answers stay comparable and fit for its training pool.",
                 f"messages.{index}.role",
             )
         expected = "user" if index % 2 == 0 else "assistant"
