@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     flag_threshold: float = staged(GraderConfig, "threshold", ge=0.0, le=1.0)
     grade_weights: dict[str, float] = staged(GraderConfig, "weights")
     grading_max_attempts: int = staged(GraderConfig, "max_attempts", ge=1)
+    grading_own_context: bool = staged(GraderConfig, "own_context")
     judge_history_chars: int = staged(GraderConfig, "judge_history_chars", ge=0)
     calibration_min_ratings: int = staged(CalibrationConfig, "min_ratings", ge=4)
     calibration_every: int = staged(CalibrationConfig, "every", ge=0)

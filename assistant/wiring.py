@@ -97,6 +97,17 @@ def build_calibrator(settings: Settings, engine) -> Calibrator:
     )
 
 
+def grading_model(settings: Settings, model: ChatModel) -> ChatModel:
+    """What the background grader runs on: with `grading_own_context`, a second llama.cpp
+    context on the served GGUF (its own cache, the weights shared through the page cache), so
+    the chat's cached prompt survives a grade and its next first token comes sooner; else the
+    chat's own model (and always for a model served from elsewhere)."""
+    path = getattr(model, "path", None)
+    if not (settings.grading_own_context and model.supports_adapters and path):
+        return model
+    return open_gguf(path, model.context_window, settings.threads)
+
+
 def build_worker(settings: Settings, engine, model: ChatModel, curator: Curator, **hooks):
     """The grading worker as the app and the CLI run it: the settings' judge, references
     (corrections, approvals, passages) and the adopted calibration."""
@@ -314,8 +325,10 @@ class AdapterWatcher:
     current adapter serving, with the error logged.
     """
 
-    def __init__(self, model: ChatModel, home: Path):
+    def __init__(self, model: ChatModel, home: Path, also: list[ChatModel] = ()):
         self.model = model
+        # Models that must serve the same adapter (the grader's own context), set with it.
+        self.also = [m for m in also if m is not model]
         self.registry = AdapterRegistry(home / "adapters")
         self.stamp = None
         self.error: str | None = None
@@ -329,10 +342,11 @@ class AdapterWatcher:
         self.stamp = stamp
         active = self.registry.active()
         want = active.adapter_id if active else None
-        if want == self.model.adapter_id:
+        if all(m.adapter_id == want for m in [self.model, *self.also]):
             return
         try:
-            self.model.set_adapter(active.path if active else None, adapter_id=want)
+            for model in [self.model, *self.also]:
+                model.set_adapter(active.path if active else None, adapter_id=want)
             self.error = None
         except (ModelError, OSError) as exc:
             self.error = str(exc)
@@ -356,9 +370,10 @@ class Services:
 
     def close(self) -> None:
         self.worker.stop()
-        judge = self.worker.grader.judge_model
-        if judge is not self.model:  # built from the judge settings here, never passed in
-            judge.close()
+        grader = self.worker.grader
+        for built in {id(m): m for m in (grader.judge_model, grader.answer_model)}.values():
+            if built is not self.model:  # built here (the judge, the grader's own context)
+                built.close()
         if self.owns_model:
             self.model.close()
 
@@ -400,13 +415,14 @@ def create_services(settings: Settings, model: ChatModel | None = None, embedder
     except Exception:
         log.exception("could not check the knowledge index")
     chat = ChatService(store, model, settings, curator, library)
-    watcher = AdapterWatcher(model, settings.home_dir)
+    grader_model = grading_model(settings, model)
+    watcher = AdapterWatcher(model, settings.home_dir, also=[grader_model])
     watcher.sync()
     chat.before_generation.append(watcher.sync)
     worker = build_worker(
         settings,
         engine,
-        model,
+        grader_model,
         curator,
         chat_idle=chat.idle,
         on_graded=chat.curate,

@@ -3,6 +3,8 @@ tab's rows, and the app swapping adapters between answers (real model, real GGUF
 
 from __future__ import annotations
 
+import pytest
+
 from assistant.cli import main
 from assistant.web.models_tab import row, trends
 from store.runs import RunStore
@@ -70,3 +72,31 @@ def test_a_broken_adapter_file_keeps_the_current_one_serving(promoted, settings,
     finally:
         app.close()
         engine.set_adapter(None)
+
+
+def test_the_grader_has_its_own_context_serving_the_same_adapter(
+    promoted, settings, engine, embedder
+):
+    from assistant.wiring import create_services
+
+    settings.grading = False
+    services = create_services(settings, model=engine, embedder=embedder)
+    grader = services.worker.grader.answer_model
+    try:
+        assert grader is not engine and grader.path == engine.path  # the chat's cache is its own
+        assert services.worker.grader.judge_model is grader
+        assert engine.adapter_id == grader.adapter_id == "adapter-b"
+        promoted.activate("adapter-a")  # a rollback or promotion reaches both at the next answer
+        services.watcher.sync()
+        assert engine.adapter_id == grader.adapter_id == "adapter-a"
+    finally:
+        services.close()
+        engine.set_adapter(None)
+    with pytest.raises(InterruptedError):  # closed with the services; the chat model is not
+        list(grader.stream([{"role": "user", "content": "hi"}], {"max_tokens": 2}))
+    settings.grading_own_context = False
+    services = create_services(settings, model=engine, embedder=embedder)
+    try:
+        assert services.worker.grader.answer_model is engine
+    finally:
+        services.close()

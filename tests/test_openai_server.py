@@ -143,7 +143,8 @@ def test_the_judge_flag_builds_a_remote_judge_while_the_chat_model_stays_local(
     judge = services.worker.grader.judge_model
     try:
         assert isinstance(services.model, LlamaEngine) and settings.openai_base_url is None
-        assert services.worker.grader.answer_model is services.model
+        answer = services.worker.grader.answer_model  # the served GGUF, its own context
+        assert isinstance(answer, LlamaEngine) and answer.path == services.model.path
         assert isinstance(judge, OpenAIChatModel) and judge.model_id == f"smollm2@{server}"
     finally:
         services.close()

@@ -34,6 +34,11 @@ class GraderConfig:
         "You are a helpful assistant.", "system message of resampled answers"
     )
     max_attempts: int = option(3, "tries before a grading job fails")
+    own_context: bool = option(
+        True,
+        "grade on a second llama.cpp context of the served GGUF (the weights are shared), so "
+        "grading never leaves its prompt in the chat's cache; off: one context for both",
+    )
     judge_history_chars: int = option(
         1500, "most characters of the earlier conversation the judge reads"
     )
