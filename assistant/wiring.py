@@ -99,13 +99,12 @@ def build_calibrator(settings: Settings, engine) -> Calibrator:
 
 def grading_model(settings: Settings, model: ChatModel) -> ChatModel:
     """What the background grader runs on: with `grading_own_context`, a second llama.cpp
-    context on the served GGUF (its own cache, the weights shared through the page cache), so
-    the chat's cached prompt survives a grade and its next first token comes sooner; else the
-    chat's own model (and always for a model served from elsewhere)."""
-    path = getattr(model, "path", None)
-    if not (settings.grading_own_context and model.supports_adapters and path):
+    context on the served GGUF (its own cache, on the chat engine's thread: the two take
+    turns), so the chat's cached prompt survives a grade and its next first token comes
+    sooner; else the chat's own model (and always for a model served from elsewhere)."""
+    if not (settings.grading_own_context and hasattr(model, "sibling")):
         return model
-    return open_gguf(path, model.context_window, settings.threads)
+    return model.sibling()
 
 
 def build_worker(settings: Settings, engine, model: ChatModel, curator: Curator, **hooks):

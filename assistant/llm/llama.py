@@ -67,13 +67,17 @@ class LlamaEngine:
         context_window: int = CONTEXT_WINDOW,
         threads: int | None = None,
         lora_path: Path | None = None,
+        thread: ThreadPoolExecutor | None = None,
     ):
         self.path = Path(path)
         self.model_id = self.path.name
         self.adapter_id: str | None = None
         self._adapter = None  # the llama.cpp adapter set on the context, freed when replaced
-        # The one thread every model call runs on; queued calls wait their turn.
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+        # The one thread every model call runs on; queued calls wait their turn. A sibling
+        # (`sibling`) shares its owner's: one set of compute threads for both contexts.
+        self._owns_thread = thread is None
+        self._thread = thread or ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+        self._closed = False
         self._local = threading.local()  # the calling thread's preemption event, if any
         try:
             self.llm = self._run(
@@ -85,13 +89,26 @@ class LlamaEngine:
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
-            self._thread.shutdown(wait=False)
+            self.close(wait=False)
             raise ModelError(f"could not load model {self.path}: {exc}") from exc
         try:
             self._prepare(lora_path)
         except BaseException:
-            self._thread.shutdown(wait=False)
+            self.close(wait=False)
             raise
+
+    def sibling(self, context_window: int | None = None) -> LlamaEngine:
+        """A second context on the same GGUF, with its own KV cache, run on this engine's
+        thread: calls of both take turns, as one engine's do, and share one set of compute
+        threads (a second set, even idle, slows this one's decoding by a fifth or more on a
+        small machine: OpenMP throttles its spinning once it has more threads than cores).
+        For background work (grading) that must not evict the chat's cached prompt."""
+        return LlamaEngine(
+            self.path,
+            context_window or self.context_window,
+            self.llm.n_threads,
+            thread=self._thread,
+        )
 
     def _prepare(self, lora_path: Path | None) -> None:
         """The adapter asked for, and the chat template read from the file's metadata."""
@@ -119,6 +136,8 @@ class LlamaEngine:
         """Queue `fn` for the engine's thread. Once the engine is closed (or the interpreter is
         exiting) the call is refused as an interruption: a grading job goes back to its queue,
         it does not count as failed."""
+        if self._closed:
+            raise InterruptedError("the model is shutting down")
         try:
             return self._thread.submit(fn, *args, **kwargs)
         except RuntimeError as exc:  # "cannot schedule new futures after shutdown"
@@ -128,9 +147,12 @@ class LlamaEngine:
         """`fn(*args, **kwargs)` on the engine's thread, waiting for its result (or error)."""
         return self._submit(fn, *args, **kwargs).result()
 
-    def close(self) -> None:
-        """Refuse new calls and drop queued ones; a call already running finishes first."""
-        self._thread.shutdown(wait=True, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        """Refuse new calls and drop queued ones; a call already running finishes first. A
+        sibling leaves the thread it shares to its owner."""
+        self._closed = True
+        if self._owns_thread:
+            self._thread.shutdown(wait=wait, cancel_futures=True)
 
     def set_adapter(self, path: Path | None, adapter_id: str | None = None) -> None:
         """Apply a GGUF LoRA adapter (None: the base model alone), between generations.
