@@ -40,6 +40,9 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=None, help="default: the product's")
     p.add_argument("--learning-rate", type=float, default=None, help="default: the product's")
     p.add_argument("--max-steps", type=int, default=None, help="default: the product's")
+    p.add_argument(
+        "--home", type=Path, help="an earlier run's home: its facts and lessons are reused"
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "lessons.json")
     return p.parse_args()
 
@@ -116,14 +119,15 @@ def measure(args) -> dict:
     from store.lessons import LessonStore
     from store.pool import PoolStore
 
-    home = new_home("autodidact-lessons-")
+    home = args.home or new_home("autodidact-lessons-")
     flags = {"home": home} | ({"threads": args.threads} if args.threads else {})
     overrides = {"epochs": args.epochs, "learning_rate": args.learning_rate,
                  "max_steps": args.max_steps}  # fmt: skip
     flags |= {f"refresh_{k}": v for k, v in overrides.items() if v is not None}
     settings = Settings(**flags)
     facts = read_rows()[0][: args.facts]
-    teach(settings, facts)
+    if args.home is None:
+        teach(settings, facts)
     path, llama = local_model(settings)
     engine = open_database(settings.effective_database_url)
     synth = build_synthesizer(settings, engine, llama, None, Embedder())
