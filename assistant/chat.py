@@ -263,6 +263,17 @@ class ChatService:
                 f"{self.settings.max_message_chars:,}. Shorten it or send it in parts."
             )
 
+    def check_earlier(self, earlier) -> None:
+        """Earlier turns a client brings are kept like messages: each within the message
+        limit, all of them within four times it."""
+        limit = self.settings.max_message_chars
+        total = sum(len(user) + len(answer or "") for user, answer in earlier)
+        if any(len(text or "") > limit for turn in earlier for text in turn) or total > 4 * limit:
+            raise ChatRefused(
+                f"The earlier turns are too long ({total:,} characters): each may be at most "
+                f"{limit:,} characters, all of them {4 * limit:,}."
+            )
+
     def build_prompt(
         self,
         history: list[Turn],
@@ -294,6 +305,7 @@ class ChatService:
         self.validate(message)
         if conversation_id and earlier:
             raise ValueError("earlier turns only start a new conversation")
+        self.check_earlier(earlier)
         if conversation_id:
             self.check_conversation(conversation_id, account)
             self.store.conversation(conversation_id)  # raises NotFound for a bad id

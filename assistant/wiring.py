@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,10 +332,17 @@ class AdapterWatcher:
         self.registry = AdapterRegistry(home / "adapters")
         self.stamp = None
         self.error: str | None = None
+        # Answers through /v1 start side by side: one swap at a time, and none starts its
+        # generation before a swap it saw coming is done.
+        self._lock = threading.Lock()
 
     def sync(self) -> None:
         if not self.model.supports_adapters:
             return  # an OpenAI-compatible server serves what it serves
+        with self._lock:
+            self._sync()
+
+    def _sync(self) -> None:
         stamp = self.registry.stamp()
         if stamp == self.stamp:
             return
@@ -349,6 +357,7 @@ class AdapterWatcher:
             self.error = None
         except (ModelError, OSError) as exc:
             self.error = str(exc)
+            self.stamp = None  # try again before the next answer
             log.error("keeping adapter %s: %s", self.model.adapter_id, exc)
 
 

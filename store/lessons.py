@@ -8,22 +8,53 @@ deleted conversation's lessons go with it (store/conversations.py).
 
 from __future__ import annotations
 
-from sqlalchemy import func, update
+import hashlib
+
+from sqlalchemy import delete, func, update
 from sqlmodel import select
 
 from store.base import Repository, chunks
-from store.tables import Lesson
+from store.tables import Exchange, Lesson
 
 LIVE = ("kept", "rejected", "duplicate")  # every status but `withdrawn`
 
 
+def parent_key(question: str, answer: str) -> str:
+    """What a parent's lessons were written from: a corrected parent gets new ones.
+
+    >>> parent_key("q", "a") == parent_key("q", "a"), parent_key("q", "a") == parent_key("q", "b")
+    (True, False)
+    """
+    return hashlib.sha256(f"{question}\x00{answer}".encode()).hexdigest()[:16]
+
+
+def written_from(lesson, parent) -> bool:
+    """Whether `lesson` was written from `parent`'s current question and answer."""
+    return lesson.parent_key == parent_key(parent.prompt, parent.completion)
+
+
 class LessonStore(Repository):
-    def add(self, lessons: list[Lesson]) -> None:
+    def add(self, lessons: list[Lesson]) -> int:
+        """Store lessons whose parent exchange still exists, in one transaction: a conversation
+        deleted while its lessons were being written takes them with it. Returns how many."""
         if not lessons:
-            return
+            return 0
         with self.session() as s:
-            s.add_all(lessons)
+            ids = sorted({x.parent_exchange_id for x in lessons})
+            alive = set(s.exec(select(Exchange.id).where(Exchange.id.in_(ids))))
+            kept = [x for x in lessons if x.parent_exchange_id in alive]
+            s.add_all(kept)
             s.commit()
+        return len(kept)
+
+    def delete(self, parent_ids: list[int]) -> int:
+        """Delete every lesson of these parents (their conversation was deleted)."""
+        n = 0
+        with self.session() as s:
+            for ids in chunks(sorted(set(parent_ids))):
+                n += s.exec(delete(Lesson).where(Lesson.parent_exchange_id.in_(ids))).rowcount
+            s.commit()
+        return n
 
     def written(self) -> dict[int, str]:
         """The parent key each parent's live lessons were written from."""

@@ -62,6 +62,7 @@ def turns_before(s: Session, exchanges: list[Exchange]) -> dict[int, list[dict]]
     ):
         messages.setdefault(m.conversation_id, []).append(m)
     shown: dict[int, int] = {}  # user message id -> the answer shown for it
+    written: set[int] = set()  # every answer an exchange wrote, shown or replaced
     for user_msg, answer in s.exec(
         select(Exchange.user_message_id, Exchange.assistant_message_id)
         .where(Exchange.conversation_id.in_(conv_ids))
@@ -69,13 +70,17 @@ def turns_before(s: Session, exchanges: list[Exchange]) -> dict[int, list[dict]]
     ):
         if answer is not None:
             shown[user_msg] = answer
+            written.add(answer)
     answers = set(shown.values())
     out: dict[int, list[dict]] = {}
     for e in exchanges:
+        # An answer no exchange wrote is one of the turns an API client brought along
+        # (ConversationStore.turns): the model saw it, so it stays in the context.
         turns = [
             {"role": m.role, "content": m.content}
             for m in messages.get(e.conversation_id, [])
-            if m.id < e.user_message_id and (m.role == "user" or m.id in answers)
+            if m.id < e.user_message_id
+            and (m.role == "user" or m.id in answers or m.id not in written)
         ]
         if turns:
             out[e.id] = turns[-CONTEXT_TURNS * 2 :]

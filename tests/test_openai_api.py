@@ -217,6 +217,18 @@ def test_feedback_through_v1_lands_in_the_pool_like_the_pages(shared):
         json={"id": answer.id, "rating": 1},
     )
     assert stranger.status_code == 404 and stranger.json()["error"]["code"] == "not_found"
+    # what an attacker tries next: an id past any integer, JSON nested past the stack
+    for body in ({"id": "chatcmpl-ad-" + "9" * 30 + "-ab", "rating": 1},
+                 {"exchange_id": 10**30, "rating": 1}):  # fmt: skip
+        huge = httpx.post(shared.url + "v1/feedback", headers=shared.tokens["ana"], json=body)
+        assert huge.status_code == 400, huge.text
+    for route in ("v1/feedback", "v1/chat/completions"):
+        nested = httpx.post(
+            shared.url + route,
+            headers={**shared.tokens["ana"], "Content-Type": "application/json"},
+            content=b"[" * 100_000,
+        )
+        assert nested.status_code == 400 and nested.json()["error"]["message"], nested.text
 
 
 def test_without_a_valid_token_the_answer_is_401(shared):

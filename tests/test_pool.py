@@ -362,3 +362,20 @@ def test_the_pool_can_live_on_a_chroma_server(store, settings, fake_model, embed
     assert VectorIndex.open(url=chroma_url).ids() == {first.exchange_id}
     again = ask(chat, "Capital of Japan?", "Tokyo.")
     assert store.exchange(again.exchange_id).retrieved == [first.exchange_id]
+
+
+def test_turns_an_api_client_brought_are_the_context_of_the_answer_after_them(chat, store):
+    chat.model.enqueue("Paris.")
+    *_, final = chat.send(
+        None, "And its capital?", earlier=[("Tell me about France.", "A country.")]
+    )
+    chat.correct(final.exchange_id, "Paris is the capital of France.")
+    [facts] = PoolStore(store.engine).facts([final.exchange_id])
+    assert facts.context == [
+        {"role": "user", "content": "Tell me about France."},
+        {"role": "assistant", "content": "A country."},
+    ]
+    # the brought turn is no exchange: nothing of it is graded, rated or trained on as an answer
+    assert [t.exchange_id for t in store.turns(final.conversation_id)] == [None, final.exchange_id]
+    with pytest.raises(ChatRefused, match="earlier turns are too long"):
+        list(chat.send(None, "hi", earlier=[("x" * (chat.settings.max_message_chars + 1), "y")]))

@@ -313,3 +313,44 @@ def test_the_sft_export_holds_kept_lessons_with_their_provenance(chat, store, em
     assert lesson["provenance"]["source"] == "synthetic" and lesson["provenance"]["model_id"]
     chat.delete(store.exchange(parent).conversation_id)
     assert export(PoolStore(store.engine), "sft", out) == {}
+
+
+def test_lessons_never_cost_a_refresh_its_diversity_guard(chat, store, embedder):
+    taught(chat)
+    questions = [GOOD_QUESTION, "Who is the keeper of the lighthouse on Vellmar Island?"]
+    synthesizer(chat, embedder, fake_writer(*questions), fake_judge(), questions=2, answers=0).run()
+    entries = list(PoolStore(store.engine).train_entries())
+    lessons = LessonStore(store.engine).kept()
+    alone = build_mix(entries, set(), set(), [], None, None, RefreshConfig(), forced=True)
+    # Reworded questions repeat the parent's answer by design: the mix's diversity is measured
+    # on its own records, so the last promoted run's figure (no lessons then) still holds.
+    mixed = build_mix(
+        entries, set(), set(), [], alone.counts, None, RefreshConfig(), forced=True, lessons=lessons
+    )
+    assert mixed.refused is None and mixed.counts["synthetic"] == 2
+    assert mixed.counts["distinct_2"] == alone.counts["distinct_2"]
+
+
+def test_lessons_of_a_parent_corrected_again_are_out_of_the_export_before_any_rerun(
+    chat, store, embedder, tmp_path
+):
+    from feedback.pool.records import export
+
+    parent = taught(chat)
+    synthesizer(
+        chat, embedder, fake_writer(GOOD_QUESTION), fake_judge(), questions=1, answers=0
+    ).run()
+    chat.correct(parent, "The lighthouse on Vellmar Island is kept by Ida Fenn.")
+    counts = export(PoolStore(store.engine), "sft", tmp_path / "sft.jsonl")
+    assert counts == {"human_written": 1}  # the old lesson teaches the old answer
+
+
+def test_lessons_finished_after_their_conversation_was_deleted_are_not_stored(chat, store):
+    from store.tables import Lesson
+
+    parent = taught(chat)
+    chat.delete(store.exchange(parent).conversation_id)
+    late = Lesson(parent_exchange_id=parent, parent_key="k", user_id=1, kind="question",
+                  status="kept", reason="", prompt="q?", completion="a", model_id="m")  # fmt: skip
+    assert LessonStore(store.engine).add([late]) == 0
+    assert LessonStore(store.engine).of(parent) == []

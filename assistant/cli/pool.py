@@ -182,6 +182,18 @@ def pool(args, settings) -> int:
     return 0
 
 
+def held_out_ids(engine, synth) -> set[int]:
+    """The parents a refresh keeps out of training (stored, or chosen by the stable hash when
+    a refresh first sees them): their lessons would never be trained on."""
+    from feedback.refresh.rules import RefreshConfig, held_out
+    from store.runs import RunStore
+
+    runs = RunStore(engine)
+    stored, trained, share = runs.heldout_ids(), runs.trained_ids(), RefreshConfig().heldout_share
+    fresh = [i for i in synth.parents() if i not in stored | trained]
+    return stored | {i for i in fresh if held_out(i, share)}
+
+
 def synthesize(args, settings, chat) -> None:
     """`autodidact pool synthesize`: the refresh's synthesis step, by hand."""
     from rich.progress import Progress
@@ -214,7 +226,7 @@ def synthesize(args, settings, chat) -> None:
         def progress(n, total, message):
             bar.update(task, total=max(1, total), completed=n, description=message[:60])
 
-        report = synth.run(progress, limit=args.limit)
+        report = synth.run(progress, limit=args.limit, skip=held_out_ids(engine, synth))
     rate = f"{report.pass_rate:.0%}" if report.pass_rate is not None else "n/a"
     print(
         f"Lessons: {report.kept} kept of {report.written} written for {report.done} taught "

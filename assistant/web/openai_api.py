@@ -358,7 +358,7 @@ async def read_json(request: Request) -> Any:
             raise Refusal(413, "The request is too large.")
     try:
         return json.loads(body or b"null")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: [[[[... nested past the stack
         raise Refusal(400, "Send a JSON body.") from None
 
 

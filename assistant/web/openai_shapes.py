@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse
 
 ALIAS = "autodidact"  # a model name that always means the served model
-COMPLETION_ID = re.compile(r"chatcmpl-ad-(\d+)-[0-9a-f]+")
+COMPLETION_ID = re.compile(r"chatcmpl-ad-(\d{1,18})-[0-9a-f]+")  # 18 digits fit SQLite's int
 MAX_EARLIER_TURNS = 500
 
 
@@ -306,7 +306,7 @@ class Feedback(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     id: str | None = None  # a completion id, chatcmpl-ad-<exchange>-...
-    exchange_id: int | None = None
+    exchange_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
     rating: Literal[1, -1, 0, "up", "down", "none"] | None = None
     reasons: list[str] = Field(default_factory=list)
     comment: str | None = None

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from store.lessons import LessonStore
+from store.lessons import LessonStore, written_from
 from store.pool import PoolStore
 from store.tables import PoolEntry
 
@@ -85,6 +85,8 @@ def lesson_records(lessons, parents: dict, system: str | None) -> Iterator[tuple
     for lesson in lessons:
         parent = parents.get(lesson.parent_exchange_id)
         if parent is None or parent.source not in ("human_written", "human_approved"):
+            continue
+        if not written_from(lesson, parent):  # the parent was corrected again since
             continue
         record = lesson_record(lesson, parent, system)
         record["provenance"] = {

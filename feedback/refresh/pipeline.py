@@ -113,7 +113,7 @@ class Refresher:
                 dry_run=dry_run,
                 forced=force,
             )
-            self.seconds, self._began = {}, None
+            self.seconds, self._began, self.rehearsal = {}, None, []
             try:
                 run = self._run(run, dry_run, force)
             except Exception as exc:

@@ -52,6 +52,7 @@ import numpy as np
 from feedback.pool.diversity import WORD, distinct_n, embedding_spread
 from feedback.pool.records import lesson_record, sft_record
 from feedback.refresh.config import RefreshConfig
+from store.lessons import written_from
 
 log = logging.getLogger(__name__)
 STEPS = ("select", "synthesize", "guard", "train", "export", "verify", "evaluate", "promote")
@@ -337,12 +338,15 @@ def build_mix(
         len(human) + len(anchor), len(model_only) + len(rehearsal), c.human_share
     )
     kept_model, repeats = breadth_not_depth(human, anchor, model_only, allowed, c)
-    rehearsed = list(rehearsal)[: max(0, allowed - len(kept_model))]
+    room = max(0, allowed - len(kept_model))
+    rehearsed = not_repeated(rehearsal, human + kept_model, anchor, c)[:room]
     chosen = sorted(human + kept_model, key=lambda e: e.exchange_id)
     taught = per_parent(lessons, {e.exchange_id: e for e in human}, c.lessons_per_parent)
     records = [sft_record(e, system) for e in chosen] + anchor + rehearsed
-    records += [lesson_record(lesson, parent, system) for lesson, parent in taught]
+    # Diversity is the mix's own: a reworded question's lesson repeats its parent's answer by
+    # design, and must not read as the collapse the guard looks for.
     texts = [r["messages"][-1]["content"] for r in records]
+    records += [lesson_record(lesson, parent, system) for lesson, parent in taught]
     distinct = distinct_n(texts, 2)
     spread = embedding_spread(embed(texts)) if embed and texts else None
     previous = previous or {}
@@ -375,19 +379,53 @@ def build_mix(
     return Mix(records, [e.exchange_id for e in chosen], counts, refused)
 
 
-def per_parent(lessons, parents: dict, cap: int) -> list[tuple]:
-    """(lesson, parent) for the lessons whose parent is in `parents`, at most `cap` each, the
-    oldest first (a lesson is never a parent: `parents` hold pool entries only).
+def not_repeated(rehearsal: list[dict], entries, anchor: list[dict], c: RefreshConfig):
+    """The rehearsal records the repeat caps let in: no answer past `max_answer_repeats`
+    copies in the mix, no question past `model_answers_per_question` answers (as for
+    model-only entries: one safe answer to many questions is how collapse starts).
 
-    >>> from types import SimpleNamespace as L
-    >>> ls = [L(parent_exchange_id=p, id=i) for i, p in enumerate([1, 1, 1, 2, 3])]
-    >>> [(x.id, p) for x, p in per_parent(ls, {1: 1, 2: 2}, 2)]
+    >>> r = [{"messages": [{"role": "user", "content": f"q{i}"},
+    ...     {"role": "assistant", "content": "I have no comment."}]} for i in range(4)]
+    >>> len(not_repeated(r, [], [], RefreshConfig()))
+    2
+    """
+    copies = Counter(answer_key(e.completion) for e in entries)
+    copies.update(answer_key(r["messages"][-1]["content"]) for r in anchor)
+    asked = Counter(answer_key(e.prompt) for e in entries)
+    kept = []
+    for record in rehearsal:
+        answer = answer_key(record["messages"][-1]["content"])
+        question = answer_key(record["messages"][-2]["content"])
+        if copies[answer] < c.max_answer_repeats and asked[question] < c.model_answers_per_question:
+            copies[answer] += 1
+            asked[question] += 1
+            kept.append(record)
+    return kept
+
+
+def per_parent(lessons, parents: dict, cap: int) -> list[tuple]:
+    """(lesson, parent) for the lessons whose parent is in `parents` and that were written from
+    its current text (a parent corrected again has stale lessons until they are withdrawn), at
+    most `cap` each, the oldest first (a lesson is never a parent: `parents` hold pool entries
+    only).
+
+    >>> from types import SimpleNamespace as N
+    >>> from store.lessons import parent_key
+    >>> parents = {p: N(prompt=f"q{p}", completion="a", id=p) for p in (1, 2)}
+    >>> ls = [N(parent_exchange_id=p, id=i, parent_key=parent_key(f"q{p}", "a"))
+    ...       for i, p in enumerate([1, 1, 1, 2, 3])]
+    >>> [(x.id, p.id) for x, p in per_parent(ls, parents, 2)]
     [(0, 1), (1, 1), (3, 2)]
+    >>> parents[2].completion = "corrected again"
+    >>> [(x.id, p.id) for x, p in per_parent(ls, parents, 2)]
+    [(0, 1), (1, 1)]
     """
     out, taken = [], Counter()
     for lesson in sorted(lessons, key=lambda x: (x.parent_exchange_id, x.id)):
         parent = parents.get(lesson.parent_exchange_id)
-        if parent is not None and taken[lesson.parent_exchange_id] < cap:
+        if parent is None or not written_from(lesson, parent):
+            continue
+        if taken[lesson.parent_exchange_id] < cap:
             taken[lesson.parent_exchange_id] += 1
             out.append((lesson, parent))
     return out

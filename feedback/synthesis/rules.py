@@ -8,12 +8,12 @@ feedback/synthesis/writer.py's; running the stage, feedback/synthesis/stage.py's
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
 from assistant.options import option
 from feedback.pool.memory import names
+from store.lessons import parent_key  # noqa: F401  (re-exported: the stage's rule)
 
 KINDS = ("question", "answer")  # a reworded question with the parent's answer; a restated answer
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
@@ -37,15 +37,6 @@ class SynthesisConfig:
         0.6, "least agreement of a lesson's answer with the parent's answer (the grade's)"
     )
     seed: int = option(0, "seed of the first lesson's sampling (each next one adds 1)")
-
-
-def parent_key(question: str, answer: str) -> str:
-    """What a parent's lessons were written from: a corrected parent gets new ones.
-
-    >>> parent_key("q", "a") == parent_key("q", "a"), parent_key("q", "a") == parent_key("q", "b")
-    (True, False)
-    """
-    return hashlib.sha256(f"{question}\x00{answer}".encode()).hexdigest()[:16]
 
 
 def words(text: str) -> str:

@@ -115,9 +115,12 @@ class Synthesizer:
         report = Report(parents=len(parents), todo=len(todo))
         if dry_run:
             return report
+        forgotten = self.pool.forgotten_ids() if stale else set()
+        deleted = [p for p in stale if p in forgotten]
+        report.withdrawn += self.lessons.delete(deleted)  # nothing of them is kept
         for reason in set(stale.values()):
             report.withdrawn += self.lessons.withdraw(
-                [p for p, r in stale.items() if r == reason], reason
+                [p for p, r in stale.items() if r == reason and p not in deleted], reason
             )
         for n, parent in enumerate(todo):
             if progress:
