@@ -69,6 +69,8 @@ def test_kill_at_each_step_leaves_everything_consistent(
         # One lesson candidate per parent: the step runs, and quickly.
         "AUTODIDACT_SYNTHESIS_QUESTIONS": "1",
         "AUTODIDACT_SYNTHESIS_ANSWERS": "0",
+        "AUTODIDACT_REFRESH_REHEARSAL": "1",
+        "AUTODIDACT_REFRESH_BASE_LOSS_TOLERANCE": "100",
     }
     done = subprocess.run(
         [sys.executable, "-m", "tests.kill_refresh", step],

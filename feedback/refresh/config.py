@@ -37,7 +37,7 @@ class RefreshConfig:
         4, "most lessons the model wrote from one taught answer in a mix (0: none)"
     )
     rehearsal: int = option(
-        0,
+        32,
         "general prompts the served model answers before training; the answers its grade "
         "passes join the mix as rehearsal, capped like model-only data (0: none)",
     )
