@@ -36,7 +36,7 @@ from feedback.pool.rules import PoolRules
 from feedback.refresh.config import RefreshConfig
 from feedback.refresh.job import RefreshJobConfig
 from feedback.refresh.train import TrainConfig
-from feedback.synthesis.rules import SynthesisConfig
+from feedback.synthesis.config import SynthesisConfig
 
 
 def staged(config: type, name: str, **constraints) -> Any:

@@ -33,7 +33,7 @@ from feedback.pool.rules import PoolRules
 from feedback.refresh.config import RefreshConfig
 from feedback.refresh.job import RefreshJobConfig, RefreshLauncher
 from feedback.refresh.train import TrainConfig
-from feedback.synthesis.rules import SynthesisConfig
+from feedback.synthesis.config import SynthesisConfig
 from store.adapters import AdapterRegistry
 from store.calibrations import CalibrationStore
 from store.conversations import ConversationStore

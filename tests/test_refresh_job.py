@@ -272,6 +272,9 @@ def test_a_real_refresh_cancelled_mid_training_changes_nothing_and_another_can_s
     (settings.home_dir / "cache").mkdir()
     (settings.home_dir / "cache" / "base").symlink_to(base_cache)
     settings.refresh_min_new, settings.refresh_max_steps = 1, 40
+    # On one thread, 12 parents' lessons and 32 rehearsal answers would take minutes before
+    # training starts: this test is about cancelling training (tests/test_synthesis.py has those).
+    settings.synthesis, settings.refresh_rehearsal = False, 0
 
     launcher = RefreshLauncher(settings, store.engine, RefreshJobConfig(nice=10, threads=1))
     launcher.start("adam")

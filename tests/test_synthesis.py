@@ -354,3 +354,39 @@ def test_lessons_finished_after_their_conversation_was_deleted_are_not_stored(ch
                   status="kept", reason="", prompt="q?", completion="a", model_id="m")  # fmt: skip
     assert LessonStore(store.engine).add([late]) == 0
     assert LessonStore(store.engine).of(parent) == []
+
+
+FACTS = [
+    ("Who founded Brannoc Labs?", "Ida Fenn founded Brannoc Labs."),
+    ("Where is the Quillmere Observatory?", "The Quillmere Observatory is in Vostrey."),
+    ("What colour is the sand on Gallowmere Beach?", "The sand on Gallowmere Beach is violet."),
+    ("Who keeps the lighthouse on Vellmar Island?", ANSWER),
+]
+
+
+def test_a_refresh_writes_lessons_rehearses_and_trains_on_both(
+    chat, store, settings, engine, embedder
+):
+    from tests.test_refresh import refresher
+
+    parents = [taught(chat, q, a) for q, a in FACTS]
+    rewordings = [f"Can you tell me: {q[0].lower()}{q[1:]}" for q, _ in FACTS]
+    rehearsed = ["Blue light scatters more than red light.", "Sleep at the same time each day."]
+    writer = fake_writer(*rewordings, *rehearsed)
+    synth = synthesizer(chat, embedder, writer, fake_judge(), questions=1, answers=0)
+    run = refresher(settings, store, engine, min_new=1, heldout_share=0.0, rehearsal=2)
+    run.synthesizer = synth
+    done = run.run()
+    assert done.status in ("promoted", "rejected"), done.reason
+    data = done.data
+    assert (
+        data["synthesis"]["done"] == len(FACTS) and data["synthetic"] == data["synthesis"]["kept"]
+    )
+    assert data["synthetic"] >= 1 and data["synthetic_parents"] == data["synthetic"]
+    assert data["synthesis"]["rehearsal"]["prompts"] == 2 and data["rehearsal"] >= 1
+    # rehearsal answers are model-written: they count against the human share, lessons do not
+    assert data["human_share"] == round(len(FACTS) / (len(FACTS) + data["rehearsal"]), 4)
+    assert data["mix"] == len(FACTS) + data["synthetic"] + data["rehearsal"]
+    assert set(done.metrics["seconds"]) >= {"select", "synthesize", "guard", "train"}
+    assert "general_loss" in done.metrics["evaluate"]["candidate"]
+    assert all(x.parent_exchange_id in parents for x in LessonStore(store.engine).kept())

@@ -136,6 +136,9 @@ class Refresher:
         synthesis = self._synthesize(heldout, dry_run)
         run = self._step(run, "guard")
         mix = self._guard(entries, heldout, trained, force)
+        if not mix.refused and self._rehearses(dry_run):  # only for a mix that will train
+            self.rehearsal, synthesis["rehearsal"] = self._rehearse()
+            mix = self._guard(entries, heldout, trained, force)
         data = dict(mix.counts)
         if synthesis is not None:
             data["synthesis"] = synthesis
@@ -192,22 +195,26 @@ class Refresher:
         if self.synthesizer is None:
             return None
         tick = lambda n, total, message: self.progress("synthesize", n / max(1, total), message)  # noqa: E731
-        report = self.synthesizer.run(tick, dry_run=dry_run, skip=heldout).to_json()
-        if self.config.rehearsal and not dry_run:
-            self.rehearsal, report["rehearsal"] = self._rehearse(tick)
-        return report
+        return self.synthesizer.run(tick, dry_run=dry_run, skip=heldout).to_json()
 
-    def _rehearse(self, tick) -> tuple[list[dict], dict]:
-        """The served model (its adapter, if any) answers the shipped general prompts."""
-        active = self.registry.active()
+    def _rehearses(self, dry_run: bool) -> bool:
+        return bool(self.config.rehearsal and self.synthesizer is not None and not dry_run)
+
+    def _rehearse(self) -> tuple[list[dict], dict]:
+        """Step 2, for a mix that will train: the served model (its adapter, if any) answers
+        the shipped general prompts, graded; the guard then runs again with what passed."""
+        active = self.registry.active() if self.synthesizer.model.supports_adapters else None
         model = self.synthesizer.model
-        model.set_adapter(active.path if active else None, active.adapter_id if active else None)
+        if active is not None:
+            model.set_adapter(active.path, active.adapter_id)
+        tick = lambda n, total, message: self.progress("guard", n / max(1, total), message)  # noqa: E731
         try:
             return self.synthesizer.rehearse(
                 rehearsal_prompts(self.config.rehearsal), self.system, REHEARSAL_SAMPLING, tick
             )
         finally:
-            model.set_adapter(None)
+            if active is not None:
+                model.set_adapter(None)
 
     def _guard(self, entries, heldout: set[int], trained: set[int], force: bool) -> Mix:
         """Step 2: the mix, with its human share, repeat caps and diversity guards applied."""

@@ -9,34 +9,15 @@ feedback/synthesis/writer.py's; running the stage, feedback/synthesis/stage.py's
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from assistant.options import option
 from feedback.pool.memory import names
+from feedback.synthesis.config import SynthesisConfig  # noqa: F401  (re-exported)
 from store.lessons import parent_key  # noqa: F401  (re-exported: the stage's rule)
 
 KINDS = ("question", "answer")  # a reworded question with the parent's answer; a restated answer
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 _WORD = re.compile(r"[a-z0-9]+")
 _LABEL = re.compile(r"^\s*(question|answer|q|a)\s*[:.]", re.IGNORECASE | re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class SynthesisConfig:
-    """How lessons are written and judged; `Settings` offers each as `synthesis_<name>`."""
-
-    enabled: bool = option(True, "write lessons from new corrections and approvals in a refresh")
-    questions: int = option(4, "rewordings of a parent's question the model writes")
-    answers: int = option(2, "restatements of a parent's answer the model writes")
-    temperature: float = option(0.8, "sampling temperature of the lessons")
-    max_tokens: int = option(96, "longest lesson the model writes, in tokens")
-    min_similarity: float = option(
-        0.7, "least meaning similarity of a reworded question to the parent's question"
-    )
-    min_agreement: float = option(
-        0.6, "least agreement of a lesson's answer with the parent's answer (the grade's)"
-    )
-    seed: int = option(0, "seed of the first lesson's sampling (each next one adds 1)")
 
 
 def words(text: str) -> str:
