@@ -254,7 +254,7 @@ class VectorIndex:
     def remove(self, ids: list[int]) -> None:
         if not ids:
             return
-        keys = [str(i) for i in ids]
+        keys = [str(i) for i in sorted(set(ids))]  # Chroma refuses a repeated id
         self.exchanges.delete(ids=keys)
         self.prompts.delete(ids=keys)
 

@@ -262,10 +262,13 @@ class Curator:
                 accepted.append(entry)
                 vectors.append(v)
                 prompts.append(p)
+        # One entry can be demoted twice in a chunk (a duplicate of one newcomer, superseded by
+        # another): it is saved, and its vector removed, once.
+        demoted = list({d.exchange_id: d for d in demoted}.values())
         self.pool.save(entries + demoted)
         keep = {e.exchange_id for e in accepted}
         self.index.remove(
-            [i for i in was_train if i not in keep] + [d.exchange_id for d in demoted]
+            sorted({i for i in was_train if i not in keep} | {d.exchange_id for d in demoted})
         )
         self.index.add(
             [e.exchange_id for e in accepted],
