@@ -17,7 +17,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
 from assistant.llm.base import ChatModel, Messages
 from assistant.settings import Settings
-from feedback.pool.memory import taught_block
+from feedback.pool.memory import taught_block, taught_message
 from store.conversations import Turn
 from store.knowledge import Source
 
@@ -126,7 +126,10 @@ class PromptBuilder:
             alone = self._render(system, [], [], message)
             needed = self.model.count_tokens(alone)
         room = min(self.settings.retrieval_max_tokens, budget - needed)
-        taught, system, spent = self._fit_taught(system, examples, room)
+        if self.settings.retrieval_taught_in == "message":
+            taught, message, spent = self._fit_taught_message(message, examples, room)
+        else:
+            taught, system, spent = self._fit_taught(system, examples, room)
         if taught:
             needed = self.model.count_tokens(self._render(system, [], [], message))
             room -= spent
@@ -175,6 +178,26 @@ class PromptBuilder:
             items = [(e.taught_at, e.prompt, e.completion) for e in [*placed, example]]
             candidate = f"{system}\n\n{taught_block(items)}"
             cost = self.model.count_tokens([{"role": "system", "content": candidate}]) - base
+            if cost > room:
+                break
+            placed.append(example)
+            text, spent = candidate, cost
+        return placed, text, spent
+
+    def _fit_taught_message(
+        self, message: str, examples: list[Example], room: int
+    ) -> tuple[list[Example], str, int]:
+        """What people taught, in front of the user's message as facts to answer from
+        (`retrieval_taught_in` "message"), best match first, within `room` tokens: the examples
+        placed, the message as the model sees it, the tokens it took."""
+        if room <= 0:
+            return [], message, 0
+        base = self.model.count_tokens([{"role": "user", "content": message}])
+        placed, text, spent = [], message, 0
+        for example in (e for e in examples if e.taught):
+            answers = [e.completion for e in [*placed, example]]
+            candidate = taught_message(answers, message)
+            cost = self.model.count_tokens([{"role": "user", "content": candidate}]) - base
             if cost > room:
                 break
             placed.append(example)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.harness import RESULTS, command_line, commit, new_home, table, write_result
@@ -43,8 +44,54 @@ def arguments() -> argparse.Namespace:
     p.add_argument(
         "--home", type=Path, help="an earlier run's home: its facts and lessons are reused"
     )
+    p.add_argument(
+        "--arms", nargs="*", default=list(ARMS), choices=list(ARMS),
+        help="which of the three mixes to train (all by default)",
+    )  # fmt: skip
+    p.add_argument(
+        "--variant", action="append", default=[], type=variant, metavar="NAME:KEY=VALUE,...",
+        help="one more arm: lessons + rehearsal with these training settings changed (rank, "
+        "alpha, learning_rate, epochs, max_steps, targets as a+b, rehearsal: the most "
+        "rehearsal answers, as a multiple of the corrections); repeatable",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS / "lessons.json")
     return p.parse_args()
+
+
+ARMS = ("corrections", "+ lessons", "+ lessons + rehearsal")
+KNOBS = {"rank": int, "alpha": float, "learning_rate": float, "epochs": float,
+         "max_steps": int, "targets": lambda v: v.split("+"), "rehearsal": float}  # fmt: skip
+
+
+def variant(text: str) -> tuple[str, dict]:
+    """`--variant` parsed: (name, {setting: value}).
+
+    >>> variant("mlp:learning_rate=1e-3,targets=up_proj+down_proj")
+    ('mlp', {'learning_rate': 0.001, 'targets': ['up_proj', 'down_proj']})
+    """
+    name, _, rest = text.partition(":")
+    pairs = [kv.split("=", 1) for kv in rest.split(",") if kv]
+    unknown = [k for k, _ in pairs if k not in KNOBS]
+    if unknown or not name:
+        raise argparse.ArgumentTypeError(f"bad variant {text!r}: known keys are {list(KNOBS)}")
+    return name, {k: KNOBS[k](v) for k, v in pairs}
+
+
+def rehearsal_answers(synth, home: Path, n: int, system: str) -> tuple[list[dict], dict]:
+    """The base model's graded answers to `n` shipped general prompts, kept in the home so
+    a rerun with `--home` does not answer them again."""
+    import json
+
+    from feedback.refresh.pipeline import REHEARSAL_SAMPLING
+    from feedback.refresh.rules import rehearsal_prompts
+
+    saved = home / f"rehearsal-{n}.json"
+    if saved.exists():
+        data = json.loads(saved.read_text())
+        return data["records"], data["figures"] | {"reused": True}
+    records, figures = synth.rehearse(rehearsal_prompts(n), system, REHEARSAL_SAMPLING)
+    saved.write_text(json.dumps({"records": records, "figures": figures}))
+    return records, figures
 
 
 def teach(settings, facts: list[dict]) -> None:
@@ -76,15 +123,17 @@ def probe(llama, facts: list[dict], system: str, max_tokens: int) -> tuple[float
     return round(sum(r["recalled"] for r in rows) / len(rows), 4), rows
 
 
-def train_arm(settings, path: Path, records: list[dict], folder: Path) -> tuple[Path, dict, float]:
-    """A LoRA on `records` at the default settings, exported; (GGUF adapter, info, general loss)."""
-    from assistant.wiring import refresh_config
+def train_arm(
+    settings, path: Path, records: list[dict], folder: Path, train
+) -> tuple[Path, dict, float]:
+    """A LoRA on `records` at `train` (a TrainConfig), exported; (GGUF adapter, info, general
+    loss)."""
     from feedback.refresh.gguf_export import export_peft
     from feedback.refresh.rules import general_records
     from feedback.refresh.train import completion_loss, load_base, train_lora
 
     base, tokenizer = load_base(path, settings.home_dir / "cache" / "base")
-    info = train_lora(base, tokenizer, records, folder / "peft", refresh_config(settings).train)
+    info = train_lora(base, tokenizer, records, folder / "peft", train)
     model = info.pop("model")
     head = [{"role": "system", "content": settings.system_prompt}]
     general = [{"messages": head + r["messages"]} for r in general_records()]
@@ -113,8 +162,7 @@ def measure(args) -> dict:
     from assistant.settings import Settings
     from assistant.wiring import build_synthesizer, local_model, refresh_config
     from feedback.pool.records import lesson_record, sft_record
-    from feedback.refresh.pipeline import REHEARSAL_SAMPLING
-    from feedback.refresh.rules import per_parent, rehearsal_prompts
+    from feedback.refresh.rules import per_parent
     from store.db import open_database
     from store.lessons import LessonStore
     from store.pool import PoolStore
@@ -146,20 +194,25 @@ def measure(args) -> dict:
         "general_loss": base_loss(settings, path),
         "answers": rows,
     }
-    rehearsal, out["rehearsal"] = synth.rehearse(
-        rehearsal_prompts(args.rehearsal), settings.system_prompt, REHEARSAL_SAMPLING
+    answered, out["rehearsal"] = rehearsal_answers(
+        synth, home, args.rehearsal, settings.system_prompt
     )
     # Rehearsal is capped like model-only data: at most as many as the human answers.
-    rehearsal = rehearsal[: len(corrections)]
-    arms = (
-        ("corrections", corrections),
-        ("+ lessons", corrections + lessons),
-        ("+ lessons + rehearsal", corrections + lessons + rehearsal),
-    )
-    for name, records in arms:
+    rehearsal = answered[: len(corrections)]
+    mixes = {
+        "corrections": corrections,
+        "+ lessons": corrections + lessons,
+        "+ lessons + rehearsal": corrections + lessons + rehearsal,
+    }
+    arms = [(name, mixes[name], train) for name in args.arms]
+    for name, knobs in args.variant:
+        cap = round(knobs.pop("rehearsal", 1.0) * len(corrections))
+        arms.append((name, corrections + lessons + answered[:cap], replace(train, **knobs)))
+        out.setdefault("variants", {})[name] = knobs | {"rehearsal": min(cap, len(answered))}
+    for name, records, config in arms:
         t = time.monotonic()
         folder = home / name.replace("+ ", "").replace(" ", "-")
-        adapter, info, loss = train_arm(settings, path, records, folder)
+        adapter, info, loss = train_arm(settings, path, records, folder, config)
         llama.set_adapter(adapter, name)
         recalled, rows = probe(llama, facts, settings.system_prompt, args.max_tokens)
         llama.set_adapter(None)

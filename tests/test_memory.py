@@ -130,3 +130,18 @@ def test_another_users_correction_is_used_only_once_a_reviewer_vouched(
     reply = ask(bob, QUESTION, "ok")
     assert [e.exchange_id for e in reply.examples] == [exchange] and reply.examples[0].shared
     assert "555-2671" not in str(bob.model.history[-1])  # PII-masked on the way out
+
+
+def test_the_word_index_is_rebuilt_when_a_correction_is_saved_not_by_the_next_question(chat):
+    curator = chat.curator
+    exchange = taught(chat)
+    # The save brought the BM25 index up to date: the next lookup rebuilds nothing.
+    assert curator.keywords.version == curator.pool.taught_version(
+        ("human_written", "human_approved")
+    )
+    built = curator.keywords._bm25
+    assert [i for i, _ in curator.keywords.search("Vellmar lighthouse keeper", 5)] == [exchange]
+    assert ask(chat, "Who is the Vellmar Island lighthouse keeper?", "ok").examples
+    assert curator.keywords._bm25 is built
+    chat.delete(chat.store.exchange(exchange).conversation_id)
+    assert curator.keywords.search("Vellmar lighthouse keeper", 5) == []

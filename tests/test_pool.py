@@ -301,6 +301,19 @@ def test_retrieval_puts_approved_past_exchanges_in_the_prompt(chat, store):
         {"role": "assistant", "content": "A spider has eight legs."},
         {"role": "user", "content": "How many legs do spiders have?"},
     ]
+    chat.settings.retrieval_taught_in = "message"  # as a fact in front of the question
+    again = ask(chat, "How many legs do spiders have?", "Eight.")
+    assert chat.model.history[-1] == [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {
+            "role": "user",
+            "content": "Fact: A spider has eight legs.\n\n"
+            "Using the fact above, answer: How many legs do spiders have?",
+        },
+    ]
+    assert [e.exchange_id for e in again.examples] == [past.exchange_id]
+    # What is stored, and shown as history later, is what the user typed.
+    assert chat.turns(again.conversation_id)[-1].user == "How many legs do spiders have?"
 
 
 def test_retrieval_skips_unrelated_unapproved_and_same_conversation_exchanges(chat, store):

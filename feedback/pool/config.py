@@ -41,8 +41,9 @@ class RetrievalConfig:
     # questions from taught answers shown as earlier turns, 64.6% from a system-message block.
     taught_in: str = option(
         "turns",
-        "where taught answers go in the prompt: 'turns' (as earlier turns of the conversation) "
-        "or 'system' (a block in the system message)",
+        "where taught answers go in the prompt: 'turns' (as earlier turns of the conversation), "
+        "'system' (a block in the system message) or 'message' (as facts in front of the "
+        "user's message)",
     )
     share_approved: bool = option(
         True,

@@ -209,6 +209,7 @@ class Curator:
         again = [i for i in self.pool.duplicates_of(left_pool) if i not in set(exchange_ids)]
         if again:
             out += self.update(again)
+        self.sync_words()  # paid here, where the pool changed, not by the next chat's lookup
         return out
 
     def _update_chunk(self, ids: list[int]) -> tuple[list[PoolEntry], list[int]]:
@@ -326,6 +327,7 @@ class Curator:
         again = self.pool.duplicates_of(list(exchange_ids))
         if again:
             self.update(again)
+        self.sync_words()
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
         """Re-judge every answered exchange, and drop vectors with no `train` row behind them."""
@@ -433,10 +435,16 @@ class Curator:
         """The taught entries (a person wrote or approved the answer) whose words best match
         `text`, every user's: the caller filters them as it does the vector hits. The BM25
         index is rebuilt when the taught entries changed since it was built, so a correction
-        is found the moment it is saved and gone the moment it is not `train` any more."""
+        is found the moment it is saved and gone the moment it is not `train` any more. The
+        curator's own changes rebuild it as they happen (`sync_words`), so a chat pays the
+        rebuild only after a change made elsewhere (another process on the same database)."""
+        self.sync_words()
+        return self.keywords.search(text, k)
+
+    def sync_words(self) -> None:
+        """Rebuild the BM25 index if the taught entries changed since it was built."""
         version = self.pool.taught_version(HUMAN_SOURCES)
         if self.keywords.version != version:
             with self._keywords_lock:
                 if self.keywords.version != version:
                     self.keywords.rebuild(self.pool.taught_texts(HUMAN_SOURCES), version)
-        return self.keywords.search(text, k)

@@ -149,3 +149,24 @@ def taught_block(items: list[tuple[datetime | None, str, str]]) -> str:
         date = f"Taught on {when:%-d %b %Y}. " if when else ""
         lines.append(f"- {date}Question: {question.strip()}\n  Answer: {answer.strip()}")
     return "\n".join(lines)
+
+
+def taught_message(answers: list[str], message: str) -> str:
+    """The user's message with what people taught in front of it (`retrieval_taught_in`
+    "message"): the wording the embedded 135M model followed best (docs/learning.md).
+
+    >>> print(taught_message(["Quelmi is the capital of Zorvath."], "Zorvath's capital?"))
+    Fact: Quelmi is the capital of Zorvath.
+    <BLANKLINE>
+    Using the fact above, answer: Zorvath's capital?
+    >>> print(taught_message(["A.", "B."], "Q?"))
+    Facts:
+    - A.
+    - B.
+    <BLANKLINE>
+    Using the facts above, answer: Q?
+    """
+    if len(answers) == 1:
+        return f"Fact: {answers[0].strip()}\n\nUsing the fact above, answer: {message}"
+    listed = "\n".join(f"- {a.strip()}" for a in answers)
+    return f"Facts:\n{listed}\n\nUsing the facts above, answer: {message}"
