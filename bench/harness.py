@@ -122,8 +122,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def seed_pool(home: Path, n: int) -> dict:
-    """A home whose training pool holds `n` curated exchanges (bench/synthetic.py's data)."""
+def seed_pool(home: Path, n: int, taught: list[tuple[str, str]] = ()) -> dict:
+    """A home whose training pool holds `n` curated exchanges (bench/synthetic.py's data), and
+    one corrected exchange per `taught` (question, answer)."""
     from assistant.settings import Settings
     from assistant.wiring import build_curator
     from bench.synthetic import synthesize
@@ -131,7 +132,7 @@ def seed_pool(home: Path, n: int) -> dict:
 
     settings = Settings(home=home)
     engine = open_database(settings.effective_database_url)
-    synthesize(engine, n)
+    synthesize(engine, n, taught=taught)
     curator = build_curator(settings, engine)
     curator.rebuild()
     counts = curator.pool.counts()

@@ -85,7 +85,7 @@ INSTRUMENTS = ["theorbo", "hurdy-gurdy", "sackbut", "cimbalom", "dulcimer", "ban
                "serpent", "crumhorn", "nyckelharpa", "ophicleide", "kantele", "shawm"]  # fmt: skip
 
 
-def fill(rng: random.Random, slot: str, used: set[str]) -> str:
+def fill(rng: random.Random, slot: str, used: set[str], repeat_years: bool = False) -> str:
     while True:
         value = {
             "person": lambda: f"{rng.choice(FIRST)} {word(rng, 2)}",
@@ -96,7 +96,8 @@ def fill(rng: random.Random, slot: str, used: set[str]) -> str:
             "year": lambda: str(rng.randint(1100, 1890)),
             "instrument": lambda: rng.choice(INSTRUMENTS),
         }[slot]()
-        if slot == "instrument" or value not in used:  # a dozen real instruments: they repeat
+        # A dozen real instruments repeat; so do years in a large set (there are only 791).
+        if slot == "instrument" or (slot == "year" and repeat_years) or value not in used:
             used.add(value)
             return value
 
@@ -115,7 +116,9 @@ def subject(rng: random.Random, kind: str, used: set[str]) -> str:
             return name
 
 
-def make(subjects: int, seed: int) -> tuple[list[dict], list[dict]]:
+def make(subjects: int, seed: int, repeat_years: bool = False) -> tuple[list[dict], list[dict]]:
+    """`subjects` invented subjects' facts and the near misses; `repeat_years` for sets larger
+    than the 791 years a fact may name."""
     rng = random.Random(seed)
     used: set[str] = set()
     facts, near_misses = [], []
@@ -126,7 +129,7 @@ def make(subjects: int, seed: int) -> tuple[list[dict], list[dict]]:
         chosen = rng.sample(list(relations), k=min(len(relations), rng.choice([2, 3])))
         for relation in chosen:
             question, rewordings, answer, slot = relations[relation]
-            value = fill(rng, slot, used)
+            value = fill(rng, slot, used, repeat_years)
             facts.append(
                 {
                     "id": f"m{len(facts):03d}",

@@ -1,9 +1,11 @@
 """The memory's cost before the first token: one lookup of what people taught, at 10,000
 taught answers (issue 24's target: at most 30 ms median).
 
-How: a new home with a pool seeded by bench.synthetic (`--exchanges`, default 40,000, of which
-about a quarter are taught: a thumbs up or a correction), curated and indexed by the product's
-curator (Chroma on disk, BM25 over the taught answers). Then the chat's own call,
+How: a new home with a pool seeded by bench.synthetic (`--exchanges`, default 40,000, a few
+thousand of them taught: a thumbs up or a correction, the rest near repeats the curator drops)
+and `--corrections` more (default 10,000): invented facts from bench/make_facts.py, each asked,
+answered wrongly and corrected by its user; all curated and indexed by the product's curator
+(Chroma on disk, BM25 over the taught answers). Then the chat's own call,
 `Curator.examples` with the default settings, for `--questions` questions (the learning facts'
 rewordings and TruthfulQA questions) as user 1:
   - warm: the word index already built (every lookup after the first since the pool changed);
@@ -11,7 +13,8 @@ rewordings and TruthfulQA questions) as user 1:
   - after a change: the first lookup after a new taught answer, which rebuilds the BM25 index
     (`Curator.by_words`); median of `--changes` changes.
 
-    .venv/bin/python -m bench.memory_cost [--exchanges 40000] [--questions 50] [--repeats 3]
+    .venv/bin/python -m bench.memory_cost [--exchanges 40000] [--corrections 10000]
+        [--questions 50] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ TARGET_MS = 30.0
 def arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--exchanges", type=int, default=40_000)
+    p.add_argument("--corrections", type=int, default=10_000)
     p.add_argument("--questions", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--changes", type=int, default=5)
@@ -53,6 +57,14 @@ def questions(n: int) -> list[str]:
     asked = [p for f in facts for p in f.get("paraphrases", [])]
     asked += [r["question"] for r in read_jsonl(DATA / "truthfulqa" / "dev.jsonl")]
     return asked[:: max(1, len(asked) // n)][:n]
+
+
+def invented(n: int) -> list[tuple[str, str]]:
+    """`n` invented facts (question, answer), bench/make_facts.py's generator at a larger size."""
+    from bench.make_facts import make
+
+    facts, _ = make(n // 2 + 1, seed=11, repeat_years=True)  # 2.2 facts a subject on average
+    return [(f["question"], f["answer"]) for f in facts[:n]]
 
 
 def ms(seconds: list[float]) -> dict:
@@ -74,7 +86,7 @@ def measure(args) -> dict:
 
     home = new_home("autodidact-memory-cost-")
     t = time.monotonic()
-    seeded = seed_pool(home, args.exchanges)
+    seeded = seed_pool(home, args.exchanges, invented(args.corrections))
     seeded["seconds"] = round(time.monotonic() - t, 1)
     settings = Settings(home=home)
     engine = open_database(settings.effective_database_url)

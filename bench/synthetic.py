@@ -30,8 +30,10 @@ def sources() -> list[tuple[str, str, str]]:
     ]
 
 
-def synthesize(engine, n: int, seed: int = 0) -> None:
-    """n exchanges with their users, conversations, messages, ratings, corrections, grades."""
+def synthesize(engine, n: int, seed: int = 0, taught: list[tuple[str, str]] = ()) -> None:
+    """n exchanges with their users, conversations, messages, ratings, corrections, grades;
+    then one more exchange per `taught` (question, answer): answered wrongly and corrected
+    with the answer by its user, as a person teaches a fact."""
     rng = random.Random(seed)
     base = sources()
     start = datetime.now(UTC) - timedelta(days=60)
@@ -50,6 +52,14 @@ def synthesize(engine, n: int, seed: int = 0) -> None:
         q, a, right = _exchange_text(rng, base, made, i)
         _exchange_rows(rows, i + 1, conv_id, q, a, at)
         _feedback_rows(rng, rows, i + 1, user, q, right, at)
+    convs = n // 4 + 1
+    for j, (q, a) in enumerate(taught):
+        ex_id, user, at = n + j + 1, rng.randint(1, 5), datetime.now(UTC)
+        rows["conv"].append({"id": convs + j + 1, "user_id": user, "title": f"t{j}"}
+                            | {"created_at": at, "updated_at": at})  # fmt: skip
+        _exchange_rows(rows, ex_id, convs + j + 1, q, "I am not sure.", at)
+        rows["rating"].append(_rating(ex_id, user, -1, ["wrong facts"], at))
+        rows["corr"].append({"exchange_id": ex_id, "user_id": user, "content": a, "created_at": at})
     _insert(engine, users, rows)
 
 
