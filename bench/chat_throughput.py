@@ -32,6 +32,7 @@ every 50 ms), so the app's own share of the first-token gap is app - raw - floor
     .venv/bin/python -m bench.chat_throughput [--rounds 3] [--max-tokens 128] [--threads 2]
                                               [--pool 1000] [--pause 2.0] [--documents 0]
     .venv/bin/python -m bench.chat_throughput --documents 1000    # the run "with documents"
+    .venv/bin/python -m bench.chat_throughput --corrections 10000 # with a 10,000-entry memory
     .venv/bin/python -m bench.chat_throughput --during-refresh [--refresh-nice 10]
                                               [--refresh-threads 1]   # the chat beside a refresh
 
@@ -66,6 +67,7 @@ from bench.harness import (
     table,
     write_result,
 )
+from bench.synthetic import invented
 
 
 def server_figures(home: Path) -> dict:
@@ -203,6 +205,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pool", type=int, default=1000, help="exchanges in the app's pool")
+    parser.add_argument(
+        "--corrections",
+        type=int,
+        default=0,
+        help="invented facts taught as corrections besides the pool (the memory's size)",
+    )
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between answers")
     parser.add_argument(
         "--documents", type=int, default=0, help="passages in the app's knowledge base"
@@ -238,7 +246,8 @@ def measure(args) -> dict:
     model = embedded_model_path()
     home = new_home()
     t = time.perf_counter()
-    pool = seed_pool(home, args.pool) if args.pool else {"exchanges": 0}
+    taught = invented(args.corrections) if args.corrections else []
+    pool = seed_pool(home, args.pool, taught) if args.pool or taught else {"exchanges": 0}
     print(f"pool seeded in {time.perf_counter() - t:.0f} s: {pool}", flush=True)
     documents = seed_documents(home, args.documents) if args.documents else {"chunks": 0}
     if args.documents:
@@ -356,6 +365,8 @@ def main() -> int:
     show(result)
     if args.documents:
         name = "chat_throughput-documents.json"
+    elif args.corrections:
+        name = "chat_throughput-memory.json"
     elif args.grading and args.pool:
         name = "chat_throughput.json"
     else:

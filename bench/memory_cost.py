@@ -37,6 +37,7 @@ from bench.harness import (
     table,
     write_result,
 )
+from bench.synthetic import invented
 
 TARGET_MS = 30.0
 
@@ -57,14 +58,6 @@ def questions(n: int) -> list[str]:
     asked = [p for f in facts for p in f.get("paraphrases", [])]
     asked += [r["question"] for r in read_jsonl(DATA / "truthfulqa" / "dev.jsonl")]
     return asked[:: max(1, len(asked) // n)][:n]
-
-
-def invented(n: int) -> list[tuple[str, str]]:
-    """`n` invented facts (question, answer), bench/make_facts.py's generator at a larger size."""
-    from bench.make_facts import make
-
-    facts, _ = make(n // 2 + 1, seed=11, repeat_years=True)  # 2.2 facts a subject on average
-    return [(f["question"], f["answer"]) for f in facts[:n]]
 
 
 def ms(seconds: list[float]) -> dict:
