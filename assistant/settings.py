@@ -131,7 +131,9 @@ class Settings(BaseSettings):
     retrieval_min_keywords: float = staged(RetrievalConfig, "min_keywords", ge=0.0)
     retrieval_agree_similarity: float = staged(RetrievalConfig, "agree_similarity", le=2.0)
     retrieval_agree_keywords: float = staged(RetrievalConfig, "agree_keywords", ge=0.0)
-    retrieval_taught_in: Literal["system", "turns", "message"] = staged(RetrievalConfig, "taught_in")
+    retrieval_taught_in: Literal["system", "turns", "message"] = staged(
+        RetrievalConfig, "taught_in"
+    )
 
     knowledge: bool = staged(KnowledgeConfig, "enabled")
     knowledge_passages: int = staged(KnowledgeConfig, "passages", ge=0, le=20)

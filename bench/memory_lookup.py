@@ -39,6 +39,7 @@ from bench.harness import (
     table,
     write_result,
 )
+from feedback.pool.english import ENGLISH
 
 FACTS = ROOT / "bench" / "data" / "memory_facts.jsonl"
 LEARNING = ROOT / "bench" / "data" / "learning_facts.jsonl"
@@ -185,7 +186,7 @@ def main() -> int:
     questions = [q for f in facts for q in f["paraphrases"]] + untaught
     entries = curator.pool.entries(list(taught.values()))
     TEXTS.update({i: f"{e.prompt}\n{e.completion}" for i, e in entries.items()})
-    known = curator.embed.vocabulary
+    known = ENGLISH  # what the curator checks names against
     fused = {q: checked(q, fuse(*candidates(curator, q, k)), known) for q in questions}
     results = sweep(fused, facts, untaught, taught, k)
     allowed = [r for r in results if r[2] <= args.max_false] or results

@@ -145,3 +145,11 @@ def test_the_word_index_is_rebuilt_when_a_correction_is_saved_not_by_the_next_qu
     assert curator.keywords._bm25 is built
     chat.delete(chat.store.exchange(exchange).conversation_id)
     assert curator.keywords.search("Vellmar lighthouse keeper", 5) == []
+
+
+def test_a_rare_english_word_is_not_taken_for_a_name_but_an_unknown_one_is(chat):
+    exchange = taught(chat, "How do I reset my router?", "Hold its reset button for ten seconds.")
+    wifi = ask(chat, "How can I reset my wifi router password?", "ok")
+    assert [e.exchange_id for e in wifi.examples] == [exchange]
+    # A lower-case word English has never seen is a name the taught answer does not hold.
+    assert ask(chat, "How can I reset my zorvath router password?", "ok").examples == ()

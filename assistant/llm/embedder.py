@@ -9,7 +9,6 @@ What the vectors are stored in and compared against is store/vectors.py's busine
 
 from __future__ import annotations
 
-import functools
 import threading
 from pathlib import Path
 
@@ -49,14 +48,6 @@ class Embedder:
         self.tokenizer.enable_padding()
         self.batch_size = batch_size
         self._lock = threading.Lock()  # one ONNX run at a time keeps the chat's cores free
-
-    @functools.cached_property
-    def vocabulary(self) -> frozenset[str]:
-        """The whole words the tokenizer knows (about 20,000 common English ones), lower case:
-        a word outside it is rare, most often a name (the memory's names check)."""
-        return frozenset(
-            w for w in self.tokenizer.get_vocab() if w.isalpha() and not w.startswith("##")
-        )
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         if not texts:

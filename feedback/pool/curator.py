@@ -20,6 +20,7 @@ from datetime import datetime
 import numpy as np
 
 from feedback.pool.config import CuratorConfig, RetrievalConfig  # noqa: F401 (still importable here)
+from feedback.pool.english import ENGLISH
 from feedback.pool.keywords import KeywordIndex
 from feedback.pool.memory import Thresholds, fuse, names, names_agree
 from feedback.pool.pii import mask
@@ -412,11 +413,11 @@ class Curator:
 
     def _counts(self, found, entry: PoolEntry, rules: Thresholds, question: str) -> bool:
         """A found entry counts by its thresholds; a taught one only if it names every name
-        the question does (`names_agree`; rare words count as names when the embedder says
-        which words are common)."""
+        the question does (`names_agree`; a lower-case word English does not know counts as a
+        name)."""
         if entry.source not in HUMAN_SOURCES:
             return rules.admits(found)
-        known = getattr(self.embed, "vocabulary", frozenset())
+        known = ENGLISH
         if not names_agree(question, f"{entry.prompt}\n{entry.completion}", known):
             return False
         return rules.admits(found, taught=True, named=bool(names(question, known)))

@@ -10,6 +10,7 @@ curator's (feedback/pool/curator.py); where the block goes in the prompt is assi
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,10 +20,10 @@ _NAME = re.compile(r"(?<![.?!:;\n]\s)(?<!^)\b[A-Z][A-Za-z0-9-]*")
 _NOT_NAMES = {"I", "I'm", "OK", "A"}
 
 
-def names(text: str, known: frozenset[str] = frozenset()) -> set[str]:
+def names(text: str, known: Container[str] = frozenset()) -> set[str]:
     """The names a text mentions, lowercased: capitalised words that do not open a sentence
-    (a possessive 's dropped) and, given the words a tokenizer knows, any word of four letters
-    or more it does not know (a name typed in lower case is still a rare word).
+    (a possessive 's dropped) and, given the words a language knows (feedback/pool/english.py),
+    any word of four letters or more it does not know (a name typed in lower case).
 
     >>> sorted(names("For a quiz: when was Zorvath's port, Quelmi Bay, built? I forget."))
     ['bay', 'quelmi', 'zorvath']
@@ -37,7 +38,7 @@ def names(text: str, known: frozenset[str] = frozenset()) -> set[str]:
     return found
 
 
-def names_agree(question: str, taught: str, known: frozenset[str] = frozenset()) -> bool:
+def names_agree(question: str, taught: str, known: Container[str] = frozenset()) -> bool:
     """Whether every name the question mentions is in the taught question and answer: a
     question about another subject, worded like a taught one, finds nothing.
 

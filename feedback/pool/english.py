@@ -1,0 +1,36 @@
+"""Which words are English, for the memory's names check: wordfreq's word lists, offline (they
+ship inside the `wordfreq` package).
+
+Owns one question: has this lower-case word ever been seen in English text? A word wordfreq
+does not know (a Zipf frequency of 0) is, most often, a name typed in lower case ("zorvath"),
+while an uncommon English word ("captioning", "itinerary", "wifi") is known and so is not taken
+for a name. Which names a question must share with a taught answer is feedback/pool/memory.py's.
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+@functools.lru_cache(maxsize=65536)
+def known(word: str) -> bool:
+    """
+    >>> known("itinerary"), known("wifi"), known("zorvath")
+    (True, True, False)
+    """
+    from wordfreq import zipf_frequency
+
+    return zipf_frequency(word, "en") > 0
+
+
+class EnglishWords:
+    """`word in ENGLISH`: whether wordfreq knows the word in English."""
+
+    def __contains__(self, word: object) -> bool:
+        return isinstance(word, str) and known(word)
+
+    def __bool__(self) -> bool:
+        return True
+
+
+ENGLISH = EnglishWords()
