@@ -293,7 +293,7 @@ def test_retrieval_puts_approved_past_exchanges_in_the_prompt(chat, store):
     assert store.exchange(final.exchange_id).retrieved == [past.exchange_id]
     assert [e.exchange_id for e in final.examples] == [past.exchange_id]
     assert final.examples[0].taught
-    chat.settings.retrieval_taught_in = "turns"  # the default: as earlier turns
+    chat.settings.retrieval_taught_in = "turns"  # as earlier turns
     ask(chat, "How many legs do spiders have?", "Eight.")
     assert chat.model.history[-1] == [
         {"role": "system", "content": "You are a helpful assistant."},
@@ -301,7 +301,7 @@ def test_retrieval_puts_approved_past_exchanges_in_the_prompt(chat, store):
         {"role": "assistant", "content": "A spider has eight legs."},
         {"role": "user", "content": "How many legs do spiders have?"},
     ]
-    chat.settings.retrieval_taught_in = "message"  # as a fact in front of the question
+    chat.settings.retrieval_taught_in = "message"  # the default: a fact in front of the question
     again = ask(chat, "How many legs do spiders have?", "Eight.")
     assert chat.model.history[-1] == [
         {"role": "system", "content": "You are a helpful assistant."},
