@@ -10,8 +10,9 @@ answered wrongly and corrected by its user; all curated and indexed by the produ
 rewordings and TruthfulQA questions) as user 1:
   - warm: the word index already built (every lookup after the first since the pool changed);
     median and p95 of `--repeats` passes;
-  - after a change: the first lookup after a new taught answer, which rebuilds the BM25 index
-    (`Curator.by_words`); median of `--changes` changes.
+  - after a change: the first lookup after a changed taught answer, once the curator has
+    rebuilt the BM25 index as it does when it saves (`Curator.sync_words`, timed on its own:
+    the save pays it); median of `--changes` changes.
 
     .venv/bin/python -m bench.memory_cost [--exchanges 40000] [--corrections 10000]
         [--questions 50] [--repeats 3]
@@ -95,11 +96,14 @@ def measure(args) -> dict:
 
     lookup(asked[0])  # builds the word index once
     warm = [lookup(q) for _ in range(args.repeats) for q in asked]
-    changed = []
+    changed, rebuilt = [], []
     pool = PoolStore(engine)
     for i in range(args.changes):
         entry = next(e for e in pool.train_entries() if e.source in HUMAN_SOURCES)
         pool.save([PoolEntry(**{**entry.model_dump(), "completion": f"{entry.completion} ({i})"})])
+        t = time.perf_counter()
+        curator.sync_words()  # what the curator does as it saves a change
+        rebuilt.append(time.perf_counter() - t)
         changed.append(lookup(asked[i % len(asked)]))
     return {
         "commit": commit(),
@@ -108,6 +112,7 @@ def measure(args) -> dict:
         "taught": taught,
         "warm": ms(warm),
         "after_a_change": ms(changed),
+        "rebuild_on_save": ms(rebuilt),
         "target_ms": TARGET_MS,
     }
 
@@ -117,8 +122,10 @@ def main() -> int:
     r = measure(args)
     rows = [
         ["warm (word index built)", r["warm"]["median_ms"], r["warm"]["p95_ms"], r["warm"]["n"]],
-        ["first after a change (BM25 rebuilt)", r["after_a_change"]["median_ms"],
+        ["first after a change", r["after_a_change"]["median_ms"],
          r["after_a_change"]["p95_ms"], r["after_a_change"]["n"]],
+        ["BM25 rebuild, paid by the save", r["rebuild_on_save"]["median_ms"],
+         r["rebuild_on_save"]["p95_ms"], r["rebuild_on_save"]["n"]],
     ]  # fmt: skip
     title = f"memory lookup at {r['taught']} taught answers ({r['commit']}); target median <= {TARGET_MS} ms"
     table(title, ["lookup", "median ms", "p95 ms", "n"], rows)
