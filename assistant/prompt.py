@@ -165,24 +165,19 @@ class PromptBuilder:
     def _fit_taught(
         self, system: str, examples: list[Example], room: int
     ) -> tuple[list[Example], str, int]:
-        """What people taught, as a block in the system message where a small model cannot
-        miss it (`retrieval_taught_in` "system"), newest first, within `room` tokens: the
-        examples placed, the system message with the block, the tokens it took."""
+        """What people taught, as a block in the system message (`retrieval_taught_in`
+        "system"), newest first, within `room` tokens: the examples placed, the system message
+        with the block, the tokens it took."""
         if self.settings.retrieval_taught_in != "system" or room <= 0:
             return [], system, 0
         taught = [e for e in examples if e.taught]
         taught.sort(key=lambda e: e.taught_at.timestamp() if e.taught_at else 0.0, reverse=True)
-        base = self.model.count_tokens([{"role": "system", "content": system}])
-        placed, text, spent = [], system, 0
-        for example in taught:
-            items = [(e.taught_at, e.prompt, e.completion) for e in [*placed, example]]
-            candidate = f"{system}\n\n{taught_block(items)}"
-            cost = self.model.count_tokens([{"role": "system", "content": candidate}]) - base
-            if cost > room:
-                break
-            placed.append(example)
-            text, spent = candidate, cost
-        return placed, text, spent
+
+        def block(chosen: list[Example]) -> str:
+            items = [(e.taught_at, e.prompt, e.completion) for e in chosen]
+            return f"{system}\n\n{taught_block(items)}"
+
+        return self._fit_items("system", system, taught, block, room)
 
     def _fit_taught_message(
         self, message: str, examples: list[Example], room: int
@@ -192,17 +187,28 @@ class PromptBuilder:
         placed, the message as the model sees it, the tokens it took."""
         if room <= 0:
             return [], message, 0
-        base = self.model.count_tokens([{"role": "user", "content": message}])
-        placed, text, spent = [], message, 0
-        for example in (e for e in examples if e.taught):
-            answers = [e.completion for e in [*placed, example]]
-            candidate = taught_message(answers, message)
-            cost = self.model.count_tokens([{"role": "user", "content": candidate}]) - base
+        taught = [e for e in examples if e.taught]
+        return self._fit_items(
+            "user",
+            message,
+            taught,
+            lambda chosen: taught_message([e.completion for e in chosen], message),
+            room,
+        )
+
+    def _fit_items(self, role: str, text: str, items: list, render, room: int):
+        """As many of `items` as `render(items so far)` fits in `room` more tokens than `text`
+        alone, as a `role` message: (items placed, the rendered text, the tokens it added)."""
+        base = self.model.count_tokens([{"role": role, "content": text}])
+        placed, out, spent = [], text, 0
+        for item in items:
+            candidate = render([*placed, item])
+            cost = self.model.count_tokens([{"role": role, "content": candidate}]) - base
             if cost > room:
                 break
-            placed.append(example)
-            text, spent = candidate, cost
-        return placed, text, spent
+            placed.append(item)
+            out, spent = candidate, cost
+        return placed, out, spent
 
     def _fit_passages(self, system: str, passages: list[Hit], room: int) -> list[Source]:
         """The best passages whose block fits in `knowledge_max_tokens` (and `room`)."""
