@@ -97,8 +97,8 @@ class PromptBuilder:
         `max_tokens` setting) for the answer.
 
         Passages take at most `knowledge_max_tokens`, examples (past exchanges from the training
-        pool, shown as earlier turns) at most `retrieval_max_tokens`; neither crowds out the
-        message itself. Raises ChatRefused if the new message alone does not fit beside room
+        pool: what people taught where `retrieval_taught_in` puts it, others as earlier turns)
+        at most `retrieval_max_tokens`; neither crowds out the message itself. Raises ChatRefused if the new message alone does not fit beside room
         for an answer.
         """
         reserved = self.settings.max_tokens if answer_tokens is None else answer_tokens
@@ -133,16 +133,8 @@ class PromptBuilder:
         if taught:
             needed = self.model.count_tokens(self._render(system, [], [], message))
             room -= spent
-        shown: list[BaseMessage] = []
-        used: list[Example] = list(taught)
-        for example in examples:
-            if example in taught:
-                continue
-            pair = [HumanMessage(example.prompt), AIMessage(example.completion)]
-            if self._history_tokens(shown + pair) > room:
-                break
-            shown += pair
-            used.append(example)
+        shown, turns = self._fit_turns(examples, taught, room)
+        used = [*taught, *turns]
         alone = self._render(system, [], [], message)
         if shown:
             needed = self.model.count_tokens(self._render(system, shown, [], message))
@@ -161,6 +153,27 @@ class PromptBuilder:
         dropped = len(past) - len(kept)
         tokens = self.model.count_tokens(messages)
         return Prompt(messages, tokens, dropped, tuple(used), tuple(sources))
+
+    def _fit_turns(
+        self, examples: list[Example], placed: list[Example], room: int
+    ) -> tuple[list[BaseMessage], list[Example]]:
+        """The examples not `placed` already, as earlier turns, best first, within `room`
+        tokens: the messages and the examples they show."""
+        shown: list[BaseMessage] = []
+        used: list[Example] = []
+        for example in examples:
+            # A taught answer goes where `retrieval_taught_in` says or not at all: one that did
+            # not fit there is not shown another way.
+            if example in placed or (
+                example.taught and self.settings.retrieval_taught_in != "turns"
+            ):
+                continue
+            pair = [HumanMessage(example.prompt), AIMessage(example.completion)]
+            if self._history_tokens(shown + pair) > room:
+                break
+            shown += pair
+            used.append(example)
+        return shown, used
 
     def _fit_taught(
         self, system: str, examples: list[Example], room: int

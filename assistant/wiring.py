@@ -443,6 +443,8 @@ def create_services(settings: Settings, model: ChatModel | None = None, embedder
     chat.on_answer_stored.append(lambda _exchange_id: worker.wake())
     if settings.grading:
         worker.start()
+    # The memory's word index and word lists, built before the first question rather than by it.
+    threading.Thread(target=curator.warm, daemon=True, name="memory-warm").start()
     return Services(
         settings, store, model, chat, grading, worker, curator, watcher, library, owns_model
     )

@@ -222,3 +222,38 @@ def test_an_owners_own_thumbs_up_shares_nothing_until_a_reviewer_vouches(alice, 
     assert [e.exchange_id for e in found(curator, bob.user, asks)] == [liked]
     vouch(bob, liked)
     assert [e.exchange_id for e in found(curator, alice.user, asks)] == [liked]
+
+
+def test_the_vector_search_filters_the_same_whether_chroma_or_the_curator_applies_it(tmp_path):
+    """The index asks Chroma unfiltered first and filters the metadata itself, falling back to
+    Chroma's filter when too few pass: both paths must show a user the same exchanges."""
+    import numpy as np
+
+    from store.vectors import VectorIndex, pool_where
+
+    rng = np.random.default_rng(1)
+    query = rng.standard_normal(384).astype(np.float32)
+    query /= np.linalg.norm(query)
+
+    def near(n, spread):
+        v = query + spread * rng.standard_normal((n, 384)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    index = VectorIndex.open(tmp_path / "chroma")
+    # Bob's unshared answers crowd the neighbourhood; Alice has one of her own further off, and
+    # Bob has one correction, shareable, far off too.
+    index.add(list(range(1, 41)), near(40, 0.01), near(40, 0.01),
+              [{"user_id": 2, "source": "model_only"}] * 40)  # fmt: skip
+    index.add([100], near(1, 0.2), near(1, 0.2), [{"user_id": 1, "source": "model_only"}])
+    index.add([200], near(1, 0.3), near(1, 0.3), [{"user_id": 2, "source": "human_written"}])
+    shared = ("human_written", "human_approved")
+    alice = [
+        n.exchange_id for n in index.nearest_prompts(query, 2, user_id=1, shared_sources=shared)
+    ]
+    assert alice == [100, 200]  # too few passed the unfiltered ask: Chroma's filter found them
+    assert [n.exchange_id for n in index.nearest_prompts(query, 1, user_id=1)] == [100]
+    bob = [n.exchange_id for n in index.nearest_prompts(query, 2, user_id=2)]
+    assert len(bob) == 2 and 100 not in bob  # plenty passed: filtered here
+    filtered = index.prompts.query(query_embeddings=query[None, :], n_results=2,
+                                   where=pool_where((), 2, ()), include=["distances"])  # fmt: skip
+    assert bob == [int(i) for i in filtered["ids"][0]]

@@ -20,7 +20,7 @@ from datetime import datetime
 import numpy as np
 
 from feedback.pool.config import CuratorConfig, RetrievalConfig  # noqa: F401 (still importable here)
-from feedback.pool.english import ENGLISH
+from feedback.pool.english import ENGLISH, load_english
 from feedback.pool.keywords import KeywordIndex
 from feedback.pool.memory import Thresholds, fuse, names, names_agree
 from feedback.pool.pii import mask
@@ -210,7 +210,7 @@ class Curator:
         again = [i for i in self.pool.duplicates_of(left_pool) if i not in set(exchange_ids)]
         if again:
             out += self.update(again)
-        self.sync_words()  # paid here, where the pool changed, not by the next chat's lookup
+        self._sync_words_after_change()
         return out
 
     def _update_chunk(self, ids: list[int]) -> tuple[list[PoolEntry], list[int]]:
@@ -328,7 +328,7 @@ class Curator:
         again = self.pool.duplicates_of(list(exchange_ids))
         if again:
             self.update(again)
-        self.sync_words()
+        self._sync_words_after_change()
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
         """Re-judge every answered exchange, and drop vectors with no `train` row behind them."""
@@ -444,8 +444,28 @@ class Curator:
 
     def sync_words(self) -> None:
         """Rebuild the BM25 index if the taught entries changed since it was built."""
-        version = self.pool.taught_version(HUMAN_SOURCES)
-        if self.keywords.version != version:
-            with self._keywords_lock:
-                if self.keywords.version != version:
-                    self.keywords.rebuild(self.pool.taught_texts(HUMAN_SOURCES), version)
+        if self.keywords.version == self.pool.taught_version(HUMAN_SOURCES):
+            return
+        with self._keywords_lock:
+            # Read again under the lock: another thread may have rebuilt it meanwhile, and the
+            # index must carry the version of the texts it was built from.
+            version = self.pool.taught_version(HUMAN_SOURCES)
+            if self.keywords.version != version:
+                self.keywords.rebuild(self.pool.taught_texts(HUMAN_SOURCES), version)
+
+    def warm(self) -> None:
+        """Build the word index and load the English word lists now (the app calls this as it
+        starts), so the first question does not pay for them."""
+        try:
+            self.sync_words()
+            load_english()
+        except Exception:
+            log.exception("could not warm the memory's word index")
+
+    def _sync_words_after_change(self) -> None:
+        """`sync_words` where the pool changed, so the next chat's lookup does not pay it; a
+        failure here is logged and left to that lookup, which tries again."""
+        try:
+            self.sync_words()
+        except Exception:
+            log.exception("could not rebuild the memory's word index; the next lookup will")

@@ -23,6 +23,11 @@ def known(word: str) -> bool:
     return zipf_frequency(word, "en") > 0
 
 
+def load_english() -> None:
+    """Load the English word list now (about 0.3 s and 60 MB), not at the first question."""
+    known("the")
+
+
 class EnglishWords:
     """`word in ENGLISH`: whether wordfreq knows the word in English."""
 

@@ -23,6 +23,7 @@ class KeywordIndex:
         self._ids: list[int] = []
         self._tokenizer: Tokenizer | None = None
         self._bm25: bm25s.BM25 | None = None
+        self._vocab: dict[str, int] = {}
         self.version: object = None  # what the caller built it from, to know when to rebuild
 
     def rebuild(self, items: list[tuple[int, str]], version: object = None) -> None:
@@ -32,9 +33,10 @@ class KeywordIndex:
             ids = tokenizer.tokenize([t for _, t in items], return_as="ids", show_progress=False)
             bm25 = bm25s.BM25()
             bm25.index(ids, show_progress=False)
+        vocab = tokenizer.get_vocab_dict()  # built once here: it costs 5 ms a search at 10,000
         with self._lock:
             self._ids = [i for i, _ in items]
-            self._tokenizer, self._bm25, self.version = tokenizer, bm25, version
+            self._tokenizer, self._bm25, self._vocab, self.version = tokenizer, bm25, vocab, version
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         """The ids whose texts best match `query`, best first, with scores above 0.
@@ -47,10 +49,9 @@ class KeywordIndex:
         ([], [])
         """
         with self._lock:
-            ids, tokenizer, bm25 = self._ids, self._tokenizer, self._bm25
+            ids, tokenizer, bm25, known = self._ids, self._tokenizer, self._bm25, self._vocab
         if bm25 is None or k <= 0:
             return []
-        known = tokenizer.get_vocab_dict()
         words = [w for w in tokenizer.tokenize([query], return_as="string", show_progress=False,
                                                update_vocab=False)[0] if w in known]  # fmt: skip
         if not words:
