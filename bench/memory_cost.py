@@ -50,6 +50,7 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--questions", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--changes", type=int, default=5)
+    p.add_argument("--home", type=Path, help="an earlier run's home: its seeded pool is reused")
     p.add_argument("--out", type=Path, default=RESULTS / "memory_cost.json")
     return p.parse_args()
 
@@ -78,9 +79,13 @@ def measure(args) -> dict:
     from store.pool import PoolStore
     from store.tables import PoolEntry
 
-    home = new_home("autodidact-memory-cost-")
+    home = args.home or new_home("autodidact-memory-cost-")
     t = time.monotonic()
-    seeded = seed_pool(home, args.exchanges, invented(args.corrections))
+    seeded = (
+        {"reused": str(home)}
+        if args.home
+        else seed_pool(home, args.exchanges, invented(args.corrections))
+    )
     seeded["seconds"] = round(time.monotonic() - t, 1)
     settings = Settings(home=home)
     engine = open_database(settings.effective_database_url)
