@@ -72,8 +72,10 @@ def variant(text: str) -> tuple[str, dict]:
     name, _, rest = text.partition(":")
     pairs = [kv.split("=", 1) for kv in rest.split(",") if kv]
     unknown = [k for k, _ in pairs if k not in KNOBS]
-    if unknown or not name:
-        raise argparse.ArgumentTypeError(f"bad variant {text!r}: known keys are {list(KNOBS)}")
+    if unknown or not name or name in ARMS or name == "base":
+        raise argparse.ArgumentTypeError(
+            f"bad variant {text!r}: name it other than an arm; known keys are {list(KNOBS)}"
+        )
     return name, {k: KNOBS[k](v) for k, v in pairs}
 
 

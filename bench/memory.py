@@ -1,7 +1,7 @@
 """The memory through the chat: taught once, is a fact recalled for reworded questions?
 
 bench/learning.py's retrieval phase on its own, for each way of showing what was taught
-(`--taught-in system turns`), each in a new home: the app as `autodidact serve` runs it, one
+(`--taught-in message turns system`), each in a new home: the app as `autodidact serve` runs it, one
 account through gradio_client, grading on, the app's sampling with a fixed seed. For each:
   0. the unrelated questions before any teaching (each answer's baseline, and the flag rate
      without memory);
@@ -14,7 +14,7 @@ account through gradio_client, grading on, the app's sampling with a fixed seed.
 Recall is split by fact: even positions in the file are the development half (where the
 thresholds were looked at), odd the test half.
 
-    .venv/bin/python -m bench.memory [--taught-in system turns] [--facts 48] [--unrelated 24]
+    .venv/bin/python -m bench.memory [--taught-in message turns system] [--facts 48] [--unrelated 24]
         [--max-tokens 96] [--seed 0] [--threads N] [--out FILE]
 """
 
@@ -31,7 +31,7 @@ from bench.learning_checks import read_rows
 
 def arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--taught-in", nargs="+", default=["system", "turns"])
+    p.add_argument("--taught-in", nargs="+", default=["message", "turns", "system"])
     p.add_argument("--facts", type=int, default=48)
     p.add_argument("--unrelated", type=int, default=24)
     p.add_argument("--max-tokens", type=int, default=96)

@@ -169,5 +169,5 @@ def invented(n: int) -> list[tuple[str, str]]:
     """`n` invented facts (question, answer), bench/make_facts.py's generator at a larger size."""
     from bench.make_facts import make
 
-    facts, _ = make(n // 2 + 1, seed=11, repeat_years=True)  # 2.2 facts a subject on average
+    facts, _ = make(n // 2 + 1, seed=11, repeat_years=True)  # 2 or 3 facts a subject
     return [(f["question"], f["answer"]) for f in facts[:n]]
