@@ -205,7 +205,7 @@ class PromptBuilder:
             "user",
             message,
             taught,
-            lambda chosen: taught_message([e.completion for e in chosen], message),
+            lambda chosen: taught_message([(e.prompt, e.completion) for e in chosen], message),
             room,
         )
 

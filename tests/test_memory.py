@@ -64,8 +64,9 @@ def test_a_reworded_question_finds_the_correction_by_meaning_and_by_words(chat):
     ):
         reply = ask(chat, wording, "ok")
         assert [e.exchange_id for e in reply.examples] == [exchange], wording
-        # The default presentation: the correction as a fact in front of the question.
-        assert chat.model.history[-1][-1]["content"].startswith(f"Fact: {ANSWER}\n\n")
+        # The default presentation: the correction, with its question, in front of the message.
+        shown = chat.model.history[-1][-1]["content"]
+        assert shown.startswith(f"Question: {QUESTION}\nAnswer: {ANSWER}\n\n"), shown
     chat.settings.retrieval_taught_in = "system"
     ask(chat, "Who is the keeper of the Vellmar Island lighthouse?", "ok")
     assert TAUGHT_INTRO in system_of_last_prompt(chat)

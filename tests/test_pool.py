@@ -307,8 +307,9 @@ def test_retrieval_puts_approved_past_exchanges_in_the_prompt(chat, store):
         {"role": "system", "content": "You are a helpful assistant."},
         {
             "role": "user",
-            "content": "Fact: A spider has eight legs.\n\n"
-            "Using the fact above, answer: How many legs do spiders have?",
+            "content": "Question: How many legs does a spider have?\n"
+            "Answer: A spider has eight legs.\n\n"
+            "Using the answer above, answer: How many legs do spiders have?",
         },
     ]
     assert [e.exchange_id for e in again.examples] == [past.exchange_id]

@@ -152,22 +152,26 @@ def taught_block(items: list[tuple[datetime | None, str, str]]) -> str:
     return "\n".join(lines)
 
 
-def taught_message(answers: list[str], message: str) -> str:
-    """The user's message with what people taught in front of it (`retrieval_taught_in`
-    "message"): the wording the embedded 135M model followed best (docs/learning.md).
+def taught_message(pairs: list[tuple[str, str]], message: str) -> str:
+    """The user's message with what people taught, (question, answer) pairs, in front of it
+    (`retrieval_taught_in` "message"): the layout the embedded 135M model followed best
+    (docs/learning.md). The question stays with its answer, so a short correction ("Hold its
+    reset button.") still says what it answers.
 
-    >>> print(taught_message(["Quelmi is the capital of Zorvath."], "Zorvath's capital?"))
-    Fact: Quelmi is the capital of Zorvath.
+    >>> print(taught_message([("Capital of Zorvath?", "Quelmi.")], "Zorvath's capital?"))
+    Question: Capital of Zorvath?
+    Answer: Quelmi.
     <BLANKLINE>
-    Using the fact above, answer: Zorvath's capital?
-    >>> print(taught_message(["A.", "B."], "Q?"))
-    Facts:
-    - A.
-    - B.
+    Using the answer above, answer: Zorvath's capital?
+    >>> print(taught_message([("A?", "a."), ("B?", "b.")], "Q?"))
+    Question: A?
+    Answer: a.
     <BLANKLINE>
-    Using the facts above, answer: Q?
+    Question: B?
+    Answer: b.
+    <BLANKLINE>
+    Using the answers above, answer: Q?
     """
-    if len(answers) == 1:
-        return f"Fact: {answers[0].strip()}\n\nUsing the fact above, answer: {message}"
-    listed = "\n".join(f"- {a.strip()}" for a in answers)
-    return f"Facts:\n{listed}\n\nUsing the facts above, answer: {message}"
+    taught = "\n\n".join(f"Question: {q.strip()}\nAnswer: {a.strip()}" for q, a in pairs)
+    above = "answer above" if len(pairs) == 1 else "answers above"
+    return f"{taught}\n\nUsing the {above}, answer: {message}"
