@@ -38,12 +38,12 @@ class RetrievalConfig:
         1.5, "least BM25 score for a taught answer that names what the question names"
     )
     # bench/presentation.py (docs/learning.md): given the right taught answer, the embedded
-    # 135M model used it for 84.7% of reworded questions in front of the message, 77.1% as
+    # 135M model used it for 84.0% of reworded questions in front of the message, 77.1% as
     # earlier turns, 71.5% in a system-message block.
     taught_in: str = option(
         "message",
-        "where taught answers go in the prompt: 'message' (as facts in front of the user's "
-        "message), 'turns' (as earlier turns of the conversation) or 'system' (a block in the "
+        "where taught answers go in the prompt: 'message' (question and answer in front of the "
+        "user's message), 'turns' (as earlier turns of the conversation) or 'system' (a block in the "
         "system message)",
     )
     share_approved: bool = option(
