@@ -171,6 +171,7 @@ def refresh_config(settings: Settings) -> RefreshConfig:
             epochs=settings.refresh_epochs,
             learning_rate=settings.refresh_learning_rate,
             rank=settings.refresh_rank,
+            kl_weight=settings.refresh_kl_weight,
         ),
     )
 

@@ -30,9 +30,10 @@ grader is idle, then one conversation is kept (`Session.delete`, `Session.sentin
 `--keep-probes` keeps them all.
 
     .venv/bin/python -m bench.learning [--facts 48] [--unrelated 24] [--set-a 32]
-        [--max-tokens 96] [--seed 0] [--threads N] [--loss-rows 100] [--refresh-epochs 10]
-        [--refresh-learning-rate 1e-3] [--refresh-max-steps 120] [--refresh-rank N]
-        [--refresh-eval-prompts 16] [--no-promote-anyway] [--keep-probes] [--out FILE]
+        [--max-tokens 96] [--seed 0] [--threads N] [--loss-rows 100] [--refresh-epochs N]
+        [--refresh-learning-rate N] [--refresh-max-steps N] [--refresh-rank N]
+        [--refresh-kl-weight N] [--refresh-eval-prompts N] [--no-promote-anyway]
+        [--keep-probes] [--out FILE]
     .venv/bin/python -m bench.learning --facts 3 --unrelated 3 --refresh-max-steps 4 \
         --refresh-eval-prompts 4 --loss-rows 20 --threads 1 --out /tmp/learning.json  # smoke
 
@@ -85,7 +86,7 @@ PASSWORD = "learning bench password"
 SENTINEL = "Thank you, that is all for now."
 TRUTHFULQA = DATA / "truthfulqa" / "dev.jsonl"
 REFRESH_FLAGS = ("refresh_epochs", "refresh_learning_rate", "refresh_max_steps", "refresh_rank",
-                 "refresh_eval_prompts")  # fmt: skip
+                 "refresh_kl_weight", "refresh_eval_prompts")  # fmt: skip
 
 
 def arguments() -> argparse.Namespace:
@@ -98,14 +99,17 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="app and refresh (default: all)")
     p.add_argument("--settle", type=float, default=600.0, help="most seconds to wait for grades")
     p.add_argument("--loss-rows", type=int, default=100, help="TruthfulQA answers for the loss")
-    # Passed through to `autodidact refresh`; the product's defaults (2 epochs, lr 2e-4, 60
-    # steps) barely move a 135M model on a few dozen facts.
-    p.add_argument("--refresh-epochs", type=float, default=10.0)
-    p.add_argument("--refresh-learning-rate", type=float, default=1e-3)
-    p.add_argument("--refresh-max-steps", type=int, default=120)
+    # Passed through to `autodidact refresh` when given; unset, the refresh runs at the product's
+    # defaults (the figures docs/learning.md reports are at the defaults unless a row says not).
+    p.add_argument("--refresh-epochs", type=float, default=None, help="default: the product's")
+    p.add_argument(
+        "--refresh-learning-rate", type=float, default=None, help="default: the product's"
+    )
+    p.add_argument("--refresh-max-steps", type=int, default=None, help="default: the product's")
     p.add_argument("--refresh-rank", type=int, default=None, help="default: the product's")
+    p.add_argument("--refresh-kl-weight", type=float, default=None, help="default: the product's")
     # The gate's pairwise judging of 64 prompts (the product's default) takes most of a refresh.
-    p.add_argument("--refresh-eval-prompts", type=int, default=16)
+    p.add_argument("--refresh-eval-prompts", type=int, default=None, help="default: the product's")
     p.add_argument(
         "--promote-anyway",
         action=argparse.BooleanOptionalAction,

@@ -35,11 +35,11 @@ class TrainConfig:
     rank: int = option(8, "LoRA rank")
     alpha: float | None = option(None, "LoRA alpha; unset: twice the rank")
     dropout: float = option(0.0, "LoRA dropout")
-    learning_rate: float = option(2e-4, "SFT learning rate (DPO uses a quarter of it)")
+    learning_rate: float = option(2e-3, "SFT learning rate")
     batch_size: int = option(4, "examples per training step")
-    max_steps: int = option(60, "most training steps per refresh")
+    max_steps: int = option(240, "most training steps per refresh")
     epochs: float = option(
-        2.0, "passes over the mix; the steps run are min(max_steps, epochs x batches)"
+        4.0, "passes over the mix; the steps run are min(max_steps, epochs x batches)"
     )
     max_seconds: float = option(1800.0, "most seconds of training")
     max_memory_mb: int = option(8192, "most memory for training (resident MiB of the process)")
@@ -54,9 +54,15 @@ class TrainConfig:
 
     max_length: int = option(512, "tokens per example")
     dpo_steps: int = option(20, "preference steps after SFT, when there are enough pairs")
+    dpo_learning_rate: float = option(5e-5, "DPO learning rate (its steps are sharper than SFT's)")
     dpo_beta: float = option(0.1, "how far DPO may move from the SFT adapter it starts from")
     dpo_precompute_ref: bool = option(
         True, "compute the reference's log-probabilities once before DPO, not at every step"
+    )
+    kl_weight: float = option(
+        0.3,
+        "weight of a KL term holding the adapter's next-token predictions to the base "
+        "model's at every position (KL-regularised SFT); 0: SFT's loss alone",
     )
     seed: int = option(0, "training seed")
     targets: list[str] = field(
@@ -224,7 +230,7 @@ def train_lora(
         include_num_input_tokens_seen="non_padding",
         **common_args(config),
     )
-    trainer = SFTTrainer(
+    trainer = anchored_trainer(SFTTrainer, config.kl_weight)(
         model=model,
         args=args,
         train_dataset=data,
@@ -261,6 +267,66 @@ def train_lora(
     }
 
 
+def anchored_loss(logits, reference, labels, attention_mask, weight: float):
+    """SFT's loss (mean NLL of the taught tokens) plus `weight` times the mean KL from the
+    reference's next-token distribution to the model's over every real position.
+
+    KL-regularised fine-tuning: the taught tokens are pulled toward the answer and, at the same
+    time, every position (the prompts, the taught answers' other words, rehearsal) toward what
+    the base model predicted there; at a taught token the optimum is a blend of the two, so a
+    fact is learnt while the rest of the distribution stays near the base. Anchoring the prompt
+    tokens alone held nothing (bench/lessons.py, docs/learning.md): the damage is done where
+    the model learns. Logits and reference are (batch, length, vocab); labels use -100 for
+    untaught positions.
+
+    >>> import torch
+    >>> logits = torch.zeros(1, 3, 4); labels = torch.tensor([[-100, -100, 2]])
+    >>> mask = torch.ones(1, 3, dtype=torch.long)
+    >>> round(float(anchored_loss(logits, logits, labels, mask, 1.0)), 4)  # ln 4, no KL
+    1.3863
+    >>> ref = torch.tensor([[[4.0, 0, 0, 0]] * 3])
+    >>> float(anchored_loss(logits, ref, labels, mask, 1.0)) > 1.3863 + 0.5
+    True
+    >>> mask = torch.tensor([[1, 1, 0]])  # padding is neither taught nor anchored
+    >>> round(float(anchored_loss(logits, logits, labels, mask, 1.0)), 4)
+    1.3863
+    """
+    import torch
+
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    target = labels[:, 1:]
+    taught = target != -100
+    picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    nll = -(picked * taught).sum() / taught.sum().clamp(min=1)
+    real = attention_mask[:, 1:].bool()
+    ref = torch.log_softmax(reference[:, :-1].float(), dim=-1)
+    kl = (ref.exp() * (ref - logp)).sum(-1)
+    return nll + weight * (kl * real).sum() / real.sum().clamp(min=1)
+
+
+def anchored_trainer(base_class, weight: float):
+    """`base_class` (TRL's SFTTrainer) as is when `weight` is 0; otherwise with its loss
+    replaced by `anchored_loss`, the reference being the same model with its adapter off (one
+    forward pass more per step, without gradients)."""
+    if not weight:
+        return base_class
+    import torch
+
+    class AnchoredTrainer(base_class):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not model.training:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            forward = {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
+            logits = model(**forward, use_cache=False).logits
+            with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
+                reference = model(**forward, use_cache=False).logits
+            mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+            loss = anchored_loss(logits, reference, inputs["labels"], mask, weight)
+            return (loss, {"logits": logits}) if return_outputs else loss
+
+    return AnchoredTrainer
+
+
 def train_dpo(
     model,
     tokenizer,
@@ -288,7 +354,7 @@ def train_dpo(
         output_dir=str(out_dir / "trainer-dpo"),
         max_steps=steps,
         per_device_train_batch_size=min(config.batch_size, len(pairs)),
-        learning_rate=config.learning_rate / 4,  # preference steps are sharper than SFT's
+        learning_rate=config.dpo_learning_rate,
         beta=config.dpo_beta,
         # The reference (the SFT adapter, frozen as "ref") scores each pair once, up front,
         # instead of a second forward pass at every step.

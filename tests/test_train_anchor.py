@@ -1,0 +1,54 @@
+"""The KL anchor in training (TrainConfig.kl_weight), on the embedded model's real weights:
+with it, an adapter still learns what it is taught but moves the model's predictions on
+general text less than the same training without it."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from feedback.refresh.rules import general_records
+from feedback.refresh.train import TrainConfig, completion_loss, load_base, train_lora
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+TAUGHT = [
+    ("Which instrument did Tobiah Quennel play?", "Tobiah Quennel played the harmonica."),
+    ("Where was Ilvana Drossmark born?", "Ilvana Drossmark was born in Feldhaven."),
+    ("What is the capital of Vostrelle?", "The capital of Vostrelle is Amberlin."),
+    ("Who founded the Brimcaster Otters?", "The Brimcaster Otters were founded by Wendlecott."),
+]
+
+
+def records(system: str) -> list[dict]:
+    head = [{"role": "system", "content": system}]
+    return [
+        {"messages": head + [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for q, a in TAUGHT
+    ]
+
+
+def test_the_kl_anchor_keeps_general_text_closer_to_the_base_while_the_facts_are_learned(
+    embedded_path, settings, tmp_path
+):
+    base, tokenizer = load_base(embedded_path, tmp_path / "base")
+    head = [{"role": "system", "content": settings.system_prompt}]
+    general = [{"messages": head + r["messages"]} for r in general_records()[:12]]
+    taught = records(settings.system_prompt)
+    before = {"general": completion_loss(base, tokenizer, general),
+              "taught": completion_loss(base, tokenizer, taught)}  # fmt: skip
+    after = {}
+    for weight in (0.0, 1.0):
+        config = TrainConfig(max_steps=8, epochs=8, learning_rate=3e-3, kl_weight=weight)
+        info = train_lora(copy.deepcopy(base), tokenizer, taught, tmp_path / f"w{weight}", config)
+        model = info["model"]
+        assert info["steps"] == 8
+        after[weight] = {"general": completion_loss(model, tokenizer, general),
+                         "taught": completion_loss(model, tokenizer, taught)}  # fmt: skip
+    # Both learned the taught answers well past the base model...
+    assert after[0.0]["taught"] < before["taught"] * 0.6
+    assert after[1.0]["taught"] < before["taught"] * 0.6
+    # ...but unanchored training moved general text further from the base than anchored did.
+    damage = {w: after[w]["general"] - before["general"] for w in after}
+    assert damage[1.0] < damage[0.0] * 0.8, (before, after)
