@@ -144,6 +144,7 @@ def assert_the_export_check_catches_unpermuted_q_k(settings, engine, registry, a
     from safetensors.numpy import load_file
 
     from feedback.refresh import gguf_export as lora_gguf
+    from feedback.refresh.pipeline import export_failure
     from feedback.refresh.train import load_base, next_token_agreement
 
     folder = registry.folder(adapter_id)
@@ -163,7 +164,12 @@ def assert_the_export_check_catches_unpermuted_q_k(settings, engine, registry, a
     finally:
         lora_gguf.PERMUTED = saved
     bad = next_token_agreement(model, tokenizer, engine, wrong, probes)
-    assert good["agreement"] >= 0.95 > bad["agreement"], (good, bad)
+    # An adapter held near the base (the KL term) changes few positions: over all of them the
+    # wrong export can still agree, so the check also counts those the adapter changed.
+    config = RefreshConfig()
+    assert export_failure(good, config) is None, good
+    assert export_failure(bad, config), bad
+    assert good["moved"] >= config.min_moved
 
 
 def test_too_few_new_examples_is_refused_before_training(taught, settings, store, engine):

@@ -45,6 +45,11 @@ class RefreshConfig:
     min_agreement: float = option(
         0.95, "export check: least llama.cpp/PyTorch next-token agreement"
     )
+    min_moved: int = option(
+        8,
+        "export check: the positions where the adapter changed the base model's pick must "
+        "also agree at `min_agreement`, when there are at least this many of them",
+    )
     # The promotion gates: a candidate that regresses past any of these stays on disk, rejected.
     loss_tolerance: float = option(0.02, "most relative rise in held-out loss")
     base_loss_tolerance: float = option(

@@ -160,10 +160,8 @@ class Refresher:
         metrics = trained_model.metrics
         metrics["verify"] = check = self._verify(trained_model, adapter, held_records + mix.records)
         run = self.runs.update(run.id, metrics=metrics)
-        if check["agreement"] < self.config.min_agreement:
-            return self.runs.finish(
-                run.id, "failed", export_failure(check, self.config), metrics=metrics
-            )
+        if failure := export_failure(check, self.config):
+            return self.runs.finish(run.id, "failed", failure, metrics=metrics)
         run = self._step(run, "evaluate")
         metrics["evaluate"] = e = self._evaluate(trained_model, held_records, held, adapter)
         run = self.runs.update(run.id, metrics=metrics)
@@ -402,15 +400,31 @@ class Trained:
     metrics: dict
 
 
-def export_failure(check: dict, c: RefreshConfig) -> str:
-    """Why a run whose export check failed was not used.
+def export_failure(check: dict, c: RefreshConfig) -> str | None:
+    """Why a run whose export check failed was not used; None when it passed.
 
     >>> export_failure({"tie": 0.5, "agreement": 0.9, "positions": 100}, RefreshConfig())
     'the exported adapter disagrees with the trained one: llama.cpp predicts the same next token (up to ties within 0.5 logits) at 90.0% of 100 positions, below 95%; it was not used'
+    >>> ok = {"tie": 0.5, "agreement": 0.97, "positions": 100, "moved": 20}
+    >>> export_failure(ok | {"moved_agreement": 0.96}, RefreshConfig()) is None
+    True
+    >>> export_failure(ok | {"moved_agreement": 0.88}, RefreshConfig())
+    "the exported adapter disagrees with the trained one where it matters: at the 20 positions where the adapter changed the base model's pick, llama.cpp follows it at 88.0%, below 95%; it was not used"
+    >>> export_failure(ok | {"moved": 3, "moved_agreement": 0.0}, RefreshConfig()) is None
+    True
     """
-    return (
-        f"the exported adapter disagrees with the trained one: llama.cpp predicts the "
-        f"same next token (up to ties within {check['tie']} logits) at "
-        f"{check['agreement']:.1%} of {check['positions']} positions, below "
-        f"{c.min_agreement:.0%}; it was not used"
-    )
+    if check["agreement"] < c.min_agreement:
+        return (
+            f"the exported adapter disagrees with the trained one: llama.cpp predicts the "
+            f"same next token (up to ties within {check['tie']} logits) at "
+            f"{check['agreement']:.1%} of {check['positions']} positions, below "
+            f"{c.min_agreement:.0%}; it was not used"
+        )
+    moved, share = check.get("moved", 0), check.get("moved_agreement")
+    if moved >= c.min_moved and share is not None and share < c.min_agreement:
+        return (
+            f"the exported adapter disagrees with the trained one where it matters: at the "
+            f"{moved} positions where the adapter changed the base model's pick, llama.cpp "
+            f"follows it at {share:.1%}, below {c.min_agreement:.0%}; it was not used"
+        )
+    return None

@@ -25,7 +25,8 @@ atomic rename (store/adapters.py).
                correction and regeneration pairs when there are `min_pairs` of them.
   4. export    the adapter as GGUF (feedback/refresh/gguf_export.py).
   5. verify    llama.cpp with the adapter must predict the same next token as PyTorch with it
-               at `min_agreement` of probe positions, or the run fails.
+               at `min_agreement` of probe positions, and as often at those where the adapter
+               changed the base's pick, or the run fails.
   6. evaluate  held-out loss and loss on the answers users taught, candidate against the current
                model; both answer the same prompts and one fixed judge (never the candidate)
                compares each pair in both orders; answers' diversity against the base model's

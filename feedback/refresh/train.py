@@ -431,10 +431,16 @@ def next_token_agreement(
     `tie` logits of it: llama.cpp multiplies quantized weights with quantized activations, which
     moves logits by about 0.2 on average (the same as for the base model alone), so near-ties
     flip either way and say nothing about the export. A wrong export (q/k rows not permuted, a
-    wrong scale) moves logits by whole units and fails both figures. `exact` is the strict share."""
+    wrong scale) moves logits by whole units. `exact` is the strict share.
+
+    An adapter that stays near the base (KL-regularised training) changes few positions, so a
+    wrong export, which behaves much like the bare base, still agrees at most of them.
+    `moved_agreement` is the same share over the `moved` positions only: those where the
+    adapter put the base model's own pick more than `tie` below its best, which is where an
+    export that dropped or garbled the adapter must show."""
     import torch
 
-    agree = exact = total = 0
+    agree = exact = total = moved = moved_agree = 0
     peft_model.eval()
     engine.set_adapter(adapter, adapter_id="candidate-check")
     try:
@@ -443,11 +449,17 @@ def next_token_agreement(
             ids = tokenizer(text, add_special_tokens=False)["input_ids"][:512]
             with torch.no_grad():
                 logits = peft_model(torch.tensor([ids])).logits[0].float()
+                with peft_model.disable_adapter():
+                    base_pick = peft_model(torch.tensor([ids])).logits[0].argmax(-1)
             llama_next = torch.tensor(engine.next_tokens(ids))
+            rows = torch.arange(len(ids))
             best = logits.max(-1).values
-            picked = logits[torch.arange(len(ids)), llama_next]
-            agree += int((picked >= best - tie).sum())
+            agrees = logits[rows, llama_next] >= best - tie
+            changed = logits[rows, base_pick] < best - tie
+            agree += int(agrees.sum())
             exact += int((llama_next == logits.argmax(-1)).sum())
+            moved += int(changed.sum())
+            moved_agree += int((agrees & changed).sum())
             total += len(ids)
     finally:
         engine.set_adapter(None)
@@ -455,6 +467,8 @@ def next_token_agreement(
         "agreement": round(agree / total, 4) if total else 0.0,
         "exact": round(exact / total, 4) if total else 0.0,
         "positions": total,
+        "moved": moved,
+        "moved_agreement": round(moved_agree / moved, 4) if moved else None,
         "tie": tie,
     }
 
