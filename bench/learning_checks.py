@@ -30,9 +30,10 @@ GENERIC = {
 NAME = re.compile(r"\b[A-Z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*")
 COLUMNS = ("phase", "set", "weights", "retr.", "n", "recall all", "any", "trained only",
            "held-out loss (vs base)", "flag rate", "leakage")  # fmt: skip
-TARGETS = (
-    "retrieval recall >= 90%; weights recall after refresh 1 >= 50%, after refresh 2 on A "
-    "at most 10 points below; held-out loss <= +2%; leakage <= 2%"
+TARGETS = (  # issues 24 and 25
+    "retrieval recall >= 95%; weights recall after refresh 1 >= 60%, after refresh 2 on A "
+    "at most 10 points below; held-out loss <= +5%; flag rate within 5 points of the base's; "
+    "leakage <= 2%"
 )
 
 
