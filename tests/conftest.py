@@ -49,6 +49,9 @@ def settings(home, database_url, chroma_url) -> Settings:
         # Tests send messages as fast as the machine answers; the limit itself is tested in
         # tests/test_security.py with its default.
         rate_limit_messages=0,
+        # The training memory bound counts the whole process, and a test run's process holds
+        # what earlier tests loaded; tests/test_train_anchor.py tests the bound itself.
+        refresh_max_memory_mb=1 << 20,
     )
 
 

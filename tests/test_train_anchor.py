@@ -5,11 +5,18 @@ general text less than the same training without it."""
 from __future__ import annotations
 
 import copy
+import gc
 
 import pytest
 
 from feedback.refresh.rules import general_records
-from feedback.refresh.train import TrainConfig, completion_loss, load_base, train_lora
+from feedback.refresh.train import (
+    TrainConfig,
+    TrainingStopped,
+    completion_loss,
+    load_base,
+    train_lora,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -40,15 +47,31 @@ def test_the_kl_anchor_keeps_general_text_closer_to_the_base_while_the_facts_are
               "taught": completion_loss(base, tokenizer, taught)}  # fmt: skip
     after = {}
     for weight in (0.0, 1.0):
-        config = TrainConfig(max_steps=8, epochs=8, learning_rate=3e-3, kl_weight=weight)
+        # The memory bound counts the whole process, and a full test run's process already
+        # holds what earlier tests loaded: this test is about the anchor, not that bound.
+        config = TrainConfig(
+            max_steps=8, epochs=8, learning_rate=3e-3, kl_weight=weight, max_memory_mb=1 << 20
+        )
         info = train_lora(copy.deepcopy(base), tokenizer, taught, tmp_path / f"w{weight}", config)
         model = info["model"]
         assert info["steps"] == 8
         after[weight] = {"general": completion_loss(model, tokenizer, general),
                          "taught": completion_loss(model, tokenizer, taught)}  # fmt: skip
+        del info, model
+        gc.collect()
     # Both learned the taught answers well past the base model...
     assert after[0.0]["taught"] < before["taught"] * 0.6
     assert after[1.0]["taught"] < before["taught"] * 0.6
     # ...but unanchored training moved general text further from the base than anchored did.
     damage = {w: after[w]["general"] - before["general"] for w in after}
     assert damage[1.0] < damage[0.0] * 0.8, (before, after)
+
+
+def test_training_past_its_memory_bound_stops_and_its_result_is_refused(
+    embedded_path, settings, tmp_path
+):
+    base, tokenizer = load_base(embedded_path, tmp_path / "base")
+    config = TrainConfig(max_steps=4, epochs=4, max_memory_mb=256)  # below any real process
+    with pytest.raises(TrainingStopped, match="over the bound of 256 MiB"):
+        train_lora(base, tokenizer, records(settings.system_prompt), tmp_path / "w", config)
+    assert not (tmp_path / "w" / "adapter_model.safetensors").exists()
