@@ -402,6 +402,11 @@ class ChatService(Conversations):
                 finish_reason = delta.finish_reason or finish_reason
             if cancel.is_set():
                 status = "stopped"
+            elif not sampling.get("stop"):  # a client that sets stop sequences shapes the text
+                extra = self._restatement("".join(parts), prompt)
+                if extra:
+                    parts.append(extra)
+                    events.put(extra)
         except Exception as exc:  # the model failed: keep what came, say why
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         text = "".join(parts)
@@ -431,6 +436,26 @@ class ChatService(Conversations):
             if status != "failed":
                 for hook in self.on_answer_stored:
                     hook(reply.exchange_id)
+
+    def _restatement(self, answer: str, prompt: Prompt) -> str:
+        """The taught answer the answer ignored, to go under it (feedback/pool/memory.py
+        `restatement`); "" when it used what it was taught, or nothing was taught."""
+        if not (self.settings.retrieval_restate and prompt.examples and answer.strip()):
+            return ""
+        from feedback.pool.english import ENGLISH
+        from feedback.pool.memory import restatement
+
+        try:
+            return restatement(
+                answer,
+                prompt.message,
+                prompt.examples,
+                ENGLISH,
+                self.settings.retrieval_restate_similarity,
+            )
+        except Exception:  # a help, never a reason to lose an answer
+            log.exception("checking the answer against what was taught failed")
+            return ""
 
     def quiet_for(self) -> float:
         """Seconds since an answer was last being generated (0 while one is)."""

@@ -75,6 +75,7 @@ class Prompt:
     dropped: int
     examples: tuple[Example, ...] = ()
     sources: tuple[Source, ...] = ()
+    message: str = ""  # the user's message, as typed
 
 
 class PromptBuilder:
@@ -126,6 +127,7 @@ class PromptBuilder:
             alone = self._render(system, [], [], message)
             needed = self.model.count_tokens(alone)
         room = min(self.settings.retrieval_max_tokens, budget - needed)
+        typed = message
         if self.settings.retrieval_taught_in == "message":
             taught, message, spent = self._fit_taught_message(message, examples, room)
         else:
@@ -140,7 +142,7 @@ class PromptBuilder:
             needed = self.model.count_tokens(self._render(system, shown, [], message))
         if not past:
             messages = self._render(system, shown, [], message) if shown else alone
-            return Prompt(messages, needed, 0, tuple(used), tuple(sources))
+            return Prompt(messages, needed, 0, tuple(used), tuple(sources), typed)
         kept = trim_messages(
             past,
             max_tokens=budget - needed,
@@ -152,7 +154,7 @@ class PromptBuilder:
         messages = self._render(system, shown, kept, message)
         dropped = len(past) - len(kept)
         tokens = self.model.count_tokens(messages)
-        return Prompt(messages, tokens, dropped, tuple(used), tuple(sources))
+        return Prompt(messages, tokens, dropped, tuple(used), tuple(sources), typed)
 
     def _fit_turns(
         self, examples: list[Example], placed: list[Example], room: int

@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     retrieval_min_keywords: float = staged(RetrievalConfig, "min_keywords", ge=0.0)
     retrieval_agree_similarity: float = staged(RetrievalConfig, "agree_similarity", le=2.0)
     retrieval_agree_keywords: float = staged(RetrievalConfig, "agree_keywords", ge=0.0)
+    retrieval_restate: bool = staged(RetrievalConfig, "restate")
+    retrieval_restate_similarity: float = staged(
+        RetrievalConfig, "restate_similarity", ge=0.0, le=1.0
+    )
     retrieval_taught_in: Literal["message", "turns", "system"] = staged(
         RetrievalConfig, "taught_in"
     )

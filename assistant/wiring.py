@@ -142,6 +142,8 @@ def curator_config(settings: Settings) -> CuratorConfig:
             agree_keywords=settings.retrieval_agree_keywords,
             taught_in=settings.retrieval_taught_in,
             share_approved=settings.retrieval_share_approved,
+            restate=settings.retrieval_restate,
+            restate_similarity=settings.retrieval_restate_similarity,
         ),
     )
 

@@ -68,6 +68,7 @@ from bench.harness import (
 )
 from bench.learning_checks import (
     leaked,
+    model_words,
     names_of,
     read_rows,
     recall,
@@ -236,6 +237,8 @@ def paraphrases(session: Session, facts: list[dict], phase: str, bar) -> list[di
             session.delete([row])
             row["recall_all"] = recall(fact["keywords"], row["answer"], "all")
             row["recall_any"] = recall(fact["keywords"], row["answer"], "any")
+            row["restated"] = model_words(row["answer"]) != row["answer"]
+            row["recall_model"] = recall(fact["keywords"], model_words(row["answer"]), "all")
             rows.append(row)
             bar.advance(task)
     session.sentinel()

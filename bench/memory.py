@@ -7,8 +7,9 @@ account through gradio_client, grading on, the app's sampling with a fixed seed.
      without memory);
   1. every fact of bench/data/learning_facts.jsonl asked and corrected (/correct), both sets;
   2. every fact's 3 rewordings, each in a new conversation, deleted once read: recall (every
-     keyword of the fact in the answer, bench/learning_checks.py) and whether the fact's own
-     correction was what the memory drew on first (the exchange's `retrieved`);
+     keyword of the fact in the answer, bench/learning_checks.py), also in the model's own
+     words (without a taught answer the chat restated under it, `retrieval_restate`), and
+     whether the fact's own correction was what the memory drew on first (`retrieved`);
   3. the unrelated questions again: leakage (a taught name in an answer that its baseline did
      not have) and the flag rate once grading settled.
 Recall is split by fact: even positions in the file are the development half (where the
@@ -77,6 +78,8 @@ def summary(run: dict) -> list:
     return [
         run["taught_in"],
         f"{rate(asked, 'recall_all'):.1%}",
+        f"{rate(asked, 'recall_model'):.1%}",
+        f"{rate(asked, 'restated'):.1%}",
         f"{rate([r for r in asked if r['half'] == 'dev'], 'recall_all'):.1%}",
         f"{rate([r for r in asked if r['half'] == 'test'], 'recall_all'):.1%}",
         f"{rate(asked, 'drew_on_it_first'):.1%}",
@@ -92,7 +95,7 @@ def main() -> int:
     rows = [summary(run) for run in runs]
     table(
         f"memory through the chat: {args.facts} facts x 3 rewordings, commit {started}",
-        ["taught in", "recall", "dev", "test", "drew on it first", "leakage",
+        ["taught in", "recall", "model's words alone", "restated", "dev", "test", "drew on it first", "leakage",
          "flag rate before → after"],
         rows,
     )  # fmt: skip

@@ -10,13 +10,16 @@ keyword of the fact in the answer (bench/learning_checks.py `recall`). Even fact
 development half, odd the test half, as in bench/memory.py.
 
     .venv/bin/python -m bench.presentation [--taught-in none turns system message] [--facts 48]
-        [--max-tokens 96] [--seed 0] [--threads N] [--out FILE]
+        [--max-tokens 96] [--seed 0] [--repeat-penalty P ...] [--threads N] [--out FILE]
+
+`--repeat-penalty` with several values runs every mode at each (default: the app's).
 """
 
 from __future__ import annotations
 
 import argparse
 from datetime import datetime
+from itertools import product
 from pathlib import Path
 
 from bench.harness import RESULTS, command_line, commit, progress, table, write_result
@@ -31,6 +34,7 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--facts", type=int, default=48)
     p.add_argument("--max-tokens", type=int, default=96)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat-penalty", type=float, nargs="+", default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=RESULTS / "presentation.json")
     return p.parse_args()
@@ -53,22 +57,22 @@ def measure(args) -> dict:
     settings = Settings(seed=args.seed, max_tokens=args.max_tokens)
     model = open_gguf(resolve_gguf(None), settings.context_window, args.threads)
     facts = read_rows()[0][: args.facts]
+    penalties = args.repeat_penalty or [settings.repeat_penalty]
     rows = []
     with progress() as bar:
-        task = bar.add_task("answers", total=len(facts) * 3 * len(args.taught_in))
+        total = len(facts) * 3 * len(args.taught_in) * len(penalties)
+        task = bar.add_task("answers", total=total)
         for number, fact in enumerate(facts):
-            for question in fact["paraphrases"]:
-                for mode in args.taught_in:
-                    settings.retrieval_taught_in = "turns" if mode == "none" else mode
-                    examples = [] if mode == "none" else [example_of(number, fact)]
-                    prompt = PromptBuilder(model, settings).build([], question, examples)
-                    text = "".join(
-                        d.text for d in model.stream(prompt.messages, settings.sampling())
-                    )
-                    rows.append({"mode": mode, "fact": fact["id"], "question": question,
+            for question, mode, penalty in product(fact["paraphrases"], args.taught_in, penalties):
+                settings.repeat_penalty = penalty
+                settings.retrieval_taught_in = "turns" if mode == "none" else mode
+                examples = [] if mode == "none" else [example_of(number, fact)]
+                prompt = PromptBuilder(model, settings).build([], question, examples)
+                text = "".join(d.text for d in model.stream(prompt.messages, settings.sampling()))
+                rows.append({"mode": mode, "repeat_penalty": penalty, "fact": fact["id"], "question": question,
                                  "answer": text, "recalled": recall(fact["keywords"], text),
                                  "half": "dev" if number % 2 == 0 else "test"})  # fmt: skip
-                    bar.advance(task)
+                bar.advance(task)
     return {"commit": commit(), "command": command_line(), "facts": len(facts), "rows": rows}
 
 
@@ -80,13 +84,16 @@ def main() -> int:
     args = arguments()
     result = measure(args)
     lines = []
-    for mode in args.taught_in:
-        mine = [r for r in result["rows"] if r["mode"] == mode]
+    for mode, penalty in product(
+        args.taught_in, sorted({r["repeat_penalty"] for r in result["rows"]})
+    ):
+        mine = [r for r in result["rows"] if r["mode"] == mode and r["repeat_penalty"] == penalty]
         halves = [rate([r for r in mine if r["half"] == h]) for h in ("dev", "test")]
-        lines.append([mode, len(mine), rate(mine), *halves])
+        lines.append([mode, penalty, len(mine), rate(mine), *halves])
     result["table"] = lines
     title = f"{result['facts']} facts at {result['commit']}: the right taught answer, placed"
-    table(title, ["taught answer shown", "questions", "recall", "dev half", "test half"], lines)
+    head = ["taught answer shown", "repeat penalty", "questions", "recall", "dev half", "test half"]
+    table(title, head, lines)
     write_result(result, args.out)
     return 0
 

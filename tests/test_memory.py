@@ -49,10 +49,46 @@ def test_the_embedded_model_answers_a_reworded_question_from_a_correction(
     chat.settings.max_tokens, chat.settings.seed = 48, 0
     *_, first = chat.send(None, QUESTION)
     chat.correct(first.exchange_id, ANSWER)
-    *_, reply = chat.send(None, "Which person is the keeper of the Vellmar Island lighthouse?")
+    reworded = "Which person is the keeper of the Vellmar Island lighthouse?"
+    chat.settings.retrieval_restate = False  # the model's own words first
+    *_, reply = chat.send(None, reworded)
     assert [e.exchange_id for e in reply.examples] == [first.exchange_id]
     assert reply.examples[0].taught and reply.examples[0].taught_at is not None
     assert "Brandt" in store.turns(reply.conversation_id)[-1].assistant
+    assert "You taught me" not in reply.text
+    # With the check on (the default), an answer that used the correction stands alone.
+    chat.settings.retrieval_restate = True
+    *_, again = chat.send(None, reworded)
+    assert "Brandt" in again.text and "You taught me" not in again.text
+
+
+def test_an_answer_that_ignores_a_correction_gets_the_correction_under_it(chat):
+    taught(chat)
+    reply = ask(chat, "Who is the keeper of the Vellmar Island lighthouse?", "It is Ivo Marsh.")
+    assert reply.text.startswith("It is Ivo Marsh.\n\nYou taught me this on ")
+    assert reply.text.endswith(f": {ANSWER}"), reply.text
+    # stored as the user saw it, so the next turn's history and the grader see it too
+    assert chat.store.turns(reply.conversation_id)[-1].assistant == reply.text
+    # an answer that says the taught names stands alone, in whatever words
+    used = ask(chat, "Who looks after Vellmar Island's lighthouse?", "Ms Orsolya Brandt does.")
+    assert used.text == "Ms Orsolya Brandt does."
+    # a client that sets stop sequences shapes the text itself; the setting turns it off
+    *_, stopped = chat.send(None, "Who keeps the Vellmar lighthouse?", sampling={"stop": ["##"]})
+    assert "You taught me" not in stopped.text
+    chat.settings.retrieval_restate = False
+    off = ask(chat, "Who is the keeper of the Vellmar Island lighthouse?", "It is Ivo Marsh.")
+    assert off.text == "It is Ivo Marsh."
+
+
+def test_no_correction_is_put_under_an_answer_to_another_question(chat):
+    taught(chat)
+    taught(chat, "How do I reset my router?", "Hold its reset button for ten seconds.")
+    for other in (
+        "Who keeps the lighthouse on Dorrant Island?",  # worded the same, another subject
+        "What is the tallest mountain in the world?",
+        "How can I reset my wifi router password?",  # found, but nothing there to check
+    ):
+        assert ask(chat, other, "I do not know.").text == "I do not know.", other
 
 
 def test_a_reworded_question_finds_the_correction_by_meaning_and_by_words(chat):
@@ -132,6 +168,9 @@ def test_another_users_correction_is_used_only_once_a_reviewer_vouched(
     reply = ask(bob, QUESTION, "ok")
     assert [e.exchange_id for e in reply.examples] == [exchange] and reply.examples[0].shared
     assert "555-2671" not in str(bob.model.history[-1])  # PII-masked on the way out
+    # under his answer it says whose it was, masked as well
+    assert "Another user taught this, and a person vouched for it: " in reply.text
+    assert "Orsolya Brandt" in reply.text and "555-2671" not in reply.text
 
 
 def test_the_word_index_is_rebuilt_when_a_correction_is_saved_not_by_the_next_question(chat):

@@ -51,6 +51,18 @@ class RetrievalConfig:
         "show a user other users' exchanges when a person wrote or approved the answer "
         "(PII-masked); off: each user's own only",
     )
+    # bench/presentation.py: the 135M model, given the right correction, still answers
+    # something else for about one reworded question in six.
+    restate: bool = option(
+        True,
+        "when an answer leaves out the names and numbers of a taught answer the memory found "
+        "for its question, add the taught answer under it, marked as taught, with its date",
+    )
+    restate_similarity: float = option(
+        0.85,
+        "least question similarity for that, when the question names nothing (a question "
+        "that names something already had to share its names with the taught answer)",
+    )
 
 
 @dataclass(frozen=True)

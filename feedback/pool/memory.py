@@ -175,3 +175,90 @@ def taught_message(pairs: list[tuple[str, str]], message: str) -> str:
     taught = "\n\n".join(f"Question: {q.strip()}\nAnswer: {a.strip()}" for q, a in pairs)
     above = "answer above" if len(pairs) == 1 else "answers above"
     return f"{taught}\n\nUsing the {above}, answer: {message}"
+
+
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+
+
+def key_terms(question: str, answer: str, known: Container[str] = frozenset()) -> set[str]:
+    """What a taught answer says that the question asking for it does not: its names and
+    numbers, lowercased, less the question's own words. What an answer must say to have used it.
+
+    >>> sorted(key_terms("Where did Leontyne Sarrowby study?", "Leontyne Sarrowby studied at Grimsholt College."))
+    ['college', 'grimsholt']
+    >>> key_terms("How long do Norrow Pulse 3 headphones last?", "They last 41 hours.")
+    {'41'}
+    >>> key_terms("How do I reset my router?", "Hold its reset button for ten seconds.")
+    set()
+    """
+    said = names(answer, known) | set(_NUMBER.findall(answer))
+    asked = set(re.findall(r"[a-z0-9]+", question.lower()))
+    return {t for t in said if t not in asked}
+
+
+def says_all(text: str, terms: set[str]) -> bool:
+    """Whether `text` has every one of `terms` as a word (a possessive or a hyphen is fine).
+
+    >>> says_all("She was born in Kestrelvik's old town, a 41-hour trip.", {"kestrelvik", "41"})
+    True
+    >>> says_all("She studied at Grimsholton.", {"grimsholt"})
+    False
+    """
+    low = text.lower()
+    return all(re.search(rf"(?<![a-z0-9]){re.escape(t)}(?![a-z0-9])", low) for t in terms)
+
+
+def restatement(
+    answer: str,
+    question: str,
+    examples,
+    known: Container[str] = frozenset(),
+    unnamed_similarity: float = 0.85,
+) -> str:
+    """What to add under an answer that left out what a person taught about its question ("" for
+    nothing): the first taught example (`feedback.pool.curator.Example`) the answer ignored,
+    said as taught, with its date and whose it was. An answer that says every key term
+    (`key_terms`) of any taught example used it. Only for a question that names something (the
+    memory already checked the taught answer names it too) or, naming nothing, one this close
+    in meaning (`unnamed_similarity`): a loosely related correction is the model's to weigh,
+    not to be repeated under an unrelated answer. A taught answer with no names or numbers
+    cannot be checked and is left to the model.
+
+    >>> from types import SimpleNamespace as E
+    >>> from datetime import datetime
+    >>> taught = E(prompt="Where did Leontyne Sarrowby study?", taught=True, shared=False,
+    ...     completion="Leontyne Sarrowby studied at Grimsholt College.", similarity=0.7,
+    ...     taught_at=datetime(2026, 11, 12))
+    >>> restatement("The University of Edinburgh.", "Which college did Sarrowby attend?", [taught])
+    '\\n\\nYou taught me this on 12 Nov 2026: Leontyne Sarrowby studied at Grimsholt College.'
+    >>> restatement("She went to Grimsholt College.", "Which college did Sarrowby attend?", [taught])
+    ''
+    >>> restatement("Everest.", "What is the tallest mountain?", [taught])
+    ''
+    """
+    named = bool(names(question, known))
+    taught = [e for e in examples if e.taught]
+    terms = [key_terms(f"{question}\n{e.prompt}", e.completion, known) for e in taught]
+    if any(t and says_all(answer, t) for t in terms):
+        return ""  # it used one of them
+    for example, said in zip(taught, terms, strict=True):
+        if said and (named or (example.similarity or 0.0) >= unnamed_similarity):
+            return "\n\n" + taught_line(example)
+    return ""
+
+
+RESTATED = ("You taught me this", "Another user taught this")  # how a restatement opens
+
+
+def taught_line(example) -> str:
+    """How a taught answer reads under an answer: whose, and when.
+
+    >>> from types import SimpleNamespace as E
+    >>> print(taught_line(E(completion="Quelmi.", shared=True, taught_at=None)))
+    Another user taught this, and a person vouched for it: Quelmi.
+    """
+    text = example.completion.strip()
+    if example.shared:
+        return f"{RESTATED[1]}, and a person vouched for it: {text}"
+    when = f" on {example.taught_at:%-d %b %Y}" if example.taught_at else ""
+    return f"{RESTATED[0]}{when}: {text}"
