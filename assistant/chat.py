@@ -442,7 +442,7 @@ class ChatService(Conversations):
         `restatement`); "" when it used what it was taught, or nothing was taught."""
         if not (self.settings.retrieval_restate and prompt.examples and answer.strip()):
             return ""
-        from feedback.pool.english import ENGLISH
+        from feedback.pool.english import ENGLISH, UNCOMMON
         from feedback.pool.memory import restatement
 
         try:
@@ -451,6 +451,7 @@ class ChatService(Conversations):
                 prompt.message,
                 prompt.examples,
                 ENGLISH,
+                UNCOMMON,
                 self.settings.retrieval_restate_similarity,
             )
         except Exception:  # a help, never a reason to lose an answer

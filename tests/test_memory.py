@@ -80,6 +80,17 @@ def test_an_answer_that_ignores_a_correction_gets_the_correction_under_it(chat):
     assert off.text == "It is Ivo Marsh."
 
 
+def test_only_the_best_match_is_put_under_an_answer_never_its_sibling(chat):
+    instrument = taught(
+        chat, "Which instrument did Oren Kaiskar play?", "Oren Kaiskar played the theorbo."
+    )
+    taught(chat, "Where was Oren Kaiskar born?", "Oren Kaiskar was born in Faizes.")
+    reply = ask(chat, "What did Oren Kaiskar play in concerts?", "Oren Kaiskar played the violin.")
+    assert reply.examples[0].exchange_id == instrument
+    assert reply.text.endswith(": Oren Kaiskar played the theorbo."), reply.text
+    assert "Faizes" not in reply.text
+
+
 def test_no_correction_is_put_under_an_answer_to_another_question(chat):
     taught(chat)
     taught(chat, "How do I reset my router?", "Hold its reset button for ten seconds.")

@@ -180,18 +180,28 @@ def taught_message(pairs: list[tuple[str, str]], message: str) -> str:
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 
 
-def key_terms(question: str, answer: str, known: Container[str] = frozenset()) -> set[str]:
-    """What a taught answer says that the question asking for it does not: its names and
-    numbers, lowercased, less the question's own words. What an answer must say to have used it.
+def key_terms(
+    question: str,
+    answer: str,
+    known: Container[str] = frozenset(),
+    uncommon: Container[str] = frozenset(),
+) -> set[str]:
+    """What a taught answer says that the question asking for it does not: its names, its
+    numbers and, given them (feedback/pool/english.py `UNCOMMON`), its uncommon words,
+    lowercased, less the question's own words. What an answer must say to have used it.
 
-    >>> sorted(key_terms("Where did Leontyne Sarrowby study?", "Leontyne Sarrowby studied at Grimsholt College."))
+    >>> q = "Where did Leontyne Sarrowby study?"
+    >>> sorted(key_terms(q, "Leontyne Sarrowby studied at Grimsholt College."))
     ['college', 'grimsholt']
     >>> key_terms("How long do Norrow Pulse 3 headphones last?", "They last 41 hours.")
     {'41'}
+    >>> key_terms("What did Oren play?", "Oren played the theorbo.", uncommon={"theorbo"})
+    {'theorbo'}
     >>> key_terms("How do I reset my router?", "Hold its reset button for ten seconds.")
     set()
     """
     said = names(answer, known) | set(_NUMBER.findall(answer))
+    said |= {w for w in re.findall(r"[a-z]+", answer.lower()) if len(w) >= 4 and w in uncommon}
     asked = set(re.findall(r"[a-z0-9]+", question.lower()))
     return {t for t in said if t not in asked}
 
@@ -213,16 +223,17 @@ def restatement(
     question: str,
     examples,
     known: Container[str] = frozenset(),
+    uncommon: Container[str] = frozenset(),
     unnamed_similarity: float = 0.85,
 ) -> str:
     """What to add under an answer that left out what a person taught about its question ("" for
-    nothing): the first taught example (`feedback.pool.curator.Example`) the answer ignored,
-    said as taught, with its date and whose it was. An answer that says every key term
-    (`key_terms`) of any taught example used it. Only for a question that names something (the
-    memory already checked the taught answer names it too) or, naming nothing, one this close
-    in meaning (`unnamed_similarity`): a loosely related correction is the model's to weigh,
-    not to be repeated under an unrelated answer. A taught answer with no names or numbers
-    cannot be checked and is left to the model.
+    nothing): the first taught example (`feedback.pool.curator.Example`, the memory's best
+    match), said as taught, with its date and whose it was, when the answer does not say all of
+    its `key_terms`. Only that one: a sibling (another fact about the same subject, found
+    second) is the model's to weigh, never to be put under its answer. Only for a question that
+    names something (the memory already checked the taught answer names it too) or, naming
+    nothing, one this close in meaning (`unnamed_similarity`). A taught answer with no names,
+    numbers or uncommon words cannot be checked and is left to the model.
 
     >>> from types import SimpleNamespace as E
     >>> from datetime import datetime
@@ -236,15 +247,14 @@ def restatement(
     >>> restatement("Everest.", "What is the tallest mountain?", [taught])
     ''
     """
-    named = bool(names(question, known))
-    taught = [e for e in examples if e.taught]
-    terms = [key_terms(f"{question}\n{e.prompt}", e.completion, known) for e in taught]
-    if any(t and says_all(answer, t) for t in terms):
-        return ""  # it used one of them
-    for example, said in zip(taught, terms, strict=True):
-        if said and (named or (example.similarity or 0.0) >= unnamed_similarity):
-            return "\n\n" + taught_line(example)
-    return ""
+    first = next((e for e in examples if e.taught), None)
+    if first is None:
+        return ""
+    terms = key_terms(f"{question}\n{first.prompt}", first.completion, known, uncommon)
+    close = bool(names(question, known)) or (first.similarity or 0.0) >= unnamed_similarity
+    if not terms or not close or says_all(answer, terms):
+        return ""
+    return "\n\n" + taught_line(first)
 
 
 RESTATED = ("You taught me this", "Another user taught this")  # how a restatement opens
