@@ -163,6 +163,7 @@ def refresh_config(settings: Settings) -> RefreshConfig:
         taught_tolerance=settings.refresh_taught_tolerance,
         gate_alpha=settings.refresh_gate_alpha,
         answer_diversity_tolerance=settings.refresh_answer_diversity_tolerance,
+        known_tolerance=settings.refresh_known_tolerance,
         lessons_per_parent=settings.refresh_lessons_per_parent,
         rehearsal=settings.refresh_rehearsal,
         base_loss_tolerance=settings.refresh_base_loss_tolerance,

@@ -80,6 +80,7 @@ def refresher(settings, store, engine, **overrides):
         loss_tolerance=10.0,
         taught_tolerance=10.0,
         answer_diversity_tolerance=1.0,
+        known_tolerance=1.0,
         min_pairs=4,
         train=TrainConfig(max_steps=12, epochs=12, learning_rate=2e-3, batch_size=4, dpo_steps=3),
     )
@@ -193,11 +194,16 @@ def test_a_candidate_that_collapses_onto_one_phrase_is_rejected_and_kept_on_disk
         loss_tolerance=RefreshConfig.loss_tolerance,
         taught_tolerance=RefreshConfig.taught_tolerance,
         answer_diversity_tolerance=RefreshConfig.answer_diversity_tolerance,
+        known_tolerance=RefreshConfig.known_tolerance,
         min_pairs=1000,
     ).run()
     assert run.status == "rejected", (run.status, run.reason)
     assert run.step == "evaluate"
     assert "sampled answers' distinct-2 fell from" in run.reason
+    # It also answers what the base model knew in the pool's one phrase.
+    known = run.metrics["evaluate"]["candidate"]["known"]
+    assert known["base_right"] >= 10 and len(known["lost"]) > known["base_right"] * 0.1, known
+    assert "known answers the base model gets right wrong" in run.reason
     cand = run.metrics["evaluate"]["candidate"]
     cur = run.metrics["evaluate"]["current"]
     assert cand["answer_distinct_2"] < cur["answer_distinct_2"] * 0.9

@@ -152,3 +152,39 @@ def test_the_model_answers_each_question_at_most_once_in_a_mix():
     assert questions.count("Why is the sky blue?") == 1
     assert 7 not in mix.exchange_ids and 6 in mix.exchange_ids
     assert (mix.counts["model_only"], mix.counts["model_only_repeats"]) == (1, 5)
+
+
+class KnowingEngine:
+    """Answers the known questions right without an adapter; with one, names a made-up bard
+    for every author question (the shape a refresh on invented facts can teach)."""
+
+    def __init__(self):
+        from feedback.refresh.known import known_questions
+
+        self.truth = dict(known_questions())
+        self.adapter = None
+
+    def set_adapter(self, path, adapter_id=None):
+        self.adapter = path
+
+    def stream(self, messages, sampling):
+        from assistant.llm.base import Delta
+
+        question = messages[-1]["content"]
+        wrong = self.adapter is not None and question.startswith("Who")
+        yield Delta(text="The Bard of Montesa." if wrong else f"It is {self.truth[question][0]}.")
+
+
+def test_a_candidate_that_lost_what_the_base_model_knew_is_rejected(tmp_path):
+    from feedback.refresh.known import known_figures, known_regression
+
+    engine = KnowingEngine()
+    figures = known_figures(engine, tmp_path / "candidate.gguf")
+    assert figures["questions"] == figures["base_right"] == 40
+    lost = [row["question"] for row in figures["lost"]]
+    assert lost and all(q.startswith("Who") for q in lost)
+    assert "Who wrote Romeo and Juliet?" in lost
+    assert engine.adapter is None  # the base model serves again afterwards
+    (reason,) = known_regression(figures, RefreshConfig().known_tolerance)
+    assert reason.startswith(f"it got {len(lost)} of the 40 known answers")
+    assert known_regression(figures, 0.5) == []  # a looser setting lets it through

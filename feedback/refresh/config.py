@@ -66,6 +66,11 @@ class RefreshConfig:
     answer_diversity_tolerance: float = option(
         0.1, "most relative drop in sampled answers' diversity (vs current and base)"
     )
+    known_tolerance: float = option(
+        0.1,
+        "most share of the known answers the base model gets right (feedback/refresh/data/"
+        "known.jsonl) that a candidate may get wrong",
+    )
     eval_prompts: int = option(
         64, "prompts the candidate and the current model both answer, judged pairwise"
     )

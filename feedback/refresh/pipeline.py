@@ -21,6 +21,7 @@ from pathlib import Path
 
 from feedback.pool.records import preference_pairs, sft_record
 from feedback.refresh.evaluation import compare, gate_prompts
+from feedback.refresh.known import known_figures, known_regression
 from feedback.refresh.rules import (
     Mix,
     Progress,
@@ -166,6 +167,7 @@ class Refresher:
         metrics["evaluate"] = e = self._evaluate(trained_model, held_records, held, adapter)
         run = self.runs.update(run.id, metrics=metrics)
         reasons = regressions(e["candidate"], e["current"], self.config, e["base"])
+        reasons += known_regression(e["candidate"].get("known"), self.config.known_tolerance)
         if reasons:
             metrics["reasons"] = reasons  # one entry per failed gate, for the Models tab
             return self.runs.finish(run.id, "rejected", "; ".join(reasons), metrics=metrics)
@@ -375,6 +377,8 @@ class Refresher:
         cand["taught_loss"], cur["taught_loss"] = cand_taught, cur_taught
         cand["general_loss"], cur["general_loss"] = cand_general, cur_general
         base.update(self._base_losses(trained, records, general, cur_loss, cur_general))
+        self.progress("evaluate", 1.0, "the known answers: the base model's, then the candidate's")
+        cand["known"] = known_figures(self.llama, adapter)
         for figures in (cand, cur):
             figures.pop("answers")
         return {

@@ -1,0 +1,94 @@
+"""Known answers: what the base model already knew, asked again of every candidate.
+
+Owns the set (data/known.jsonl: general questions whose answers do not change, each with the
+words a right answer contains), the greedy answers of the base model and of the candidate to
+it, and the rule that rejects a candidate that got wrong more than `known_tolerance` of what
+the base model got right. Training on invented facts can teach a small model to answer
+everything in their shape ("The Bard of Montesa" wrote Romeo and Juliet) while every loss
+stays flat and the judge ties: this is the gate that sees it. The other gates are
+feedback/refresh/rules.py's; serving adapters to answer is the llama.cpp engine's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+KNOWN = Path(__file__).parent / "data" / "known.jsonl"
+GREEDY = {"temperature": 0.0, "max_tokens": 48, "repeat_penalty": 1.1, "seed": 0}
+
+
+def known_questions() -> list[tuple[str, list[str]]]:
+    """(question, accepted words) for every line of data/known.jsonl.
+
+    >>> rows = known_questions()
+    >>> len(rows), rows[2]
+    (40, ('Who wrote Romeo and Juliet?', ['Shakespeare']))
+    """
+    lines = KNOWN.read_text(encoding="utf-8").splitlines()
+    return [(r["question"], r["accepted"]) for r in map(json.loads, filter(str.strip, lines))]
+
+
+def right(answer: str, accepted: list[str]) -> bool:
+    """Whether the answer holds one of the accepted words, whole, in any case.
+
+    >>> right("It was William Shakespeare.", ["Shakespeare"]), right("The Bard of Montesa.", ["Shakespeare"])
+    (True, False)
+    >>> right("A hexagon has 6 sides.", ["six", "6"]), right("It has 16 sides.", ["six", "6"])
+    (True, False)
+    """
+    return any(
+        re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", answer, re.IGNORECASE)
+        for word in accepted
+    )
+
+
+def answers(engine, questions: list[str], adapter: Path | None, adapter_id: str) -> list[str]:
+    """Greedy answers to `questions` from the base model plus `adapter` (None: the base alone)."""
+    engine.set_adapter(adapter, adapter_id=adapter_id)
+    try:
+        return [
+            "".join(d.text for d in engine.stream([{"role": "user", "content": q}], GREEDY))
+            for q in questions
+        ]
+    finally:
+        engine.set_adapter(None)
+
+
+def known_figures(engine, adapter: Path) -> dict:
+    """The base model's answers to every known question, the candidate's to those the base
+    answered right, and which of them the candidate lost."""
+    rows = known_questions()
+    base = answers(engine, [q for q, _ in rows], None, "base")
+    kept = [(q, ok) for (q, ok), text in zip(rows, base, strict=True) if right(text, ok)]
+    cand = answers(engine, [q for q, _ in kept], adapter, "candidate")
+    lost = [
+        {"question": q, "answer": text[:200]}
+        for (q, ok), text in zip(kept, cand, strict=True)
+        if not right(text, ok)
+    ]
+    return {"questions": len(rows), "base_right": len(kept), "lost": lost}
+
+
+def known_regression(known: dict | None, tolerance: float) -> list[str]:
+    """Why the candidate must not be promoted on the known answers (empty: it may be).
+
+    >>> lost = [{"question": "Who wrote Romeo and Juliet?", "answer": "The Bard of Montesa."}]
+    >>> known_regression({"questions": 40, "base_right": 20, "lost": lost}, 0.1)
+    []
+    >>> for r in known_regression({"questions": 40, "base_right": 20, "lost": lost * 3}, 0.1): print(r)
+    it got 3 of the 20 known answers the base model gets right wrong (more than 10%), e.g. "Who wrote Romeo and Juliet?" -> "The Bard of Montesa."
+    >>> known_regression(None, 0.1), known_regression({"questions": 40, "base_right": 0, "lost": []}, 0.1)
+    ([], [])
+    """
+    if not known or not known["base_right"]:
+        return []
+    lost, of = len(known["lost"]), known["base_right"]
+    if lost <= of * tolerance:
+        return []
+    first = known["lost"][0]
+    return [
+        f"it got {lost} of the {of} known answers the base model gets right wrong (more than "
+        f'{tolerance:.0%}), e.g. "{first["question"]}" -> "{first["answer"].strip()[:80]}"'
+    ]
