@@ -15,7 +15,9 @@ correction of the model's answer, through the chat service: real SQLite, real Ch
     the facts' reworded questions, each in a new conversation, greedy; recalled when every
     keyword of the fact is in the answer (bench/learning_checks.py `recall`);
   - general loss: the mean NLL of the 64 general answers the refresh gate uses, against the
-    base model's (the same yardstick the gate reads).
+    base model's (the same yardstick the gate reads);
+  - known answers lost: of the gate's known questions the base model answers right
+    (feedback/refresh/known.py), how many the adapter gets wrong (the gate allows 10%).
 It is not bench/learning.py: no app, no gate, no second refresh, no flag rate or leakage.
 
     .venv/bin/python -m bench.lessons [--facts 16] [--threads N] [--out FILE]
@@ -190,9 +192,13 @@ def measure(args) -> dict:
     out = {"commit": commit(), "command": command_line(), "facts": len(facts),
            "train": {k: getattr(train, k) for k in ("rank", "learning_rate", "epochs", "max_steps")},
            "synthesis": report.to_json(), "lessons_in_mix": len(lessons), "arms": {}}  # fmt: skip
+    from feedback.refresh.known import known_figures
+
     floor, rows = probe(llama, facts, settings.system_prompt, args.max_tokens)
+    out["known_base_right"] = known_figures(llama, None)["base_right"]
     out["arms"]["base"] = {
         "recall": floor,
+        "known_lost": 0,
         "general_loss": base_loss(settings, path),
         "answers": rows,
     }
@@ -218,7 +224,9 @@ def measure(args) -> dict:
         llama.set_adapter(adapter, name)
         recalled, rows = probe(llama, facts, settings.system_prompt, args.max_tokens)
         llama.set_adapter(None)
+        known = known_figures(llama, adapter)
         out["arms"][name] = {"recall": recalled, "general_loss": loss, "records": len(records),
+                             "known_lost": len(known["lost"]), "known": known,
                              "steps": info["steps"], "train_seconds": info["seconds"],
                              "seconds": round(time.monotonic() - t, 1), "answers": rows}  # fmt: skip
     return out
@@ -230,14 +238,17 @@ def main() -> int:
     base = result["arms"]["base"]["general_loss"]
     rows = [
         [name, a.get("records", "-"), a.get("steps", "-"), f"{a['recall']:.1%}",
-         f"{a['general_loss']:.3f} ({(a['general_loss'] / base - 1):+.1%})"]
+         f"{a['general_loss']:.3f} ({(a['general_loss'] / base - 1):+.1%})",
+         f"{a['known_lost']} of {result['known_base_right']}"]
         for name, a in result["arms"].items()
     ]  # fmt: skip
     syn = result["synthesis"]
     title = (f"{result['facts']} facts at {result['commit']}, training {result['train']}; "
              f"lessons: {syn['kept']} kept of "
              f"{syn['written']} written (pass rate {syn['pass_rate']}) in {syn['seconds']} s")  # fmt: skip
-    table(title, ["arm", "records", "steps", "weights-only recall", "general loss (vs base)"], rows)
+    head = ["arm", "records", "steps", "weights-only recall", "general loss (vs base)",
+            "known answers lost"]  # fmt: skip
+    table(title, head, rows)
     write_result(result, args.out)
     return 0
 

@@ -131,6 +131,15 @@ def test_a_question_about_another_subject_worded_the_same_finds_nothing(chat):
         assert "Orsolya" not in str(chat.model.history[-1])
 
 
+def test_a_general_question_never_draws_on_what_was_taught_about_a_named_subject(chat):
+    mount = taught(
+        chat, "How tall is Mount Cairnvaddoch?", "Mount Cairnvaddoch is 4217 metres high."
+    )
+    # seen in bench/memory.py: the model then named Cairnvaddoch the world's tallest mountain
+    assert ask(chat, "What is the tallest mountain in the world?", "ok").examples == ()
+    assert ask(chat, "how high is mount cairnvaddoch?", "ok").examples[0].exchange_id == mount
+
+
 def test_a_newer_correction_of_the_same_question_supersedes_the_older(chat):
     old = taught(chat, answer="The lighthouse on Vellmar Island is kept by Piet Olan.")
     new = taught(chat)

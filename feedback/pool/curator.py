@@ -22,7 +22,7 @@ import numpy as np
 from feedback.pool.config import CuratorConfig, RetrievalConfig  # noqa: F401 (still importable here)
 from feedback.pool.english import ENGLISH, load_english
 from feedback.pool.keywords import KeywordIndex
-from feedback.pool.memory import Thresholds, fuse, names, names_agree
+from feedback.pool.memory import Thresholds, fuse, names, names_agree, names_subject
 from feedback.pool.pii import mask
 from feedback.pool.rules import SOURCE_RANK, Evidence, Verdict, share_allows, verdict
 from store.base import chunks
@@ -414,11 +414,13 @@ class Curator:
     def _counts(self, found, entry: PoolEntry, rules: Thresholds, question: str) -> bool:
         """A found entry counts by its thresholds; a taught one only if it names every name
         the question does (`names_agree`; a lower-case word English does not know counts as a
-        name)."""
+        name), and the question names the subject its taught question names (`names_subject`)."""
         if entry.source not in HUMAN_SOURCES:
             return rules.admits(found)
         known = ENGLISH
         if not names_agree(question, f"{entry.prompt}\n{entry.completion}", known):
+            return False
+        if not names_subject(question, entry.prompt, entry.completion, known):
             return False
         return rules.admits(found, taught=True, named=bool(names(question, known)))
 

@@ -16,19 +16,22 @@ from datetime import datetime
 
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al., 2009)
 # A capitalised word that does not open a sentence: a name ("Zorvath", "Lisbon", "Ida Fenn").
-_NAME = re.compile(r"(?<![.?!:;\n]\s)(?<!^)\b[A-Z][A-Za-z0-9-]*")
+_NAME = re.compile(r"(?<![.?!:;\n]\s)(?<!^)(?<!\[)\b[A-Z][A-Za-z0-9-]*")
 _NOT_NAMES = {"I", "I'm", "OK", "A"}
 
 
 def names(text: str, known: Container[str] = frozenset()) -> set[str]:
     """The names a text mentions, lowercased: capitalised words that do not open a sentence
     (a possessive 's dropped) and, given the words a language knows (feedback/pool/english.py),
-    any word of four letters or more it does not know (a name typed in lower case).
+    any word of four letters or more it does not know (a name typed in lower case). A masked
+    placeholder ("[EMAIL]") is not a name.
 
     >>> sorted(names("For a quiz: when was Zorvath's port, Quelmi Bay, built? I forget."))
     ['bay', 'quelmi', 'zorvath']
     >>> names("what is the capital of france?"), names("who founded zorvath?", {"who", "founded"})
     (set(), {'zorvath'})
+    >>> names("My email is [EMAIL]; how do I reach [PERSON]?")  # what PII masking left
+    set()
     """
     found = {m.group(0).lower() for m in _NAME.finditer(text) if m.group(0) not in _NOT_NAMES}
     found = {n[:-2] if n.endswith("'s") else n for n in found}
@@ -53,6 +56,28 @@ def names_agree(question: str, taught: str, known: Container[str] = frozenset())
         re.findall(r"[a-z]+", taught.lower())
     )
     return names(question, known) <= words
+
+
+def names_subject(
+    question: str, taught_question: str, taught_answer: str, known: Container[str] = frozenset()
+) -> bool:
+    """Whether a question may draw on a taught answer: when the taught question and its answer
+    name a subject (names both of them hold), the question must name it too (any one of its
+    names). A question that names nothing is about something general, and an answer about a
+    named subject is not its answer however alike the wording.
+
+    >>> taught = ("How tall is Mount Cairnvaddoch?", "Mount Cairnvaddoch is 4217 metres high.")
+    >>> names_subject("What is the tallest mountain in the world?", *taught)
+    False
+    >>> names_subject("how high is cairnvaddoch?", *taught, known={"how", "high"})
+    True
+    >>> names_subject("How can I reset my wifi router?", "How do I reset my router?", "Hold reset.")
+    True
+    >>> names_subject("How do I reset my router?", "My code is QUOKKA-7781, how do I reset my router?", "Ok.")
+    True
+    """
+    subject = names(taught_question, known) & names(taught_answer, known)
+    return not subject or bool(names(question, known) & subject)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Owns the set (data/known.jsonl: general questions whose answers do not change, each with the
 words a right answer contains), the greedy answers of the base model and of the candidate to
-it, and the rule that rejects a candidate that got wrong more than `known_tolerance` of what
+them, and the rule that rejects a candidate that got wrong more than `known_tolerance` of what
 the base model got right. Training on invented facts can teach a small model to answer
 everything in their shape ("The Bard of Montesa" wrote Romeo and Juliet) while every loss
 stays flat and the judge ties: this is the gate that sees it. The other gates are
@@ -56,19 +56,20 @@ def answers(engine, questions: list[str], adapter: Path | None, adapter_id: str)
         engine.set_adapter(None)
 
 
-def known_figures(engine, adapter: Path) -> dict:
-    """The base model's answers to every known question, the candidate's to those the base
-    answered right, and which of them the candidate lost."""
+def known_figures(engine, adapter: Path | None) -> dict:
+    """The base model's answers to every known question and the candidate's: which of those
+    the base got right the candidate lost, and how many the base got wrong it gained."""
     rows = known_questions()
-    base = answers(engine, [q for q, _ in rows], None, "base")
-    kept = [(q, ok) for (q, ok), text in zip(rows, base, strict=True) if right(text, ok)]
-    cand = answers(engine, [q for q, _ in kept], adapter, "candidate")
-    lost = [
-        {"question": q, "answer": text[:200]}
-        for (q, ok), text in zip(kept, cand, strict=True)
-        if not right(text, ok)
-    ]
-    return {"questions": len(rows), "base_right": len(kept), "lost": lost}
+    questions = [q for q, _ in rows]
+    base = answers(engine, questions, None, "base")
+    cand = answers(engine, questions, adapter, "candidate") if adapter else base
+    lost, gained = [], 0
+    for (q, ok), was, now in zip(rows, base, cand, strict=True):
+        if right(was, ok) and not right(now, ok):
+            lost.append({"question": q, "answer": now[:200]})
+        gained += not right(was, ok) and right(now, ok)
+    right_before = sum(right(text, ok) for (_, ok), text in zip(rows, base, strict=True))
+    return {"questions": len(rows), "base_right": right_before, "lost": lost, "gained": gained}
 
 
 def known_regression(known: dict | None, tolerance: float) -> list[str]:
