@@ -51,7 +51,7 @@ GRID = {  # 2.0 and 1e9: that rule off
 }
 
 
-TEXTS: dict[int, str] = {}  # exchange id: the taught question and answer, for the names check
+TEXTS: dict[int, tuple[str, str]] = {}  # exchange id: the taught question and answer
 
 
 def arguments() -> argparse.Namespace:
@@ -138,10 +138,17 @@ def evaluate(fused: dict, rules, facts: list[dict], untaught: list[str], taught:
 
 
 def checked(question: str, hits: list, known: frozenset[str]) -> tuple[list, bool]:
-    from feedback.pool.memory import names, names_agree
+    """Each hit with whether it passes the chat's names checks (feedback/pool/curator.py
+    `_counts`), and whether the question names anything."""
+    from feedback.pool.memory import names, names_agree, names_subject
 
-    agree = [(f, names_agree(question, TEXTS[f.exchange_id], known)) for f in hits]
-    return agree, bool(names(question, known))
+    def passes(i: int) -> bool:
+        prompt, completion = TEXTS[i]
+        return names_agree(question, f"{prompt}\n{completion}", known) and names_subject(
+            question, prompt, completion, known
+        )
+
+    return [(f, passes(f.exchange_id)) for f in hits], bool(names(question, known))
 
 
 def sweep(fused: dict, facts: list[dict], untaught: list[str], taught: dict, k: int) -> list:
@@ -185,13 +192,18 @@ def main() -> int:
     curator, k = chat.curator, args.examples
     questions = [q for f in facts for q in f["paraphrases"]] + untaught
     entries = curator.pool.entries(list(taught.values()))
-    TEXTS.update({i: f"{e.prompt}\n{e.completion}" for i, e in entries.items()})
+    TEXTS.update({i: (e.prompt, e.completion) for i, e in entries.items()})
     known = ENGLISH  # what the curator checks names against
     fused = {q: checked(q, fuse(*candidates(curator, q, k)), known) for q in questions}
     results = sweep(fused, facts, untaught, taught, k)
     allowed = [r for r in results if r[2] <= args.max_false] or results
     best = max(allowed, key=lambda r: (share(r[1]["dev"], "first"), -r[2]))
-    default = evaluate(fused, curator.thresholds(0.6), facts, untaught, taught, k)
+    rules = curator.thresholds(0.6)
+    default = evaluate(fused, rules, facts, untaught, taught, k)
+    false_hits = [
+        q for q in untaught
+        if any(agree and rules.admits(f, True, fused[q][1]) for f, agree in fused[q][0])
+    ]  # fmt: skip
     old = Thresholds(0.6, 0.6, 1e9, 0.6, 1e9)
     object.__setattr__(old, "names", False)  # before: meaning alone, no names check
     before = evaluate(fused, old, facts, untaught, taught, k)
@@ -234,6 +246,7 @@ def main() -> int:
             "rows": rows,
             "sweep": [[dataclasses.asdict(r), c, f] for r, c, f in results],
             "lookup_ms_median": median,
+            "false_hits_at_defaults": false_hits,
             "when": datetime.now().isoformat(timespec="seconds"),
         },
         args.out,
