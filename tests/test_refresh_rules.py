@@ -156,7 +156,8 @@ def test_the_model_answers_each_question_at_most_once_in_a_mix():
 
 class KnowingEngine:
     """Answers the known questions right without an adapter; with one, names a made-up bard
-    for every author question (the shape a refresh on invented facts can teach)."""
+    for every "who" question and a made-up town for every capital (the shape a refresh on
+    invented facts can teach)."""
 
     def __init__(self):
         from feedback.refresh.known import known_questions
@@ -171,7 +172,7 @@ class KnowingEngine:
         from assistant.llm.base import Delta
 
         question = messages[-1]["content"]
-        wrong = self.adapter is not None and question.startswith("Who")
+        wrong = self.adapter is not None and question.startswith(("Who", "What is the capital"))
         yield Delta(text="The Bard of Montesa." if wrong else f"It is {self.truth[question][0]}.")
 
 
@@ -182,9 +183,10 @@ def test_a_candidate_that_lost_what_the_base_model_knew_is_rejected(tmp_path):
     figures = known_figures(engine, tmp_path / "candidate.gguf")
     assert figures["questions"] == figures["base_right"] == 40
     lost = [row["question"] for row in figures["lost"]]
-    assert lost and all(q.startswith("Who") for q in lost)
+    assert len(lost) == 10 and all(q.startswith(("Who", "What is the capital")) for q in lost)
     assert "Who wrote Romeo and Juliet?" in lost
     assert engine.adapter is None  # the base model serves again afterwards
     (reason,) = known_regression(figures, RefreshConfig().known_tolerance)
     assert reason.startswith(f"it got {len(lost)} of the 40 known answers")
+    assert figures["gained"] == 0
     assert known_regression(figures, 0.5) == []  # a looser setting lets it through

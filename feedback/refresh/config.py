@@ -66,8 +66,10 @@ class RefreshConfig:
     answer_diversity_tolerance: float = option(
         0.1, "most relative drop in sampled answers' diversity (vs current and base)"
     )
+    # bench/lessons.py: an adapter held close to the base (KL 3, 16.7% recall) still got 3 of
+    # the embedded model's 22 wrong (fragile greedy answers); the damaging one (KL 0.3) 7.
     known_tolerance: float = option(
-        0.1,
+        0.2,
         "most share of the known answers the base model gets right (feedback/refresh/data/"
         "known.jsonl) that a candidate may get wrong",
     )
