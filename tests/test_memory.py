@@ -80,15 +80,21 @@ def test_an_answer_that_ignores_a_correction_gets_the_correction_under_it(chat):
     assert off.text == "It is Ivo Marsh."
 
 
-def test_only_the_best_match_is_put_under_an_answer_never_its_sibling(chat):
+def test_two_corrections_about_the_subject_are_both_put_under_an_answer_that_used_neither(chat):
     instrument = taught(
         chat, "Which instrument did Oren Kaiskar play?", "Oren Kaiskar played the theorbo."
     )
     taught(chat, "Where was Oren Kaiskar born?", "Oren Kaiskar was born in Faizes.")
     reply = ask(chat, "What did Oren Kaiskar play in concerts?", "Oren Kaiskar played the violin.")
     assert reply.examples[0].exchange_id == instrument
-    assert reply.text.endswith(": Oren Kaiskar played the theorbo."), reply.text
-    assert "Faizes" not in reply.text
+    restated = reply.text.split("\n\n")[1:]
+    assert [line.split(": ", 1)[1] for line in restated] == [
+        "Oren Kaiskar played the theorbo.",  # the best match first
+        "Oren Kaiskar was born in Faizes.",
+    ], reply.text
+    # an answer that used either stands alone (the lookup may rank the sibling first)
+    used = ask(chat, "What did Oren Kaiskar play in concerts?", "He played the theorbo.")
+    assert used.text == "He played the theorbo."
 
 
 def test_no_correction_is_put_under_an_answer_to_another_question(chat):

@@ -254,11 +254,13 @@ def restatement(
     """What to add under an answer that left out what a person taught about its question ("" for
     nothing): the first taught example (`feedback.pool.curator.Example`, the memory's best
     match), said as taught, with its date and whose it was, when the answer does not say all of
-    its `key_terms`. Only that one: a sibling (another fact about the same subject, found
-    second) is the model's to weigh, never to be put under its answer. Only for a question that
-    names something (the memory already checked the taught answer names it too) or, naming
-    nothing, one this close in meaning (`unnamed_similarity`). A taught answer with no names,
-    numbers or uncommon words cannot be checked and is left to the model.
+    its `key_terms`. When the second taught example is about the same subject the question
+    names (a sibling fact: the founder beside the head office), the lookup's ranking between
+    the two is the weak point (bench/memory_chat.py), so both are said, the best match first,
+    unless the answer used either. Only for a question that names something (the memory
+    already checked the taught answers name it too) or, naming nothing, one this close in
+    meaning (`unnamed_similarity`). A taught answer with no names, numbers or uncommon words
+    cannot be checked and is left to the model.
 
     >>> from types import SimpleNamespace as E
     >>> from datetime import datetime
@@ -272,14 +274,22 @@ def restatement(
     >>> restatement("Everest.", "What is the tallest mountain?", [taught])
     ''
     """
-    first = next((e for e in examples if e.taught), None)
-    if first is None:
+    taught = [e for e in examples if e.taught]
+    if not taught:
         return ""
+    first, asked = taught[0], names(question, known)
+    close = bool(asked) or (first.similarity or 0.0) >= unnamed_similarity
     terms = key_terms(f"{question}\n{first.prompt}", first.completion, known, uncommon)
-    close = bool(names(question, known)) or (first.similarity or 0.0) >= unnamed_similarity
-    if not terms or not close or says_all(answer, terms):
+    if not terms or not close:
         return ""
-    return "\n\n" + taught_line(first)
+    shown = [first] + [
+        e for e in taught[1:2] if asked & names(e.prompt, known) & names(first.prompt, known)
+    ]
+    for example in shown:
+        said = key_terms(f"{question}\n{example.prompt}", example.completion, known, uncommon)
+        if said and says_all(answer, said):
+            return ""  # it used one of them
+    return "".join("\n\n" + taught_line(e) for e in shown)
 
 
 RESTATED = ("You taught me this", "Another user taught this")  # how a restatement opens
