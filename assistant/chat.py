@@ -402,7 +402,9 @@ class ChatService(Conversations):
                 finish_reason = delta.finish_reason or finish_reason
             if cancel.is_set():
                 status = "stopped"
-            elif not sampling.get("stop"):  # a client that sets stop sequences shapes the text
+            # Not after a client's stop sequences (it shapes the text) or an answer cut off at
+            # max_tokens (it may end inside a code block).
+            elif not sampling.get("stop") and finish_reason != "length":
                 extra = self._restatement("".join(parts), prompt)
                 if extra:
                     parts.append(extra)

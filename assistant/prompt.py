@@ -20,6 +20,7 @@ from assistant.settings import Settings
 from feedback.pool.memory import taught_block, taught_message
 from store.conversations import Turn
 from store.knowledge import Source
+from store.restated import model_words
 
 if TYPE_CHECKING:
     from feedback.knowledge.library import Hit
@@ -107,8 +108,8 @@ class PromptBuilder:
         past: list[BaseMessage] = []
         for turn in history:
             past.append(HumanMessage(turn.user))
-            if turn.assistant:
-                past.append(AIMessage(turn.assistant))
+            if turn.assistant:  # what the model said, never a correction restated under it
+                past.append(AIMessage(model_words(turn.assistant)))
         system = self.settings.system_prompt
         alone = self._render(system, [], [], message)
         needed = self.model.count_tokens(alone)

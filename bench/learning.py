@@ -68,7 +68,6 @@ from bench.harness import (
 )
 from bench.learning_checks import (
     leaked,
-    model_words,
     names_of,
     read_rows,
     recall,
@@ -77,6 +76,7 @@ from bench.learning_checks import (
     table_row,
 )
 from bench.learning_weights import held_out_loss, refresh, serve_weights
+from store.restated import model_words
 
 PASSWORD = "learning bench password"
 SENTINEL = "Thank you, that is all for now."

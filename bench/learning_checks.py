@@ -105,20 +105,6 @@ def names_of(fact: dict) -> set[str]:
     return (shared - GENERIC) | set(fact["keywords"])
 
 
-def model_words(answer: str) -> str:
-    """An answer without the taught answer the chat restated under it (feedback/pool/memory.py
-    `restatement`): what the model itself wrote.
-
-    >>> model_words("The University of Oxford.\\n\\nYou taught me this on 12 Nov 2026: Grimsholt.")
-    'The University of Oxford.'
-    """
-    from feedback.pool.memory import RESTATED
-
-    for opening in RESTATED:
-        answer = answer.split(f"\n\n{opening}")[0]
-    return answer
-
-
 def leaked(names: set[str], answer: str, baseline: str) -> list[str]:
     """The taught names in an unrelated question's answer that its answer before any teaching
     (`baseline`) did not already have, whole words, any case.

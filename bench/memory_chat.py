@@ -27,8 +27,9 @@ import sys
 from pathlib import Path
 
 from bench.harness import RESULTS, command_line, commit, new_home, progress, table, write_result
-from bench.learning_checks import contains, model_words
+from bench.learning_checks import contains
 from bench.memory_lookup import load
+from store.restated import model_words
 
 
 def arguments() -> argparse.Namespace:

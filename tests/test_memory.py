@@ -67,14 +67,20 @@ def test_an_answer_that_ignores_a_correction_gets_the_correction_under_it(chat):
     reply = ask(chat, "Who is the keeper of the Vellmar Island lighthouse?", "It is Ivo Marsh.")
     assert reply.text.startswith("It is Ivo Marsh.\n\nYou taught me this on ")
     assert reply.text.endswith(f": {ANSWER}"), reply.text
-    # stored as the user saw it, so the next turn's history and the grader see it too
+    # stored as the user saw it; the pool, the grader and the next prompt's history read only
+    # what the model wrote
     assert chat.store.turns(reply.conversation_id)[-1].assistant == reply.text
+    chat.rate(reply.exchange_id, 1)  # into the pool as the user's thumbs up
+    assert PoolStore(chat.store.engine).entry(reply.exchange_id).completion == "It is Ivo Marsh."
+    ask(chat, "And who kept it before?", "ok", reply.conversation_id)
+    assert chat.model.history[-1][-2] == {"role": "assistant", "content": "It is Ivo Marsh."}
     # an answer that says the taught names stands alone, in whatever words
     used = ask(chat, "Who looks after Vellmar Island's lighthouse?", "Ms Orsolya Brandt does.")
     assert used.text == "Ms Orsolya Brandt does."
     # a client that sets stop sequences shapes the text itself; the setting turns it off
+    chat.model.enqueue("It is Ivo Marsh.")
     *_, stopped = chat.send(None, "Who keeps the Vellmar lighthouse?", sampling={"stop": ["##"]})
-    assert "You taught me" not in stopped.text
+    assert stopped.examples and stopped.text == "It is Ivo Marsh."
     chat.settings.retrieval_restate = False
     off = ask(chat, "Who is the keeper of the Vellmar Island lighthouse?", "It is Ivo Marsh.")
     assert off.text == "It is Ivo Marsh."
@@ -105,7 +111,9 @@ def test_no_correction_is_put_under_an_answer_to_another_question(chat):
         "What is the tallest mountain in the world?",
         "How can I reset my wifi router password?",  # found, but nothing there to check
     ):
-        assert ask(chat, other, "I do not know.").text == "I do not know.", other
+        reply = ask(chat, other, "I do not know.")
+        assert reply.text == "I do not know.", other
+        assert bool(reply.examples) == other.startswith("How can I reset"), other
 
 
 def test_a_reworded_question_finds_the_correction_by_meaning_and_by_words(chat):

@@ -20,6 +20,7 @@ from feedback.grading.grader import GRADER_VERSION, Grader, GradeResult
 from feedback.grading.references import ReferenceFinder
 from store.calibrations import CalibrationStore
 from store.grading import GradingStore
+from store.restated import model_words
 from store.tables import Grade
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class GradingWorker:
             return False
         try:
             question, answer, history = self.grading.exchange_context(job.exchange_id)
+            answer = model_words(answer)  # the model's own words are what is graded
             refs = (
                 self.references.for_exchange(job.exchange_id, question)
                 if self.references is not None

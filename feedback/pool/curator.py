@@ -27,6 +27,7 @@ from feedback.pool.pii import mask
 from feedback.pool.rules import SOURCE_RANK, Evidence, Verdict, share_allows, verdict
 from store.base import chunks
 from store.pool import Facts, PoolStore, aware
+from store.restated import model_words
 from store.tables import PoolEntry
 from store.vectors import VectorIndex
 
@@ -163,7 +164,7 @@ class Curator:
 
     def entry_for(self, f: Facts, v: Verdict) -> PoolEntry:
         prompt, n1 = self._mask(f.question)
-        answer, n2 = self._mask(f.answer)
+        answer, n2 = self._mask(model_words(f.answer))  # not a correction restated under it
         context, n3 = [], 0
         for m in f.context:
             text, n = self._mask(m["content"])

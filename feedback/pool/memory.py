@@ -14,6 +14,8 @@ from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime
 
+from store.restated import RESTATED
+
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al., 2009)
 # A capitalised word that does not open a sentence: a name ("Zorvath", "Lisbon", "Ida Fenn").
 _NAME = re.compile(r"(?<![.?!:;\n]\s)(?<!^)(?<!\[)\b[A-Z][A-Za-z0-9-]*")
@@ -73,11 +75,15 @@ def names_subject(
     True
     >>> names_subject("How can I reset my wifi router?", "How do I reset my router?", "Hold reset.")
     True
+    >>> names_subject("who runs apple?", "Who runs Apple?", "Apple is run by Tim Cook.", {"who"})
+    True
     >>> names_subject("How do I reset my router?", "My code is QUOKKA-7781, how do I reset my router?", "Ok.")
     True
     """
     subject = names(taught_question, known) & names(taught_answer, known)
-    return not subject or bool(names(question, known) & subject)
+    # Any of its words, not only the question's names: "who runs apple?" names Apple in
+    # lower case, a word English knows.
+    return not subject or bool(set(re.findall(r"[a-z0-9-]+", question.lower())) & subject)
 
 
 @dataclass(frozen=True)
@@ -238,9 +244,17 @@ def says_all(text: str, terms: set[str]) -> bool:
     True
     >>> says_all("She studied at Grimsholton.", {"grimsholt"})
     False
+    >>> says_all("It is 4217 metres high.", {"4,217"}), says_all("At 10.30.", {"10:30"})
+    (True, True)
     """
     low = text.lower()
-    return all(re.search(rf"(?<![a-z0-9]){re.escape(t)}(?![a-z0-9])", low) for t in terms)
+    digits = {re.sub(r"\D", "", n) for n in _NUMBER.findall(low)}
+    return all(
+        re.sub(r"\D", "", t) in digits
+        if t[0].isdigit()
+        else re.search(rf"(?<![a-z0-9]){re.escape(t)}(?![a-z0-9])", low)
+        for t in terms
+    )
 
 
 def restatement(
@@ -290,9 +304,6 @@ def restatement(
         if said and says_all(answer, said):
             return ""  # it used one of them
     return "".join("\n\n" + taught_line(e) for e in shown)
-
-
-RESTATED = ("You taught me this", "Another user taught this")  # how a restatement opens
 
 
 def taught_line(example) -> str:
