@@ -17,7 +17,7 @@ correction of the model's answer, through the chat service: real SQLite, real Ch
   - general loss: the mean NLL of the 64 general answers the refresh gate uses, against the
     base model's (the same yardstick the gate reads);
   - known answers lost: of the gate's known questions the base model answers right
-    (feedback/refresh/known.py), how many the adapter gets wrong (the gate allows 20%).
+    (feedback/refresh/known.py), how many the adapter gets wrong (the gate counts it net of those gained).
 It is not bench/learning.py: no app, no gate, no second refresh, no flag rate or leakage.
 
     .venv/bin/python -m bench.lessons [--facts 16] [--threads N] [--out FILE]

@@ -51,22 +51,32 @@ class GradingStore(Repository):
     def claim(self) -> GradingJob | None:
         """The newest pending job, marked running (newest first: the chat on screen gets its badge)."""
         with self.session() as s:
-            # On PostgreSQL, app processes sharing the database never claim the same job: the
-            # row stays locked until the commit, and the others skip it (SQLite, one writer at
-            # a time, renders no FOR UPDATE).
-            job = s.exec(
-                select(GradingJob)
-                .where(GradingJob.status == "pending")
-                .order_by(GradingJob.id.desc())
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
-            if job is None:
-                return None
-            job.status, job.updated_at = "running", utcnow()
-            s.add(job)
-            s.commit()
-            return job
+            for _ in range(8):
+                # On PostgreSQL, app processes sharing the database never claim the same job:
+                # the row stays locked until the commit, and the others skip it (SQLite, one
+                # writer at a time, renders no FOR UPDATE).
+                job = s.exec(
+                    select(GradingJob)
+                    .where(GradingJob.status == "pending")
+                    .order_by(GradingJob.id.desc())
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if job is None:
+                    return None
+                # Only if it is still there and still pending: a conversation deleted between
+                # the two statements takes its job with it (this once killed the grader thread).
+                claimed = s.exec(
+                    update(GradingJob)
+                    .where(GradingJob.id == job.id, GradingJob.status == "pending")
+                    .values(status="running", updated_at=utcnow())
+                )
+                s.commit()
+                if claimed.rowcount == 1:
+                    job.status = "running"
+                    return job
+                s.expunge(job)
+            return None
 
     def release(self, job_id: int) -> None:
         """Give a job back untouched (the chat needed the model)."""

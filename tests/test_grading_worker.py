@@ -173,3 +173,32 @@ def test_a_conversation_deleted_mid_grade_drops_the_grade_and_the_worker_goes_on
     assert not worker.run_once()
     assert grading.grade(gone.exchange_id) is None
     assert grading.grade(kept.exchange_id) is not None
+
+
+def test_the_worker_goes_on_after_a_job_it_could_not_claim(store, settings):
+    """Seen in a learning run: a conversation deleted while its job was being claimed raised
+    in the grader thread, and nothing was graded again until a restart."""
+    from sqlalchemy.orm.exc import StaleDataError
+
+    model = FakeModel()
+    chat = ChatService(store, model, settings)
+    grading = GradingStore(store.engine)
+    claims, real = [], grading.claim
+
+    def flaky():
+        claims.append(1)
+        if len(claims) == 1:
+            raise StaleDataError("the job's row went away meanwhile")
+        return real()
+
+    grading.claim = flaky
+    done = answer(chat)
+    worker = GradingWorker(Grader(JudgeFake(), model), grading)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while grading.grade(done.exchange_id) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+    assert len(claims) >= 2 and grading.grade(done.exchange_id) is not None

@@ -114,8 +114,12 @@ class GradingWorker:
                 if quiet < self.grace:
                     time.sleep(self.grace - quiet)
                     continue
-                if self._stop.is_set() or not self.run_once():
-                    break
+                try:
+                    if self._stop.is_set() or not self.run_once():
+                        break
+                except Exception:  # a store hiccup never ends grading for the app's lifetime
+                    log.exception("grading a job failed; the worker goes on")
+                    time.sleep(1)
 
     def run_once(self) -> bool:
         """Grade the newest pending job; False when there was none."""

@@ -2,9 +2,9 @@
 
 Owns the set (data/known.jsonl: general questions whose answers do not change, each with the
 words a right answer contains), the greedy answers of the base model and of the candidate to
-them, and the rule that rejects a candidate that got wrong more than `known_tolerance` of what
-the base model got right. Training on invented facts can teach a small model to answer
-everything in their shape ("The Bard of Montesa" wrote Romeo and Juliet) while every loss
+them, and the rule that rejects a candidate that gets fewer of them right than the base model,
+by more than `known_tolerance` of the base's right answers. Training on invented facts can
+teach a small model to answer everything in their shape ("The Bard of Montesa" wrote Romeo and Juliet) while every loss
 stays flat and the judge ties: this is the gate that sees it. The other gates are
 feedback/refresh/rules.py's; serving adapters to answer is the llama.cpp engine's.
 """
@@ -73,23 +73,29 @@ def known_figures(engine, adapter: Path | None) -> dict:
 
 
 def known_regression(known: dict | None, tolerance: float) -> list[str]:
-    """Why the candidate must not be promoted on the known answers (empty: it may be).
+    """Why the candidate must not be promoted on the known answers (empty: it may be): it gets
+    fewer of them right than the base model, by more than `tolerance` of the base's right ones.
+    Net, not the losses alone: a small model's greedy answers to some questions are fragile, and
+    any adapter flips a few of them each way (a learning run's candidate lost 5 of the base's 22
+    and gained 7 of its 18 wrong ones).
 
     >>> lost = [{"question": "Who wrote Romeo and Juliet?", "answer": "The Bard of Montesa."}]
-    >>> known_regression({"questions": 40, "base_right": 20, "lost": lost}, 0.1)
+    >>> known_regression({"questions": 40, "base_right": 20, "lost": lost * 5, "gained": 4}, 0.1)
     []
-    >>> for r in known_regression({"questions": 40, "base_right": 20, "lost": lost * 3}, 0.1): print(r)
-    it got 3 of the 20 known answers the base model gets right wrong (more than 10%), e.g. "Who wrote Romeo and Juliet?" -> "The Bard of Montesa."
-    >>> known_regression(None, 0.1), known_regression({"questions": 40, "base_right": 0, "lost": []}, 0.1)
+    >>> for r in known_regression({"questions": 40, "base_right": 20, "lost": lost * 5, "gained": 1}, 0.1): print(r)
+    it gets 16 of the 40 known answers right, the base model 20 (more than 10% fewer); it lost 5, e.g. "Who wrote Romeo and Juliet?" -> "The Bard of Montesa."
+    >>> known_regression(None, 0.1), known_regression({"questions": 40, "base_right": 0, "lost": [], "gained": 0}, 0.1)
     ([], [])
     """
     if not known or not known["base_right"]:
         return []
     lost, of = len(known["lost"]), known["base_right"]
-    if lost <= of * tolerance:
+    now = of - lost + known.get("gained", 0)
+    if of - now <= of * tolerance:
         return []
     first = known["lost"][0]
     return [
-        f"it got {lost} of the {of} known answers the base model gets right wrong (more than "
-        f'{tolerance:.0%}), e.g. "{first["question"]}" -> "{first["answer"].strip()[:80]}"'
+        f"it gets {now} of the {known['questions']} known answers right, the base model {of} "
+        f'(more than {tolerance:.0%} fewer); it lost {lost}, e.g. "{first["question"]}" -> '
+        f'"{first["answer"].strip()[:80]}"'
     ]
