@@ -99,3 +99,16 @@ def known_regression(known: dict | None, tolerance: float) -> list[str]:
         f'(more than {tolerance:.0%} fewer); it lost {lost}, e.g. "{first["question"]}" -> '
         f'"{first["answer"].strip()[:80]}"'
     ]
+
+
+def known_unmeasured(known: dict | None) -> list[str]:
+    """What the known answers could not measure, for the run's `unmeasured` list.
+
+    >>> known_unmeasured({"questions": 40, "base_right": 0, "lost": [], "gained": 0})
+    ['known answers: the base model got none right, so none could be lost']
+    >>> known_unmeasured({"questions": 40, "base_right": 22, "lost": [], "gained": 0})
+    []
+    """
+    if known is not None and known["base_right"] == 0:
+        return ["known answers: the base model got none right, so none could be lost"]
+    return []

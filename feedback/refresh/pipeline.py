@@ -21,7 +21,7 @@ from pathlib import Path
 
 from feedback.pool.records import preference_pairs, sft_record
 from feedback.refresh.evaluation import compare, gate_prompts
-from feedback.refresh.known import known_figures, known_regression
+from feedback.refresh.known import known_figures, known_regression, known_unmeasured
 from feedback.refresh.rules import (
     Mix,
     Progress,
@@ -384,7 +384,8 @@ class Refresher:
         return {
             "candidate": cand,
             "current": cur,
-            "unmeasured": unmeasured({"candidate": cand, "current": cur}),
+            "unmeasured": unmeasured({"candidate": cand, "current": cur})
+            + known_unmeasured(cand.get("known")),
             "base": base,
             "prompts": len(prompts),
             "heldout": len(records),

@@ -227,8 +227,6 @@ def unmeasured(evaluation: dict) -> list[str]:
         out.append("held-out loss: no held-out answers yet (the general answers stood in)")
     if not math.isfinite(cur.get("taught_loss", 0.0)):
         out.append("taught loss: nothing taught was trained on before")
-    if cand.get("known", {"base_right": 1})["base_right"] == 0:
-        out.append("known answers: the base model got none right, so none could be lost")
     p = cand.get("pairwise")
     if p and p["prompts"] and p["ties"] == p["prompts"]:
         out.append(f"the judge tied all {p['prompts']} pairs: its verdicts did not count")
