@@ -464,3 +464,37 @@ def test_an_answer_contradicting_an_earlier_correction_is_flagged_on_its_badge(e
     assert grade.flagged and "possible hallucination" in badge.inner_text()
     assert title.startswith("contradicts your correction of ")
     assert "Copper Lantern" in title
+
+
+@pytest.fixture
+def fake_page(settings, tmp_path):
+    """The app serving a fake model, whose answers a test chooses, behind a real browser."""
+    from tests.fakes import FakeModel
+
+    with served_page(settings, FakeModel(), tmp_path) as served:
+        yield served
+
+
+def test_a_correction_the_answer_left_out_is_shown_under_it_dated_and_kept_out_of_the_pool(
+    fake_page,
+):
+    from store.pool import PoolStore
+
+    page, app = fake_page
+    question = "Who keeps the lighthouse on Vellmar Island?"
+    taught = "The lighthouse on Vellmar Island is kept by Orsolya Brandt."
+    app.chat.model.enqueue("I am not sure.")
+    *_, first = app.chat.send(None, question)
+    app.chat.correct(first.exchange_id, taught)
+
+    app.chat.model.enqueue("It is Ivo Marsh.")
+    send(page, "Who is the keeper of the Vellmar Island lighthouse?")
+    shown = wait_for(lambda: "Brandt" in (t := bot_messages(page).last.inner_text()) and t)
+    assert words(shown).startswith("It is Ivo Marsh. You taught me this on ")
+    assert words(shown).endswith(taught)
+    wait_for(lambda: "Drew on 1 past answer" in page.locator("#notice").inner_text())
+    turn = wait_for(lambda: (t := app.store.turns(2)) and t[0].status == "completed" and t[0])
+    assert words(turn.assistant) == words(shown)  # stored as the user saw it
+    page.locator("#chatbot button[aria-label='Like']").last.click()
+    entry = wait_for(lambda: PoolStore(app.store.engine).entry(turn.exchange_id))
+    assert entry.completion == "It is Ivo Marsh."  # the pool keeps only the model's words
