@@ -175,6 +175,7 @@ def refresh_config(settings: Settings) -> RefreshConfig:
             learning_rate=settings.refresh_learning_rate,
             rank=settings.refresh_rank,
             kl_weight=settings.refresh_kl_weight,
+            kl_spare_new=settings.refresh_kl_spare_new,
         ),
     )
 

@@ -365,23 +365,35 @@ class Learning:
 
 
 def measure(args) -> dict:
+    """Every phase in turn; after each, what was measured so far is written to `--out`
+    (marked partial), so a run stopped part way keeps its figures."""
     run = Learning(args)
     started, code = time.perf_counter(), commit()  # the code that runs, not HEAD at the end
     print(f"home {run.home}; set A {len(run.set_a)} facts, set B {len(run.set_b)}", flush=True)
     run.loss_of(None)
     error = None
+    phases = [
+        run.before,
+        run.teach_a,
+        lambda bar: run.refresh_and_probe(1, [run.set_a], bar),
+        run.teach_b,
+        lambda bar: run.refresh_and_probe(2, [run.set_a, run.set_b], bar),
+    ]
     try:
         with progress() as bar:
-            run.before(bar)
-            run.teach_a(bar)
-            run.refresh_and_probe(1, [run.set_a], bar)
-            run.teach_b(bar)
-            run.refresh_and_probe(2, [run.set_a, run.set_b], bar)
+            for phase in phases:
+                phase(bar)
+                partial = outcome(run, args, code, started, None) | {"partial": True}
+                write_result(partial, args.out)
     except Exception:  # keep what was measured, with the traceback
         error = traceback.format_exc()
         print(error, file=sys.stderr)
         if run.session.app is not None:
             run.session.stop()
+    return outcome(run, args, code, started, error)
+
+
+def outcome(run: Learning, args, code: str, started: float, error: str | None) -> dict:
     return {
         "commit": code,
         "command": command_line(),

@@ -53,7 +53,7 @@ def arguments() -> argparse.Namespace:
     p.add_argument(
         "--variant", action="append", default=[], type=variant, metavar="NAME:KEY=VALUE,...",
         help="one more arm: lessons + rehearsal with these training settings changed (rank, "
-        "alpha, learning_rate, epochs, max_steps, kl_weight, targets as a+b, rehearsal: the most "
+        "alpha, learning_rate, epochs, max_steps, kl_weight, kl_spare_new (1/0), targets as a+b, rehearsal: the most "
         "rehearsal answers, as a multiple of the corrections); repeatable",
     )  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS / "lessons.json")
@@ -62,7 +62,7 @@ def arguments() -> argparse.Namespace:
 
 ARMS = ("corrections", "+ lessons", "+ lessons + rehearsal")
 KNOBS = {"rank": int, "alpha": float, "learning_rate": float, "epochs": float,
-         "max_steps": int, "kl_weight": float, "targets": lambda v: v.split("+"), "rehearsal": float}  # fmt: skip
+         "max_steps": int, "kl_weight": float, "kl_spare_new": lambda v: v in ("1", "true"), "targets": lambda v: v.split("+"), "rehearsal": float}  # fmt: skip
 
 
 def variant(text: str) -> tuple[str, dict]:

@@ -67,6 +67,12 @@ class TrainConfig:
         "weight of a KL term holding the adapter's next-token predictions to the base "
         "model's at every position (KL-regularised SFT); 0: SFT's loss alone",
     )
+    kl_spare_new: bool = option(
+        False,
+        "at a taught token, scale the KL term by the base model's probability of that token: "
+        "what the base would not say (a taught name or number) is learnt at full strength, "
+        "the words it would say anyway stay held",
+    )
     seed: int = option(0, "training seed")
     targets: list[str] = field(
         default_factory=lambda: list(TARGETS), metadata={"help": "modules LoRA adapts"}
@@ -233,7 +239,7 @@ def train_lora(
         include_num_input_tokens_seen="non_padding",
         **common_args(config),
     )
-    trainer = anchored_trainer(SFTTrainer, config.kl_weight)(
+    trainer = anchored_trainer(SFTTrainer, config.kl_weight, config.kl_spare_new)(
         model=model,
         args=args,
         train_dataset=data,
@@ -270,7 +276,7 @@ def train_lora(
     }
 
 
-def anchored_loss(logits, reference, labels, attention_mask, weight: float):
+def anchored_loss(logits, reference, labels, attention_mask, weight: float, spare_new=False):
     """SFT's loss (mean NLL of the taught tokens) plus `weight` times the mean KL from the
     reference's next-token distribution to the model's over every real position.
 
@@ -293,6 +299,15 @@ def anchored_loss(logits, reference, labels, attention_mask, weight: float):
     >>> mask = torch.tensor([[1, 1, 0]])  # padding is neither taught nor anchored
     >>> round(float(anchored_loss(logits, logits, labels, mask, 1.0)), 4)
     1.3863
+
+    With `spare_new`, a taught token's KL is scaled by the base's probability of it: a token
+    the base all but rules out (a new name) is not held back; untaught positions keep weight 1.
+
+    >>> ref = torch.tensor([[[9.0, 0, -9, 0]] * 3]); mask = torch.ones(1, 3, dtype=torch.long)
+    >>> held = float(anchored_loss(logits, ref, labels, mask, 1.0))
+    >>> spared = float(anchored_loss(logits, ref, labels, mask, 1.0, spare_new=True))
+    >>> round(held - spared, 2)  # the taught position (base p ~ 0) no longer held: half the KL
+    0.69
     """
     import torch
 
@@ -304,10 +319,14 @@ def anchored_loss(logits, reference, labels, attention_mask, weight: float):
     real = attention_mask[:, 1:].bool()
     ref = torch.log_softmax(reference[:, :-1].float(), dim=-1)
     kl = (ref.exp() * (ref - logp)).sum(-1)
-    return nll + weight * (kl * real).sum() / real.sum().clamp(min=1)
+    held = real.float()
+    if spare_new:
+        base_p = ref.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1).exp()
+        held = torch.where(taught, base_p, held) * real
+    return nll + weight * (kl * held).sum() / real.sum().clamp(min=1)
 
 
-def anchored_trainer(base_class, weight: float):
+def anchored_trainer(base_class, weight: float, spare_new: bool = False):
     """`base_class` (TRL's SFTTrainer) as is when `weight` is 0; otherwise with its loss
     replaced by `anchored_loss`, the reference being the same model with its adapter off (one
     forward pass more per step, without gradients)."""
@@ -324,7 +343,7 @@ def anchored_trainer(base_class, weight: float):
             with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
                 reference = model(**forward, use_cache=False).logits
             mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
-            loss = anchored_loss(logits, reference, inputs["labels"], mask, weight)
+            loss = anchored_loss(logits, reference, inputs["labels"], mask, weight, spare_new)
             return (loss, {"logits": logits}) if return_outputs else loss
 
     return AnchoredTrainer
