@@ -12,7 +12,8 @@ from tests.conftest import DATA
 
 
 def test_chat_streams_the_answer_and_stores_the_exchange(client, running_app):
-    job = client.submit("What is the capital of France?", "", api_name="/chat")
+    # The embedded model's greedy answer to this is the same on every CPU build (tests/test_engine.py)
+    job = client.submit("What is the capital of Japan?", "", api_name="/chat")
     outputs = list(job)
     answer, conversation_id = job.result()
     # Streamed, not one final blob: the first token goes out on its own, before the rest.
@@ -22,11 +23,11 @@ def test_chat_streams_the_answer_and_stores_the_exchange(client, running_app):
         answer,
         conversation_id,
     ]
-    assert "Paris" in answer
+    assert "Tokyo" in answer
     store = running_app.store
     [turn] = store.turns(int(conversation_id))
     assert (turn.user, turn.assistant, turn.status) == (
-        "What is the capital of France?",
+        "What is the capital of Japan?",
         answer,
         "completed",
     )

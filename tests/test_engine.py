@@ -13,9 +13,13 @@ from assistant.llm.base import ModelError
 from assistant.llm.buildflags import cmake_args, cpu_flags
 from assistant.llm.weights import check_gguf, embedded_model_path
 
+# A question the embedded model answers the same way on every CPU build: its greedy answer's
+# top-2 logit margin is at least 1.6. "The capital of France" opens on a margin of 0.13: on an
+# AVX2-only build (AMD EPYC) the answer starts "La femme de France" where earlier machines said
+# Paris.
 QUESTION = [
     {"role": "system", "content": "You are a helpful assistant."},
-    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "user", "content": "What is the capital of Japan?"},
 ]
 GREEDY = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 24, "seed": 1}
 
@@ -56,14 +60,14 @@ def test_a_fresh_process_decodes_without_crashing(embedded_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "Paris" in done.stdout
+    assert "Tokyo" in done.stdout
 
 
 def test_streams_an_answer_token_by_token(engine):
     deltas = list(engine.stream(QUESTION, GREEDY))
     pieces = [d.text for d in deltas if d.text]
     assert len(pieces) > 3
-    assert "Paris" in "".join(pieces)
+    assert "Tokyo" in "".join(pieces)
     last = deltas[-1]
     assert last.finish_reason in ("stop", "length")
     assert last.prompt_tokens == engine.count_tokens(QUESTION)
@@ -102,7 +106,7 @@ def test_cancel_stops_generation_early(engine):
 def test_token_logprobs_match_llama_cpps_own_full_logits(engine, embedded_path):
     from llama_cpp import Llama
 
-    answer = "The capital of France is Paris."
+    answer = "The capital of Japan is Tokyo."
     ours = engine.token_logprobs(QUESTION, answer)
     reference = Llama(str(embedded_path), n_ctx=512, logits_all=True, verbose=False)
     import numpy as np
@@ -119,7 +123,7 @@ def test_token_logprobs_match_llama_cpps_own_full_logits(engine, embedded_path):
     assert np.allclose(ours, expected, atol=1e-3)
     # A fluent answer is far more likely than a scrambled one.
     assert np.mean(ours) > np.mean(
-        engine.token_logprobs(QUESTION, "Paris capital. The is of France")
+        engine.token_logprobs(QUESTION, "Tokyo capital. The is of Japan")
     )
 
 
@@ -169,7 +173,7 @@ def test_background_work_is_interrupted_mid_decode_and_the_engine_stays_sound(en
     assert time.perf_counter() - start < 2.0
     # The next call, from a chat (no interrupt installed), runs normally even though the
     # event is still set.
-    assert "Paris" in "".join(d.text for d in engine.stream(QUESTION, GREEDY))
+    assert "Tokyo" in "".join(d.text for d in engine.stream(QUESTION, GREEDY))
 
 
 def test_every_model_call_runs_on_the_engines_one_thread_whoever_calls(engine, monkeypatch):
@@ -222,4 +226,4 @@ def test_a_closed_engine_refuses_calls_as_an_interruption(embedded_path):
     with pytest.raises(InterruptedError):
         list(engine.stream(QUESTION, GREEDY))
     with pytest.raises(InterruptedError):
-        engine.token_logprobs(QUESTION, "Paris.")
+        engine.token_logprobs(QUESTION, "Tokyo.")

@@ -22,7 +22,7 @@ from tests.conftest import free_port, wait_until_serving
 
 QUESTION = [
     {"role": "system", "content": "You are a helpful assistant."},
-    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "user", "content": "What is the capital of Japan?"},  # same on every CPU build
 ]
 
 
@@ -71,7 +71,7 @@ def test_streams_from_the_server(server):
     deltas = list(model.stream(QUESTION, {"temperature": 0.0, "max_tokens": 24, "seed": 1}))
     text = "".join(d.text for d in deltas)
     assert len([d for d in deltas if d.text]) > 3
-    assert "Paris" in text
+    assert "Tokyo" in text
     assert deltas[-1].finish_reason in ("stop", "length")
 
 
@@ -106,7 +106,7 @@ def test_an_unreachable_server_fails_the_answer_with_a_clear_error(settings):
 
 def test_scoring_answers_needs_a_local_model(server):
     with pytest.raises(ModelError, match="need a local GGUF model"):
-        OpenAIChatModel(server).token_logprobs(QUESTION, "Paris")
+        OpenAIChatModel(server).token_logprobs(QUESTION, "Tokyo")
 
 
 def test_a_remote_judge_grades_a_real_exchange_with_the_answering_models_logprobs(
