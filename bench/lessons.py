@@ -20,7 +20,7 @@ correction of the model's answer, through the chat service: real SQLite, real Ch
     (feedback/refresh/known.py), how many the adapter gets wrong (the gate counts it net of those gained).
 It is not bench/learning.py: no app, no gate, no second refresh, no flag rate or leakage.
 
-    .venv/bin/python -m bench.lessons [--facts 16] [--threads N] [--out FILE]
+    .venv/bin/python -m bench.lessons [--facts 16] [--skip 0] [--threads N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ from bench.learning_checks import read_rows, recall
 
 def arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--facts", type=int, default=16, help="facts taught (the first N)")
+    p.add_argument("--facts", type=int, default=16, help="facts taught (N, from --skip on)")
+    p.add_argument(
+        "--skip", type=int, default=0, help="facts passed over first: another set of N to check on"
+    )
     p.add_argument("--threads", type=int, default=None, help="llama.cpp and torch threads")
     p.add_argument("--max-tokens", type=int, default=48, help="longest probe answer")
     p.add_argument("--rehearsal", type=int, default=32, help="rehearsal prompts answered")
@@ -177,7 +180,7 @@ def measure(args) -> dict:
                  "max_steps": args.max_steps}  # fmt: skip
     flags |= {f"refresh_{k}": v for k, v in overrides.items() if v is not None}
     settings = Settings(**flags)
-    facts = read_rows()[0][: args.facts]
+    facts = read_rows()[0][args.skip : args.skip + args.facts]
     if args.home is None:
         teach(settings, facts)
     path, llama = local_model(settings)
