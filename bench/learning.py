@@ -390,10 +390,11 @@ def measure(args) -> dict:
         print(error, file=sys.stderr)
         if run.session.app is not None:
             run.session.stop()
-    return outcome(run, args, code, started, error)
+    return outcome(run, args, code, started, error) | {"partial": False}
 
 
 def outcome(run: Learning, args, code: str, started: float, error: str | None) -> dict:
+    """What `run` measured so far, with how it was run: the result file's contents."""
     return {
         "commit": code,
         "command": command_line(),

@@ -38,7 +38,10 @@ def arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--facts", type=int, default=16, help="facts taught (N, from --skip on)")
     p.add_argument(
-        "--skip", type=int, default=0, help="facts passed over first: another set of N to check on"
+        "--skip",
+        type=int,
+        default=0,
+        help="facts passed over first: another set of N to check on (with a fresh home)",
     )
     p.add_argument("--threads", type=int, default=None, help="llama.cpp and torch threads")
     p.add_argument("--max-tokens", type=int, default=48, help="longest probe answer")
@@ -65,7 +68,7 @@ def arguments() -> argparse.Namespace:
 
 ARMS = ("corrections", "+ lessons", "+ lessons + rehearsal")
 KNOBS = {"rank": int, "alpha": float, "learning_rate": float, "epochs": float,
-         "max_steps": int, "kl_weight": float, "kl_spare_new": lambda v: v in ("1", "true"), "targets": lambda v: v.split("+"), "rehearsal": float}  # fmt: skip
+         "max_steps": int, "kl_weight": float, "kl_spare_new": lambda v: ["0", "1"].index(v) == 1, "targets": lambda v: v.split("+"), "rehearsal": float}  # fmt: skip
 
 
 def variant(text: str) -> tuple[str, dict]:
@@ -73,6 +76,8 @@ def variant(text: str) -> tuple[str, dict]:
 
     >>> variant("mlp:learning_rate=1e-3,targets=up_proj+down_proj")
     ('mlp', {'learning_rate': 0.001, 'targets': ['up_proj', 'down_proj']})
+    >>> variant("spare:kl_spare_new=1")
+    ('spare', {'kl_spare_new': True})
     """
     name, _, rest = text.partition(":")
     pairs = [kv.split("=", 1) for kv in rest.split(",") if kv]
@@ -193,7 +198,8 @@ def measure(args) -> dict:
     lessons = [lesson_record(x, p, settings.system_prompt) for x, p in kept]
     train = refresh_config(settings).train
     out = {"commit": commit(), "command": command_line(), "facts": len(facts),
-           "train": {k: getattr(train, k) for k in ("rank", "learning_rate", "epochs", "max_steps")},
+           "train": {k: getattr(train, k) for k in ("rank", "learning_rate", "epochs", "max_steps", "kl_weight", "kl_spare_new")},
+           "skip": args.skip,
            "synthesis": report.to_json(), "lessons_in_mix": len(lessons), "arms": {}}  # fmt: skip
     from feedback.refresh.known import known_figures
 

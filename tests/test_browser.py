@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from store.pool import PoolStore
 from store.tables import Rating
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -467,19 +469,15 @@ def test_an_answer_contradicting_an_earlier_correction_is_flagged_on_its_badge(e
 
 
 @pytest.fixture
-def fake_page(settings, tmp_path):
+def fake_page(settings, fake_model, tmp_path):
     """The app serving a fake model, whose answers a test chooses, behind a real browser."""
-    from tests.fakes import FakeModel
-
-    with served_page(settings, FakeModel(), tmp_path) as served:
+    with served_page(settings, fake_model, tmp_path) as served:
         yield served
 
 
 def test_a_correction_the_answer_left_out_is_shown_under_it_dated_and_kept_out_of_the_pool(
     fake_page,
 ):
-    from store.pool import PoolStore
-
     page, app = fake_page
     question = "Who keeps the lighthouse on Vellmar Island?"
     taught = "The lighthouse on Vellmar Island is kept by Orsolya Brandt."
@@ -490,7 +488,9 @@ def test_a_correction_the_answer_left_out_is_shown_under_it_dated_and_kept_out_o
     app.chat.model.enqueue("It is Ivo Marsh.")
     send(page, "Who is the keeper of the Vellmar Island lighthouse?")
     shown = wait_for(lambda: "Brandt" in (t := bot_messages(page).last.inner_text()) and t)
-    assert words(shown).startswith("It is Ivo Marsh. You taught me this on ")
+    assert re.match(
+        r"It is Ivo Marsh\. You taught me this on \d{1,2} [A-Z][a-z]{2} \d{4}: ", words(shown)
+    )
     assert words(shown).endswith(taught)
     wait_for(lambda: "Drew on 1 past answer" in page.locator("#notice").inner_text())
     turn = wait_for(lambda: (t := app.store.turns(2)) and t[0].status == "completed" and t[0])

@@ -1,6 +1,7 @@
 """The KL anchor in training (TrainConfig.kl_weight), on the embedded model's real weights:
 with it, an adapter still learns what it is taught but moves the model's predictions on
-general text less than the same training without it."""
+general text less than the same training without it; sparing the tokens the base would not
+say (kl_spare_new) learns the taught answers better and still holds general text."""
 
 from __future__ import annotations
 
@@ -46,25 +47,29 @@ def test_the_kl_anchor_keeps_general_text_closer_to_the_base_while_the_facts_are
     before = {"general": completion_loss(base, tokenizer, general),
               "taught": completion_loss(base, tokenizer, taught)}  # fmt: skip
     after = {}
-    for weight in (0.0, 1.0):
+    arms = {"none": (0.0, False), "held": (1.0, False), "spared": (1.0, True)}
+    for arm, (weight, spare) in arms.items():
         # The memory bound counts the whole process, and a full test run's process already
         # holds what earlier tests loaded: this test is about the anchor, not that bound.
         config = TrainConfig(
-            max_steps=8, epochs=8, learning_rate=3e-3, kl_weight=weight, max_memory_mb=1 << 20
-        )
-        info = train_lora(copy.deepcopy(base), tokenizer, taught, tmp_path / f"w{weight}", config)
+            max_steps=8, epochs=8, learning_rate=3e-3, kl_weight=weight, kl_spare_new=spare,
+            max_memory_mb=1 << 20,
+        )  # fmt: skip
+        info = train_lora(copy.deepcopy(base), tokenizer, taught, tmp_path / arm, config)
         model = info["model"]
         assert info["steps"] == 8
-        after[weight] = {"general": completion_loss(model, tokenizer, general),
-                         "taught": completion_loss(model, tokenizer, taught)}  # fmt: skip
+        after[arm] = {"general": completion_loss(model, tokenizer, general),
+                      "taught": completion_loss(model, tokenizer, taught)}  # fmt: skip
         del info, model
         gc.collect()
-    # Both learned the taught answers well past the base model...
-    assert after[0.0]["taught"] < before["taught"] * 0.6
-    assert after[1.0]["taught"] < before["taught"] * 0.6
-    # ...but unanchored training moved general text further from the base than anchored did.
-    damage = {w: after[w]["general"] - before["general"] for w in after}
-    assert damage[1.0] < damage[0.0] * 0.8, (before, after)
+    # All learned the taught answers well past the base model...
+    assert all(a["taught"] < before["taught"] * 0.6 for a in after.values()), (before, after)
+    # ...but unanchored training moved general text further from the base than anchored did,
+    damage = {arm: after[arm]["general"] - before["general"] for arm in after}
+    assert damage["held"] < damage["none"] * 0.8, (before, after)
+    assert damage["spared"] < damage["none"] * 0.8, (before, after)
+    # and sparing the tokens the base would not say learnt the taught answers better.
+    assert after["spared"]["taught"] < after["held"]["taught"], (before, after)
 
 
 def test_training_past_its_memory_bound_stops_and_its_result_is_refused(

@@ -59,16 +59,14 @@ class TrainConfig:
     dpo_precompute_ref: bool = option(
         True, "compute the reference's log-probabilities once before DPO, not at every step"
     )
-    # bench/lessons.py (docs/learning.md): at 0.3 the weights recalled 62.5% of 16 facts but
-    # lost 7 of the 22 known answers the base model gets right; at 1, 37.5% and 3 lost, as
-    # many as at 3 (16.7%), which is about what any adapter flips among fragile greedy answers.
+    # bench/lessons.py (docs/learning.md): at 0.3, 62.5% recall of 16 facts but 7 of 22 known
+    # answers lost; at 1, 37.5% and 3 lost, about what any adapter flips among fragile ones.
     kl_weight: float = option(
         1.0,
         "weight of a KL term holding the adapter's next-token predictions to the base "
         "model's at every position (KL-regularised SFT); 0: SFT's loss alone",
     )
-    # bench/lessons.py (docs/learning.md, 220bec0): at KL 1 the weights recalled 31.2% of 16
-    # facts; sparing the new tokens, 60.4%, general loss -0.7%, known answers net -2 of 25 (the same).
+    # bench/lessons.py (docs/learning.md): at KL 1, 31.2% -> 60.4% recall at the same damage.
     kl_spare_new: bool = option(
         True,
         "at a taught token, scale the KL term by the base model's probability of that token: "
@@ -278,7 +276,7 @@ def train_lora(
     }
 
 
-def anchored_loss(logits, reference, labels, attention_mask, weight: float, spare_new=False):
+def anchored_loss(logits, reference, labels, mask, weight: float, spare_new: bool = False):
     """SFT's loss (mean NLL of the taught tokens) plus `weight` times the mean KL from the
     reference's next-token distribution to the model's over every real position.
 
@@ -287,8 +285,7 @@ def anchored_loss(logits, reference, labels, attention_mask, weight: float, spar
     the base model predicted there; at a taught token the optimum is a blend of the two, so a
     fact is learnt while the rest of the distribution stays near the base. Anchoring the prompt
     tokens alone held nothing (bench/lessons.py, docs/learning.md): the damage is done where
-    the model learns. Logits and reference are (batch, length, vocab); labels use -100 for
-    untaught positions.
+    the model learns. Logits, reference: (batch, length, vocab); labels: -100 where untaught.
 
     >>> import torch
     >>> logits = torch.zeros(1, 3, 4); labels = torch.tensor([[-100, -100, 2]])
@@ -302,12 +299,10 @@ def anchored_loss(logits, reference, labels, attention_mask, weight: float, spar
     >>> round(float(anchored_loss(logits, logits, labels, mask, 1.0)), 4)
     1.3863
 
-    With `spare_new`, a taught token's KL is scaled by the base's probability of it: a token
-    the base all but rules out (a new name) is not held back; untaught positions keep weight 1.
-
+    With `spare_new` a taught token's KL is scaled by the base's probability of it, so a token
+    the base all but rules out (a new name) is not held back; untaught positions keep weight 1:
     >>> ref = torch.tensor([[[9.0, 0, -9, 0]] * 3]); mask = torch.ones(1, 3, dtype=torch.long)
-    >>> held = float(anchored_loss(logits, ref, labels, mask, 1.0))
-    >>> spared = float(anchored_loss(logits, ref, labels, mask, 1.0, spare_new=True))
+    >>> held, spared = (float(anchored_loss(logits, ref, labels, mask, 1.0, s)) for s in (0, 1))
     >>> round(held - spared, 2)  # the taught position (base p ~ 0) no longer held: half the KL
     0.69
     """
@@ -318,12 +313,12 @@ def anchored_loss(logits, reference, labels, attention_mask, weight: float, spar
     taught = target != -100
     picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     nll = -(picked * taught).sum() / taught.sum().clamp(min=1)
-    real = attention_mask[:, 1:].bool()
+    real = mask[:, 1:].bool()
     ref = torch.log_softmax(reference[:, :-1].float(), dim=-1)
     kl = (ref.exp() * (ref - logp)).sum(-1)
     held = real.float()
-    if spare_new:
-        base_p = ref.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1).exp()
+    if spare_new:  # a taught token held by the base's probability of it
+        base_p = ref.gather(-1, target.clamp(min=0)[..., None])[..., 0].exp()
         held = torch.where(taught, base_p, held) * real
     return nll + weight * (kl * held).sum() / real.sum().clamp(min=1)
 
