@@ -12,11 +12,12 @@ account through gradio_client, grading on, the app's sampling with a fixed seed.
      whether the fact's own correction was what the memory drew on first (`retrieved`);
   3. the unrelated questions again: leakage (a taught name in an answer that its baseline did
      not have) and the flag rate once grading settled.
+With `--adapter` the app serves that LoRA throughout (issue 24's "with an adapter serving").
 Recall is split by fact: even positions in the file are the development half (where the
 thresholds were looked at), odd the test half.
 
     .venv/bin/python -m bench.memory [--taught-in message turns system] [--facts 48] [--unrelated 24]
-        [--max-tokens 96] [--seed 0] [--threads N] [--out FILE]
+        [--max-tokens 96] [--seed 0] [--threads N] [--adapter GGUF] [--out FILE]
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=96)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--adapter", type=Path, help="a GGUF LoRA (bench/lessons.py exports them) the app serves"
+    )
     p.add_argument("--settle", type=float, default=600.0)
     p.add_argument("--out", type=Path, default=RESULTS / "memory.json")
     args = p.parse_args()
@@ -49,7 +53,9 @@ def one(args, taught_in: str) -> dict:
     facts, unrelated = read_rows()
     facts, unrelated = facts[: args.facts], unrelated[: args.unrelated]
     args.settings = {"retrieval_taught_in": taught_in}
-    session = Session(new_home(prefix="autodidact-memory-"), args)
+    session = Session(home := new_home(prefix="autodidact-memory-"), args)
+    if args.adapter:
+        serve(home, args.adapter)
     session.start(retrieval=True)
     try:
         with progress() as bar:
@@ -67,6 +73,18 @@ def one(args, taught_in: str) -> dict:
         row["drew_on_it_first"] = bool(retrieved) and retrieved[0] == first[row["fact"]]
         row["half"] = half[row["fact"]]
     return {"taught_in": taught_in, "paraphrases": asked, "before": before, "after": after}
+
+
+def serve(home: Path, adapter: Path) -> None:
+    """Have the app in `home` serve `adapter`, as a promoted refresh would."""
+    import shutil
+
+    from store.adapters import AdapterRegistry
+
+    registry = AdapterRegistry(home / "adapters")
+    registry.folder("bench").mkdir(parents=True)
+    shutil.copyfile(adapter, registry.file("bench"))
+    registry.activate("bench")
 
 
 def rate(rows: list[dict], key: str) -> float:
