@@ -227,3 +227,12 @@ def test_a_closed_engine_refuses_calls_as_an_interruption(embedded_path):
         list(engine.stream(QUESTION, GREEDY))
     with pytest.raises(InterruptedError):
         engine.token_logprobs(QUESTION, "Tokyo.")
+
+
+def test_the_same_request_with_the_same_seed_gives_the_same_answer_again(engine):
+    """A repeated prompt is all in the cache; it is evaluated afresh, not by its last token alone
+    (whose logits differ from the batch's on an AVX2 build, and changed the sampled answer)."""
+    messages = [QUESTION[0], {"role": "user", "content": "Invent a name."}]
+    sampling = {"temperature": 1.5, "seed": 11, "max_tokens": 6}
+    first, again = ("".join(d.text for d in engine.stream(messages, sampling)) for _ in "ab")
+    assert first == again

@@ -302,6 +302,12 @@ class LlamaEngine:
 
     def _deltas(self, messages, sampling, cancel, closed, json_schema) -> Iterator[Delta]:
         prompt = self.prompt_tokens(messages)
+        cached = self.llm.input_ids[: min(self.llm.n_tokens, len(prompt))].tolist()
+        if cached == prompt:
+            # The whole prompt is cached (the same request again): llama-cpp-python would
+            # evaluate its last token alone, and on some CPU builds (AVX2) those logits differ
+            # from the batch's, so the same seed gave another answer. Evaluated afresh instead.
+            self.llm.reset()
         parts: list[str] = []
         finish_reason = None
         # From token ids, with the sampler settings llama-cpp-python's chat handler used.
