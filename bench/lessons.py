@@ -5,8 +5,11 @@ facts from bench/data/learning_facts.jsonl are taught as a user does (a question
 correction of the model's answer, through the chat service: real SQLite, real Chroma). Then:
   - synthesis: the embedded model writes lessons from each correction and the product's grader
     grades them against it (feedback/synthesis, the refresh's step, defaults);
-  - rehearsal: the base model answers `--rehearsal` of the shipped general prompts, graded;
-    those not flagged (at most one per correction, the human-share cap) are the third arm's;
+  - rehearsal, as a refresh does it: the base model answers a neighbour of each fact (a
+    question of the same kind about another subject the model wrote, `synthesis_neighbours`
+    tries) and `--rehearsal` of the shipped general prompts, graded; those not flagged, the
+    neighbours first (at most one per correction in all, the human-share cap), are the
+    third arm's;
   - arms, each one LoRA trained by the product's trainer (feedback/refresh/train.py) at the
     default TrainConfig from a fresh base: `corrections` (the corrections alone, as the pool
     gives them), `+ lessons` (and up to `refresh_lessons_per_parent` kept lessons each) and
@@ -17,8 +20,10 @@ correction of the model's answer, through the chat service: real SQLite, real Ch
   - general loss: the mean NLL of the 64 general answers the refresh gate uses, against the
     base model's (the same yardstick the gate reads);
   - known answers lost: of the gate's known questions the base model answers right
-    (feedback/refresh/known.py), how many the adapter gets wrong (the gate counts it net of those gained).
-It is not bench/learning.py: no app, no gate, no second refresh, no flag rate or leakage.
+    (feedback/refresh/known.py), how many the adapter gets wrong (the gate counts it net of those gained);
+  - taught names in them: known questions whose answer now holds a taught fact's name that
+    the base model's answer did not (the leak bench/learning.py counts on its own questions).
+It is not bench/learning.py: no app, no gate, no second refresh, no flag rate.
 
     .venv/bin/python -m bench.lessons [--facts 16] [--skip 0] [--threads N] [--out FILE]
 """
@@ -60,7 +65,8 @@ def arguments() -> argparse.Namespace:
         "--variant", action="append", default=[], type=variant, metavar="NAME:KEY=VALUE,...",
         help="one more arm: lessons + rehearsal with these training settings changed (rank, "
         "alpha, learning_rate, epochs, max_steps, kl_weight, kl_spare_new (1/0), targets as a+b, rehearsal: the most "
-        "rehearsal answers, as a multiple of the corrections); repeatable",
+        "rehearsal answers, as a multiple of the corrections; neighbours: tries at a "
+        "neighbour per fact, 0 for none); repeatable",
     )  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS / "lessons.json")
     return p.parse_args()
@@ -68,7 +74,8 @@ def arguments() -> argparse.Namespace:
 
 ARMS = ("corrections", "+ lessons", "+ lessons + rehearsal")
 KNOBS = {"rank": int, "alpha": float, "learning_rate": float, "epochs": float,
-         "max_steps": int, "kl_weight": float, "kl_spare_new": lambda v: ["0", "1"].index(v) == 1, "targets": lambda v: v.split("+"), "rehearsal": float}  # fmt: skip
+         "max_steps": int, "kl_weight": float, "kl_spare_new": lambda v: ["0", "1"].index(v) == 1, "targets": lambda v: v.split("+"), "rehearsal": float,
+         "neighbours": int}  # fmt: skip
 
 
 def variant(text: str) -> tuple[str, dict]:
@@ -92,18 +99,49 @@ def variant(text: str) -> tuple[str, dict]:
 def rehearsal_answers(synth, home: Path, n: int, system: str) -> tuple[list[dict], dict]:
     """The base model's graded answers to `n` shipped general prompts, kept in the home so
     a rerun with `--home` does not answer them again."""
+    from feedback.refresh.rules import rehearsal_prompts
+
+    return saved_answers(synth, home / f"rehearsal-{n}.json", lambda: rehearsal_prompts(n), system)
+
+
+def neighbour_answers(synth, home: Path, tries: int, parents, system: str):
+    """The base model's graded answers to the facts' neighbours, as a refresh rehearses them
+    (feedback/refresh/pipeline.py `_rehearse`), kept in the home like the general ones."""
+    if not tries:
+        return [], {"tries": 0}
+    synth.config = replace(synth.config, neighbours=tries)
+    written = {}
+
+    def questions() -> list[str]:
+        found, written["questions"] = synth.neighbours(parents)
+        return found
+
+    records, answered = saved_answers(synth, home / f"neighbours-{tries}.json", questions, system)
+    return records, answered | written
+
+
+def saved_answers(synth, saved: Path, prompts, system: str) -> tuple[list[dict], dict]:
     import json
 
     from feedback.refresh.pipeline import REHEARSAL_SAMPLING
-    from feedback.refresh.rules import rehearsal_prompts
 
-    saved = home / f"rehearsal-{n}.json"
     if saved.exists():
         data = json.loads(saved.read_text())
         return data["records"], data["figures"] | {"reused": True}
-    records, figures = synth.rehearse(rehearsal_prompts(n), system, REHEARSAL_SAMPLING)
+    records, figures = synth.rehearse(prompts(), system, REHEARSAL_SAMPLING)
     saved.write_text(json.dumps({"records": records, "figures": figures}))
     return records, figures
+
+
+def leaks(known: dict, facts: list[dict]) -> list[dict]:
+    """The known questions whose answer now holds a taught name its base answer did not
+    (bench/learning_checks.py `leaked`), each with the names."""
+    from bench.learning_checks import leaked, names_of
+
+    taught = set().union(*(names_of(f) for f in facts))
+    found = [(a, leaked(taught, a["candidate"], a["base"])) for a in known["answers"]]
+    return [{"question": a["question"], "answer": a["candidate"][:200], "names": n}
+            for a, n in found if n]  # fmt: skip
 
 
 def teach(settings, facts: list[dict]) -> None:
@@ -214,18 +252,32 @@ def measure(args) -> dict:
     answered, out["rehearsal"] = rehearsal_answers(
         synth, home, args.rehearsal, settings.system_prompt
     )
-    # Rehearsal is capped like model-only data: at most as many as the human answers.
-    rehearsal = answered[: len(corrections)]
+    near = {}
+
+    def rehearsed(tries: int, cap: int) -> list[dict]:
+        """As a refresh rehearses: the neighbours first, the general answers after, capped
+        like model-only data (`cap`: at most as many as the human answers by default)."""
+        if tries not in near:
+            records, out.setdefault("neighbours", {})[tries] = neighbour_answers(
+                synth, home, tries, list(parents.values()), settings.system_prompt
+            )
+            near[tries] = records
+        return (near[tries] + answered)[:cap]
+
+    tries = settings.synthesis_neighbours
     mixes = {
         "corrections": corrections,
         "+ lessons": corrections + lessons,
-        "+ lessons + rehearsal": corrections + lessons + rehearsal,
+        "+ lessons + rehearsal": corrections + lessons + rehearsed(tries, len(corrections)),
     }
     arms = [(name, mixes[name], train) for name in args.arms]
     for name, knobs in args.variant:
         cap = round(knobs.pop("rehearsal", 1.0) * len(corrections))
-        arms.append((name, corrections + lessons + answered[:cap], replace(train, **knobs)))
-        out.setdefault("variants", {})[name] = knobs | {"rehearsal": min(cap, len(answered))}
+        near_tries = knobs.pop("neighbours", tries)
+        arms.append(
+            (name, corrections + lessons + rehearsed(near_tries, cap), replace(train, **knobs))
+        )
+        out.setdefault("variants", {})[name] = knobs | {"rehearsal": cap, "neighbours": near_tries}
     for name, records, config in arms:
         t = time.monotonic()
         folder = home / name.replace("+ ", "").replace(" ", "-")
@@ -233,9 +285,10 @@ def measure(args) -> dict:
         llama.set_adapter(adapter, name)
         recalled, rows = probe(llama, facts, settings.system_prompt, args.max_tokens)
         llama.set_adapter(None)
-        known = known_figures(llama, adapter)
+        known = known_figures(llama, adapter, keep_answers=True)
         out["arms"][name] = {"recall": recalled, "general_loss": loss, "records": len(records),
                              "known_lost": len(known["lost"]), "known": known,
+                             "leaks": leaks(known, facts),
                              "steps": info["steps"], "train_seconds": info["seconds"],
                              "seconds": round(time.monotonic() - t, 1), "answers": rows}  # fmt: skip
     return out
@@ -248,7 +301,8 @@ def main() -> int:
     rows = [
         [name, a.get("records", "-"), a.get("steps", "-"), f"{a['recall']:.1%}",
          f"{a['general_loss']:.3f} ({(a['general_loss'] / base - 1):+.1%})",
-         f"{a['known_lost']} of {result['known_base_right']}"]
+         f"{a['known_lost']} lost, {a.get('known', {}).get('gained', 0)} gained of "
+         f"{result['known_base_right']}", len(a.get("leaks", [])) if "leaks" in a else "-"]
         for name, a in result["arms"].items()
     ]  # fmt: skip
     syn = result["synthesis"]
@@ -256,7 +310,7 @@ def main() -> int:
              f"lessons: {syn['kept']} kept of "
              f"{syn['written']} written (pass rate {syn['pass_rate']}) in {syn['seconds']} s")  # fmt: skip
     head = ["arm", "records", "steps", "weights-only recall", "general loss (vs base)",
-            "known answers lost"]  # fmt: skip
+            "known answers", "taught names in them"]  # fmt: skip
     table(title, head, rows)
     write_result(result, args.out)
     return 0

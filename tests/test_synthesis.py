@@ -372,8 +372,10 @@ def test_a_refresh_writes_lessons_rehearses_and_trains_on_both(
     parents = [taught(chat, q, a) for q, a in FACTS]
     rewordings = [f"Can you tell me: {q[0].lower()}{q[1:]}" for q, _ in FACTS]
     rehearsed = ["Blue light scatters more than red light.", "Sleep at the same time each day."]
-    writer = fake_writer(*rewordings, *rehearsed)
-    synth = synthesizer(chat, embedder, writer, fake_judge(), questions=1, answers=0)
+    refused = [q for q, _ in FACTS]  # each neighbour names its parent's subject
+    writer = fake_writer(*rewordings, *refused, *rehearsed)
+    # tests/test_neighbours.py has the neighbours; here each parent's one try is refused
+    synth = synthesizer(chat, embedder, writer, fake_judge(), questions=1, answers=0, neighbours=1)
     run = refresher(settings, store, engine, min_new=1, heldout_share=0.0, rehearsal=2)
     run.synthesizer = synth
     done = run.run()
@@ -384,6 +386,7 @@ def test_a_refresh_writes_lessons_rehearses_and_trains_on_both(
     )
     assert data["synthetic"] >= 1 and data["synthetic_parents"] == data["synthetic"]
     assert data["synthesis"]["rehearsal"]["prompts"] == 2 and data["rehearsal"] >= 1
+    assert data["synthesis"]["rehearsal"]["neighbours"]["written"] == len(FACTS)
     # rehearsal answers are model-written: they count against the human share, lessons do not
     assert data["human_share"] == round(len(FACTS) / (len(FACTS) + data["rehearsal"]), 4)
     assert data["mix"] == len(FACTS) + data["synthetic"] + data["rehearsal"]

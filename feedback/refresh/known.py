@@ -56,9 +56,10 @@ def answers(engine, questions: list[str], adapter: Path | None, adapter_id: str)
         engine.set_adapter(None)
 
 
-def known_figures(engine, adapter: Path | None) -> dict:
+def known_figures(engine, adapter: Path | None, keep_answers: bool = False) -> dict:
     """The base model's answers to every known question and the candidate's: which of those
-    the base got right the candidate lost, and how many the base got wrong it gained."""
+    the base got right the candidate lost, and how many the base got wrong it gained (with
+    `keep_answers`, every question with both answers too)."""
     rows = known_questions()
     questions = [q for q, _ in rows]
     base = answers(engine, questions, None, "base")
@@ -69,7 +70,11 @@ def known_figures(engine, adapter: Path | None) -> dict:
             lost.append({"question": q, "answer": now[:200]})
         gained += not right(was, ok) and right(now, ok)
     right_before = sum(right(text, ok) for (_, ok), text in zip(rows, base, strict=True))
-    return {"questions": len(rows), "base_right": right_before, "lost": lost, "gained": gained}
+    out = {"questions": len(rows), "base_right": right_before, "lost": lost, "gained": gained}
+    if keep_answers:
+        out["answers"] = [{"question": q, "base": was, "candidate": now}
+                          for q, was, now in zip(questions, base, cand, strict=True)]  # fmt: skip
+    return out
 
 
 def known_regression(known: dict | None, tolerance: float) -> list[str]:

@@ -138,7 +138,7 @@ class Refresher:
         run = self._step(run, "guard")
         mix = self._guard(entries, heldout, trained, force)
         if not mix.refused and self._rehearses(dry_run):  # only for a mix that will train
-            self.rehearsal, synthesis["rehearsal"] = self._rehearse()
+            self.rehearsal, synthesis["rehearsal"] = self._rehearse(heldout)
             mix = self._guard(entries, heldout, trained, force)
         data = dict(mix.counts)
         if synthesis is not None:
@@ -200,21 +200,30 @@ class Refresher:
     def _rehearses(self, dry_run: bool) -> bool:
         return bool(self.config.rehearsal and self.synthesizer is not None and not dry_run)
 
-    def _rehearse(self) -> tuple[list[dict], dict]:
-        """Step 2, for a mix that will train: the served model (its adapter, if any) answers
-        the shipped general prompts, graded; the guard then runs again with what passed."""
-        active = self.registry.active() if self.synthesizer.model.supports_adapters else None
-        model = self.synthesizer.model
-        if active is not None:
-            model.set_adapter(active.path, active.adapter_id)
+    def _rehearse(self, heldout: set[int]) -> tuple[list[dict], dict]:
+        """Step 2, for a mix that will train: the model as it is without an adapter answers
+        the neighbours of what was taught (feedback/synthesis/stage.py `neighbours`), then the
+        served model (its adapter, if any) the shipped general prompts; both graded. The
+        neighbours (at most one per parent) come first in the room the human share leaves for
+        rehearsal, the general answers fill the rest."""
+        synth = self.synthesizer
         tick = lambda n, total, message: self.progress("guard", n / max(1, total), message)  # noqa: E731
+        parents = [e for pid, e in synth.parents().items() if pid not in heldout]
+        questions, near = synth.neighbours(parents, tick)
+        near_records, near["answers"] = synth.rehearse(
+            questions, self.system, REHEARSAL_SAMPLING, tick
+        )
+        active = self.registry.active() if synth.model.supports_adapters else None
+        if active is not None:
+            synth.model.set_adapter(active.path, active.adapter_id)
         try:
-            return self.synthesizer.rehearse(
+            general, figures = synth.rehearse(
                 rehearsal_prompts(self.config.rehearsal), self.system, REHEARSAL_SAMPLING, tick
             )
         finally:
             if active is not None:
-                model.set_adapter(None)
+                synth.model.set_adapter(None)
+        return near_records + general, figures | {"neighbours": near}
 
     def _guard(self, entries, heldout: set[int], trained: set[int], force: bool) -> Mix:
         """Step 2: the mix, with its human share, repeat caps and diversity guards applied."""

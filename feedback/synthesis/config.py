@@ -15,6 +15,13 @@ class SynthesisConfig:
     enabled: bool = option(True, "write lessons from new corrections and approvals in a refresh")
     questions: int = option(4, "rewordings of a parent's question the model writes")
     answers: int = option(2, "restatements of a parent's answer the model writes")
+    neighbours: int = option(
+        3,
+        "tries at a question like a taught one about another, well-known subject, per parent, "
+        "when a refresh rehearses; the base model's graded answers to the first that passes "
+        "lead its rehearsal, so a fact learnt does not leak into what the model says of its "
+        "neighbours (0: none)",
+    )
     temperature: float = option(0.8, "sampling temperature of the lessons")
     max_tokens: int = option(96, "longest lesson the model writes, in tokens")
     min_similarity: float = option(

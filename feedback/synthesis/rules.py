@@ -2,7 +2,8 @@
 
 Owns what a written lesson must be before it is graded (a question that still names what the
 parent asked about, an answer that keeps every name and number of the parent's and adds none),
-what makes it a duplicate, and the verdict after the grade. Writing lessons is
+what makes it a duplicate, and the verdict after the grade; and what a taught question's
+neighbour must be (another named subject, none of the parent's). Writing lessons is
 feedback/synthesis/writer.py's; running the stage, feedback/synthesis/stage.py's.
 """
 
@@ -62,6 +63,33 @@ def question_problem(candidate: str, parent_q: str, parent_a: str) -> str | None
         return "the same words as the question it rewords"
     missing = sorted(names(parent_q) - vocabulary(text))
     return f"it leaves out {', '.join(missing)}" if missing else added(text, parent_q, parent_a)
+
+
+def neighbour_problem(candidate: str, parent_q: str, parent_a: str) -> str | None:
+    """Why a written question cannot be a taught question's neighbour (None: it may be
+    answered): a neighbour asks the same kind of thing about another, named subject, so it
+    must name something and nothing the parent names.
+
+    >>> q, a = "Who taught the painter Cressida Vollmaine?", "The master Albrecht Nuttingale."
+    >>> neighbour_problem("Who taught the painter Pablo Picasso?", q, a)
+    >>> neighbour_problem("Who trained Cressida Vollmaine?", q, a)
+    'it asks about cressida, vollmaine, the taught subject'
+    >>> neighbour_problem("Was Nuttingale a painter?", q, a)
+    'it asks about nuttingale, the taught subject'
+    >>> neighbour_problem("Who inspired her?", q, a)
+    'it names no subject of its own'
+    >>> neighbour_problem("Picasso painted Guernica.", q, a)
+    'not a question'
+    """
+    text = candidate.strip()
+    if "\n" in text or _LABEL.search(text) or len(text) > 2 * len(parent_q) + 60:
+        return "not one question"
+    if not text.endswith("?"):
+        return "not a question"
+    shared = sorted((names(parent_q) | names(parent_a)) & vocabulary(text))
+    if shared:
+        return f"it asks about {', '.join(shared)}, the taught subject"
+    return None if names(text) else "it names no subject of its own"
 
 
 def answer_problem(candidate: str, parent_q: str, parent_a: str) -> str | None:
@@ -135,6 +163,7 @@ def reason_group(reason: str) -> str:
         ("its answer agrees", "its answer disagrees with the parent's"),
         ("its question is", "its question asks something else"),
         ("the grade flagged", "the grade flagged it"),
+        ("it asks about", "it asks about the taught subject"),
     ):
         if reason.startswith(prefix):
             return group

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -23,12 +23,18 @@ from feedback.synthesis.rules import (
     SynthesisConfig,
     answer_problem,
     graded_verdict,
+    neighbour_problem,
     parent_key,
     question_problem,
     reason_group,
     words,
 )
-from feedback.synthesis.writer import restate_messages, reword_messages, sample
+from feedback.synthesis.writer import (
+    neighbour_messages,
+    restate_messages,
+    reword_messages,
+    sample,
+)
 from store.lessons import LessonStore
 from store.pool import PoolStore
 from store.tables import Lesson, PoolEntry
@@ -162,6 +168,39 @@ class Synthesizer:
             "seconds": round(time.monotonic() - t, 2),
         }
         return records, figures
+
+    def neighbours(
+        self, parents: list[PoolEntry], progress: Callable[[int, int, str], None] | None = None
+    ) -> tuple[list[str], dict]:
+        """One question like each parent's about another, named subject: the first of at most
+        `neighbours` written that the checks pass and no other parent's repeats; with the
+        figures. Answered by the base model they are rehearsal that holds what it says next
+        to a fact while the fact is learnt: a taught teacher's name should not become every
+        painting's painter."""
+        t, c = time.monotonic(), self.config
+        kept, seen, written, reasons = [], set(), 0, {}
+        for n, parent in enumerate(parents if c.neighbours else []):
+            if progress:
+                progress(n, len(parents), f"a neighbour of {parent.exchange_id}")
+            for i in range(c.neighbours):
+                tried = replace(c, seed=c.seed + i)
+                text = next(
+                    iter(sample(self.model, neighbour_messages(parent.prompt), 1, tried)), ""
+                )
+                written += 1
+                problem = neighbour_problem(text, parent.prompt, parent.completion)
+                if problem is None and words(text) in seen:
+                    problem = "the same words as another neighbour"
+                key = reason_group(problem) if problem else "kept"
+                reasons[key] = reasons.get(key, 0) + 1
+                if problem is None:
+                    seen.add(words(text))
+                    kept.append(text)
+                    break
+        figures = {"parents": len(parents) if c.neighbours else 0, "written": written,
+                   "kept": len(kept), "reasons": reasons,
+                   "seconds": round(time.monotonic() - t, 2)}  # fmt: skip
+        return kept, figures
 
     def lessons_for(self, parent: PoolEntry, report: Report) -> list[Lesson]:
         """Every candidate for one parent, each with its verdict."""

@@ -1,8 +1,10 @@
-"""Writing lessons: the prompts that ask the model to reword a question or restate an answer.
+"""Writing lessons: the prompts that ask the model to reword a question or restate an answer,
+and to write a taught question's neighbours.
 
 Owns the instructions and the worked examples shown to the model (invented facts, so no real
-one leaks into a lesson), and sampling one candidate per call, each with its own seed. It does
-not judge what comes back (feedback/synthesis/rules.py and the grader do).
+one leaks into a lesson; a neighbour's examples name well-known subjects, since a neighbour is
+a question the model already answers), and sampling one candidate per call, each with its own
+seed. It does not judge what comes back (feedback/synthesis/rules.py and the grader do).
 """
 
 from __future__ import annotations
@@ -20,12 +22,22 @@ RESTATE = (
     "Restate the answer in other words. Keep every name, number and fact. "
     "Reply with the restated answer only."
 )
+NEIGHBOUR = (
+    "Write one question of the same kind about a different, well-known person, place or "
+    "thing. Reply with the new question only."
+)
 # Worked examples: a 135M model copies a shown pattern far better than it follows a rule.
 QUESTION_SHOTS = [
     ("Where was the painter Lucia Marr born?", "In which town was Lucia Marr, the painter, born?"),
     ("How tall is Mount Odell?", "What is the height of Mount Odell?"),
     ("When did the Corvin Bridge open?", "In what year was the Corvin Bridge opened?"),
     ("who runs the Pell St bakery", "Who is the owner of the bakery on Pell St?"),
+]
+NEIGHBOUR_SHOTS = [
+    ("Where was the painter Lucia Marr born?", "Where was the painter Pablo Picasso born?"),
+    ("How tall is Mount Odell?", "How tall is Mount Everest?"),
+    ("When did the Corvin Bridge open?", "When did the Golden Gate Bridge open?"),
+    ("who runs the Pell St bakery", "Who founded the company Apple?"),
 ]
 ANSWER_SHOTS = [
     (
@@ -46,11 +58,21 @@ ANSWER_SHOTS = [
 ]
 
 
-def reword_messages(question: str) -> list[dict]:
-    out = [{"role": "system", "content": REWORD}]
-    for before, after in QUESTION_SHOTS:
+def shown(instruction: str, shots: list[tuple[str, str]], question: str) -> list[dict]:
+    """An instruction, its worked examples as earlier turns, then the question."""
+    out = [{"role": "system", "content": instruction}]
+    for before, after in shots:
         out += [{"role": "user", "content": before}, {"role": "assistant", "content": after}]
     return out + [{"role": "user", "content": question}]
+
+
+def reword_messages(question: str) -> list[dict]:
+    return shown(REWORD, QUESTION_SHOTS, question)
+
+
+def neighbour_messages(question: str) -> list[dict]:
+    """The prompt for a question like a taught one about another, well-known subject."""
+    return shown(NEIGHBOUR, NEIGHBOUR_SHOTS, question)
 
 
 def restate_messages(question: str, answer: str) -> list[dict]:

@@ -1,0 +1,94 @@
+"""Neighbours of what was taught: before a refresh trains, the model writes a question like each
+taught one about another, named subject, answers it as it is without an adapter, and those
+graded answers lead the rehearsal, so a fact learnt does not leak into its neighbours' answers.
+
+Real SQLite and Chroma; the first test runs the embedded model, the others a fake writer and a
+fake judge (what they check is which questions pass and where their answers go).
+"""
+
+from __future__ import annotations
+
+from feedback.grading.grader import Grader
+from feedback.synthesis.rules import SynthesisConfig, names
+from feedback.synthesis.stage import Synthesizer
+from store.lessons import LessonStore
+from store.pool import PoolStore
+from tests.test_synthesis import FACTS, chat, fake_judge, fake_writer, synthesizer, taught
+
+__all__ = ["chat"]  # the fixture, shared with tests/test_synthesis.py
+
+
+def parents_of(chat) -> list:
+    return list(PoolStore(chat.store.engine).train_entries())
+
+
+def test_the_embedded_model_writes_neighbours_that_never_name_the_taught_subject(
+    chat, engine, embedder
+):
+    for q, a in FACTS:
+        taught(chat, q, a)
+    synth = Synthesizer(
+        PoolStore(chat.store.engine),
+        LessonStore(chat.store.engine),
+        engine,
+        Grader(engine, engine),
+        embedder,
+        SynthesisConfig(neighbours=3),
+    )
+    parents = parents_of(chat)
+    questions, figures = synth.neighbours(parents)
+    assert figures["parents"] == len(FACTS) and figures["kept"] == len(questions)
+    assert 1 <= len(questions) <= len(FACTS), figures
+    assert len(FACTS) <= figures["written"] <= 3 * len(FACTS)
+    taught_names = set().union(*(names(p.prompt) | names(p.completion) for p in parents))
+    for text in questions:
+        assert text.endswith("?") and names(text), questions
+        assert not taught_names & set(text.lower().replace("?", " ").split()), questions
+
+
+def test_a_neighbour_naming_the_taught_subject_is_refused_and_the_next_try_kept(chat, embedder):
+    taught(chat)  # Who keeps the lighthouse on Vellmar Island?
+    writer = fake_writer(
+        "Who keeps the lighthouse on Vellmar Island?",  # the taught question again
+        "Who is Orsolya Brandt?",  # the taught answer's name
+        "Who keeps the lighthouse at Alexandria?",
+    )
+    synth = synthesizer(chat, embedder, writer, fake_judge(), neighbours=3)
+    questions, figures = synth.neighbours(parents_of(chat))
+    assert questions == ["Who keeps the lighthouse at Alexandria?"]
+    assert figures["written"] == 3
+    assert figures["reasons"] == {"it asks about the taught subject": 2, "kept": 1}
+    none, off = synthesizer(chat, embedder, fake_writer(), fake_judge(), neighbours=0).neighbours(
+        parents_of(chat)
+    )
+    assert none == [] and off["written"] == 0
+
+
+def test_a_refresh_rehearses_the_neighbours_first_then_the_general_prompts(
+    chat, store, settings, engine, embedder
+):
+    from feedback.refresh.rules import rehearsal_prompts
+    from tests.test_refresh import refresher
+
+    taught(chat)
+    near = "Who keeps the lighthouse at Alexandria?"
+    writer = fake_writer(
+        near,
+        "The lighthouse at Alexandria was kept by its city.",
+        "Blue light scatters more than red light.",
+        "Sleep at the same time each day.",
+    )
+    run = refresher(settings, store, engine, min_new=1, heldout_share=0.0, rehearsal=2)
+    run.synthesizer = synthesizer(chat, embedder, writer, fake_judge(), neighbours=1)
+    records, figures = run._rehearse(heldout=set())
+    asked = [r["messages"][-2]["content"] for r in records]
+    assert asked == [near, *rehearsal_prompts(2)]
+    assert figures["neighbours"]["kept"] == 1 and figures["neighbours"]["answers"]["kept"] == 1
+    assert figures["prompts"] == 2
+    # A held-out parent is never trained on: no neighbour is written for it either.
+    parent = parents_of(chat)[0].exchange_id
+    run.synthesizer = synthesizer(chat, embedder, fake_writer(near), fake_judge(), neighbours=1)
+    records, figures = run._rehearse(heldout={parent})
+    assert figures["neighbours"]["parents"] == 0 and near not in [
+        r["messages"][-2]["content"] for r in records
+    ]
