@@ -45,6 +45,8 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=600.0)
     p.add_argument("--out", type=Path, default=RESULTS / "memory.json")
     args = p.parse_args()
+    if args.adapter and not args.adapter.is_file():
+        p.error(f"--adapter {args.adapter}: no such file (bench/lessons.py leaves one per arm)")
     args.keep_probes = False
     return args
 

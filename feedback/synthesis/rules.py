@@ -42,6 +42,17 @@ def vocabulary(text: str) -> set[str]:
     return set(_WORD.findall(text.lower()))
 
 
+def not_one_question(text: str, parent_q: str) -> str | None:
+    """Why a written text is not one question (None: it is), next to the question it came from.
+
+    >>> not_one_question("Question: Who? Answer: Ida.", "Who?"), not_one_question("Ida.", "Who?")
+    ('not one question', 'not a question')
+    """
+    if "\n" in text or _LABEL.search(text) or len(text) > 2 * len(parent_q) + 60:
+        return "not one question"
+    return None if text.endswith("?") else "not a question"
+
+
 def question_problem(candidate: str, parent_q: str, parent_a: str) -> str | None:
     """Why a reworded question cannot be a lesson (None: it may be graded).
 
@@ -55,10 +66,8 @@ def question_problem(candidate: str, parent_q: str, parent_a: str) -> str | None
     'not a question'
     """
     text = candidate.strip()
-    if "\n" in text or _LABEL.search(text) or len(text) > 2 * len(parent_q) + 60:
-        return "not one question"
-    if not text.endswith("?"):
-        return "not a question"
+    if problem := not_one_question(text, parent_q):
+        return problem
     if words(text) == words(parent_q):
         return "the same words as the question it rewords"
     missing = sorted(names(parent_q) - vocabulary(text))
@@ -82,10 +91,8 @@ def neighbour_problem(candidate: str, parent_q: str, parent_a: str) -> str | Non
     'not a question'
     """
     text = candidate.strip()
-    if "\n" in text or _LABEL.search(text) or len(text) > 2 * len(parent_q) + 60:
-        return "not one question"
-    if not text.endswith("?"):
-        return "not a question"
+    if problem := not_one_question(text, parent_q):
+        return problem
     shared = sorted((names(parent_q) | names(parent_a)) & vocabulary(text))
     if shared:
         return f"it asks about {', '.join(shared)}, the taught subject"
