@@ -78,17 +78,22 @@ def test_a_refresh_rehearses_the_neighbours_first_then_the_general_prompts(
         "Blue light scatters more than red light.",
         "Sleep at the same time each day.",
     )
-    run = refresher(settings, store, engine, min_new=1, heldout_share=0.0, rehearsal=2)
+    run = refresher(settings, store, engine, min_new=1, heldout_share=0.0, rehearsal=4)
     run.synthesizer = synthesizer(chat, embedder, writer, fake_judge(), neighbours=1)
-    records, figures = run._rehearse(heldout=set())
+    # One taught answer at a human share of 0.5 leaves room for one rehearsal record: the
+    # neighbour, then two spare general answers; the other two prompts are never asked.
+    records, figures = run._rehearse(heldout=set(), room=1)
     asked = [r["messages"][-2]["content"] for r in records]
     assert asked == [near, *rehearsal_prompts(2)]
     assert figures["neighbours"]["kept"] == 1 and figures["neighbours"]["answers"]["kept"] == 1
-    assert figures["prompts"] == 2
+    assert (figures["prompts"], figures["unasked"]) == (4, 2)
     # A held-out parent is never trained on: no neighbour is written for it either.
     parent = parents_of(chat)[0].exchange_id
     run.synthesizer = synthesizer(chat, embedder, fake_writer(near), fake_judge(), neighbours=1)
-    records, figures = run._rehearse(heldout={parent})
+    records, figures = run._rehearse(heldout={parent}, room=1)
     assert figures["neighbours"]["parents"] == 0 and near not in [
         r["messages"][-2]["content"] for r in records
     ]
+    # No room at all: nothing is written or asked.
+    records, figures = run._rehearse(heldout=set(), room=0)
+    assert records == [] and figures["unasked"] == 4 and figures["neighbours"]["written"] == 0

@@ -27,6 +27,7 @@ from feedback.refresh.rules import (
     Progress,
     RefreshConfig,
     build_mix,
+    cap_model_only,
     general_records,
     held_out,
     read_anchor,
@@ -138,7 +139,7 @@ class Refresher:
         run = self._step(run, "guard")
         mix = self._guard(entries, heldout, trained, force)
         if not mix.refused and self._rehearses(dry_run):  # only for a mix that will train
-            self.rehearsal, synthesis["rehearsal"] = self._rehearse(heldout)
+            self.rehearsal, synthesis["rehearsal"] = self._rehearse(heldout, self._room(mix))
             mix = self._guard(entries, heldout, trained, force)
         data = dict(mix.counts)
         if synthesis is not None:
@@ -200,25 +201,36 @@ class Refresher:
     def _rehearses(self, dry_run: bool) -> bool:
         return bool(self.config.rehearsal and self.synthesizer is not None and not dry_run)
 
-    def _rehearse(self, heldout: set[int]) -> tuple[list[dict], dict]:
+    def _room(self, mix: Mix) -> int:
+        """How many rehearsal records the human share lets into `mix` (built without any):
+        answering more would be work the cap throws away."""
+        k = mix.counts
+        human = k["human_written"] + k["human_approved"] + k["anchor"]
+        return cap_model_only(human, 10**9, self.config.human_share) - k["model_only"]
+
+    def _rehearse(self, heldout: set[int], room: int) -> tuple[list[dict], dict]:
         """Step 2, for a mix that will train: the model as it is without an adapter answers
         the neighbours of what was taught (feedback/synthesis/stage.py `neighbours`), then the
         served model (its adapter, if any) the shipped general prompts; both graded. The
         neighbours (at most one per parent) come first in the room the human share leaves for
-        rehearsal, the general answers fill the rest."""
+        rehearsal, the general answers fill the rest; each stops once that `room` is full
+        (two spare, for answers the repeat caps refuse)."""
         synth = self.synthesizer
         tick = lambda n, total, message: self.progress("guard", n / max(1, total), message)  # noqa: E731
         parents = [e for pid, e in synth.parents().items() if pid not in heldout]
-        questions, near = synth.neighbours(parents, tick)
+        enough = room + 2 if room > 0 else 0
+        questions, near = synth.neighbours(parents if enough else [], tick)
         near_records, near["answers"] = synth.rehearse(
-            questions, self.system, REHEARSAL_SAMPLING, tick
+            questions, self.system, REHEARSAL_SAMPLING, tick, enough=enough
         )
         active = self.registry.active() if synth.model.supports_adapters else None
         if active is not None:
             synth.model.set_adapter(active.path, active.adapter_id)
         try:
+            prompts = rehearsal_prompts(self.config.rehearsal)
+            left = enough - len(near_records)
             general, figures = synth.rehearse(
-                rehearsal_prompts(self.config.rehearsal), self.system, REHEARSAL_SAMPLING, tick
+                prompts, self.system, REHEARSAL_SAMPLING, tick, enough=left
             )
         finally:
             if active is not None:

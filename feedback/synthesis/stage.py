@@ -144,14 +144,19 @@ class Synthesizer:
         system: str | None,
         sampling: dict,
         progress: Callable[[int, int, str], None] | None = None,
+        enough: int | None = None,
     ) -> tuple[list[dict], dict]:
         """The model (as it is served: the caller sets its adapter) answers general prompts;
-        the answers the grade does not flag come back as training records, with the figures.
+        the answers the grade does not flag come back as training records, with the figures;
+        it stops once it has `enough` of them (the prompts left are counted as `unasked`).
         Rehearsal keeps a refresh practising what the model could already do."""
         t = time.monotonic()
         head = [{"role": "system", "content": system}] if system else []
-        records, flagged = [], 0
+        records, flagged, asked = [], 0, 0
         for n, prompt in enumerate(prompts):
+            if enough is not None and len(records) >= enough:
+                break
+            asked += 1
             if progress:
                 progress(n, len(prompts), f"rehearsal {n + 1}/{len(prompts)}")
             messages = head + [{"role": "user", "content": prompt}]
@@ -163,6 +168,7 @@ class Synthesizer:
             records.append({"messages": messages + [{"role": "assistant", "content": answer}]})
         figures = {
             "prompts": len(prompts),
+            "unasked": len(prompts) - asked,
             "kept": len(records),
             "flagged": flagged,
             "seconds": round(time.monotonic() - t, 2),
