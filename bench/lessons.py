@@ -107,13 +107,15 @@ def rehearsal_answers(synth, home: Path, n: int, system: str) -> tuple[list[dict
 def neighbour_answers(synth, home: Path, tries: int, parents, system: str):
     """The base model's graded answers to the facts' neighbours, as a refresh rehearses them
     (feedback/refresh/pipeline.py `_rehearse`), kept in the home like the general ones."""
+    from feedback.refresh.known import gate_questions
+
     if not tries:
         return [], {"tries": 0}
     synth.config = replace(synth.config, neighbours=tries)
     written = {}
 
     def questions() -> list[str]:
-        found, written["questions"] = synth.neighbours(parents)
+        found, written["questions"] = synth.neighbours(parents, measured=gate_questions())
         return found
 
     records, answered = saved_answers(synth, home / f"neighbours-{tries}.json", questions, system)

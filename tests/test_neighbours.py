@@ -46,18 +46,25 @@ def test_the_embedded_model_writes_neighbours_that_never_name_the_taught_subject
         assert not taught_names & set(text.lower().replace("?", " ").split()), questions
 
 
-def test_a_neighbour_naming_the_taught_subject_is_refused_and_the_next_try_kept(chat, embedder):
+def test_a_neighbour_naming_the_taught_subject_or_asked_by_the_gate_is_refused(chat, embedder):
+    from feedback.refresh.known import gate_questions
+
     taught(chat)  # Who keeps the lighthouse on Vellmar Island?
     writer = fake_writer(
         "Who keeps the lighthouse on Vellmar Island?",  # the taught question again
         "Who is Orsolya Brandt?",  # the taught answer's name
+        "Who was the painter of the Mona Lisa?",  # the known-answers gate asks about it
         "Who keeps the lighthouse at Alexandria?",
     )
-    synth = synthesizer(chat, embedder, writer, fake_judge(), neighbours=3)
-    questions, figures = synth.neighbours(parents_of(chat))
+    synth = synthesizer(chat, embedder, writer, fake_judge(), neighbours=4)
+    questions, figures = synth.neighbours(parents_of(chat), measured=gate_questions())
     assert questions == ["Who keeps the lighthouse at Alexandria?"]
-    assert figures["written"] == 3
-    assert figures["reasons"] == {"it asks about the taught subject": 2, "kept": 1}
+    assert figures["written"] == 4
+    assert figures["reasons"] == {
+        "it asks about the taught subject": 2,
+        "the refresh gate asks it": 1,
+        "kept": 1,
+    }
     none, off = synthesizer(chat, embedder, fake_writer(), fake_judge(), neighbours=0).neighbours(
         parents_of(chat)
     )

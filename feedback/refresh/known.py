@@ -56,6 +56,22 @@ def answers(engine, questions: list[str], adapter: Path | None, adapter_id: str)
         engine.set_adapter(None)
 
 
+def gate_questions() -> list[str]:
+    """Every question a refresh's gate asks: the known ones and those of the general answers
+    (feedback/refresh/rules.py `general_records`). Nothing the refresh writes may train on
+    them (feedback/synthesis/rules.py `measured_problem`).
+
+    >>> q = gate_questions()
+    >>> len(q), q[0]
+    (104, 'What is the capital of France?')
+    """
+    from feedback.refresh.rules import general_records
+
+    return [q for q, _ in known_questions()] + [
+        r["messages"][-2]["content"] for r in general_records()
+    ]
+
+
 def known_figures(engine, adapter: Path | None, keep_answers: bool = False) -> dict:
     """The base model's answers to every known question and the candidate's: which of those
     the base got right the candidate lost, and how many the base got wrong it gained (with

@@ -21,7 +21,12 @@ from pathlib import Path
 
 from feedback.pool.records import preference_pairs, sft_record
 from feedback.refresh.evaluation import compare, gate_prompts
-from feedback.refresh.known import known_figures, known_regression, known_unmeasured
+from feedback.refresh.known import (
+    gate_questions,
+    known_figures,
+    known_regression,
+    known_unmeasured,
+)
 from feedback.refresh.rules import (
     Mix,
     Progress,
@@ -219,7 +224,9 @@ class Refresher:
         tick = lambda n, total, message: self.progress("guard", n / max(1, total), message)  # noqa: E731
         parents = [e for pid, e in synth.parents().items() if pid not in heldout]
         enough = room + 2 if room > 0 else 0
-        questions, near = synth.neighbours(parents if enough else [], tick)
+        questions, near = synth.neighbours(
+            parents if enough else [], tick, measured=gate_questions()
+        )
         near_records, near["answers"] = synth.rehearse(
             questions, self.system, REHEARSAL_SAMPLING, tick, enough=enough
         )

@@ -99,6 +99,24 @@ def neighbour_problem(candidate: str, parent_q: str, parent_a: str) -> str | Non
     return None if names(text) else "it names no subject of its own"
 
 
+def measured_problem(text: str, measured: list[str]) -> str | None:
+    """Why a neighbour cannot be trained on because a yardstick asks it (None: none does): it
+    has the words of one of the `measured` questions (the refresh gate's) or names what one
+    of them names. Rehearsing the model's answer to a gate's question would teach the test.
+
+    >>> gate = ["Who painted the Mona Lisa?", "How many minutes are in three hours?"]
+    >>> measured_problem("Who was the painter of the Mona Lisa?", gate)
+    'the refresh gate asks about lisa, mona'
+    >>> measured_problem("how many minutes are in three hours", gate)
+    'the refresh gate asks it'
+    >>> measured_problem("Who painted the Sistine Chapel ceiling?", gate)
+    """
+    if words(text) in {words(q) for q in measured}:
+        return "the refresh gate asks it"
+    shared = sorted(names(text) & set().union(*(names(q) for q in measured)))
+    return f"the refresh gate asks about {', '.join(shared)}" if shared else None
+
+
 def answer_problem(candidate: str, parent_q: str, parent_a: str) -> str | None:
     """Why a restated answer cannot be a lesson (None: it may be graded).
 
@@ -171,6 +189,7 @@ def reason_group(reason: str) -> str:
         ("its question is", "its question asks something else"),
         ("the grade flagged", "the grade flagged it"),
         ("it asks about", "it asks about the taught subject"),
+        ("the refresh gate asks", "the refresh gate asks it"),
     ):
         if reason.startswith(prefix):
             return group

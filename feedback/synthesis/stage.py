@@ -23,6 +23,7 @@ from feedback.synthesis.rules import (
     SynthesisConfig,
     answer_problem,
     graded_verdict,
+    measured_problem,
     neighbour_problem,
     parent_key,
     question_problem,
@@ -176,13 +177,16 @@ class Synthesizer:
         return records, figures
 
     def neighbours(
-        self, parents: list[PoolEntry], progress: Callable[[int, int, str], None] | None = None
+        self,
+        parents: list[PoolEntry],
+        progress: Callable[[int, int, str], None] | None = None,
+        measured: list[str] = (),
     ) -> tuple[list[str], dict]:
         """One question like each parent's about another, named subject: the first of at most
-        `neighbours` written that the checks pass and no other parent's repeats; with the
-        figures. Answered by the base model they are rehearsal that holds what it says next
-        to a fact while the fact is learnt: a taught teacher's name should not become every
-        painting's painter."""
+        `neighbours` written that the checks pass, no other parent's repeats and none of the
+        `measured` questions (the gate's) asks; with the figures. Answered by the base model
+        they are rehearsal that holds what it says next to a fact while the fact is learnt: a
+        taught teacher's name should not become every painting's painter."""
         t, c = time.monotonic(), self.config
         kept, seen, written, reasons = [], set(), 0, {}
         for n, parent in enumerate(parents if c.neighbours else []):
@@ -195,6 +199,7 @@ class Synthesizer:
                 )
                 written += 1
                 problem = neighbour_problem(text, parent.prompt, parent.completion)
+                problem = problem or measured_problem(text, measured)
                 if problem is None and words(text) in seen:
                     problem = "the same words as another neighbour"
                 key = reason_group(problem) if problem else "kept"
