@@ -188,6 +188,7 @@ class Settings(BaseSettings):
     synthesis: bool = staged(SynthesisConfig, "enabled")
     synthesis_questions: int = staged(SynthesisConfig, "questions", ge=0, le=32)
     synthesis_answers: int = staged(SynthesisConfig, "answers", ge=0, le=32)
+    synthesis_neighbours: int = staged(SynthesisConfig, "neighbours", ge=0, le=16)
     synthesis_temperature: float = staged(SynthesisConfig, "temperature", ge=0.0, le=2.0)
     synthesis_max_tokens: int = staged(SynthesisConfig, "max_tokens", ge=8)
     synthesis_min_similarity: float = staged(SynthesisConfig, "min_similarity", ge=-1.0, le=1.0)

@@ -298,6 +298,7 @@ def synthesis_config(settings: Settings) -> SynthesisConfig:
         enabled=settings.synthesis,
         questions=settings.synthesis_questions,
         answers=settings.synthesis_answers,
+        neighbours=settings.synthesis_neighbours,
         temperature=settings.synthesis_temperature,
         max_tokens=settings.synthesis_max_tokens,
         min_similarity=settings.synthesis_min_similarity,

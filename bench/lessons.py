@@ -98,10 +98,18 @@ def variant(text: str) -> tuple[str, dict]:
 
 def rehearsal_answers(synth, home: Path, n: int, system: str) -> tuple[list[dict], dict]:
     """The base model's graded answers to `n` shipped general prompts, kept in the home so
-    a rerun with `--home` does not answer them again."""
+    a rerun with `--home` does not answer them again (an answer kept from before 2026-12-07
+    to a prompt the gate asks is dropped: those prompts were replaced)."""
+    from feedback.refresh.known import gate_questions
     from feedback.refresh.rules import rehearsal_prompts
+    from feedback.synthesis.rules import words
 
-    return saved_answers(synth, home / f"rehearsal-{n}.json", lambda: rehearsal_prompts(n), system)
+    records, figures = saved_answers(
+        synth, home / f"rehearsal-{n}.json", lambda: rehearsal_prompts(n), system
+    )
+    gate = {words(q) for q in gate_questions()}
+    kept = [r for r in records if words(r["messages"][-2]["content"]) not in gate]
+    return kept, figures | {"dropped_as_gate_questions": len(records) - len(kept)}
 
 
 def neighbour_answers(synth, home: Path, tries: int, parents, system: str):
@@ -115,7 +123,8 @@ def neighbour_answers(synth, home: Path, tries: int, parents, system: str):
     written = {}
 
     def questions() -> list[str]:
-        found, written["questions"] = synth.neighbours(parents, measured=gate_questions())
+        taught = [e.prompt for e in parents]
+        found, written["questions"] = synth.neighbours(parents, measured=gate_questions() + taught)
         return found
 
     records, answered = saved_answers(synth, home / f"neighbours-{tries}.json", questions, system)
@@ -209,6 +218,39 @@ def base_loss(settings, path: Path) -> float:
     )
 
 
+def arms_of(args, settings, synth, home: Path, parents: dict, taught, train, out: dict):
+    """(name, records, TrainConfig) of each arm asked for; `taught`: the corrections and
+    their lessons. Rehearsal as a refresh does it: the neighbours first, the general answers
+    after, capped like model-only data (at most as many as the corrections by default)."""
+    answered, out["rehearsal"] = rehearsal_answers(
+        synth, home, args.rehearsal, settings.system_prompt
+    )
+    near = {}
+
+    def rehearsed(tries: int, cap: int) -> list[dict]:
+        if tries not in near:
+            near[tries], out.setdefault("neighbours", {})[tries] = neighbour_answers(
+                synth, home, tries, list(parents.values()), settings.system_prompt
+            )
+        return (near[tries] + answered)[:cap]
+
+    tries, n = settings.synthesis_neighbours, len(parents)
+    mixes = {
+        "corrections": taught[:n],
+        "+ lessons": taught,
+        "+ lessons + rehearsal": taught + rehearsed(tries, n),
+    }
+    arms = [(name, mixes[name], train) for name in args.arms]
+    for name, knobs in args.variant:
+        cap = round(knobs.pop("rehearsal", 1.0) * n)
+        near_tries = knobs.pop("neighbours", tries)
+        records = rehearsed(near_tries, cap)
+        arms.append((name, taught + records, replace(train, **knobs)))
+        out.setdefault("variants", {})[name] = knobs | {"rehearsal": len(records),
+                                                        "neighbours": near_tries}  # fmt: skip
+    return arms
+
+
 def measure(args) -> dict:
     from assistant.llm.embedder import Embedder
     from assistant.settings import Settings
@@ -251,35 +293,7 @@ def measure(args) -> dict:
         "general_loss": base_loss(settings, path),
         "answers": rows,
     }
-    answered, out["rehearsal"] = rehearsal_answers(
-        synth, home, args.rehearsal, settings.system_prompt
-    )
-    near = {}
-
-    def rehearsed(tries: int, cap: int) -> list[dict]:
-        """As a refresh rehearses: the neighbours first, the general answers after, capped
-        like model-only data (`cap`: at most as many as the human answers by default)."""
-        if tries not in near:
-            records, out.setdefault("neighbours", {})[tries] = neighbour_answers(
-                synth, home, tries, list(parents.values()), settings.system_prompt
-            )
-            near[tries] = records
-        return (near[tries] + answered)[:cap]
-
-    tries = settings.synthesis_neighbours
-    mixes = {
-        "corrections": corrections,
-        "+ lessons": corrections + lessons,
-        "+ lessons + rehearsal": corrections + lessons + rehearsed(tries, len(corrections)),
-    }
-    arms = [(name, mixes[name], train) for name in args.arms]
-    for name, knobs in args.variant:
-        cap = round(knobs.pop("rehearsal", 1.0) * len(corrections))
-        near_tries = knobs.pop("neighbours", tries)
-        arms.append(
-            (name, corrections + lessons + rehearsed(near_tries, cap), replace(train, **knobs))
-        )
-        out.setdefault("variants", {})[name] = knobs | {"rehearsal": cap, "neighbours": near_tries}
+    arms = arms_of(args, settings, synth, home, parents, corrections + lessons, train, out)
     for name, records, config in arms:
         t = time.monotonic()
         folder = home / name.replace("+ ", "").replace(" ", "-")

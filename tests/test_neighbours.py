@@ -54,15 +54,17 @@ def test_a_neighbour_naming_the_taught_subject_or_asked_by_the_gate_is_refused(c
         "Who keeps the lighthouse on Vellmar Island?",  # the taught question again
         "Who is Orsolya Brandt?",  # the taught answer's name
         "Who was the painter of the Mona Lisa?",  # the known-answers gate asks about it
+        "Who runs Brannoc Labs?",  # another taught question's subject
         "Who keeps the lighthouse at Alexandria?",
     )
-    synth = synthesizer(chat, embedder, writer, fake_judge(), neighbours=4)
-    questions, figures = synth.neighbours(parents_of(chat), measured=gate_questions())
+    synth = synthesizer(chat, embedder, writer, fake_judge(), neighbours=5)
+    measured = [*gate_questions(), "Who founded Brannoc Labs?"]
+    questions, figures = synth.neighbours(parents_of(chat), measured=measured)
     assert questions == ["Who keeps the lighthouse at Alexandria?"]
-    assert figures["written"] == 4
+    assert figures["written"] == 5
     assert figures["reasons"] == {
         "it asks about the taught subject": 2,
-        "the refresh gate asks it": 1,
+        "a question the refresh measures or was taught": 2,
         "kept": 1,
     }
     none, off = synthesizer(chat, embedder, fake_writer(), fake_judge(), neighbours=0).neighbours(
@@ -104,3 +106,14 @@ def test_a_refresh_rehearses_the_neighbours_first_then_the_general_prompts(
     # No room at all: nothing is written or asked.
     records, figures = run._rehearse(heldout=set(), room=0)
     assert records == [] and figures["unasked"] == 4 and figures["neighbours"]["written"] == 0
+
+
+def test_nothing_rehearsed_is_a_question_the_gate_asks():
+    """The shipped rehearsal prompts and the gate's questions (known, general, pairwise) are
+    apart: rehearsing the model's answer to a gate question would teach the test."""
+    from feedback.refresh.known import gate_questions
+    from feedback.refresh.rules import rehearsal_prompts
+    from feedback.synthesis.rules import words
+
+    gate = {words(q) for q in gate_questions()}
+    assert [p for p in rehearsal_prompts(1000) if words(p) in gate] == []

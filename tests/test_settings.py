@@ -58,6 +58,24 @@ def test_the_stages_defaults_are_the_settings_defaults():
     assert fields["refresh_max_steps"].description == "most training steps per refresh"
 
 
+def test_every_synthesis_setting_reaches_the_stage():
+    """A field added to SynthesisConfig and forgotten by Settings or the wiring is refused."""
+    from dataclasses import fields
+
+    from assistant.wiring import synthesis_config
+    from feedback.synthesis.config import SynthesisConfig
+
+    names = {f.name: "synthesis" if f.name == "enabled" else f"synthesis_{f.name}"
+             for f in fields(SynthesisConfig)}  # fmt: skip
+    changed = {}
+    for field in names:
+        default = getattr(SynthesisConfig(), field)
+        changed[field] = not default if isinstance(default, bool) else default + 1
+        changed[field] = changed[field] / 4 if isinstance(default, float) else changed[field]
+    config = synthesis_config(Settings(**{names[f]: v for f, v in changed.items()}))
+    assert {f: getattr(config, f) for f in names} == changed
+
+
 def test_every_setting_is_in_one_group_and_a_misspelt_one_is_refused():
     counts = {name: 0 for name in Settings.model_fields}
     for group in SETTING_GROUPS:

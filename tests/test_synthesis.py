@@ -386,7 +386,8 @@ def test_a_refresh_writes_lessons_rehearses_and_trains_on_both(
     )
     assert data["synthetic"] >= 1 and data["synthetic_parents"] == data["synthetic"]
     assert data["synthesis"]["rehearsal"]["prompts"] == 2 and data["rehearsal"] >= 1
-    assert data["synthesis"]["rehearsal"]["neighbours"]["written"] == len(FACTS)
+    near = data["synthesis"]["rehearsal"]["neighbours"]
+    assert (near["written"], near["kept"]) == (len(FACTS), 0)
     # rehearsal answers are model-written: they count against the human share, lessons do not
     assert data["human_share"] == round(len(FACTS) / (len(FACTS) + data["rehearsal"]), 4)
     assert data["mix"] == len(FACTS) + data["synthetic"] + data["rehearsal"]

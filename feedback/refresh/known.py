@@ -57,19 +57,20 @@ def answers(engine, questions: list[str], adapter: Path | None, adapter_id: str)
 
 
 def gate_questions() -> list[str]:
-    """Every question a refresh's gate asks: the known ones and those of the general answers
-    (feedback/refresh/rules.py `general_records`). Nothing the refresh writes may train on
-    them (feedback/synthesis/rules.py `measured_problem`).
+    """Every question a refresh's gate asks whatever the pool holds: the known ones, those of
+    the general answers (feedback/refresh/rules.py `general_records`) and the pairwise
+    regression prompts (feedback/refresh/evaluation.py). Nothing the refresh writes may train
+    on them (feedback/synthesis/rules.py `measured_problem`).
 
     >>> q = gate_questions()
-    >>> len(q), q[0]
-    (104, 'What is the capital of France?')
+    >>> len(q) > 100, q[0]
+    (True, 'What is the capital of France?')
     """
+    from feedback.refresh.evaluation import REGRESSION_PROMPTS
     from feedback.refresh.rules import general_records
 
-    return [q for q, _ in known_questions()] + [
-        r["messages"][-2]["content"] for r in general_records()
-    ]
+    general = [r["messages"][-2]["content"] for r in general_records()]
+    return [q for q, _ in known_questions()] + general + list(REGRESSION_PROMPTS)
 
 
 def known_figures(engine, adapter: Path | None, keep_answers: bool = False) -> dict:

@@ -218,15 +218,19 @@ class Refresher:
         the neighbours of what was taught (feedback/synthesis/stage.py `neighbours`), then the
         served model (its adapter, if any) the shipped general prompts; both graded. The
         neighbours (at most one per parent) come first in the room the human share leaves for
-        rehearsal, the general answers fill the rest; each stops once that `room` is full
-        (two spare, for answers the repeat caps refuse)."""
+        rehearsal, the general answers fill the rest; writing and answering stop once that
+        `room` is full (two spare, for answers the repeat caps refuse)."""
         synth = self.synthesizer
         tick = lambda n, total, message: self.progress("guard", n / max(1, total), message)  # noqa: E731
-        parents = [e for pid, e in synth.parents().items() if pid not in heldout]
+        everyone = synth.parents()  # held-out ones too: no neighbour may ask what they ask
+        parents = [e for pid, e in everyone.items() if pid not in heldout]
         enough = room + 2 if room > 0 else 0
+        taught = [e.prompt for e in everyone.values()]
         questions, near = synth.neighbours(
-            parents if enough else [], tick, measured=gate_questions()
+            parents if enough else [], tick, measured=gate_questions() + taught, enough=enough
         )
+        if not enough:
+            near["skipped"] = "the human share leaves no room for rehearsal in this mix"
         near_records, near["answers"] = synth.rehearse(
             questions, self.system, REHEARSAL_SAMPLING, tick, enough=enough
         )

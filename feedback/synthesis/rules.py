@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from feedback.pool.english import ENGLISH
 from feedback.pool.memory import names
 from feedback.synthesis.config import SynthesisConfig  # noqa: F401  (re-exported)
 from store.lessons import parent_key  # noqa: F401  (re-exported: the stage's rule)
@@ -77,7 +78,7 @@ def question_problem(candidate: str, parent_q: str, parent_a: str) -> str | None
 def neighbour_problem(candidate: str, parent_q: str, parent_a: str) -> str | None:
     """Why a written question cannot be a taught question's neighbour (None: it may be
     answered): a neighbour asks the same kind of thing about another, named subject, so it
-    must name something and nothing the parent names.
+    must name something and nothing the parent names (a name typed in lower case included).
 
     >>> q, a = "Who taught the painter Cressida Vollmaine?", "The master Albrecht Nuttingale."
     >>> neighbour_problem("Who taught the painter Pablo Picasso?", q, a)
@@ -89,32 +90,53 @@ def neighbour_problem(candidate: str, parent_q: str, parent_a: str) -> str | Non
     'it names no subject of its own'
     >>> neighbour_problem("Picasso painted Guernica.", q, a)
     'not a question'
+    >>> neighbour_problem("Who built the lighthouse on Vellmar Island?",
+    ...     "who keeps the lighthouse on vellmar island?", "orsolya brandt keeps it")
+    'it asks about vellmar, the taught subject'
     """
     text = candidate.strip()
     if problem := not_one_question(text, parent_q):
         return problem
-    shared = sorted((names(parent_q) | names(parent_a)) & vocabulary(text))
+    if words(text) == words(parent_q):
+        return "it asks about the taught subject: the same words"
+    shared = sorted(subjects([parent_q, parent_a]) & vocabulary(text))
     if shared:
         return f"it asks about {', '.join(shared)}, the taught subject"
     return None if names(text) else "it names no subject of its own"
 
 
+def subjects(texts: list[str]) -> set[str]:
+    """The names the texts mention, lower-cased, a name typed in lower case included (a word
+    English does not know), one- and two-letter ones left out.
+
+    >>> sorted(subjects(["who keeps the lighthouse on vellmar island?", "It is Ida Fenn."]))
+    ['fenn', 'ida', 'vellmar']
+    """
+    found = set().union(*(names(t, ENGLISH) for t in texts)) if texts else set()
+    return {n for n in found if len(n) > 2}
+
+
 def measured_problem(text: str, measured: list[str]) -> str | None:
-    """Why a neighbour cannot be trained on because a yardstick asks it (None: none does): it
-    has the words of one of the `measured` questions (the refresh gate's) or names what one
-    of them names. Rehearsing the model's answer to a gate's question would teach the test.
+    """Why a neighbour cannot be trained on because a yardstick or another taught question
+    asks it (None: none does): it has the words of one of the `measured` questions or names
+    what one of them names. Rehearsing the model's answer to a gate's question would teach
+    the test; to another taught question, the answer its correction replaced.
 
     >>> gate = ["Who painted the Mona Lisa?", "How many minutes are in three hours?"]
     >>> measured_problem("Who was the painter of the Mona Lisa?", gate)
-    'the refresh gate asks about lisa, mona'
+    'a question the refresh measures or was taught asks about lisa, mona'
     >>> measured_problem("how many minutes are in three hours", gate)
-    'the refresh gate asks it'
+    'a question the refresh measures or was taught asks it'
     >>> measured_problem("Who painted the Sistine Chapel ceiling?", gate)
     """
     if words(text) in {words(q) for q in measured}:
-        return "the refresh gate asks it"
-    shared = sorted(names(text) & set().union(*(names(q) for q in measured)))
-    return f"the refresh gate asks about {', '.join(shared)}" if shared else None
+        return "a question the refresh measures or was taught asks it"
+    shared = sorted(subjects([text]) & subjects(measured))
+    return (
+        f"a question the refresh measures or was taught asks about {', '.join(shared)}"
+        if shared
+        else None
+    )
 
 
 def answer_problem(candidate: str, parent_q: str, parent_a: str) -> str | None:
@@ -189,7 +211,7 @@ def reason_group(reason: str) -> str:
         ("its question is", "its question asks something else"),
         ("the grade flagged", "the grade flagged it"),
         ("it asks about", "it asks about the taught subject"),
-        ("the refresh gate asks", "the refresh gate asks it"),
+        ("a question the refresh measures", "a question the refresh measures or was taught"),
     ):
         if reason.startswith(prefix):
             return group

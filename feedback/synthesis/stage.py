@@ -11,7 +11,7 @@ are feedback/synthesis/rules.py's, the prompts feedback/synthesis/writer.py's.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -180,16 +180,21 @@ class Synthesizer:
         self,
         parents: list[PoolEntry],
         progress: Callable[[int, int, str], None] | None = None,
-        measured: list[str] = (),
+        measured: Sequence[str] = (),
+        enough: int | None = None,
     ) -> tuple[list[str], dict]:
         """One question like each parent's about another, named subject: the first of at most
         `neighbours` written that the checks pass, no other parent's repeats and none of the
-        `measured` questions (the gate's) asks; with the figures. Answered by the base model
-        they are rehearsal that holds what it says next to a fact while the fact is learnt: a
-        taught teacher's name should not become every painting's painter."""
+        `measured` questions (the gate's, every taught one) asks; at most `enough` in all; with
+        the figures. Answered by the base model they are rehearsal that holds what it says next
+        to a fact while the fact is learnt: a taught teacher's name should not become every
+        painting's painter."""
         t, c = time.monotonic(), self.config
         kept, seen, written, reasons = [], set(), 0, {}
+        measured = list(measured)
         for n, parent in enumerate(parents if c.neighbours else []):
+            if enough is not None and len(kept) >= enough:
+                break
             if progress:
                 progress(n, len(parents), f"a neighbour of {parent.exchange_id}")
             for i in range(c.neighbours):

@@ -37,7 +37,7 @@ NEIGHBOUR_SHOTS = [
     ("Where was the painter Lucia Marr born?", "Where was the painter Pablo Picasso born?"),
     ("How tall is Mount Odell?", "How tall is Mount Everest?"),
     ("When did the Corvin Bridge open?", "When did the Golden Gate Bridge open?"),
-    ("who runs the Pell St bakery", "Who founded the company Apple?"),
+    ("who runs the Pell St bakery", "Who runs the company Apple?"),
 ]
 ANSWER_SHOTS = [
     (
