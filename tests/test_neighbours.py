@@ -13,6 +13,7 @@ from feedback.synthesis.rules import SynthesisConfig, names
 from feedback.synthesis.stage import Synthesizer
 from store.lessons import LessonStore
 from store.pool import PoolStore
+from tests.fakes import FakeModel
 from tests.test_synthesis import FACTS, chat, fake_judge, fake_writer, synthesizer, taught
 
 __all__ = ["chat"]  # the fixture, shared with tests/test_synthesis.py
@@ -117,3 +118,44 @@ def test_nothing_rehearsed_is_a_question_the_gate_asks():
 
     gate = {words(q) for q in gate_questions()}
     assert [p for p in rehearsal_prompts(1000) if words(p) in gate] == []
+
+
+class AdaptedWriter(FakeModel):
+    """A fake that takes adapters, and notes which one answered each call."""
+
+    supports_adapters = True
+
+    def __init__(self, *replies):
+        super().__init__()
+        self.enqueue(*replies)
+        self.answered_by: list[str | None] = []
+
+    def set_adapter(self, path, adapter_id=None):
+        self.adapter_id = adapter_id if path is not None else None
+
+    def stream(self, messages, sampling, cancel=None, json_schema=None):
+        self.answered_by.append(self.adapter_id)
+        yield from super().stream(messages, sampling, cancel, json_schema)
+
+
+def test_the_neighbours_are_answered_without_the_served_adapter_and_the_general_prompts_with_it(
+    chat, store, settings, engine, embedder, tmp_path
+):
+    from types import SimpleNamespace
+
+    from tests.test_refresh import refresher
+
+    taught(chat)
+    writer = AdaptedWriter(
+        "Who keeps the lighthouse at Alexandria?",  # written
+        "Its city kept it.",  # answered: the neighbour
+        "Blue light scatters more than red light.",  # answered: a general prompt
+    )
+    run = refresher(settings, store, engine, min_new=1, heldout_share=0.0, rehearsal=1)
+    run.synthesizer = synthesizer(chat, embedder, writer, fake_judge(), neighbours=1)
+    served = SimpleNamespace(path=tmp_path / "a1.gguf", adapter_id="a1")
+    run.registry.active = lambda: served
+    records, _ = run._rehearse(heldout=set(), room=4)
+    assert len(records) == 2
+    assert writer.answered_by == [None, None, "a1"]
+    assert writer.adapter_id is None  # left as it was found
