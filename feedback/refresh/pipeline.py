@@ -219,12 +219,12 @@ class Refresher:
         served model (its adapter, if any) the shipped general prompts; both graded. The
         neighbours (at most one per parent) come first in the room the human share leaves for
         rehearsal, the general answers fill the rest; writing and answering stop once that
-        `room` is full (two spare, for answers the repeat caps refuse)."""
+        `room` is full (a quarter more, at least two, for answers the repeat caps refuse)."""
         synth = self.synthesizer
         tick = lambda n, total, message: self.progress("guard", n / max(1, total), message)  # noqa: E731
         everyone = synth.parents()  # held-out ones too: no neighbour may ask what they ask
         parents = [e for pid, e in everyone.items() if pid not in heldout]
-        enough = room + 2 if room > 0 else 0
+        enough = room + max(2, room // 4) if room > 0 else 0
         taught = [e.prompt for e in everyone.values()]
         questions, near = synth.neighbours(
             parents if enough else [], tick, measured=gate_questions() + taught, enough=enough
