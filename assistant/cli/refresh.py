@@ -41,6 +41,28 @@ def interval_seconds(text: str) -> float:
     return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
+def rehearsal_line(data: dict) -> str | None:
+    """The summary's line on what the refresh rehearsed (None: it did not).
+
+    >>> print(rehearsal_line({"rehearsal": 5, "rehearsal_capped": 1, "synthesis": {"rehearsal": {
+    ...     "prompts": 32, "unasked": 28, "kept": 3, "flagged": 1, "neighbours": {"written": 6,
+    ...     "kept": 4, "answers": {"kept": 3, "flagged": 1}}}}}))
+      rehearsal: 5 in the mix, 1 capped; neighbours of taught answers: 4 kept of 6 written, 3 answers passed the grade; general prompts: 3 passed of 4 asked
+    """
+    reh = (data.get("synthesis") or {}).get("rehearsal")
+    if not reh:
+        return None
+    near = reh.get("neighbours", {})
+    why = f" ({near['skipped']})" if near.get("skipped") else ""
+    return (
+        f"  rehearsal: {data.get('rehearsal', 0)} in the mix, {data.get('rehearsal_capped', 0)} "
+        f"capped; neighbours of taught answers: {near.get('kept', 0)} kept of "
+        f"{near.get('written', 0)} written, {near.get('answers', {}).get('kept', 0)} answers "
+        f"passed the grade{why}; general prompts: {reh.get('kept', 0)} passed of "
+        f"{reh.get('prompts', 0) - reh.get('unasked', 0)} asked"
+    )
+
+
 def summary(run) -> str:
     lines = [f"Refresh {run.id} ({run.adapter_id}): {run.status} at step {run.step}."]
     if run.reason:
@@ -61,6 +83,8 @@ def summary(run) -> str:
             f"answer(s) (pass rate {rate}) in {syn['seconds']} s; {d.get('synthetic', 0)} in "
             f"the mix from {d.get('synthetic_parents', 0)} taught answer(s)"
         )
+    if line := rehearsal_line(d):
+        lines.append(line)
     m = run.metrics or {}
     if "train" in m:
         t = m["train"]
