@@ -8,6 +8,9 @@ fake judge (what they check is which questions pass and where their answers go).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from feedback.grading.grader import Grader
 from feedback.synthesis.rules import SynthesisConfig, names
 from feedback.synthesis.stage import Synthesizer
@@ -118,6 +121,15 @@ def test_nothing_rehearsed_is_a_question_the_gate_asks():
 
     gate = {words(q) for q in gate_questions()}
     assert [p for p in rehearsal_prompts(1000) if words(p) in gate] == []
+    # nor is it one of the questions bench/learning.py measures the flag rate and leakage on
+    rows = (
+        (Path(__file__).parents[1] / "bench/data/learning_facts.jsonl")
+        .read_text(encoding="utf-8")
+        .splitlines()
+    )
+    unrelated = [json.loads(r)["question"] for r in rows if json.loads(r)["unrelated"]]
+    shared = [p for p in rehearsal_prompts(1000) for q in unrelated if words(q) in words(p)]
+    assert len(unrelated) == 24 and shared == []
 
 
 class AdaptedWriter(FakeModel):
