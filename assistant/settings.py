@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     grade_weights: dict[str, float] = staged(GraderConfig, "weights")
     grading_max_attempts: int = staged(GraderConfig, "max_attempts", ge=1)
     grading_own_context: bool = staged(GraderConfig, "own_context")
+    grading_judge_base: bool = staged(GraderConfig, "judge_base")
     judge_history_chars: int = staged(GraderConfig, "judge_history_chars", ge=0)
     calibration_min_ratings: int = staged(CalibrationConfig, "min_ratings", ge=4)
     calibration_every: int = staged(CalibrationConfig, "every", ge=0)

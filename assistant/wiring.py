@@ -108,11 +108,23 @@ def grading_model(settings: Settings, model: ChatModel) -> ChatModel:
     return model.sibling()
 
 
+def base_judge(settings: Settings, model: ChatModel) -> ChatModel | None:
+    """With `grading_judge_base` and no judge set, a context of the served GGUF that the
+    AdapterWatcher never hands an adapter: an adapter that learnt a wrong name must not be
+    the one that decides whether its answers hold up. None: `model` judges."""
+    if settings.judge_model or settings.judge_openai_base_url or not settings.grading_judge_base:
+        return None
+    if not (getattr(model, "supports_adapters", False) and hasattr(model, "sibling")):
+        return None
+    return model.sibling()
+
+
 def build_worker(settings: Settings, engine, model: ChatModel, curator: Curator, **hooks):
-    """The grading worker as the app and the CLI run it: the settings' judge, references
-    (corrections, approvals, passages) and the adopted calibration."""
+    """The grading worker as the app and the CLI run it: the settings' judge (or the base
+    weights', `base_judge`), references (corrections, approvals, passages) and the adopted
+    calibration."""
     return GradingWorker(
-        build_grader(settings, model),
+        build_grader(settings, model, base_judge(settings, model)),
         GradingStore(engine),
         references=build_references(settings, engine, curator),
         calibrations=CalibrationStore(engine),

@@ -74,7 +74,7 @@ def test_a_broken_adapter_file_keeps_the_current_one_serving(promoted, settings,
         engine.set_adapter(None)
 
 
-def test_the_grader_has_its_own_context_serving_the_same_adapter(
+def test_the_grader_has_its_own_context_serving_the_same_adapter_and_judges_on_the_base(
     promoted, settings, engine, embedder
 ):
     from assistant.wiring import create_services
@@ -82,21 +82,25 @@ def test_the_grader_has_its_own_context_serving_the_same_adapter(
     settings.grading = False
     services = create_services(settings, model=engine, embedder=embedder)
     grader = services.worker.grader.answer_model
+    judge = services.worker.grader.judge_model
     try:
         assert grader is not engine and grader.path == engine.path  # the chat's cache is its own
-        assert services.worker.grader.judge_model is grader
+        assert judge not in (grader, engine) and judge.path == engine.path
         assert engine.adapter_id == grader.adapter_id == "adapter-b"
         promoted.activate("adapter-a")  # a rollback or promotion reaches both at the next answer
         services.watcher.sync()
         assert engine.adapter_id == grader.adapter_id == "adapter-a"
+        assert judge.adapter_id is None  # no adapter judges its own answers
     finally:
         services.close()
         engine.set_adapter(None)
-    with pytest.raises(InterruptedError):  # closed with the services; the chat model is not
-        list(grader.stream([{"role": "user", "content": "hi"}], {"max_tokens": 2}))
-    settings.grading_own_context = False
+    for closed in (grader, judge):  # closed with the services; the chat model is not
+        with pytest.raises(InterruptedError):
+            list(closed.stream([{"role": "user", "content": "hi"}], {"max_tokens": 2}))
+    settings.grading_own_context, settings.grading_judge_base = False, False
     services = create_services(settings, model=engine, embedder=embedder)
     try:
         assert services.worker.grader.answer_model is engine
+        assert services.worker.grader.judge_model is engine
     finally:
         services.close()

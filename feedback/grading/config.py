@@ -39,6 +39,12 @@ class GraderConfig:
         "grade on a second llama.cpp context of the served GGUF (the weights are shared), so "
         "grading never leaves its prompt in the chat's cache; off: one context for both",
     )
+    judge_base: bool = option(
+        True,
+        "with no judge set, judge on a context of the served GGUF that never takes its "
+        "adapter, so an adapter never judges its own answers (the log-probabilities still "
+        "come from the model that answered); off: the judge serves the adapter too",
+    )
     judge_history_chars: int = option(
         1500, "most characters of the earlier conversation the judge reads"
     )
