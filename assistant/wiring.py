@@ -292,7 +292,10 @@ def build_refresher(settings: Settings, progress=None, embedder=None):
         system_prompt=settings.system_prompt,
         progress=progress,
         embedder=embedder,
-        synthesizer=build_synthesizer(settings, engine, llama, judge, embedder)
+        # The rehearsal's answers come from the served adapter; the judge stays on the base.
+        synthesizer=build_synthesizer(
+            settings, engine, llama, judge or base_judge(settings, llama), embedder
+        )
         if settings.synthesis
         else None,
     )

@@ -104,3 +104,21 @@ def test_the_grader_has_its_own_context_serving_the_same_adapter_and_judges_on_t
         assert services.worker.grader.judge_model is engine
     finally:
         services.close()
+
+
+def test_a_refresh_grades_its_rehearsal_with_a_judge_on_the_base_weights(
+    promoted, settings, embedder
+):
+    """The served adapter answers the rehearsal prompts; it must not also be their judge."""
+    from assistant.wiring import build_refresher
+
+    synth = build_refresher(settings, embedder=embedder).synthesizer
+    judge = synth.grader.judge_model
+    try:
+        assert synth.grader.answer_model is synth.model and judge.path == synth.model.path
+        active = promoted.active()
+        synth.model.set_adapter(active.path, active.adapter_id)  # as the refresh rehearses
+        assert synth.model.adapter_id == "adapter-b" and judge.adapter_id is None
+    finally:
+        judge.close()
+        synth.model.close()
