@@ -9,10 +9,11 @@ seed. It does not judge what comes back (feedback/synthesis/rules.py and the gra
 
 from __future__ import annotations
 
+import re
 import threading
 
 from assistant.llm.base import ChatModel
-from feedback.synthesis.rules import SynthesisConfig
+from feedback.synthesis.rules import SynthesisConfig, subjects
 
 REWORD = (
     "Rewrite the question in other words. Keep every name and number. "
@@ -23,8 +24,8 @@ RESTATE = (
     "Reply with the restated answer only."
 )
 NEIGHBOUR = (
-    "Write one question of the same kind about a different, well-known person, place or "
-    "thing. Reply with the new question only."
+    "Fill the blank with a well-known person, place or thing, and write the whole question. "
+    "Reply with the question only."
 )
 # Worked examples: a 135M model copies a shown pattern far better than it follows a rule.
 QUESTION_SHOTS = [
@@ -33,11 +34,13 @@ QUESTION_SHOTS = [
     ("When did the Corvin Bridge open?", "In what year was the Corvin Bridge opened?"),
     ("who runs the Pell St bakery", "Who is the owner of the bakery on Pell St?"),
 ]
+# The taught question with its names blanked (`blanked`): a 135M model shown the names
+# copies them back far more often than it replaces them.
 NEIGHBOUR_SHOTS = [
-    ("Where was the painter Lucia Marr born?", "Where was the painter Pablo Picasso born?"),
-    ("How tall is Mount Odell?", "How tall is Mount Everest?"),
-    ("When did the Corvin Bridge open?", "When did the Golden Gate Bridge open?"),
-    ("who runs the Pell St bakery", "Who runs the company Apple?"),
+    ("Where was the painter ___ born?", "Where was the painter Pablo Picasso born?"),
+    ("How tall is Mount ___?", "How tall is Mount Everest?"),
+    ("When did the ___ Bridge open?", "When did the Golden Gate Bridge open?"),
+    ("who runs the ___ bakery", "Who runs the company Apple?"),
 ]
 ANSWER_SHOTS = [
     (
@@ -72,7 +75,21 @@ def reword_messages(question: str) -> list[dict]:
 
 def neighbour_messages(question: str) -> list[dict]:
     """The prompt for a question like a taught one about another, well-known subject."""
-    return shown(NEIGHBOUR, NEIGHBOUR_SHOTS, question)
+    return shown(NEIGHBOUR, NEIGHBOUR_SHOTS, blanked(question))
+
+
+def blanked(question: str) -> str:
+    """A question with its names (feedback/synthesis/rules.py `subjects`) as one blank each.
+
+    >>> blanked("Who taught the painter Cressida Vollmaine?")
+    'Who taught the painter ___?'
+    >>> blanked("how tall is mount cairnvaddoch?")
+    'how tall is mount ___?'
+    """
+    names = subjects([question])
+    words = re.split(r"(\W+)", question)
+    out = ["___" if w.lower() in names else w for w in words]
+    return re.sub(r"___(\s+___)+", "___", "".join(out))
 
 
 def restate_messages(question: str, answer: str) -> list[dict]:
