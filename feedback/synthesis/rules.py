@@ -116,22 +116,29 @@ def subjects(texts: list[str]) -> set[str]:
     return {n for n in found if len(n) > 2}
 
 
-def measured_problem(text: str, measured: list[str]) -> str | None:
-    """Why a neighbour cannot be trained on because a yardstick or another taught question
-    asks it (None: none does): it has the words of one of the `measured` questions or names
-    what one of them names. Rehearsing the model's answer to a gate's question would teach
-    the test; to another taught question, the answer its correction replaced.
+def measured_index(measured: list[str]) -> tuple[set[str], set[str]]:
+    """What `measured_problem` compares with, read once: the questions' words and names."""
+    return {words(q) for q in measured}, subjects(measured)
 
-    >>> gate = ["Who painted the Mona Lisa?", "How many minutes are in three hours?"]
+
+def measured_problem(text: str, index: tuple[set[str], set[str]]) -> str | None:
+    """Why a neighbour cannot be trained on because a yardstick or another taught question
+    asks it (None: none does): it has the words of one of the measured questions or names
+    what one of them names (`index`: `measured_index` of them). Rehearsing the model's answer
+    to a gate's question would teach the test; to another taught question, the answer its
+    correction replaced.
+
+    >>> gate = measured_index(["Who painted the Mona Lisa?", "How many minutes are in three hours?"])
     >>> measured_problem("Who was the painter of the Mona Lisa?", gate)
     'a question the refresh measures or was taught asks about lisa, mona'
     >>> measured_problem("how many minutes are in three hours", gate)
     'a question the refresh measures or was taught asks it'
     >>> measured_problem("Who painted the Sistine Chapel ceiling?", gate)
     """
-    if words(text) in {words(q) for q in measured}:
+    asked, named = index
+    if words(text) in asked:
         return "a question the refresh measures or was taught asks it"
-    shared = sorted(subjects([text]) & subjects(measured))
+    shared = sorted(subjects([text]) & named)
     return (
         f"a question the refresh measures or was taught asks about {', '.join(shared)}"
         if shared

@@ -23,6 +23,7 @@ from feedback.synthesis.rules import (
     SynthesisConfig,
     answer_problem,
     graded_verdict,
+    measured_index,
     measured_problem,
     neighbour_problem,
     parent_key,
@@ -191,7 +192,7 @@ class Synthesizer:
         painting's painter."""
         t, c = time.monotonic(), self.config
         kept, seen, written, reasons = [], set(), 0, {}
-        measured = list(measured)
+        measured = measured_index(list(measured))  # read once, not per candidate
         for n, parent in enumerate(parents if c.neighbours else []):
             if enough is not None and len(kept) >= enough:
                 break
