@@ -498,3 +498,56 @@ def test_a_correction_the_answer_left_out_is_shown_under_it_dated_and_kept_out_o
     page.locator("#chatbot button[aria-label='Like']").last.click()
     entry = wait_for(lambda: PoolStore(app.store.engine).entry(turn.exchange_id))
     assert entry.completion == "It is Ivo Marsh."  # the pool keeps only the model's words
+
+
+@pytest.fixture
+def memory_page(settings, engine, embedder, tmp_path):
+    """The app with the real embedded model and its memory on (the default), no grading."""
+    settings.grading = False
+    with served_page(settings, engine, tmp_path, embedder) as served:
+        yield served
+
+
+def test_the_real_model_asked_a_reworded_question_shows_what_was_taught_and_the_pool_keeps_its_words(
+    memory_page,
+):
+    """The same path as the fake-model test above, with the embedded model: whichever way the
+    model answers, the page shows the taught name, and a restatement only when the model's own
+    words left it out; the pool keeps the model's words alone."""
+    from store.restated import model_words
+
+    page, app = memory_page
+    question = "Who keeps the lighthouse on Vellmar Island?"
+    taught = "The lighthouse on Vellmar Island is kept by Orsolya Brandt."
+    *_, first = app.chat.send(None, question)
+    app.chat.correct(first.exchange_id, taught)
+
+    send(page, "Who is the keeper of the Vellmar Island lighthouse?")
+    turn = wait_for(
+        lambda: (t := app.store.turns(2)) and t[0].status == "completed" and t[0], timeout=120
+    )
+    shown = wait_for(lambda: "Brandt" in (t := bot_messages(page).last.inner_text()) and t)
+    own = model_words(turn.assistant)
+    assert words(turn.assistant) == words(shown)  # stored as the user saw it
+    wait_for(lambda: "Drew on 1 past answer" in page.locator("#notice").inner_text())
+    if "Brandt" in own:  # the model used what it was taught: nothing is added under it
+        assert own == turn.assistant
+    else:
+        assert re.search(r"You taught me this on \d{1,2} [A-Z][a-z]{2} \d{4}: ", words(shown))
+        assert words(shown).endswith(taught)
+    page.locator("#chatbot button[aria-label='Like']").last.click()
+    entry = wait_for(lambda: PoolStore(app.store.engine).entry(turn.exchange_id))
+    assert entry.completion == own.strip() and "You taught me" not in entry.completion
+
+    # A question whose plain answer need not name the keeper (this build's model answers "a
+    # woman"): the taught answer goes under it once, though the liked answer says it again.
+    page.locator("#new-chat").click()
+    wait_for(lambda: bot_messages(page).count() == 0)
+    send(page, "In one word, is the Vellmar Island lighthouse kept by a man or a woman?")
+    turn = wait_for(
+        lambda: (t := app.store.turns(3)) and t[0].status == "completed" and t[0], timeout=120
+    )
+    shown = wait_for(lambda: "Brandt" in (t := bot_messages(page).last.inner_text()) and t)
+    assert words(turn.assistant) == words(shown)
+    if "Brandt" not in model_words(turn.assistant):
+        assert len(re.findall(r"You taught me this on \d{1,2} [A-Z][a-z]{2} \d{4}: ", shown)) == 1

@@ -287,6 +287,10 @@ def restatement(
     ''
     >>> restatement("Everest.", "What is the tallest mountain?", [taught])
     ''
+    >>> again = E(prompt="Where did Sarrowby study?", taught=True, shared=False, similarity=0.6,
+    ...     completion="Sarrowby studied at Grimsholt College, in the north.", taught_at=None)
+    >>> restatement("Oxford.", "Which college did Sarrowby attend?", [taught, again]).count("taught")
+    1
     """
     taught = [e for e in examples if e.taught]
     if not taught:
@@ -297,8 +301,11 @@ def restatement(
     if not terms or not close:
         return ""
     shown = [first] + [
-        e for e in taught[1:2] if asked & names(e.prompt, known) & names(first.prompt, known)
-    ]
+        e
+        for e in taught[1:2]
+        if asked & names(e.prompt, known) & names(first.prompt, known)
+        and key_terms(f"{question}\n{e.prompt}", e.completion, known, uncommon) - terms
+    ]  # a second that says nothing the first does not (the same fact, liked) is left out
     for example in shown:
         said = key_terms(f"{question}\n{example.prompt}", example.completion, known, uncommon)
         if said and says_all(answer, said):
