@@ -236,3 +236,15 @@ def test_the_same_request_with_the_same_seed_gives_the_same_answer_again(engine)
     sampling = {"temperature": 1.5, "seed": 11, "max_tokens": 6}
     first, again = ("".join(d.text for d in engine.stream(messages, sampling)) for _ in "ab")
     assert first == again
+
+
+def test_the_fingerprint_names_what_greedy_answers_depend_on(engine):
+    sibling = engine.sibling()
+    other = engine.sibling(context_window=1024)
+    try:
+        assert sibling.fingerprint == engine.fingerprint
+        assert other.fingerprint != engine.fingerprint  # another context size
+        assert str(engine.path.resolve()) in engine.fingerprint
+    finally:
+        sibling.close()
+        other.close()

@@ -3,6 +3,7 @@ selected, what is capped, and each refusal with its reason (no torch, no model).
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -174,6 +175,37 @@ class KnowingEngine:
         question = messages[-1]["content"]
         wrong = self.adapter is not None and question.startswith(("Who", "What is the capital"))
         yield Delta(text="The Bard of Montesa." if wrong else f"It is {self.truth[question][0]}.")
+
+
+class CountingEngine(KnowingEngine):
+    """KnowingEngine with a fingerprint, counting the answers it gives the base model."""
+
+    def __init__(self, fingerprint="model-a"):
+        super().__init__()
+        self.fingerprint, self.base_asked = fingerprint, 0
+
+    def stream(self, messages, sampling):
+        self.base_asked += self.adapter is None
+        yield from super().stream(messages, sampling)
+
+
+def test_the_base_models_known_answers_are_asked_once_per_model_and_kept_beside_the_home(tmp_path):
+    from feedback.refresh.known import known_figures
+
+    cache = tmp_path / "cache" / "known-base.json"
+    first = CountingEngine()
+    before = known_figures(first, tmp_path / "candidate.gguf", cache=cache)
+    assert first.base_asked == 40 and cache.exists()
+    again = CountingEngine()
+    assert known_figures(again, tmp_path / "candidate.gguf", cache=cache) == before
+    assert again.base_asked == 0  # the base's answers came from the cache
+    other = CountingEngine("model-b")  # another file, build or thread count: asked afresh
+    known_figures(other, tmp_path / "candidate.gguf", cache=cache)
+    assert other.base_asked == 40
+    cache.write_text("{not json")  # a broken cache is answered afresh and rewritten
+    broken = CountingEngine("model-b")
+    assert known_figures(broken, tmp_path / "candidate.gguf", cache=cache) == before
+    assert broken.base_asked == 40 and json.loads(cache.read_text())["answers"]
 
 
 def test_a_candidate_that_lost_what_the_base_model_knew_is_rejected(tmp_path):

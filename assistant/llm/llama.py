@@ -110,6 +110,16 @@ class LlamaEngine:
             thread=self._thread,
         )
 
+    @property
+    def fingerprint(self) -> str:
+        """What the base model's greedy answers depend on: the GGUF file (path, size, time
+        written), the llama.cpp build, the threads and the context size. Two engines with the
+        same fingerprint answer the same greedy prompt alike, so those answers can be kept."""
+        stat = self.path.stat()
+        parts = [str(self.path.resolve()), stat.st_size, stat.st_mtime_ns, llama_cpp.__version__]
+        parts += [system_info(), self.llm.n_threads, self.context_window]
+        return json.dumps(parts)
+
     def _prepare(self, lora_path: Path | None) -> None:
         """The adapter asked for, and the chat template read from the file's metadata."""
         if lora_path:

@@ -11,6 +11,7 @@ feedback/refresh/rules.py's; serving adapters to answer is the llama.cpp engine'
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -73,13 +74,42 @@ def gate_questions() -> list[str]:
     return [q for q, _ in known_questions()] + general + list(REGRESSION_PROMPTS)
 
 
-def known_figures(engine, adapter: Path | None, keep_answers: bool = False) -> dict:
+def base_answers(engine, questions: list[str], cache: Path | None = None) -> list[str]:
+    """The base model's greedy answers to `questions`, kept in the JSON file `cache` under the
+    engine's `fingerprint` (the model file, build and threads they depend on) and the questions:
+    the same for every refresh on that model, so asked once (about 40 s on 2 cores), and one
+    fixed bar. A missing, unreadable or foreign cache is answered afresh and rewritten."""
+    fingerprint = getattr(engine, "fingerprint", None)
+    if cache is None or fingerprint is None:
+        return answers(engine, questions, None, "base")
+    key = hashlib.sha256(json.dumps([fingerprint, GREEDY, questions]).encode()).hexdigest()
+    try:
+        kept = json.loads(cache.read_text(encoding="utf-8"))
+        if kept.get("key") == key and len(kept["answers"]) == len(questions):
+            return [str(a) for a in kept["answers"]]
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        pass
+    fresh = answers(engine, questions, None, "base")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        part = cache.with_suffix(".part")
+        part.write_text(json.dumps({"key": key, "answers": fresh}), encoding="utf-8")
+        part.replace(cache)
+    except OSError:  # a full disk costs the next refresh 40 s, not this one
+        pass
+    return fresh
+
+
+def known_figures(
+    engine, adapter: Path | None, keep_answers: bool = False, cache: Path | None = None
+) -> dict:
     """The base model's answers to every known question and the candidate's: which of those
     the base got right the candidate lost, and how many the base got wrong it gained (with
-    `keep_answers`, every question with both answers too)."""
+    `keep_answers`, every question with both answers too). The base's answers are kept in
+    `cache` (`base_answers`)."""
     rows = known_questions()
     questions = [q for q, _ in rows]
-    base = answers(engine, questions, None, "base")
+    base = base_answers(engine, questions, cache)
     cand = answers(engine, questions, adapter, "candidate") if adapter else base
     lost, gained = [], 0
     for (q, ok), was, now in zip(rows, base, cand, strict=True):

@@ -410,7 +410,8 @@ class Refresher:
         cand["general_loss"], cur["general_loss"] = cand_general, cur_general
         base.update(self._base_losses(trained, records, general, cur_loss, cur_general))
         self.progress("evaluate", 1.0, "the known answers: the base model's, then the candidate's")
-        cand["known"] = known_figures(self.llama, adapter)
+        cache = self.home / "cache" / "known-base.json"
+        cand["known"] = known_figures(self.llama, adapter, cache=cache)
         for figures in (cand, cur):
             figures.pop("answers")
         return {
