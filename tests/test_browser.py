@@ -502,8 +502,7 @@ def test_a_correction_the_answer_left_out_is_shown_under_it_dated_and_kept_out_o
 
 @pytest.fixture
 def memory_page(settings, engine, embedder, tmp_path):
-    """The app with the real embedded model and its memory on (the default), no grading."""
-    settings.grading = False
+    """The app with the real embedded model and its memory on (the default)."""
     with served_page(settings, engine, tmp_path, embedder) as served:
         yield served
 
@@ -539,6 +538,8 @@ def test_the_real_model_asked_a_reworded_question_shows_what_was_taught_and_the_
     entry = wait_for(lambda: PoolStore(app.store.engine).entry(turn.exchange_id))
     assert entry.completion == own.strip() and "You taught me" not in entry.completion
 
+    if "Brandt" not in own:
+        return  # the liked answer says another name: the part below needs one repeating it
     # A question whose plain answer need not name the keeper (this build's model answers "a
     # woman"): the taught answer goes under it once, though the liked answer says it again.
     page.locator("#new-chat").click()
@@ -549,5 +550,8 @@ def test_the_real_model_asked_a_reworded_question_shows_what_was_taught_and_the_
     )
     shown = wait_for(lambda: "Brandt" in (t := bot_messages(page).last.inner_text()) and t)
     assert words(turn.assistant) == words(shown)
-    if "Brandt" not in model_words(turn.assistant):
+    wait_for(lambda: "Drew on 2 past answers" in page.locator("#notice").inner_text())
+    if "Brandt" in model_words(turn.assistant):
+        assert "You taught me" not in shown
+    else:
         assert len(re.findall(r"You taught me this on \d{1,2} [A-Z][a-z]{2} \d{4}: ", shown)) == 1

@@ -103,6 +103,16 @@ def test_two_corrections_about_the_subject_are_both_put_under_an_answer_that_use
     assert used.text == "He played the theorbo."
 
 
+def test_a_liked_answer_repeating_the_correction_is_not_restated_a_second_time(chat):
+    taught(chat)
+    liked = ask(chat, "Who is the keeper of the Vellmar Island lighthouse?", "Orsolya Brandt.")
+    chat.rate(liked.exchange_id, 1)  # a thumbs up: taught too, and it says the same
+    reply = ask(chat, "Is the Vellmar Island lighthouse kept by a man or a woman?", "A woman.")
+    assert len([e for e in reply.examples if e.taught]) == 2, reply.examples
+    assert reply.text.count("You taught me this") == 1, reply.text
+    assert "Orsolya Brandt" in reply.text
+
+
 def test_no_correction_is_put_under_an_answer_to_another_question(chat):
     taught(chat)
     taught(chat, "How do I reset my router?", "Hold its reset button for ten seconds.")

@@ -271,7 +271,8 @@ def restatement(
     its `key_terms`. When the second taught example is about the same subject the question
     names (a sibling fact: the founder beside the head office), the lookup's ranking between
     the two is the weak point (bench/memory_chat.py), so both are said, the best match first,
-    unless the answer used either. Only for a question that names something (the memory
+    unless the answer used either; the second is left out when the first already says all it
+    says (a liked answer repeating the correction). Only for a question that names something (the memory
     already checked the taught answers name it too) or, naming nothing, one this close in
     meaning (`unnamed_similarity`). A taught answer with no names, numbers or uncommon words
     cannot be checked and is left to the model.
@@ -291,25 +292,27 @@ def restatement(
     ...     completion="Sarrowby studied at Grimsholt College, in the north.", taught_at=None)
     >>> restatement("Oxford.", "Which college did Sarrowby attend?", [taught, again]).count("taught")
     1
+    >>> wide = E(prompt="Where did Sarrowby study?", taught=True, shared=False, similarity=0.7,
+    ...     completion="Sarrowby studied at Grimsholt College in Vennick.", taught_at=None)
+    >>> restatement("At Grimsholt.", "Which college did Sarrowby attend?", [wide, again])
+    ''
     """
     taught = [e for e in examples if e.taught]
     if not taught:
         return ""
     first, asked = taught[0], names(question, known)
     close = bool(asked) or (first.similarity or 0.0) >= unnamed_similarity
-    terms = key_terms(f"{question}\n{first.prompt}", first.completion, known, uncommon)
-    if not terms or not close:
+    said = [key_terms(f"{question}\n{e.prompt}", e.completion, known, uncommon) for e in taught[:2]]
+    if not said[0] or not close:
         return ""
-    shown = [first] + [
-        e
-        for e in taught[1:2]
+    pair = [
+        (e, terms)
+        for e, terms in zip(taught[1:2], said[1:], strict=True)
         if asked & names(e.prompt, known) & names(first.prompt, known)
-        and key_terms(f"{question}\n{e.prompt}", e.completion, known, uncommon) - terms
-    ]  # a second that says nothing the first does not (the same fact, liked) is left out
-    for example in shown:
-        said = key_terms(f"{question}\n{example.prompt}", example.completion, known, uncommon)
-        if said and says_all(answer, said):
-            return ""  # it used one of them
+    ]
+    if any(terms and says_all(answer, terms) for _, terms in [(first, said[0]), *pair]):
+        return ""  # it used one of them
+    shown = [first] + [e for e, terms in pair if not says_all(first.completion, terms)]
     return "".join("\n\n" + taught_line(e) for e in shown)
 
 
