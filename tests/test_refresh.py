@@ -222,8 +222,8 @@ def test_a_candidate_that_collapses_onto_one_phrase_is_rejected_and_kept_on_disk
     net = len(known["lost"]) - known["gained"]
     assert net > known["base_right"] * RefreshConfig.known_tolerance, known
     assert "known answers right, the base model" in run.reason
-    kept = json.loads((settings.home_dir / "cache" / "known-base.json").read_text())
-    assert len(kept["answers"]) == known["questions"]  # the next refresh asks the base none
+    (kept,) = json.loads((settings.home_dir / "cache" / "known-base.json").read_text()).values()
+    assert len(kept) == known["questions"]  # kept: the next refresh asks the base none
     cand = run.metrics["evaluate"]["candidate"]
     cur = run.metrics["evaluate"]["current"]
     assert cand["answer_distinct_2"] < cur["answer_distinct_2"] * 0.9

@@ -184,13 +184,18 @@ class CountingEngine(KnowingEngine):
         super().__init__()
         self.fingerprint, self.base_asked = fingerprint, 0
 
+    def prompt_tokens(self, messages):
+        return [ord(c) for c in messages[-1]["content"]]
+
     def stream(self, messages, sampling):
         self.base_asked += self.adapter is None
         yield from super().stream(messages, sampling)
 
 
-def test_the_base_models_known_answers_are_asked_once_per_model_and_kept_beside_the_home(tmp_path):
-    from feedback.refresh.known import known_figures
+def test_the_base_models_known_answers_are_asked_once_per_model_and_kept_in_the_homes_cache(
+    tmp_path,
+):
+    from feedback.refresh.known import base_answers, known_figures
 
     cache = tmp_path / "cache" / "known-base.json"
     first = CountingEngine()
@@ -202,10 +207,17 @@ def test_the_base_models_known_answers_are_asked_once_per_model_and_kept_beside_
     other = CountingEngine("model-b")  # another file, build or thread count: asked afresh
     known_figures(other, tmp_path / "candidate.gguf", cache=cache)
     assert other.base_asked == 40
+    back = CountingEngine()  # both are kept: a refresh from the app and one from the CLI
+    known_figures(back, tmp_path / "candidate.gguf", cache=cache)
+    assert back.base_asked == 0
+    fewer = CountingEngine()  # other questions (or another template): asked afresh
+    base_answers(fewer, ["Who wrote Romeo and Juliet?"], cache)
+    assert fewer.base_asked == 1
     cache.write_text("{not json")  # a broken cache is answered afresh and rewritten
     broken = CountingEngine("model-b")
     assert known_figures(broken, tmp_path / "candidate.gguf", cache=cache) == before
-    assert broken.base_asked == 40 and json.loads(cache.read_text())["answers"]
+    assert broken.base_asked == 40 and len(json.loads(cache.read_text())) == 1
+    assert not list(cache.parent.glob("*.tmp"))
 
 
 def test_a_candidate_that_lost_what_the_base_model_knew_is_rejected(tmp_path):

@@ -71,6 +71,8 @@ class LlamaEngine:
     ):
         self.path = Path(path)
         self.model_id = self.path.name
+        stat = self.path.stat() if self.path.exists() else None  # the file as it was loaded
+        self._file = [str(self.path.resolve()), stat and stat.st_size, stat and stat.st_mtime_ns]
         self.adapter_id: str | None = None
         self._adapter = None  # the llama.cpp adapter set on the context, freed when replaced
         # The one thread every model call runs on; queued calls wait their turn. A sibling
@@ -112,12 +114,11 @@ class LlamaEngine:
 
     @property
     def fingerprint(self) -> str:
-        """What the base model's greedy answers depend on: the GGUF file (path, size, time
-        written), the llama.cpp build, the threads and the context size. Two engines with the
-        same fingerprint answer the same greedy prompt alike, so those answers can be kept."""
-        stat = self.path.stat()
-        parts = [str(self.path.resolve()), stat.st_size, stat.st_mtime_ns, llama_cpp.__version__]
-        parts += [system_info(), self.llm.n_threads, self.context_window]
+        """What the base model's greedy answers depend on besides the prompt's tokens: the GGUF
+        file as it was loaded (path, size, time written), the llama.cpp build and the context's
+        threads and size. Same fingerprint, same token ids: the same greedy answer."""
+        parts = [*self._file, llama_cpp.__version__, system_info()]
+        parts += [self.llm.n_threads, self.llm.n_threads_batch, self.context_window]
         return json.dumps(parts)
 
     def _prepare(self, lora_path: Path | None) -> None:

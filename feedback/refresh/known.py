@@ -6,13 +6,15 @@ them, and the rule that rejects a candidate that gets fewer of them right than t
 by more than `known_tolerance` of the base's right answers. Training on invented facts can
 teach a small model to answer everything in their shape ("The Bard of Montesa" wrote Romeo and Juliet) while every loss
 stays flat and the judge ties: this is the gate that sees it. The other gates are
-feedback/refresh/rules.py's; serving adapters to answer is the llama.cpp engine's.
+feedback/refresh/rules.py's; serving adapters to answer is the llama.cpp engine's. The base
+model's answers are kept in AUTODIDACT_HOME/cache/known-base.json (`base_answers`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -74,26 +76,45 @@ def gate_questions() -> list[str]:
     return [q for q, _ in known_questions()] + general + list(REGRESSION_PROMPTS)
 
 
+CACHE_VERSION = 1  # raise when how the engine answers changes in a way the key cannot see
+CACHE_ENTRIES = 4  # model files, builds or thread counts kept at once (app and CLI differ)
+
+
+def cache_key(engine, questions: list[str]) -> str | None:
+    """What the base model's greedy answers to `questions` depend on: the engine's
+    `fingerprint` (model file, build, threads), the prompts' token ids (template and
+    tokenizer), the sampling and this module's version. None for an engine without one."""
+    try:
+        fingerprint = engine.fingerprint
+        prompts = [engine.prompt_tokens([{"role": "user", "content": q}]) for q in questions]
+    except (AttributeError, OSError):
+        return None
+    parts = [CACHE_VERSION, fingerprint, GREEDY, prompts]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
 def base_answers(engine, questions: list[str], cache: Path | None = None) -> list[str]:
-    """The base model's greedy answers to `questions`, kept in the JSON file `cache` under the
-    engine's `fingerprint` (the model file, build and threads they depend on) and the questions:
-    the same for every refresh on that model, so asked once (about 40 s on 2 cores), and one
-    fixed bar. A missing, unreadable or foreign cache is answered afresh and rewritten."""
-    fingerprint = getattr(engine, "fingerprint", None)
-    if cache is None or fingerprint is None:
+    """The base model's greedy answers to `questions`, kept in the JSON file `cache` under
+    `cache_key`: the same for every refresh on that model, so asked once (about 40 s on 2
+    cores), and one fixed bar. A missing, unreadable or foreign entry is answered afresh; the
+    newest `CACHE_ENTRIES` keys are kept. Deleting the file only costs the next refresh time."""
+    key = cache_key(engine, questions) if cache is not None else None
+    if key is None:
         return answers(engine, questions, None, "base")
-    key = hashlib.sha256(json.dumps([fingerprint, GREEDY, questions]).encode()).hexdigest()
     try:
         kept = json.loads(cache.read_text(encoding="utf-8"))
-        if kept.get("key") == key and len(kept["answers"]) == len(questions):
-            return [str(a) for a in kept["answers"]]
-    except (OSError, ValueError, TypeError, AttributeError, KeyError):
-        pass
+        kept = kept if isinstance(kept, dict) else {}
+    except (OSError, ValueError):
+        kept = {}
+    if isinstance(got := kept.get(key), list) and len(got) == len(questions):
+        return [str(a) for a in got]
     fresh = answers(engine, questions, None, "base")
+    kept = {k: v for k, v in kept.items() if k != key}
+    kept = dict(list(kept.items())[-(CACHE_ENTRIES - 1) :]) | {key: fresh}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        part = cache.with_suffix(".part")
-        part.write_text(json.dumps({"key": key, "answers": fresh}), encoding="utf-8")
+        part = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        part.write_text(json.dumps(kept), encoding="utf-8")
         part.replace(cache)
     except OSError:  # a full disk costs the next refresh 40 s, not this one
         pass
