@@ -1,13 +1,15 @@
 """Regrade: which part of a flag-rate rise is the answers, and which the grader?
 
-After a refresh the app grades answers with a grader that runs on the served weights: the judge
-and the log-probabilities both come from the adapter (unless `judge_model` is set). A flag rate
+Before b530bb4 the app graded answers after a refresh with a grader on the served weights: the
+judge and the log-probabilities both came from the adapter; since, the judge runs on the base
+weights (`grading_judge_base`) and the log-probabilities on the adapter. A flag rate
 that rises on unrelated questions after a refresh (bench/learning.py, phase 2) is either answers
 that got worse or a grader that moved with the weights. This grades one learning run's answers
 to the unrelated questions again, the same answers each time:
-  - `after`, the adapter's answers, three ways: as the app grades them (judge and
-    log-probabilities on the adapter); the judge on the base weights and the log-probabilities
-    on the adapter (the model that answered); judge and log-probabilities on the base weights;
+  - `after`, the adapter's answers, three ways: as the app graded them before b530bb4 (judge
+    and log-probabilities on the adapter); the judge on the base weights and the log-probabilities
+    on the adapter (the model that answered: the app now); judge and log-probabilities on the
+    base weights;
   - `before`, the base model's answers before any teaching, with the base grader (the app's
     own grade then, again: how far a regrade moves on its own).
 No references (nobody taught anything about these questions); the settings' grader config.
@@ -63,8 +65,12 @@ def measure(args) -> dict:
     adapted.set_adapter(adapter, adapter_id)
     config = grader_config(settings)
     graders = {
-        "as the app (judge and log-probabilities on the adapter)": Grader(adapted, adapted, config),
-        "judge on the base, log-probabilities on the adapter": Grader(base, adapted, config),
+        "judge and log-probabilities on the adapter (the app before b530bb4)": Grader(
+            adapted, adapted, config
+        ),
+        "judge on the base, log-probabilities on the adapter (the app now)": Grader(
+            base, adapted, config
+        ),
         "judge and log-probabilities on the base": Grader(base, base, config),
     }
     out = {"commit": commit(), "command": command_line(), "result": str(args.result),
