@@ -95,9 +95,10 @@ def cache_key(engine, questions: list[str]) -> str | None:
 
 def base_answers(engine, questions: list[str], cache: Path | None = None) -> list[str]:
     """The base model's greedy answers to `questions`, kept in the JSON file `cache` under
-    `cache_key`: the same for every refresh on that model, so asked once (about 40 s on 2
-    cores), and one fixed bar. A missing, unreadable or foreign entry is answered afresh; the
-    newest `CACHE_ENTRIES` keys are kept. Deleting the file only costs the next refresh time."""
+    `cache_key`: the same for every refresh on that model, so asked once (40 greedy answers:
+    65 s on 2 cores beside a benchmark), and one fixed bar. A missing, unreadable or foreign
+    entry is answered afresh; the newest `CACHE_ENTRIES` keys are kept. Deleting the file
+    only costs the next refresh the asking."""
     key = cache_key(engine, questions) if cache is not None else None
     if key is None:
         return answers(engine, questions, None, "base")
@@ -116,7 +117,7 @@ def base_answers(engine, questions: list[str], cache: Path | None = None) -> lis
         part = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
         part.write_text(json.dumps(kept), encoding="utf-8")
         part.replace(cache)
-    except OSError:  # a full disk costs the next refresh 40 s, not this one
+    except OSError:  # a full disk costs the next refresh the asking, not this one
         pass
     return fresh
 
