@@ -272,9 +272,9 @@ def restatement(
     names (a sibling fact: the founder beside the head office), the lookup's ranking between
     the two is the weak point (bench/memory_chat.py), so both are said, the best match first,
     unless the answer used either; the second is left out when the first already says all it
-    says (a liked answer repeating the correction). Only for a question that names something (the memory
-    already checked the taught answers name it too) or, naming nothing, one this close in
-    meaning (`unnamed_similarity`). A taught answer with no names, numbers or uncommon words
+    says (a liked answer repeating the correction). Only for a question that names something
+    (the memory already checked the taught answers name it too) or, naming nothing, one this
+    close in meaning (`unnamed_similarity`). A taught answer with no names, numbers or uncommon words
     cannot be checked and is left to the model.
 
     >>> from types import SimpleNamespace as E
