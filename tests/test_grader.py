@@ -24,6 +24,28 @@ def test_the_judge_answers_in_the_schema(engine):
     assert 1 <= verdict.score <= 10 and len(verdict.reason) <= 400
 
 
+# The embedded judge, greedy, writes a raw newline into its reason for this answer; llama-cpp-python's
+# JSON grammar lets it through, and strict JSON refused the whole verdict (CI, stop 33).
+RAMBLING = (
+    "L'Arc de Tripoli, le Grand Bassin de la Lance (The Black Island) is the capital of France. "
+    "It's located at the mouth of the River Seine in Paris and serves as a strategic military "
+    "base during medieval times. The town has a rich history of trade and exploration with "
+    "numerous"
+)
+
+
+def test_a_verdict_whose_reason_holds_a_raw_newline_still_counts():
+    model = FakeModel()
+    model.enqueue('{ "reason": "not the answer is the\n<</" ,"score": 2}')
+    result = Grader(model).grade(QUESTION, RAMBLING)
+    assert result.signals.judge == 2 and result.judge_reason == "not the answer is the <</"
+
+
+def test_the_real_judge_gives_a_verdict_on_an_answer_it_once_broke_its_json_on(engine):
+    verdict = judge(engine, QUESTION, RAMBLING, tag="abc123")
+    assert 1 <= verdict.score <= 10 and "\n" not in verdict.reason
+
+
 def test_every_signal_is_measured_and_stored_apart(grader):
     result = grader.grade(
         QUESTION, ANSWER, reference="Paris is the capital and largest city of France."

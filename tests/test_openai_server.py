@@ -126,8 +126,8 @@ def test_a_remote_judge_grades_a_real_exchange_with_the_answering_models_logprob
     assert grading.job(exchange_id).status == "done"
     grade = grading.grade(exchange_id)
     assert grade.judge_model_id == f"smollm2@{server}"
-    assert 1 <= grade.judge_score <= 10, grade.judge_reason
-    assert grade.judge_reason != "the judge gave no valid verdict"
+    assert grade.judge_score is not None, grade.judge_reason
+    assert 1 <= grade.judge_score <= 10
     assert grade.mean_logprob < 0  # scored by the local model that wrote the answer
 
 

@@ -8,6 +8,7 @@ grade; every signal's cost in seconds is recorded. Storage and scheduling are fe
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -26,6 +27,8 @@ from feedback.grading.scoring import (
     should_flag,
 )
 from feedback.grading.signals import consistency, logprob_stats, resample, support
+
+log = logging.getLogger(__name__)
 
 # grader-2: references (corrections, approvals, documents), the agreement signal, and the
 # conversation shown to the judge.
@@ -145,7 +148,8 @@ class Grader:
                 self.judge_model, question, answer, cancel, tag, context.history, reference
             )
             judge_score, judge_reason = verdict.score, verdict.reason
-        except JudgeError:  # the other signals still grade it; the reason says so
+        except JudgeError as exc:  # the other signals still grade it; the reason says so
+            log.warning("%s", exc)
             judge_score, judge_reason = None, "the judge gave no valid verdict"
         except ValueError:  # llama.cpp: the prompt does not fit the judge's context
             judge_score, judge_reason = None, "too long for the judge's context"

@@ -8,11 +8,12 @@ anything; feedback/grading/grader.py does.
 
 from __future__ import annotations
 
+import json
 import threading
 
 from langchain_core.messages.utils import convert_to_openai_messages
 from langchain_core.prompts import ChatPromptTemplate
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from assistant.llm.base import ChatModel
 from feedback.grading.sanitize import new_tag, wrap
@@ -41,6 +42,11 @@ PROMPT = ChatPromptTemplate.from_messages([("system", SYSTEM), ("human", HUMAN)]
 class Judgement(BaseModel):
     reason: str = Field(max_length=400)
     score: int = Field(ge=1, le=10)
+
+    @field_validator("reason")
+    @classmethod
+    def _one_line(cls, reason: str) -> str:
+        return " ".join(reason.split())
 
 
 SCHEMA = {
@@ -131,7 +137,23 @@ def judge(
     )
     if cancel is not None and cancel.is_set():
         raise InterruptedError("the judge was interrupted")
+    return parse_judgement(text)
+
+
+def parse_judgement(text: str) -> Judgement:
+    """The verdict in the judge's output; JudgeError if it is not JSON of the schema.
+
+    llama-cpp-python's JSON grammar lets raw control characters into strings (its `char` rule is
+    `[^"\\\\]`), which strict JSON refuses; the verdict around such a reason is still the judge's.
+
+    >>> parse_judgement('{ "reason": "says\\nParis" ,"score": 9}')
+    Judgement(reason='says Paris', score=9)
+    >>> parse_judgement('{ "reason": "cut off')
+    Traceback (most recent call last):
+    ...
+    feedback.grading.judge.JudgeError: judge output is not valid JSON for the schema: '{ "reason": "cut off'
+    """
     try:
-        return Judgement.model_validate_json(text)
-    except ValidationError as exc:
+        return Judgement.model_validate(json.loads(text, strict=False))
+    except (ValueError, ValidationError) as exc:
         raise JudgeError(f"judge output is not valid JSON for the schema: {text[:200]!r}") from exc
