@@ -11,7 +11,7 @@ import pytest
 
 from assistant.llm.base import Delta
 from feedback.refresh.pairwise import judge_pairs, outcome, pair_messages
-from feedback.refresh.rules import RefreshConfig, regressions
+from feedback.refresh.rules import RefreshConfig, regressions, unmeasured
 
 PROMPTS = [f"Question number {i}?" for i in range(64)]
 
@@ -45,6 +45,40 @@ def test_a_judge_that_always_picks_the_first_answer_ties_every_prompt_and_never_
     assert figures["first_choice"] == 1.0 and figures["p_worse"] == 1.0
     assert judge.calls == 128  # both orders of every pair
     assert gate(figures) == []
+
+
+def test_a_judge_that_picks_by_position_is_asked_no_more_once_the_probe_shows_it():
+    judge = ScriptedJudge(lambda a, b: "A")
+    ticks = []
+    figures = judge_pairs(
+        judge, PROMPTS, ["worse"] * 64, ["better"] * 64, tick=lambda: ticks.append(1), probe=8
+    )
+    assert judge.calls == 16 and len(ticks) == 64  # progress still reaches the end
+    assert (figures["prompts"], figures["ties"], figures["unasked"]) == (8, 8, 56)
+    assert gate(figures) == []
+    [note] = unmeasured({"candidate": {"pairwise": figures}, "current": {"heldout_loss": 1.0}})
+    assert note.startswith("the judge chose by position in all 8 pairs it was asked (56 more")
+
+
+@pytest.mark.parametrize(
+    "choose",
+    [
+        lambda a, b: "tie",  # a judge that finds the answers equal says so: it is not cut short
+        lambda a, b: "A" if a.startswith("good") else "B",  # it reads the answers
+    ],
+    ids=["ties", "reads"],
+)
+def test_a_judge_that_does_not_pick_by_position_judges_every_pair(choose):
+    judge = ScriptedJudge(choose)
+    figures = judge_pairs(judge, PROMPTS, ["bad"] * 64, ["good"] * 64, probe=8)
+    assert judge.calls == 128 and figures["unasked"] == 0 and figures["prompts"] == 64
+
+
+def test_one_pair_read_on_its_answers_within_the_probe_keeps_the_judge_asking():
+    verdicts = iter(["A"] * 14 + ["B", "A"] + ["A"] * 112)  # pair 8 prefers the current answer
+    judge = ScriptedJudge(lambda a, b: next(verdicts))
+    figures = judge_pairs(judge, PROMPTS, ["x"] * 64, ["y"] * 64, probe=8)
+    assert judge.calls == 128 and figures["losses"] == 1 and figures["unasked"] == 0
 
 
 def test_a_judge_that_prefers_the_current_answers_rejects_the_candidate():

@@ -76,6 +76,9 @@ def paired(figures: dict | None) -> str:
     '3 / 20 / 41 (p 0.0002; the judge chose the first answer 100% of the time)'
     >>> paired({"wins": 5, "losses": 4, "ties": 55, "p_worse": 0.5}), paired(None)
     ('5 / 4 / 55 (p 0.5)', '')
+    >>> paired({"wins": 0, "losses": 0, "ties": 8, "p_worse": 1.0, "first_choice": 1.0,
+    ...         "unasked": 56})
+    '0 / 0 / 8 (p 1.0; the judge chose the first answer 100% of the time; 56 more not asked)'
     """
     if not figures:
         return ""
@@ -83,6 +86,8 @@ def paired(figures: dict | None) -> str:
     first = figures.get("first_choice")
     if first is not None and abs(first - 0.5) > 0.3:  # it reads positions, not answers
         text += f"; the judge chose the first answer {first:.0%} of the time"
+    if figures.get("unasked"):
+        text += f"; {figures['unasked']} more not asked"
     return text + ")"
 
 

@@ -151,19 +151,32 @@ def judge_pairs(
     current: list[str],
     references: list[str] | None = None,
     tick: Callable[[], None] | None = None,
+    probe: int = 0,
 ) -> dict:
     """Both orders of every prompt's pair, judged by `judge`; `sign_test`'s figures plus
     `first_choice`, the share of decided verdicts that chose answer A (a judge's position bias),
-    and `outcomes`, per prompt."""
+    and `outcomes`, per prompt.
+
+    A judge that chose the same position in both orders of each of the first `probe` pairs it
+    judged read the positions, not the answers; it is asked no more (`unasked` prompts, not in
+    the figures), since every further verdict would cost a judge call and tie."""
     references = references or [""] * len(prompts)
-    outcomes, firsts, decided = [], 0, 0
-    for question, cand, cur, ref in zip(prompts, candidate, current, references, strict=True):
+    outcomes, firsts, decided, judged, by_position = [], 0, 0, 0, 0
+    pairs = list(zip(prompts, candidate, current, references, strict=True))
+    for i, (question, cand, cur, ref) in enumerate(pairs):
+        if probe and judged >= probe and by_position == judged:
+            for _ in pairs[i:]:
+                if tick:
+                    tick()
+            break
         if same_answer(cand, cur):
             outcomes.append(0.5)
         else:
             as_a = verdict(judge, question, cand, cur, ref)
             as_b = verdict(judge, question, cur, cand, ref)
             outcomes.append(outcome(as_a, as_b))
+            judged += 1
+            by_position += as_a == as_b != "tie"
             for v in (as_a, as_b):
                 decided += v != "tie"
                 firsts += v == "A"
@@ -171,6 +184,7 @@ def judge_pairs(
             tick()
     figures = sign_test(outcomes)
     figures["first_choice"] = round(firsts / decided, 4) if decided else None
+    figures["unasked"] = len(prompts) - len(outcomes)
     figures["outcomes"] = outcomes
     return figures
 

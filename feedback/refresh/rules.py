@@ -220,6 +220,9 @@ def unmeasured(evaluation: dict) -> list[str]:
 
     >>> unmeasured({"candidate": {"heldout_loss": float("nan"), "pairwise": {"ties": 4, "prompts": 4}}, "current": {"heldout_loss": float("nan")}})
     ['held-out loss: no held-out answers yet (the general answers stood in)', 'the judge tied all 4 pairs: its verdicts did not count']
+    >>> pairwise = {"ties": 8, "prompts": 8, "unasked": 56}
+    >>> unmeasured({"candidate": {"pairwise": pairwise}, "current": {"heldout_loss": 2.0}})
+    ['the judge chose by position in all 8 pairs it was asked (56 more were not asked): its verdicts did not count']
     """
     out = []
     cand, cur = evaluation.get("candidate", {}), evaluation.get("current", {})
@@ -228,7 +231,12 @@ def unmeasured(evaluation: dict) -> list[str]:
     if not math.isfinite(cur.get("taught_loss", 0.0)):
         out.append("taught loss: nothing taught was trained on before")
     p = cand.get("pairwise")
-    if p and p["prompts"] and p["ties"] == p["prompts"]:
+    if p and p.get("unasked"):
+        out.append(
+            f"the judge chose by position in all {p['prompts']} pairs it was asked "
+            f"({p['unasked']} more were not asked): its verdicts did not count"
+        )
+    elif p and p["prompts"] and p["ties"] == p["prompts"]:
         out.append(f"the judge tied all {p['prompts']} pairs: its verdicts did not count")
     return out
 
