@@ -157,3 +157,24 @@ def test_the_embedded_model_judges_both_orders_and_its_position_bias_is_on_recor
     assert figures["first_choice"] == expected
     pairs = [judge.verdicts[0:2], judge.verdicts[2:4]]
     assert figures["outcomes"] == [outcome(a, b) for a, b in pairs]
+
+
+@pytest.mark.slow
+def test_the_embedded_judge_picks_by_position_and_is_asked_no_more_after_the_probe(engine):
+    """The 135M judge on TruthfulQA's best answer against a wrong one: the same letter in both
+    orders, so the probe stops it after 8 pairs (what bench/gate_cost.py times)."""
+    from tests.conftest import DATA
+
+    rows = [json.loads(line) for line in (DATA / "truthfulqa" / "dev.jsonl").open()][:12]
+    engine.set_adapter(None)
+    judge = RecordingJudge(engine)
+    figures = judge_pairs(
+        judge,
+        [r["question"] for r in rows],
+        [r["incorrect_answers"][0] for r in rows],
+        [r["best_answer"] for r in rows],
+        probe=8,
+    )
+    pairs = list(zip(judge.verdicts[::2], judge.verdicts[1::2], strict=True))
+    assert len(pairs) == 8 and all(a == b != "tie" for a, b in pairs), judge.verdicts
+    assert (figures["prompts"], figures["unasked"], figures["ties"]) == (8, 4, 8)
