@@ -176,7 +176,7 @@ class Settings(BaseSettings):
     refresh_loss_tolerance: float = staged(RefreshConfig, "loss_tolerance", ge=0.0)
     refresh_taught_tolerance: float = staged(RefreshConfig, "taught_tolerance", ge=0.0)
     refresh_gate_alpha: float = staged(RefreshConfig, "gate_alpha", gt=0.0, lt=1.0)
-    refresh_judge_probe: int = staged(RefreshConfig, "judge_probe", ge=0)
+    refresh_judge_early_stop: bool = staged(RefreshConfig, "judge_early_stop")
     refresh_known_tolerance: float = staged(RefreshConfig, "known_tolerance", ge=0.0, le=1.0)
     refresh_answer_diversity_tolerance: float = staged(
         RefreshConfig, "answer_diversity_tolerance", ge=0.0, le=1.0

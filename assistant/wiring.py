@@ -174,7 +174,7 @@ def refresh_config(settings: Settings) -> RefreshConfig:
         loss_tolerance=settings.refresh_loss_tolerance,
         taught_tolerance=settings.refresh_taught_tolerance,
         gate_alpha=settings.refresh_gate_alpha,
-        judge_probe=settings.refresh_judge_probe,
+        judge_early_stop=settings.refresh_judge_early_stop,
         answer_diversity_tolerance=settings.refresh_answer_diversity_tolerance,
         known_tolerance=settings.refresh_known_tolerance,
         lessons_per_parent=settings.refresh_lessons_per_parent,

@@ -207,6 +207,7 @@ class Loop:
         from feedback.refresh.rules import RefreshConfig, regressions
         from feedback.refresh.train import completion_loss
 
+        config = RefreshConfig(seed=self.args.seed)
         cand, cur, base = compare(
             self.llama,
             None,
@@ -215,6 +216,7 @@ class Loop:
             served,
             str(served) if served else None,
             embed=self.embedder,
+            stop_alpha=config.gate_alpha if config.judge_early_stop else None,
         )
         cand["heldout_loss"] = completion_loss(model, tokenizer, self.gate_records)
         if served_model is None:
@@ -224,7 +226,7 @@ class Loop:
             cur["heldout_loss"] = completion_loss(served_model, tokenizer, self.gate_records)
             cand["taught_loss"] = completion_loss(model, tokenizer, self.anchor)
             cur["taught_loss"] = completion_loss(served_model, tokenizer, self.anchor)
-        reasons = regressions(cand, cur, RefreshConfig(seed=self.args.seed), base)
+        reasons = regressions(cand, cur, config, base)
         keep = ("heldout_loss", "taught_loss", "answer_distinct_2", "answer_spread")
         pairwise = {k: v for k, v in cand["pairwise"].items() if k != "outcomes"}
         return {

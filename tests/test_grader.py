@@ -41,9 +41,25 @@ def test_a_verdict_whose_reason_holds_a_raw_newline_still_counts():
     assert result.signals.judge == 2 and result.judge_reason == "not the answer is the <</"
 
 
+class Recording:
+    """The engine, with the text of every answer it streamed on record."""
+
+    def __init__(self, engine):
+        self.engine, self.texts = engine, []
+
+    def stream(self, messages, sampling, cancel=None, json_schema=None):
+        deltas = list(self.engine.stream(messages, sampling, cancel, json_schema=json_schema))
+        self.texts.append("".join(d.text for d in deltas))
+        yield from deltas
+
+
 def test_the_real_judge_gives_a_verdict_on_an_answer_it_once_broke_its_json_on(engine):
-    verdict = judge(engine, QUESTION, RAMBLING, tag="abc123")
-    assert 1 <= verdict.score <= 10 and "\n" not in verdict.reason
+    engine.set_adapter(None)
+    model = Recording(engine)
+    verdict = judge(model, QUESTION, RAMBLING, tag="abc123")
+    [raw] = model.texts
+    assert any(ord(c) < 0x20 for c in raw), raw  # the grammar let a raw control character in
+    assert 1 <= verdict.score <= 10 and all(ord(c) >= 0x20 for c in verdict.reason)
 
 
 def test_every_signal_is_measured_and_stored_apart(grader):

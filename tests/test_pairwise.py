@@ -47,17 +47,24 @@ def test_a_judge_that_always_picks_the_first_answer_ties_every_prompt_and_never_
     assert gate(figures) == []
 
 
-def test_a_judge_that_picks_by_position_is_asked_no_more_once_the_probe_shows_it():
+def test_a_judge_that_picks_by_position_is_asked_no_more_once_the_rest_could_not_reject():
     judge = ScriptedJudge(lambda a, b: "A")
     ticks = []
     figures = judge_pairs(
-        judge, PROMPTS, ["worse"] * 64, ["better"] * 64, tick=lambda: ticks.append(1), probe=8
+        judge,
+        PROMPTS,
+        ["worse"] * 64,
+        ["better"] * 64,
+        tick=lambda: ticks.append(1),
+        stop_alpha=0.05,
     )
-    assert judge.calls == 16 and len(ticks) == 64  # progress still reaches the end
-    assert (figures["prompts"], figures["ties"], figures["unasked"]) == (8, 8, 56)
+    # 25 pairs by position: at 3 in 25 read, the 39 left would hold under the 5 losses that
+    # could reject at 0.05.
+    assert judge.calls == 50 and len(ticks) == 64  # progress still reaches the end
+    assert (figures["judged"], figures["ties"], figures["unasked"]) == (25, 25, 39)
     assert gate(figures) == []
     [note] = unmeasured({"candidate": {"pairwise": figures}, "current": {"heldout_loss": 1.0}})
-    assert note.startswith("the judge chose by position in all 8 pairs it was asked (56 more")
+    assert note.startswith("the judge chose by position in all 25 pairs it was asked (39 more")
 
 
 @pytest.mark.parametrize(
@@ -70,15 +77,43 @@ def test_a_judge_that_picks_by_position_is_asked_no_more_once_the_probe_shows_it
 )
 def test_a_judge_that_does_not_pick_by_position_judges_every_pair(choose):
     judge = ScriptedJudge(choose)
-    figures = judge_pairs(judge, PROMPTS, ["bad"] * 64, ["good"] * 64, probe=8)
-    assert judge.calls == 128 and figures["unasked"] == 0 and figures["prompts"] == 64
+    figures = judge_pairs(judge, PROMPTS, ["bad"] * 64, ["good"] * 64, stop_alpha=0.05)
+    assert judge.calls == 128 and figures["unasked"] == 0 and figures["judged"] == 64
 
 
-def test_one_pair_read_on_its_answers_within_the_probe_keeps_the_judge_asking():
-    verdicts = iter(["A"] * 14 + ["B", "A"] + ["A"] * 112)  # pair 8 prefers the current answer
-    judge = ScriptedJudge(lambda a, b: next(verdicts))
-    figures = judge_pairs(judge, PROMPTS, ["x"] * 64, ["y"] * 64, probe=8)
-    assert judge.calls == 128 and figures["losses"] == 1 and figures["unasked"] == 0
+def test_a_judge_that_reads_the_answers_only_after_its_first_pairs_still_rejects_a_worse_one():
+    """By position for its first 8 pairs, then on the answers: it is not stopped, and the
+    candidate worse on every prompt is rejected as it would be with every pair asked."""
+    calls = [0]
+
+    def choose(a, b):
+        calls[0] += 1
+        return "A" if calls[0] <= 16 else ("A" if a == "good" else "B")
+
+    figures = judge_pairs(
+        ScriptedJudge(choose), PROMPTS, ["bad"] * 64, ["good"] * 64, None, None, 0.05
+    )
+    assert figures["unasked"] == 0 and figures["losses"] == 56
+    assert gate(figures)
+
+
+def test_identical_answers_cost_no_verdict_and_do_not_count_as_judged():
+    candidate = ["same" if i % 2 else "worse" for i in range(64)]
+    current = ["same" if i % 2 else "better" for i in range(64)]
+    judge = ScriptedJudge(lambda a, b: "A")
+    figures = judge_pairs(judge, PROMPTS, candidate, current, stop_alpha=0.05)
+    assert judge.calls == 2 * figures["judged"]
+    assert figures["prompts"] + figures["unasked"] == 64 and figures["judged"] < figures["prompts"]
+
+
+def test_with_fewer_pairs_left_than_could_reject_the_judge_is_asked_no_more():
+    judge = ScriptedJudge(lambda a, b: "A")
+    figures = judge_pairs(judge, PROMPTS[:4], ["x"] * 4, ["y"] * 4, stop_alpha=0.05)
+    assert (figures["judged"], figures["unasked"]) == (2, 2)  # 2 left: 5 losses cannot happen
+    assert (
+        judge_pairs(ScriptedJudge(lambda a, b: "A"), PROMPTS[:4], ["x"] * 4, ["y"] * 4)["unasked"]
+        == 0
+    )  # without stop_alpha every pair is asked
 
 
 def test_a_judge_that_prefers_the_current_answers_rejects_the_candidate():
@@ -160,9 +195,12 @@ def test_the_embedded_model_judges_both_orders_and_its_position_bias_is_on_recor
 
 
 @pytest.mark.slow
-def test_the_embedded_judge_picks_by_position_and_is_asked_no_more_after_the_probe(engine):
+def test_the_embedded_judge_picks_by_position_and_is_asked_no_more_when_the_rest_cannot_reject(
+    engine,
+):
     """The 135M judge on TruthfulQA's best answer against a wrong one: the same letter in both
-    orders, so the probe stops it after 8 pairs (what bench/gate_cost.py times)."""
+    orders every time, so after 5 of 12 pairs the 7 left could not reject (what
+    bench/gate_cost.py times)."""
     from tests.conftest import DATA
 
     rows = [json.loads(line) for line in (DATA / "truthfulqa" / "dev.jsonl").open()][:12]
@@ -173,8 +211,8 @@ def test_the_embedded_judge_picks_by_position_and_is_asked_no_more_after_the_pro
         [r["question"] for r in rows],
         [r["incorrect_answers"][0] for r in rows],
         [r["best_answer"] for r in rows],
-        probe=8,
+        stop_alpha=0.05,
     )
     pairs = list(zip(judge.verdicts[::2], judge.verdicts[1::2], strict=True))
-    assert len(pairs) == 8 and all(a == b != "tie" for a, b in pairs), judge.verdicts
-    assert (figures["prompts"], figures["unasked"], figures["ties"]) == (8, 4, 8)
+    assert len(pairs) == 5 and all(a == b != "tie" for a, b in pairs), judge.verdicts
+    assert (figures["judged"], figures["unasked"], figures["ties"]) == (5, 7, 5)

@@ -149,7 +149,8 @@ class Grader:
             )
             judge_score, judge_reason = verdict.score, verdict.reason
         except JudgeError as exc:  # the other signals still grade it; the reason says so
-            log.warning("%s", exc)
+            log.warning("the judge gave no valid verdict")
+            log.debug("%s", exc)  # the judge's output, which may quote the user
             judge_score, judge_reason = None, "the judge gave no valid verdict"
         except ValueError:  # llama.cpp: the prompt does not fit the judge's context
             judge_score, judge_reason = None, "too long for the judge's context"

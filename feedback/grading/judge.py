@@ -155,5 +155,5 @@ def parse_judgement(text: str) -> Judgement:
     """
     try:
         return Judgement.model_validate(json.loads(text, strict=False))
-    except (ValueError, ValidationError) as exc:
+    except (ValueError, ValidationError, RecursionError) as exc:
         raise JudgeError(f"judge output is not valid JSON for the schema: {text[:200]!r}") from exc

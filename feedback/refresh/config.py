@@ -77,10 +77,11 @@ class RefreshConfig:
         64, "prompts the candidate and the current model both answer, judged pairwise"
     )
     # bench/gate_cost.py (docs/refresh.md): the embedded judge picks answer A in both orders.
-    judge_probe: int = option(
-        8,
-        "pairs after which a judge that chose the same position in both orders of every one "
-        "(it reads position, not answers) is asked no more; 0: every pair is judged",
+    judge_early_stop: bool = option(
+        True,
+        "stop asking a judge that chose the same position in both orders of every pair so far "
+        "once the pairs left could not plausibly reject the candidate (it reads position, not "
+        "answers)",
     )
     seed: int = option(0, "seed of the mix's sampling")
     train: TrainConfig = field(default_factory=TrainConfig)

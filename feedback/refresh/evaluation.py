@@ -172,18 +172,19 @@ def compare(
     references: list[str] | None = None,
     tick: Callable[[], None] | None = None,
     embed: Callable | None = None,
-    probe: int = 0,
+    stop_alpha: float | None = None,
 ) -> tuple[dict, dict, dict]:
     """(candidate, current, base) figures on the same prompts. `judge` (None: the base model
-    on `engine`) compares each pair of answers in both orders; its figures (`pairwise.
-    sign_test`'s and `win_rate`; `probe`: `judge_pairs`') go with the candidate's, and so does the paired relevance of
-    answers to their questions when `embed` is given. The base's diversity is the current's
-    when no adapter is active, else measured."""
+    on `engine`) compares each pair of answers in both orders (`stop_alpha`: see `pairwise.
+    judge_pairs`); its figures (`pairwise.sign_test`'s and `win_rate`) go with the
+    candidate's, and so does the paired relevance of answers to their questions when `embed`
+    is given. The base's diversity is the current's when no adapter is active, else
+    measured."""
     cur = answer_figures(engine, prompts, current, current_id or "base", tick, embed)
     cand = answer_figures(engine, prompts, candidate, "candidate", tick, embed)
     engine.set_adapter(None)  # a judge on `engine` is the base model, whatever was served
     cand["pairwise"] = judge_pairs(
-        judge or engine, prompts, cand["answers"], cur["answers"], references, tick, probe
+        judge or engine, prompts, cand["answers"], cur["answers"], references, tick, stop_alpha
     )
     cand["win_rate"] = cand["pairwise"]["win_rate"]
     if embed is not None:

@@ -23,6 +23,7 @@ with any judge.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -144,6 +145,34 @@ def sign_test(outcomes: list[float]) -> dict:
     }
 
 
+def spread(n: int, step: int = 4) -> list[int]:
+    """Indices 0..n-1, every `step`-th first: the gate's prompts come in sections (held-out,
+    taught with references, general), and the first pairs judged should sample all of them.
+
+    >>> spread(10)
+    [0, 4, 8, 1, 5, 9, 2, 6, 3, 7]
+    """
+    return sorted(range(n), key=lambda i: (i % step, i))
+
+
+def can_stop(judged: int, by_position: int, remaining: int, alpha: float) -> bool:
+    """Whether a judge that chose by position (the same letter in both orders) in every one of
+    its `judged` pairs can be asked no more: at the highest rate of reading the answers its
+    record leaves plausible (3 / judged, the rule of three's 95% bound), the `remaining` pairs
+    would hold fewer read pairs than the fewest that can reject a candidate at `alpha` (all of
+    them losses: 5 at 0.05).
+
+    >>> can_stop(24, 24, 40, 0.05), can_stop(25, 25, 39, 0.05), can_stop(25, 24, 39, 0.05)
+    (False, True, False)
+    >>> can_stop(7, 7, 9, 0.05), can_stop(0, 0, 64, 0.05)
+    (True, False)
+    """
+    if judged == 0 or by_position < judged:
+        return False
+    fewest = math.ceil(math.log(alpha) / math.log(0.5))
+    return remaining * 3 / judged < fewest
+
+
 def judge_pairs(
     judge,
     prompts: list[str],
@@ -151,29 +180,26 @@ def judge_pairs(
     current: list[str],
     references: list[str] | None = None,
     tick: Callable[[], None] | None = None,
-    probe: int = 0,
+    stop_alpha: float | None = None,
 ) -> dict:
     """Both orders of every prompt's pair, judged by `judge`; `sign_test`'s figures plus
     `first_choice`, the share of decided verdicts that chose answer A (a judge's position bias),
-    and `outcomes`, per prompt.
+    `judged` (pairs the judge was asked about) and `outcomes`, per prompt in the order judged.
 
-    A judge that chose the same position in both orders of each of the first `probe` pairs it
-    judged read the positions, not the answers; it is asked no more (`unasked` prompts, not in
-    the figures), since every further verdict would cost a judge call and tie."""
+    With `stop_alpha` (the gate's sign-test level), the pairs are judged every fourth first
+    (`spread`) and a judge that has chosen by position in every pair so far is asked no more
+    once `can_stop` says the rest could not plausibly reject; `unasked` counts the prompts left
+    out (not in the figures)."""
     references = references or [""] * len(prompts)
     outcomes, firsts, decided, judged, by_position = [], 0, 0, 0, 0
-    pairs = list(zip(prompts, candidate, current, references, strict=True))
-    for i, (question, cand, cur, ref) in enumerate(pairs):
-        if probe and judged >= probe and by_position == judged:
-            for _ in pairs[i:]:
-                if tick:
-                    tick()
-            break
+    order = spread(len(prompts)) if stop_alpha else list(range(len(prompts)))
+    for n, i in enumerate(order):
+        cand, cur = candidate[i], current[i]
         if same_answer(cand, cur):
             outcomes.append(0.5)
-        else:
-            as_a = verdict(judge, question, cand, cur, ref)
-            as_b = verdict(judge, question, cur, cand, ref)
+        elif not (stop_alpha and can_stop(judged, by_position, len(order) - n, stop_alpha)):
+            as_a = verdict(judge, prompts[i], cand, cur, references[i])
+            as_b = verdict(judge, prompts[i], cur, cand, references[i])
             outcomes.append(outcome(as_a, as_b))
             judged += 1
             by_position += as_a == as_b != "tie"
@@ -184,6 +210,7 @@ def judge_pairs(
             tick()
     figures = sign_test(outcomes)
     figures["first_choice"] = round(firsts / decided, 4) if decided else None
+    figures["judged"] = judged
     figures["unasked"] = len(prompts) - len(outcomes)
     figures["outcomes"] = outcomes
     return figures

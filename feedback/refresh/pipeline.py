@@ -404,7 +404,7 @@ class Refresher:
             references,
             tick,
             self.embedder,
-            c.judge_probe,
+            c.gate_alpha if c.judge_early_stop else None,
         )
         cand["heldout_loss"], cur["heldout_loss"] = cand_loss, cur_loss
         cand["taught_loss"], cur["taught_loss"] = cand_taught, cur_taught

@@ -220,7 +220,7 @@ def unmeasured(evaluation: dict) -> list[str]:
 
     >>> unmeasured({"candidate": {"heldout_loss": float("nan"), "pairwise": {"ties": 4, "prompts": 4}}, "current": {"heldout_loss": float("nan")}})
     ['held-out loss: no held-out answers yet (the general answers stood in)', 'the judge tied all 4 pairs: its verdicts did not count']
-    >>> pairwise = {"ties": 8, "prompts": 8, "unasked": 56}
+    >>> pairwise = {"ties": 8, "prompts": 8, "judged": 8, "unasked": 56}
     >>> unmeasured({"candidate": {"pairwise": pairwise}, "current": {"heldout_loss": 2.0}})
     ['the judge chose by position in all 8 pairs it was asked (56 more were not asked): its verdicts did not count']
     """
@@ -233,7 +233,7 @@ def unmeasured(evaluation: dict) -> list[str]:
     p = cand.get("pairwise")
     if p and p.get("unasked"):
         out.append(
-            f"the judge chose by position in all {p['prompts']} pairs it was asked "
+            f"the judge chose by position in all {p['judged']} pairs it was asked "
             f"({p['unasked']} more were not asked): its verdicts did not count"
         )
     elif p and p["prompts"] and p["ties"] == p["prompts"]:
