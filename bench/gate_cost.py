@@ -90,6 +90,7 @@ def main() -> int:
             "calls",
             "seconds",
             "wins / losses / ties",
+            "judged",
             "not asked",
             "first choice",
             "p worse",

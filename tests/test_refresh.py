@@ -270,6 +270,7 @@ def test_a_candidate_trained_on_shuffled_answers_forgets_the_corrections_and_is_
     assert "it forgot taught corrections" in run.reason, run.reason
     cand, cur = evaluate["candidate"], evaluate["current"]
     assert cand["taught_loss"] > cur["taught_loss"] * (1 + RefreshConfig.taught_tolerance)
-    assert cand["pairwise"]["prompts"] == evaluate["prompts"]
+    pairwise = cand["pairwise"]
+    assert pairwise["prompts"] + pairwise["unasked"] == evaluate["prompts"]
     registry = AdapterRegistry(settings.home_dir / "adapters")
     assert registry.active().adapter_id == first.adapter_id
