@@ -14,8 +14,9 @@ Five generations with the embedded model, run twice from the same base:
   is compared the same way, the held-out loss is on the gate questions' human answers and, once
   the served model has trained on the anchor answers, the loss on them is the "taught" gate. A
   rejected candidate is dropped and the served model stays. Each guarded generation also trains
-  a deliberately broken candidate from the same mix, every answer moved to the next question,
-  which the gate must reject (`--no-broken` skips it).
+  a deliberately broken candidate from the same mix, every answer moved half the mix away,
+  which the gate must reject (`--no-broken` skips it). The gate also holds the candidate to
+  the base model's known answers, as the refresh does (feedback/refresh/known.py).
 - replace: each generation trains only on the previous generation's self-graded answers, with no
   human data and no gate, the setting in which model collapse is reported.
 - lessons: guarded, and every generation also trains on lessons the model wrote from the human
@@ -51,6 +52,18 @@ import time
 from pathlib import Path
 
 from bench.harness import DATA, RESULTS, new_home, read_jsonl, table
+
+
+def half_turned(items: list) -> list:
+    """`items` turned by half their length: the broken candidate's answers. A parent's lessons
+    sit side by side in the mix and share its answer, so a turn by one would leave most of them
+    with an answer to their own question (seen in the lessons runs of docs/learning.md).
+
+    >>> half_turned([1, 2, 3, 4, 5])
+    [3, 4, 5, 1, 2]
+    """
+    half = len(items) // 2
+    return items[half:] + items[:half]
 
 
 def splits(n_prompts: int, n_anchor: int, n_eval: int, n_heldout: int, n_gate: int, seed: int = 0):
@@ -204,6 +217,7 @@ class Loop:
         human answers; the taught-answer loss on the anchor answers, once the served model
         has trained on them (the product's corrections learnt before)."""
         from feedback.refresh.evaluation import compare
+        from feedback.refresh.known import known_figures, known_regression
         from feedback.refresh.rules import RefreshConfig, regressions
         from feedback.refresh.train import completion_loss
 
@@ -226,8 +240,11 @@ class Loop:
             cur["heldout_loss"] = completion_loss(served_model, tokenizer, self.gate_records)
             cand["taught_loss"] = completion_loss(model, tokenizer, self.anchor)
             cur["taught_loss"] = completion_loss(served_model, tokenizer, self.anchor)
+        # As the refresh does: the base model's known answers, and how many the candidate loses.
+        cand["known"] = known_figures(self.llama, candidate, cache=self.base_cache / "known.json")
         reasons = regressions(cand, cur, config, base)
-        keep = ("heldout_loss", "taught_loss", "answer_distinct_2", "answer_spread")
+        reasons += known_regression(cand["known"], config.known_tolerance)
+        keep = ("heldout_loss", "taught_loss", "answer_distinct_2", "answer_spread", "known")
         pairwise = {k: v for k, v in cand["pairwise"].items() if k != "outcomes"}
         return {
             "reasons": reasons,
@@ -239,10 +256,9 @@ class Loop:
         }
 
     def broken(self, records: list[dict], g: int, served: Path | None, served_model) -> dict:
-        """A deliberately broken candidate from the same mix, every answer moved to the next
-        question; the gate must reject it."""
-        rotated = [r["messages"][-1] for r in records]
-        rotated = rotated[1:] + rotated[:1]
+        """A deliberately broken candidate from the same mix, every answer moved half the mix
+        away (`half_turned`); the gate must reject it."""
+        rotated = half_turned([r["messages"][-1] for r in records])
         shuffled = [
             {"messages": r["messages"][:-1] + [a]} for r, a in zip(records, rotated, strict=True)
         ]
