@@ -8,7 +8,7 @@ Five generations with the embedded model, run twice from the same base:
   TruthfulQA's best answers to other questions) make at least half of each mix, model-only
   examples capped to keep that share and to repeat no answer past the cap; a mix less diverse
   than the last promoted one's is refused. Each candidate then meets the promotion gate
-  (feedback/refresh/evaluation.py's compare, feedback/refresh/rules.py's regressions, default
+  (feedback/refresh/evaluation.py's compare, feedback/refresh/gates.py's regressions, default
   tolerances) on its own 64 questions: the base model judges the candidate's and the served
   model's answers pairwise in both orders (sign test), the relatedness of answers to questions
   is compared the same way, the held-out loss is on the gate questions' human answers and, once
@@ -217,8 +217,9 @@ class Loop:
         human answers; the taught-answer loss on the anchor answers, once the served model
         has trained on them (the product's corrections learnt before)."""
         from feedback.refresh.evaluation import compare
+        from feedback.refresh.gates import regressions
         from feedback.refresh.known import known_figures, known_regression
-        from feedback.refresh.rules import RefreshConfig, regressions
+        from feedback.refresh.rules import RefreshConfig
         from feedback.refresh.train import completion_loss
 
         config = RefreshConfig(seed=self.args.seed)

@@ -41,8 +41,9 @@ class CountingJudge:
 
 def judged(engine, rows: list[dict], stop: bool) -> dict:
     """One way of judging every row's pair: its calls, seconds, figures and the gate's reading."""
+    from feedback.refresh.gates import regressions
     from feedback.refresh.pairwise import judge_pairs
-    from feedback.refresh.rules import RefreshConfig, regressions
+    from feedback.refresh.rules import RefreshConfig
 
     judge = CountingJudge(engine)
     start = time.perf_counter()

@@ -10,8 +10,9 @@ import re
 import pytest
 
 from assistant.llm.base import Delta
+from feedback.refresh.gates import regressions, unmeasured
 from feedback.refresh.pairwise import judge_pairs, outcome, pair_messages
-from feedback.refresh.rules import RefreshConfig, regressions, unmeasured
+from feedback.refresh.rules import RefreshConfig
 
 PROMPTS = [f"Question number {i}?" for i in range(64)]
 

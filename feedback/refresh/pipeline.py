@@ -2,10 +2,11 @@
 
 Owns the order of the steps, the run's row (each step is written before it starts), the lock
 that keeps two refreshes from running at once, and where the candidate's files go. The rules
-(what counts as too few examples, a diversity drop, a regression) live in feedback/refresh/rules.py;
-the torch work in feedback/refresh/train.py, the GGUF file in feedback/refresh/gguf_export.py
-and the comparison of answers in feedback/refresh/evaluation.py (judged pairwise by a fixed
-judge: the settings' judge model or server, else the base model). Each step is one method.
+(what counts as too few examples, a diversity drop, a regression) live in
+feedback/refresh/rules.py and feedback/refresh/gates.py; the torch work in
+feedback/refresh/train.py, the GGUF file in feedback/refresh/gguf_export.py and the comparison
+of answers in feedback/refresh/evaluation.py (judged pairwise by a fixed judge: the settings'
+judge model or server, else the base model). Each step is one method.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from feedback.pool.records import preference_pairs, sft_record
 from feedback.refresh.evaluation import compare, gate_prompts
+from feedback.refresh.gates import regressions, unmeasured
 from feedback.refresh.known import (
     gate_questions,
     known_figures,
@@ -36,9 +38,7 @@ from feedback.refresh.rules import (
     general_records,
     held_out,
     read_anchor,
-    regressions,
     rehearsal_prompts,
-    unmeasured,
 )
 from store.adapters import AdapterRegistry
 from store.pool import PoolStore

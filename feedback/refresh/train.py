@@ -8,7 +8,7 @@ trained model, which llama.cpp with the exported adapter must match). The only m
 imports torch, transformers, trl or peft. Heavy imports (torch, transformers, trl,
 peft) happen inside these functions: the app and most tests never load them.
 
-What to train on, and whether the result is promoted, is feedback/refresh/rules.py's business.
+What to train on, and whether the result is promoted, is feedback/refresh/rules.py's and gates.py's business.
 """
 
 from __future__ import annotations
