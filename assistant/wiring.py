@@ -326,6 +326,7 @@ def synthesis_config(settings: Settings) -> SynthesisConfig:
 def build_synthesizer(settings: Settings, engine, model: ChatModel, judge, embedder):
     """The synthesis stage: `model` (the base weights, never an adapter: a damaged adapter
     must not write the next one's lessons) writes, the product's grader grades."""
+    from feedback.synthesis.memo import Memo
     from feedback.synthesis.stage import Synthesizer
     from store.lessons import LessonStore
 
@@ -336,6 +337,7 @@ def build_synthesizer(settings: Settings, engine, model: ChatModel, judge, embed
         build_grader(settings, model, judge),
         embedder,
         synthesis_config(settings),
+        Memo(settings.home_dir / "cache" / "rehearsal-memo.json"),
     )
 
 

@@ -66,7 +66,8 @@ def arguments() -> argparse.Namespace:
         help="one more arm: lessons + rehearsal with these training settings changed (rank, "
         "alpha, learning_rate, epochs, max_steps, kl_weight, kl_spare_new (1/0), targets as a+b, rehearsal: the most "
         "rehearsal answers, as a multiple of the corrections; neighbours: tries at a "
-        "neighbour per fact, 0 for none); repeatable",
+        "neighbour per fact, 0 for none; dpo: 1 for DPO on the corrections' preference pairs "
+        "after SFT, as a refresh runs it, at dpo_steps and dpo_learning_rate); repeatable",
     )  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS / "lessons.json")
     return p.parse_args()
@@ -75,7 +76,8 @@ def arguments() -> argparse.Namespace:
 ARMS = ("corrections", "+ lessons", "+ lessons + rehearsal")
 KNOBS = {"rank": int, "alpha": float, "learning_rate": float, "epochs": float,
          "max_steps": int, "kl_weight": float, "kl_spare_new": lambda v: ["0", "1"].index(v) == 1, "targets": lambda v: v.split("+"), "rehearsal": float,
-         "neighbours": int}  # fmt: skip
+         "neighbours": int, "dpo": lambda v: ["0", "1"].index(v) == 1,
+         "dpo_steps": int, "dpo_learning_rate": float}  # fmt: skip
 
 
 def variant(text: str) -> tuple[str, dict]:
@@ -185,17 +187,22 @@ def probe(llama, facts: list[dict], system: str, max_tokens: int) -> tuple[float
 
 
 def train_arm(
-    settings, path: Path, records: list[dict], folder: Path, train
+    settings, path: Path, records: list[dict], folder: Path, train, pairs=()
 ) -> tuple[Path, dict, float]:
-    """A LoRA on `records` at `train` (a TrainConfig), exported; (GGUF adapter, info, general
-    loss)."""
+    """A LoRA on `records` at `train` (a TrainConfig), then DPO on `pairs` as a refresh runs
+    it (`train_dpo`, its `dpo_*` settings) when any are given, exported; (GGUF adapter, info,
+    general loss)."""
     from feedback.refresh.gguf_export import export_peft
     from feedback.refresh.rules import general_records
-    from feedback.refresh.train import completion_loss, load_base, train_lora
+    from feedback.refresh.train import completion_loss, load_base, train_dpo, train_lora
 
     base, tokenizer = load_base(path, settings.home_dir / "cache" / "base")
     info = train_lora(base, tokenizer, records, folder / "peft", train)
     model = info.pop("model")
+    if pairs:
+        dpo = train_dpo(model, tokenizer, list(pairs), folder / "peft", train, train.max_seconds)
+        model = dpo.pop("model")
+        info["dpo"] = dpo
     head = [{"role": "system", "content": settings.system_prompt}]
     general = [{"messages": head + r["messages"]} for r in general_records()]
     loss = completion_loss(model, tokenizer, general)
@@ -240,14 +247,15 @@ def arms_of(args, settings, synth, home: Path, parents: dict, taught, train, out
         "+ lessons": taught,
         "+ lessons + rehearsal": taught + rehearsed(tries, n),
     }
-    arms = [(name, mixes[name], train) for name in args.arms]
+    arms = [(name, mixes[name], train, False) for name in args.arms]
     for name, knobs in args.variant:
         cap = round(knobs.pop("rehearsal", 1.0) * n)
         near_tries = knobs.pop("neighbours", tries)
+        dpo = knobs.pop("dpo", False)
         records = rehearsed(near_tries, cap)
-        arms.append((name, taught + records, replace(train, **knobs)))
+        arms.append((name, taught + records, replace(train, **knobs), dpo))
         out.setdefault("variants", {})[name] = knobs | {"rehearsal": len(records),
-                                                        "neighbours": near_tries}  # fmt: skip
+                                                        "neighbours": near_tries, "dpo": dpo}  # fmt: skip
     return arms
 
 
@@ -255,7 +263,7 @@ def measure(args) -> dict:
     from assistant.llm.embedder import Embedder
     from assistant.settings import Settings
     from assistant.wiring import build_synthesizer, local_model, refresh_config
-    from feedback.pool.records import lesson_record, sft_record
+    from feedback.pool.records import lesson_record, preference_pairs, sft_record
     from feedback.refresh.rules import per_parent
     from store.db import open_database
     from store.lessons import LessonStore
@@ -294,10 +302,13 @@ def measure(args) -> dict:
         "answers": rows,
     }
     arms = arms_of(args, settings, synth, home, parents, corrections + lessons, train, out)
-    for name, records, config in arms:
+    pairs = [record for record, _, _ in preference_pairs(PoolStore(engine), settings.system_prompt)]
+    for name, records, config, dpo in arms:
         t = time.monotonic()
         folder = home / name.replace("+ ", "").replace(" ", "-")
-        adapter, info, loss = train_arm(settings, path, records, folder, config)
+        adapter, info, loss = train_arm(
+            settings, path, records, folder, config, pairs if dpo else ()
+        )
         llama.set_adapter(adapter, name)
         recalled, rows = probe(llama, facts, settings.system_prompt, args.max_tokens)
         llama.set_adapter(None)
@@ -306,6 +317,7 @@ def measure(args) -> dict:
                              "known_lost": len(known["lost"]), "known": known,
                              "leaks": leaks(known, facts),
                              "steps": info["steps"], "train_seconds": info["seconds"],
+                             "dpo": info.get("dpo"),
                              "seconds": round(time.monotonic() - t, 1), "answers": rows}  # fmt: skip
     return out
 

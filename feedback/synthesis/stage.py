@@ -19,6 +19,7 @@ import numpy as np
 from assistant.llm.base import ChatModel
 from feedback.grading.grader import GRADER_VERSION, Grader
 from feedback.grading.references import Reference
+from feedback.synthesis.memo import Memo
 from feedback.synthesis.rules import (
     SynthesisConfig,
     answer_problem,
@@ -78,10 +79,12 @@ class Synthesizer:
         grader: Grader,
         embed: Callable[[list[str]], np.ndarray],
         config: SynthesisConfig | None = None,
+        memo: Memo | None = None,
     ):
         self.pool, self.lessons, self.model, self.grader = pool, lessons, model, grader
         self.embed = embed
         self.config = config or SynthesisConfig()
+        self.memo = memo or Memo(None)  # without a file: kept for this process only
 
     def parents(self) -> dict[int, PoolEntry]:
         """Every entry lessons may be written from: human text in the pool, not deleted."""
@@ -152,9 +155,10 @@ class Synthesizer:
         the answers the grade does not flag come back as training records, with the figures;
         it stops once it has `enough` of them (the prompts left are counted as `unasked`).
         Rehearsal keeps a refresh practising what the model could already do."""
-        t = time.monotonic()
+        t, hits = time.monotonic(), self.memo.hits
         head = [{"role": "system", "content": system}] if system else []
         records, flagged, asked = [], 0, 0
+        model = self.memo.over(self.model)  # the base model's answers from before are kept
         for n, prompt in enumerate(prompts):
             if enough is not None and len(records) >= enough:
                 break
@@ -162,13 +166,15 @@ class Synthesizer:
             if progress:
                 progress(n, len(prompts), f"rehearsal {n + 1}/{len(prompts)}")
             messages = head + [{"role": "user", "content": prompt}]
-            answer = "".join(d.text for d in self.model.stream(messages, sampling)).strip()
+            answer = "".join(d.text for d in model.stream(messages, sampling)).strip()
             result = self.grader.grade(prompt, answer)
             if result.flagged or not answer:
                 flagged += 1
                 continue
             records.append({"messages": messages + [{"role": "assistant", "content": answer}]})
+        self.memo.save()
         figures = {
+            "remembered": self.memo.hits - hits,
             "prompts": len(prompts),
             "unasked": len(prompts) - asked,
             "kept": len(records),
@@ -190,9 +196,10 @@ class Synthesizer:
         the figures. Answered by the base model they are rehearsal that holds what it says next
         to a fact while the fact is learnt: a taught teacher's name should not become every
         painting's painter."""
-        t, c = time.monotonic(), self.config
+        t, c, hits = time.monotonic(), self.config, self.memo.hits
         kept, seen, written, reasons = [], set(), 0, {}
         measured = measured_index(list(measured))  # read once, not per candidate
+        model = self.memo.over(self.model)  # what the base model wrote before is kept
         for n, parent in enumerate(parents if c.neighbours else []):
             if enough is not None and len(kept) >= enough:
                 break
@@ -200,9 +207,7 @@ class Synthesizer:
                 progress(n, len(parents), f"a neighbour of {parent.exchange_id}")
             for i in range(c.neighbours):
                 tried = replace(c, seed=c.seed + i)
-                text = next(
-                    iter(sample(self.model, neighbour_messages(parent.prompt), 1, tried)), ""
-                )
+                text = next(iter(sample(model, neighbour_messages(parent.prompt), 1, tried)), "")
                 written += 1
                 problem = neighbour_problem(text, parent.prompt, parent.completion)
                 problem = problem or measured_problem(text, measured)
@@ -214,8 +219,9 @@ class Synthesizer:
                     seen.add(words(text))
                     kept.append(text)
                     break
+        self.memo.save()
         figures = {"parents": len(parents) if c.neighbours else 0, "written": written,
-                   "kept": len(kept), "reasons": reasons,
+                   "kept": len(kept), "reasons": reasons, "remembered": self.memo.hits - hits,
                    "seconds": round(time.monotonic() - t, 2)}  # fmt: skip
         return kept, figures
 
