@@ -164,3 +164,22 @@ def test_the_embedded_model_writes_again_the_text_the_memo_kept(embedded_path, h
     finally:
         second.close()
     assert again == kept
+
+
+def test_the_gates_base_model_sample_is_read_back_by_the_next_refresh(embedded_path, home):
+    """The evaluation's sampled answers of the model without an adapter (its diversity figures)
+    go through the same memo: the next refresh reads the same answers, so the same figures."""
+    from assistant.llm.llama import LlamaEngine
+    from feedback.refresh.evaluation import base_figures
+
+    prompts = ["Name three primary colours.", "Write a haiku about the sea."]
+    engine = LlamaEngine(embedded_path, context_window=2048, threads=2)
+    try:
+        first = Memo(home / "memo.json")
+        figures = base_figures(first.over(engine), prompts)
+        first.save()
+        later = Memo(home / "memo.json")
+        assert base_figures(later.over(engine), prompts) == figures
+        assert (first.misses, later.hits, later.misses) == (2, 2, 0)
+    finally:
+        engine.close()

@@ -394,8 +394,11 @@ class Refresher:
             done[0] += 1
             self.progress("evaluate", done[0] / total, f"{done[0]} of {total} answers and verdicts")
 
+        # What the base model answers at a seed is kept between refreshes (the current model's
+        # answers when none is served, the base's diversity sample): the same text, read back.
+        memo = self.synthesizer.memo if self.synthesizer else None
         cand, cur, base = compare(
-            self.llama,
+            memo.over(self.llama) if memo else self.llama,
             self.judge,
             prompts,
             adapter,
@@ -409,6 +412,8 @@ class Refresher:
         cand["heldout_loss"], cur["heldout_loss"] = cand_loss, cur_loss
         cand["taught_loss"], cur["taught_loss"] = cand_taught, cur_taught
         cand["general_loss"], cur["general_loss"] = cand_general, cur_general
+        if memo:
+            memo.save()
         base.update(self._base_losses(trained, records, general, cur_loss, cur_general))
         self.progress("evaluate", 1.0, "the known answers: the base model's, then the candidate's")
         cache = self.home / "cache" / "known-base.json"
