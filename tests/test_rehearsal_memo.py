@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 
+from assistant.llm.base import Delta
 from feedback.synthesis.memo import Memo
 from feedback.synthesis.rules import SynthesisConfig
 from feedback.synthesis.writer import sample
@@ -29,6 +30,14 @@ class BaseModel(FakeModel):
     fingerprint = '["base.gguf", 1, 2]'
 
 
+class Halted(BaseModel):
+    """Ends its answer as the real engine does when the generation was stopped."""
+
+    def stream(self, messages, sampling, cancel=None, json_schema=None):
+        yield Delta(text="half")
+        yield Delta(finish_reason="stopped", completion_tokens=1)
+
+
 def written(memo: Memo, model, messages=ASK, sampling=SEEDED, cancel=None) -> str:
     return "".join(d.text for d in memo.over(model).stream(messages, sampling, cancel))
 
@@ -40,9 +49,16 @@ def test_a_seeded_base_model_text_is_written_once_and_read_back_by_the_next_refr
     first = Memo(path)
     assert written(first, model) == "The city kept it."
     first.save()
-    assert path.exists() and (first.hits, first.misses) == (0, 1)
+    assert path.exists() and (first.hits, first.kept) == (0, 1)
 
     later = Memo(path)  # the next refresh, another process
+    (delta,) = later.over(model).stream(ASK, SEEDED)
+    assert (delta.text, delta.finish_reason, delta.completion_tokens) == (
+        "The city kept it.",
+        "stop",
+        4,
+    )
+    later = Memo(path)
     assert written(later, model) == "The city kept it."
     assert (later.hits, len(model.history)) == (1, 1)  # the model was not asked again
     # Another prompt, seed or model file is another text, asked of the model.
@@ -79,7 +95,13 @@ def test_what_an_adapter_wrote_an_unseeded_sample_or_a_cut_off_answer_is_not_kep
     except RuntimeError:
         pass
     assert written(memo, broken, sampling=other_seed) == "whole"
-    assert memo.hits == 0 and memo.misses == 2
+    assert memo.hits == 0 and memo.kept == 2
+    # The real engine ends a generation its reader or a shutdown stopped with "stopped".
+    halted = Halted()
+    assert written(memo, halted, sampling={**SEEDED, "seed": 10}) == "half"
+    assert memo.key(halted, ASK, {**SEEDED, "seed": 10}) is not None and memo.kept == 2
+    # A random seed (-1) is a random draw, however it is spelt.
+    assert memo.key(base, ASK, {"temperature": 0.7, "seed": -1}) is None
 
 
 def test_a_broken_or_unwritable_memo_file_costs_only_the_writing(home):
@@ -91,7 +113,7 @@ def test_a_broken_or_unwritable_memo_file_costs_only_the_writing(home):
     memo = Memo(path)
     assert written(memo, model) == "fresh"
     memo.save()
-    assert Memo(path).get(memo.key(model, ASK, SEEDED)) == "fresh"
+    assert Memo(path).get(memo.key(model, ASK, SEEDED)).text == "fresh"
 
     blocked = home / "a-file"
     blocked.write_text("not a folder")
@@ -152,7 +174,7 @@ def test_the_embedded_model_writes_again_the_text_the_memo_kept(embedded_path, h
         kept = sample(memo.over(first), messages, 2, config)
     finally:
         first.close()
-    assert memo.misses == 2 and all(kept), "each base-model sample at a seed is kept"
+    assert memo.kept == 2 and all(kept), "each base-model sample at a seed is kept"
     memo.save()
 
     second = LlamaEngine(embedded_path, context_window=2048, threads=2)
@@ -168,18 +190,21 @@ def test_the_embedded_model_writes_again_the_text_the_memo_kept(embedded_path, h
 
 def test_the_gates_base_model_sample_is_read_back_by_the_next_refresh(embedded_path, home):
     """The evaluation's sampled answers of the model without an adapter (its diversity figures)
-    go through the same memo: the next refresh reads the same answers, so the same figures."""
+    go through the same memo: the next refresh reads back what a fresh engine would sample."""
     from assistant.llm.llama import LlamaEngine
-    from feedback.refresh.evaluation import base_figures
+    from feedback.refresh.evaluation import base_figures, sampled_figures
 
     prompts = ["Name three primary colours.", "Write a haiku about the sea."]
-    engine = LlamaEngine(embedded_path, context_window=2048, threads=2)
-    try:
-        first = Memo(home / "memo.json")
-        figures = base_figures(first.over(engine), prompts)
-        first.save()
-        later = Memo(home / "memo.json")
-        assert base_figures(later.over(engine), prompts) == figures
-        assert (first.misses, later.hits, later.misses) == (2, 2, 0)
-    finally:
-        engine.close()
+    figures = []
+    for memo in (Memo(home / "memo.json"), None):  # with the memo, then afresh without it
+        engine = LlamaEngine(embedded_path, context_window=2048, threads=2)
+        try:
+            figures.append(sampled_figures(memo.over(engine) if memo else engine, prompts))
+            if memo:
+                memo.save()
+                later = Memo(home / "memo.json")
+                assert base_figures(later.over(engine), prompts) == figures[0][1]
+                assert (memo.kept, later.hits, later.kept) == (2, 2, 0)
+        finally:
+            engine.close()
+    assert figures[0] == figures[1] and all(figures[0][0])

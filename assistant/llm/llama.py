@@ -53,6 +53,11 @@ _SLOT = "\ue000{}\ue001"
 _SLOT_SPLIT = re.compile("\ue000(\\d+)\ue001")
 
 
+# The sampler settings every generation uses (llama-cpp-python's chat handler's); in the
+# fingerprint, since a text depends on them.
+TOP_K, MIN_P = 40, 0.05
+
+
 def system_info() -> str:
     """llama.cpp's report of the CPU features it was built with (e.g. 'AVX2 = 1 | AMX_INT8 = 0')."""
     return llama_cpp.llama_print_system_info().decode("utf-8", "replace")
@@ -117,7 +122,7 @@ class LlamaEngine:
         """What the base model's greedy answers depend on besides the prompt's tokens: the GGUF
         file as it was loaded (path, size, time written), the llama.cpp build and the context's
         threads and size. Same fingerprint, same token ids: the same greedy answer."""
-        parts = [*self._file, llama_cpp.__version__, system_info()]
+        parts = [*self._file, llama_cpp.__version__, system_info(), TOP_K, MIN_P]
         parts += [self.llm.n_threads, self.llm.n_threads_batch, self.context_window]
         return json.dumps(parts)
 
@@ -327,8 +332,8 @@ class LlamaEngine:
             stream=True,
             temperature=Sampling.value(sampling, "temperature"),
             top_p=Sampling.value(sampling, "top_p"),
-            top_k=40,
-            min_p=0.05,
+            top_k=TOP_K,
+            min_p=MIN_P,
             repeat_penalty=Sampling.value(sampling, "repeat_penalty"),
             presence_penalty=sampling.get("presence_penalty", 0.0),
             frequency_penalty=sampling.get("frequency_penalty", 0.0),

@@ -399,7 +399,7 @@ class Refresher:
         memo = self.synthesizer.memo if self.synthesizer else None
         cand, cur, base = compare(
             memo.over(self.llama) if memo else self.llama,
-            self.judge,
+            self.judge or self.llama,  # verdicts are grades: never kept
             prompts,
             adapter,
             active.path if active else None,
