@@ -172,6 +172,7 @@ class Settings(BaseSettings):
     refresh_rank: int = staged(TrainConfig, "rank", ge=1)
     refresh_kl_weight: float = staged(TrainConfig, "kl_weight", ge=0.0)
     refresh_kl_spare_new: bool = staged(TrainConfig, "kl_spare_new")
+    refresh_dpo_steps: int = staged(TrainConfig, "dpo_steps", ge=0)
     refresh_eval_prompts: int = staged(RefreshConfig, "eval_prompts", ge=1)
     refresh_loss_tolerance: float = staged(RefreshConfig, "loss_tolerance", ge=0.0)
     refresh_taught_tolerance: float = staged(RefreshConfig, "taught_tolerance", ge=0.0)

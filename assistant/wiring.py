@@ -189,6 +189,7 @@ def refresh_config(settings: Settings) -> RefreshConfig:
             rank=settings.refresh_rank,
             kl_weight=settings.refresh_kl_weight,
             kl_spare_new=settings.refresh_kl_spare_new,
+            dpo_steps=settings.refresh_dpo_steps,
         ),
     )
 

@@ -252,6 +252,8 @@ def arms_of(args, settings, synth, home: Path, parents: dict, taught, train, out
         cap = round(knobs.pop("rehearsal", 1.0) * n)
         near_tries = knobs.pop("neighbours", tries)
         dpo = knobs.pop("dpo", False)
+        if dpo:  # off by default since 2026-12-07: the steps it ran before, unless given
+            knobs.setdefault("dpo_steps", train.dpo_steps or 20)
         records = rehearsed(near_tries, cap)
         arms.append((name, taught + records, replace(train, **knobs), dpo))
         out.setdefault("variants", {})[name] = knobs | {"rehearsal": len(records),

@@ -266,7 +266,8 @@ class Refresher:
         )
 
     def _train(self, run: RefreshRun, folder: Path, mix: Mix, heldout: set[int]) -> Trained:
-        """Step 3: SFT on the mix, then DPO on the preference pairs when there are enough."""
+        """Step 3: SFT on the mix, then DPO on the preference pairs when it is on
+        (`dpo_steps`) and there are enough."""
         from feedback.refresh.train import load_base, train_dpo, train_lora
 
         c = self.config
@@ -286,7 +287,7 @@ class Refresher:
         metrics = {"train": {**info, "load_seconds": round(load_s, 2)}}
         pairs = self._pairs(heldout)
         metrics["train"]["preference_pairs"] = len(pairs)
-        if len(pairs) >= c.min_pairs:
+        if c.train.dpo_steps > 0 and len(pairs) >= c.min_pairs:
             self.runs.update(run.id, metrics=metrics)
             dpo = train_dpo(
                 model,
