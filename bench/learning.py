@@ -101,6 +101,7 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--refresh-max-steps", type=int, default=None, help="default: the product's")
     p.add_argument("--refresh-rank", type=int, default=None, help="default: the product's")
     p.add_argument("--refresh-kl-weight", type=float, default=None, help="default: the product's")
+    p.add_argument("--refresh-dpo-steps", type=int, default=None, help="default: the product's")
     # The gate's pairwise judging of 64 prompts (the product's default) takes most of a refresh.
     p.add_argument("--refresh-eval-prompts", type=int, default=None, help="default: the product's")
     p.add_argument(

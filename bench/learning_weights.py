@@ -20,7 +20,7 @@ from bench.learning_checks import loss_records
 
 TRUTHFULQA = DATA / "truthfulqa" / "dev.jsonl"
 REFRESH_FLAGS = ("refresh_epochs", "refresh_learning_rate", "refresh_max_steps", "refresh_rank",
-                 "refresh_kl_weight", "refresh_eval_prompts")  # fmt: skip
+                 "refresh_kl_weight", "refresh_eval_prompts", "refresh_dpo_steps")  # fmt: skip
 
 
 def refresh(home: Path, args, n: int) -> dict:
